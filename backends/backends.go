@@ -1,0 +1,166 @@
+// Package backends defines what every batch-system adapter provides: the
+// Backend interface, the normalized job states and JobStatus, and the
+// backend-neutral JobRequest. One sub-package per scheduler implements it;
+// package registry opens the one a site names.
+package backends
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// JobID is a scheduler's job id ("1234", "17.pbs01", a local id).
+type JobID string
+
+// State is a normalized job state.
+type State string
+
+// The normalized states. Every scheduler's native states map onto these.
+const (
+	Pending     State = "PENDING"
+	Configuring State = "CONFIGURING"
+	Running     State = "RUNNING"
+	Completing  State = "COMPLETING"
+	Suspended   State = "SUSPENDED"
+	Requeued    State = "REQUEUED"
+	Completed   State = "COMPLETED"
+	Failed      State = "FAILED"
+	Timeout     State = "TIMEOUT"
+	Cancelled   State = "CANCELLED"
+	NodeFail    State = "NODE_FAIL"
+	Preempted   State = "PREEMPTED"
+	OutOfMemory State = "OUT_OF_MEMORY"
+	BootFail    State = "BOOT_FAIL"
+	Deadline    State = "DEADLINE"
+	// Unknown is a job the scheduler no longer knows (vanished) or whose
+	// state cannot be mapped. It is never treated as Completed: the exit
+	// file decides, after a grace window.
+	Unknown State = "UNKNOWN"
+)
+
+// AllStates lists every normalized state.
+var AllStates = []State{Pending, Configuring, Running, Completing, Suspended, Requeued,
+	Completed, Failed, Timeout, Cancelled, NodeFail, Preempted, OutOfMemory, BootFail, Deadline, Unknown}
+
+// Terminal reports whether the job has ended.
+func (s State) Terminal() bool {
+	switch s {
+	case Completed, Failed, Timeout, Cancelled, NodeFail, Preempted, OutOfMemory, BootFail, Deadline:
+		return true
+	}
+	return false
+}
+
+// Started reports whether the job has (or had) resources.
+func (s State) Started() bool {
+	switch s {
+	case Pending, Requeued, Unknown:
+		return false
+	}
+	return true
+}
+
+// JobStatus is one job as the scheduler reports it, normalized.
+type JobStatus struct {
+	ID     JobID
+	State  State
+	Native string // the scheduler's own state string, flags included
+	// ExitCode and Signal are the scheduler's view; the wrapper's exit
+	// file takes precedence.
+	ExitCode *int
+	Signal   int
+	Reason   string // pending reason or failure reason
+	Nodes    []string
+	Submit   time.Time
+	Start    time.Time
+	End      time.Time
+	// Deadline is when the scheduler will end the job (start + limit).
+	Deadline time.Time
+}
+
+// JobRequest is everything a backend needs to submit one attempt.
+type JobRequest struct {
+	Name    string
+	RunID   string
+	Attempt int
+	// Script is the wrapper (job.sh); the backend runs it with bash.
+	Script string
+	// Dir is the attempt directory: the job's working directory at start.
+	Dir    string
+	Stdout string
+	Stderr string
+
+	Nodes         int
+	NTasks        int
+	NTasksPerNode int
+	CPUsPerTask   int
+	GPUsPerTask   int
+	MemoryMiB     int64
+	Walltime      time.Duration
+
+	// WarnSignal ("USR1") is due WarnBefore ahead of the walltime. Batch
+	// backends ask the scheduler for it when they can; the wrapper forwards
+	// it to the Task.
+	WarnSignal string
+	WarnBefore time.Duration
+
+	Partition   string
+	Account     string
+	QoS         string
+	Reservation string
+	Constraint  string
+	Exclude     []string
+	Requeue     bool
+	ExtraArgs   []string
+	// Tag marks the job so it can be found again by run and attempt
+	// (a job comment or name suffix).
+	Tag string
+}
+
+// Backend is one batch system.
+type Backend interface {
+	// Submit starts one job and returns its id.
+	Submit(ctx context.Context, req JobRequest) (JobID, error)
+	// Query returns the status of all ids in ONE scheduler call. Ids the
+	// scheduler no longer knows are absent from the map.
+	Query(ctx context.Context, ids []JobID) (map[JobID]JobStatus, error)
+	// Cancel asks the scheduler to end a job.
+	Cancel(ctx context.Context, id JobID) error
+}
+
+// Finder is implemented by backends that can find a job by its tag, so a
+// submit interrupted before its job id was recorded is not repeated.
+type Finder interface {
+	FindByTag(ctx context.Context, tag string) (JobID, bool, error)
+}
+
+// Watcher is implemented by backends whose job state lives in files; the
+// waiter watches those paths for changes instead of waiting a poll interval.
+type Watcher interface {
+	WatchPaths() []string
+}
+
+// Describer is implemented by backends that can show the request they
+// would send (the sbatch command line, the REST body) for dry runs.
+type Describer interface {
+	Describe(req JobRequest) string
+}
+
+// Pinger is implemented by backends that can check connectivity and auth.
+type Pinger interface {
+	Ping(ctx context.Context) (string, error)
+}
+
+// Errors a backend wraps so the CLI can choose its exit code.
+var (
+	// ErrRejected: the scheduler refused the request (bad partition, time
+	// limit too long, too many CPUs). The request must change: exit 2.
+	ErrRejected = errors.New("rejected by the scheduler")
+	// ErrUnavailable: the scheduler could not be reached or answered with
+	// an error. Retrying later may work: exit 3.
+	ErrUnavailable = errors.New("scheduler unavailable")
+	// ErrAuth: credentials were refused or expired: exit 3, and the admin
+	// must fix the site's auth.
+	ErrAuth = errors.New("scheduler refused the credentials")
+)

@@ -1,0 +1,242 @@
+// Package local runs Tasks as local processes, like a one-node batch
+// system. Each job is supervised by a detached shim process (the tether
+// binary's hidden "local-shim" command) in its own session, so the job
+// outlives the tether process that submitted it. The shim enforces the
+// walltime (warn signal, then SIGTERM, then SIGKILL after kill_wait),
+// handles cancellation and records the job's state in a spool file, which
+// Query reads for all jobs at once.
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/rundir"
+)
+
+// jobVersion is the spool file format.
+const jobVersion = 1
+
+// Job is a local job's spool record.
+type Job struct {
+	V          int                 `json:"v"`
+	ID         string              `json:"id"`
+	Request    backends.JobRequest `json:"request"`
+	KillWait   time.Duration       `json:"kill_wait"`
+	State      backends.State      `json:"state"`
+	Reason     string              `json:"reason,omitempty"`
+	ShimPID    int                 `json:"shim_pid,omitempty"`
+	ShimStart  uint64              `json:"shim_start,omitempty"`
+	WrapperPID int                 `json:"wrapper_pid,omitempty"`
+	Submit     time.Time           `json:"submit"`
+	Start      time.Time           `json:"start,omitzero"`
+	End        time.Time           `json:"end,omitzero"`
+	ExitCode   *int                `json:"exit_code,omitempty"`
+	Signal     int                 `json:"signal,omitempty"`
+	Host       string              `json:"host,omitempty"`
+}
+
+// Backend is the local process backend.
+type Backend struct {
+	// Spool is the directory of job records (<state_dir>/local).
+	Spool string
+	// Shim is the argv prefix that starts a supervisor; the job file path
+	// is appended ("/usr/bin/tether", "local-shim").
+	Shim     []string
+	KillWait time.Duration
+	Now      func() time.Time
+}
+
+// New returns a backend spooling under dir (created at the first submit).
+func New(dir string, shim []string, killWait time.Duration) (*Backend, error) {
+	return &Backend{Spool: dir, Shim: shim, KillWait: killWait, Now: time.Now}, nil
+}
+
+func (b *Backend) jobsDir() string          { return filepath.Join(b.Spool, "jobs") }
+func (b *Backend) jobPath(id string) string { return filepath.Join(b.jobsDir(), id+".json") }
+func lockPath(jobPath string) string        { return strings.TrimSuffix(jobPath, ".json") + ".lock" }
+func readJob(path string) (*Job, error)     { var j Job; return &j, rundir.ReadJSON(path, &j) }
+func writeJob(path string, j *Job) error    { j.V = jobVersion; return rundir.WriteJSON(path, j) }
+func validID(id string) bool                { _, err := strconv.ParseUint(id, 10, 64); return err == nil }
+func (b *Backend) WatchPaths() []string     { return []string{b.jobsDir()} }
+
+// update changes a job record under its lock.
+func update(ctx context.Context, path string, f func(*Job)) (*Job, error) {
+	l, err := rundir.LockFile(ctx, lockPath(path))
+	if err != nil {
+		return nil, err
+	}
+	defer l.Unlock()
+	j, err := readJob(path)
+	if err != nil {
+		return nil, err
+	}
+	f(j)
+	return j, writeJob(path, j)
+}
+
+// nextID hands out increasing job ids, like a scheduler.
+func (b *Backend) nextID(ctx context.Context) (string, error) {
+	l, err := rundir.LockFile(ctx, filepath.Join(b.Spool, "seq.lock"))
+	if err != nil {
+		return "", err
+	}
+	defer l.Unlock()
+	seqPath := filepath.Join(b.Spool, "seq")
+	n := 0
+	if data, err := os.ReadFile(seqPath); err == nil {
+		n, _ = strconv.Atoi(strings.TrimSpace(string(data)))
+	}
+	n++
+	if err := rundir.WriteFileAtomic(seqPath, []byte(strconv.Itoa(n)+"\n"), 0o644); err != nil {
+		return "", err
+	}
+	return strconv.Itoa(n), nil
+}
+
+// Submit records the job and starts its detached supervisor.
+func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends.JobID, error) {
+	if len(b.Shim) == 0 {
+		return "", errors.New("local backend: no supervisor command configured")
+	}
+	if err := os.MkdirAll(b.jobsDir(), 0o755); err != nil {
+		return "", fmt.Errorf("local backend spool: %w", err)
+	}
+	id, err := b.nextID(ctx)
+	if err != nil {
+		return "", err
+	}
+	host, _ := os.Hostname()
+	path := b.jobPath(id)
+	j := &Job{ID: id, Request: req, KillWait: b.KillWait, State: backends.Pending, Submit: b.Now().UTC(), Host: host}
+	if err := writeJob(path, j); err != nil {
+		return "", err
+	}
+	logf, err := os.OpenFile(filepath.Join(b.jobsDir(), id+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return "", err
+	}
+	defer logf.Close()
+	cmd := exec.Command(b.Shim[0], append(append([]string{}, b.Shim[1:]...), path)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Dir = "/"
+	if err := cmd.Start(); err != nil {
+		update(ctx, path, func(j *Job) {
+			j.State, j.Reason, j.End = backends.Failed, "cannot start the supervisor: "+err.Error(), b.Now().UTC()
+		})
+		return "", fmt.Errorf("local backend: start supervisor: %w", err)
+	}
+	pid := cmd.Process.Pid
+	go cmd.Wait() // reap the shim if this process outlives it
+	start := startTime(pid)
+	if _, err := update(ctx, path, func(j *Job) {
+		if j.ShimPID == 0 {
+			j.ShimPID, j.ShimStart = pid, start
+		}
+	}); err != nil {
+		return "", err
+	}
+	return backends.JobID(id), nil
+}
+
+// Query reads the spool records of all ids. A job whose supervisor is gone
+// without a final state has vanished and is left out of the result.
+func (b *Backend) Query(ctx context.Context, ids []backends.JobID) (map[backends.JobID]backends.JobStatus, error) {
+	out := make(map[backends.JobID]backends.JobStatus, len(ids))
+	for _, id := range ids {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if !validID(string(id)) {
+			continue
+		}
+		j, err := readJob(b.jobPath(string(id)))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("local backend: %w", err)
+		}
+		if !j.State.Terminal() {
+			supervised := j.ShimPID == 0 && b.Now().Sub(j.Submit) < 10*time.Second || alive(j.ShimPID, j.ShimStart)
+			if !supervised {
+				continue // vanished: the exit file decides
+			}
+		}
+		out[id] = j.status()
+	}
+	return out, nil
+}
+
+func (j *Job) status() backends.JobStatus {
+	st := backends.JobStatus{
+		ID: backends.JobID(j.ID), State: j.State, Native: string(j.State),
+		ExitCode: j.ExitCode, Signal: j.Signal, Reason: j.Reason,
+		Submit: j.Submit, Start: j.Start, End: j.End,
+	}
+	if !j.Start.IsZero() {
+		st.Nodes = []string{j.Host}
+		if j.Request.Walltime > 0 {
+			st.Deadline = j.Start.Add(j.Request.Walltime)
+		}
+	}
+	return st
+}
+
+// Cancel asks the job's supervisor to end it (SIGTERM, then SIGKILL after
+// kill_wait). A job whose supervisor has vanished has its processes killed
+// directly.
+func (b *Backend) Cancel(ctx context.Context, id backends.JobID) error {
+	if !validID(string(id)) {
+		return fmt.Errorf("local backend: invalid job id %q", id)
+	}
+	path := b.jobPath(string(id))
+	j, err := readJob(path)
+	if err != nil {
+		return fmt.Errorf("local backend: job %s: %w", id, err)
+	}
+	if j.State.Terminal() {
+		return nil
+	}
+	if alive(j.ShimPID, j.ShimStart) {
+		return syscall.Kill(j.ShimPID, syscall.SIGTERM)
+	}
+	if j.ShimPID > 0 {
+		killSession(j.ShimPID, syscall.SIGKILL)
+	}
+	_, err = update(ctx, path, func(j *Job) {
+		if !j.State.Terminal() {
+			j.State, j.Reason, j.End = backends.Cancelled, "cancelled; the supervisor had vanished", b.Now().UTC()
+		}
+	})
+	return err
+}
+
+// FindByTag finds the job of a run attempt by its request tag.
+func (b *Backend) FindByTag(ctx context.Context, tag string) (backends.JobID, bool, error) {
+	ents, err := os.ReadDir(b.jobsDir())
+	if err != nil {
+		return "", false, err
+	}
+	for i := len(ents) - 1; i >= 0; i-- {
+		name := ents[i].Name()
+		if !strings.HasSuffix(name, ".json") {
+			continue
+		}
+		j, err := readJob(filepath.Join(b.jobsDir(), name))
+		if err == nil && j.Request.Tag == tag {
+			return backends.JobID(j.ID), true, nil
+		}
+	}
+	return "", false, nil
+}

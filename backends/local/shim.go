@@ -1,0 +1,141 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/schema"
+)
+
+// RunShim supervises one job: the hidden "tether local-shim JOBFILE"
+// command calls it in a new session. It runs the wrapper, sends the warn
+// signal and SIGTERM at their times, SIGKILLs what is left kill_wait later
+// (or after a cancel), kills stray processes of the session when the
+// wrapper ends, and records the final state.
+func RunShim(ctx context.Context, jobPath string) error {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+	defer signal.Stop(sigs)
+
+	self := os.Getpid()
+	j, err := update(ctx, jobPath, func(j *Job) {
+		j.ShimPID, j.ShimStart = self, startTime(self)
+	})
+	if err != nil {
+		return fmt.Errorf("local-shim: %w", err)
+	}
+	if j.State.Terminal() {
+		return nil
+	}
+	req := j.Request
+	finish := func(state backends.State, reason string, code *int, sig int) error {
+		killSession(self, syscall.SIGKILL) // like a batch system's process tracking
+		_, err := update(context.WithoutCancel(ctx), jobPath, func(j *Job) {
+			j.State, j.Reason, j.ExitCode, j.Signal, j.End = state, reason, code, sig, time.Now().UTC()
+		})
+		return err
+	}
+	select {
+	case <-sigs:
+		return finish(backends.Cancelled, "cancelled before start", nil, 0)
+	default:
+	}
+
+	stdout, err := os.OpenFile(req.Stdout, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return finish(backends.Failed, "cannot open stdout: "+err.Error(), nil, 0)
+	}
+	defer stdout.Close()
+	stderr, err := os.OpenFile(req.Stderr, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return finish(backends.Failed, "cannot open stderr: "+err.Error(), nil, 0)
+	}
+	defer stderr.Close()
+	cmd := exec.Command("/bin/bash", req.Script)
+	cmd.Dir = req.Dir
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.Env = append(os.Environ(), "TETHER_LOCAL_JOB_ID="+j.ID)
+	if err := cmd.Start(); err != nil {
+		return finish(backends.Failed, "cannot start the wrapper: "+err.Error(), nil, 0)
+	}
+	start := time.Now().UTC()
+	if _, err := update(ctx, jobPath, func(j *Job) {
+		j.State, j.Start, j.WrapperPID = backends.Running, start, cmd.Process.Pid
+	}); err != nil {
+		fmt.Fprintln(os.Stderr, "local-shim: record start:", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+
+	var warnC, termC, killC <-chan time.Time
+	if req.Walltime > 0 {
+		termC = time.After(time.Until(start.Add(req.Walltime)))
+		if req.WarnSignal != "" && req.WarnBefore > 0 && req.WarnBefore < req.Walltime {
+			warnC = time.After(time.Until(start.Add(req.Walltime - req.WarnBefore)))
+		}
+	}
+	timedOut, cancelled := false, false
+	kill := func() {
+		if killC == nil {
+			killC = time.After(j.KillWait)
+		}
+	}
+	for {
+		select {
+		case werr := <-done:
+			code, sig := exitStatus(werr)
+			switch {
+			case timedOut:
+				return finish(backends.Timeout, fmt.Sprintf("walltime %s reached", req.Walltime), code, sig)
+			case cancelled:
+				return finish(backends.Cancelled, "cancelled", code, sig)
+			case code != nil && *code == 0:
+				return finish(backends.Completed, "", code, 0)
+			default:
+				return finish(backends.Failed, "", code, sig)
+			}
+		case <-warnC:
+			warnC = nil
+			if s, ok := schema.SignalNumber(req.WarnSignal); ok {
+				cmd.Process.Signal(s)
+			}
+		case <-termC:
+			termC, timedOut = nil, true
+			cmd.Process.Signal(syscall.SIGTERM)
+			kill()
+		case <-sigs:
+			if !timedOut {
+				cancelled = true
+			}
+			cmd.Process.Signal(syscall.SIGTERM)
+			kill()
+		case <-killC:
+			killSession(self, syscall.SIGKILL)
+		}
+	}
+}
+
+// exitStatus splits a wait error into an exit code and a signal.
+func exitStatus(err error) (*int, int) {
+	if err == nil {
+		c := 0
+		return &c, 0
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return nil, int(ws.Signal())
+		}
+		c := ee.ExitCode()
+		return &c, 0
+	}
+	return nil, 0
+}

@@ -1,0 +1,223 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/backends/registry"
+	"github.com/tether-hpc/tether/launcher"
+	"github.com/tether-hpc/tether/monitor"
+	"github.com/tether-hpc/tether/rundir"
+	"github.com/tether-hpc/tether/schema"
+	siteconfigs "github.com/tether-hpc/tether/site-configs"
+)
+
+// app holds what every command shares: streams, environment and the
+// global flags. Commands never call os.Exit; Main maps errors to codes.
+type app struct {
+	stdout, stderr io.Writer
+	getenv         func(string) string
+	now            func() time.Time
+
+	siteArg  string
+	stateDir string
+	verbose  bool
+	log      *slog.Logger
+}
+
+// Main runs the tether command line and returns the exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	a := &app{stdout: stdout, stderr: stderr, getenv: os.Getenv, now: time.Now}
+	root := a.rootCmd()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.Execute()
+	if err != nil {
+		if msg := err.Error(); msg != "" {
+			fmt.Fprintf(stderr, "tether: %s\n", strings.ReplaceAll(msg, "\n", "\n  "))
+		}
+	}
+	return exitCode(err)
+}
+
+func (a *app) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "tether",
+		Short: "Run analysis Tasks on HPC batch systems for workflow engines",
+		Long: `tether submits Tasks to a site's batch system (slurmrestd, sbatch, PBS or
+local processes), talks to them through files in the run directory, and
+decides the outcome, including whether downstream steps may proceed after
+a timeout because the Task checkpointed enough work.
+
+Exit codes: 0 proceed, 1 failed, 2 bad input, 3 infrastructure error,
+75 not finished yet (status), 99 skip downstream.`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Args:          usageArgs(cobra.NoArgs),
+		RunE:          func(c *cobra.Command, _ []string) error { return c.Help() },
+		PersistentPreRun: func(c *cobra.Command, _ []string) {
+			level := slog.LevelWarn
+			if a.verbose {
+				level = slog.LevelInfo
+			}
+			a.log = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.siteArg, "site", "", "site NAME or PATH (default $TETHER_SITE, else the embedded local site)")
+	pf.StringVar(&a.stateDir, "state-dir", "", "override the site's state directory (default $TETHER_STATE_DIR)")
+	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log what tether decides")
+	root.AddCommand(a.runCmd(), a.submitCmd(), a.waitCmd(), a.statusCmd(), a.cancelCmd(),
+		a.logsCmd(), a.listCmd(), a.reportCmd(), a.validateCmd(), a.schemaCmd(),
+		a.sitesCmd(), a.versionCmd(), a.shimCmd())
+	return root
+}
+
+// usageArgs turns argument-count errors into usage errors (exit 2).
+func usageArgs(v cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(c *cobra.Command, args []string) error {
+		if err := v(c, args); err != nil {
+			return usageError{fmt.Errorf("%w\nusage: %s", err, c.UseLine())}
+		}
+		return nil
+	}
+}
+
+// loadSite resolves --site, $TETHER_SITE or the embedded default.
+func (a *app) loadSite() (*schema.Site, error) {
+	arg := a.siteArg
+	if arg == "" {
+		arg = a.getenv("TETHER_SITE")
+	}
+	var site *schema.Site
+	var err error
+	if arg == "" || arg == siteconfigs.DefaultLocalName && !fileExists(arg) {
+		site, err = schema.ParseSite("<embedded local site>", siteconfigs.DefaultLocal)
+		if err == nil {
+			site.File = ""
+		}
+	} else {
+		var path string
+		path, err = schema.FindSite(arg, schema.SiteSearchPath())
+		if err != nil {
+			return nil, err
+		}
+		site, err = schema.LoadSite(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if d := a.stateDir; d != "" {
+		site.StateDir = d
+	} else if d := a.getenv("TETHER_STATE_DIR"); d != "" {
+		site.StateDir = d
+	}
+	return site, nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// session is an opened site: its state directory, backend and engine.
+type session struct {
+	site      *schema.Site
+	store     *rundir.Store
+	backend   backends.Backend
+	engine    *monitor.Engine
+	submitter *launcher.Submitter
+}
+
+func (a *app) open(site *schema.Site) (*session, error) {
+	dir, err := site.ResolvedStateDir()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", rundir.ErrStateDir, err)
+	}
+	store, err := rundir.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("cannot find the tether binary: %w", err)
+	}
+	be, err := registry.Open(site, registry.Options{StateDir: store.Dir, Self: []string{self}})
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	sub := &launcher.Submitter{Store: store, Site: site, Backend: be, TetherPath: self, Now: a.now}
+	poller := &monitor.Poller{Store: store, Backend: be, MinInterval: site.Poll.MinInterval.D(),
+		MaxPerMinute: site.Poll.MaxQueriesPerMinute, Now: a.now}
+	eng := &monitor.Engine{Site: site, Store: store, Backend: be, Poller: poller, Submitter: sub,
+		Now: a.now, Log: a.log, Actor: fmt.Sprintf("tether pid %d on %s", os.Getpid(), host)}
+	return &session{site: site, store: store, backend: be, engine: eng, submitter: sub}, nil
+}
+
+// openRun opens the site and finds a run by id or run-directory path. A
+// run directory carries its site: when the run was made with another site
+// file, that one is used.
+func (a *app) openRun(arg string) (*session, rundir.Run, error) {
+	site, err := a.loadSite()
+	if err != nil {
+		return nil, rundir.Run{}, err
+	}
+	if strings.ContainsRune(arg, os.PathSeparator) {
+		var rec schema.RunRecord
+		if err := rundir.ReadJSON(arg+"/run.json", &rec); err == nil && rec.SiteFile != "" && a.siteArg == "" {
+			if s, err := schema.LoadSite(rec.SiteFile); err == nil {
+				site = s
+			}
+		}
+	}
+	s, err := a.open(site)
+	if err != nil {
+		return nil, rundir.Run{}, err
+	}
+	run, err := s.store.Find(arg)
+	if err != nil {
+		return nil, rundir.Run{}, err
+	}
+	return s, run, nil
+}
+
+// printJSON writes v as one line: the last line of stdout is the contract.
+func printJSON(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
+
+// errorOutcome is the JSON line printed when a command fails before an
+// outcome exists, so scripts always find JSON on the last line.
+func errorOutcome(err error, site *schema.Site) schema.Outcome {
+	o := schema.Outcome{V: schema.OutcomeVersion, Outcome: "error", Reason: err.Error()}
+	if site != nil {
+		o.Site, o.Backend = site.Name, site.Backend
+	}
+	return o
+}
+
+// outcomeExit is the exit code of an outcome JSON.
+func outcomeExit(o *schema.Outcome) int {
+	if !o.Final {
+		return ExitNotFinished
+	}
+	return monitor.ExitCode(o.Outcome)
+}
+
+var errSilent = errors.New("")

@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/backends/registry"
+	"github.com/tether-hpc/tether/launcher"
+	"github.com/tether-hpc/tether/rundir"
+	"github.com/tether-hpc/tether/schema"
+)
+
+// submitOpts are the flags of run and submit.
+type submitOpts struct {
+	sets    []string
+	key     string
+	timeout time.Duration
+	dryRun  bool
+}
+
+func (a *app) runCmd() *cobra.Command {
+	var o submitOpts
+	c := &cobra.Command{
+		Use:   "run [flags] TASK.toml",
+		Short: "Submit a Task (or reattach to it) and wait for its outcome",
+		Long: `run submits the Task, waits for it and prints the outcome as one JSON line
+on stdout (the last line); progress and logs go to stderr.
+
+With an idempotency key (--key, else AIRFLOW_CTX_DAG_ID/AIRFLOW_CTX_DAG_RUN_ID/
+AIRFLOW_CTX_TASK_ID when Airflow sets them), running it again reattaches to
+the live job, prints a finished outcome that may proceed again, or starts a
+new attempt after a failure. It never submits twice for a live key.`,
+		Args: usageArgs(cobra.ExactArgs(1)),
+		RunE: func(c *cobra.Command, args []string) error { return a.submitAndMaybeWait(c.Context(), args[0], o, true) },
+	}
+	a.submitFlags(c, &o)
+	c.Flags().DurationVar(&o.timeout, "timeout", 0, "give up waiting after this long (exit 3; the job keeps running)")
+	return c
+}
+
+func (a *app) submitCmd() *cobra.Command {
+	var o submitOpts
+	c := &cobra.Command{
+		Use:   "submit [flags] TASK.toml",
+		Short: "Submit a Task and print its run id as JSON without waiting",
+		Args:  usageArgs(cobra.ExactArgs(1)),
+		RunE:  func(c *cobra.Command, args []string) error { return a.submitAndMaybeWait(c.Context(), args[0], o, false) },
+	}
+	a.submitFlags(c, &o)
+	c.Flags().BoolVar(&o.dryRun, "dry-run", false, "print the wrapper script and the backend request; submit nothing")
+	return c
+}
+
+func (a *app) submitFlags(c *cobra.Command, o *submitOpts) {
+	c.Flags().StringArrayVar(&o.sets, "set", nil, "override a task key, e.g. --set resources.walltime=30m (repeatable)")
+	c.Flags().StringVar(&o.key, "key", "", "idempotency key (default from the Airflow context variables)")
+}
+
+// airflowKey builds the default idempotency key from Airflow's context.
+func (a *app) airflowKey() string {
+	dag, run, task := a.getenv("AIRFLOW_CTX_DAG_ID"), a.getenv("AIRFLOW_CTX_DAG_RUN_ID"), a.getenv("AIRFLOW_CTX_TASK_ID")
+	if dag == "" || run == "" || task == "" {
+		return ""
+	}
+	key := "airflow/" + dag + "/" + run + "/" + task
+	if mi := a.getenv("AIRFLOW_CTX_MAP_INDEX"); mi != "" && mi != "-1" {
+		key += "/" + mi
+	}
+	return key
+}
+
+// signalContext cancels on SIGINT/SIGTERM: the waiting stops, the job does not.
+func signalContext(parent context.Context) (context.Context, context.CancelFunc) {
+	if parent == nil {
+		parent = context.Background()
+	}
+	return signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+}
+
+func (a *app) submitAndMaybeWait(parent context.Context, taskFile string, o submitOpts, wait bool) (err error) {
+	ctx, stop := signalContext(parent)
+	defer stop()
+	site, err := a.loadSite()
+	if err != nil {
+		return a.failJSON(err, nil)
+	}
+	task, err := schema.LoadTask(taskFile, o.sets, site)
+	if err != nil {
+		return a.failJSON(err, site)
+	}
+	if o.dryRun {
+		return a.dryRun(task, site)
+	}
+	s, err := a.open(site)
+	if err != nil {
+		return a.failJSON(err, site)
+	}
+	key := o.key
+	if key == "" {
+		key = a.airflowKey()
+	}
+	run, replay, err := a.prepareRun(ctx, s, task, taskFile, key)
+	if err != nil {
+		return a.failJSON(err, site)
+	}
+	if replay != nil {
+		fmt.Fprintf(a.stderr, "tether: run %s already finished (%s); not submitting again\n", run.ID, replay.Outcome)
+		return a.finalJSON(replay)
+	}
+	if !wait {
+		st, err := s.engine.Step(ctx, run, 0, newTrackerFor(run))
+		if err != nil && st.Outcome.RunID == "" {
+			return a.failJSON(err, site)
+		}
+		if err := printJSON(a.stdout, st.Outcome); err != nil {
+			return err
+		}
+		return nil
+	}
+	return a.waitRun(ctx, s, run, o.timeout)
+}
+
+// prepareRun creates or finds the run for a key and makes sure it has a
+// live attempt. It returns a finished outcome to replay instead when the
+// key's run already ended in a way that may proceed.
+func (a *app) prepareRun(ctx context.Context, s *session, task *schema.Task, taskFile, key string) (rundir.Run, *schema.Outcome, error) {
+	hash := launcher.SpecHash(task, s.site)
+	if key != "" {
+		lock, err := s.store.KeyLock(ctx, key)
+		if err != nil {
+			return rundir.Run{}, nil, err
+		}
+		defer lock.Unlock()
+		if id, ok, err := s.store.LookupKey(key); err != nil {
+			return rundir.Run{}, nil, err
+		} else if ok {
+			run := s.store.Run(id)
+			rec, err := run.Load()
+			if err == nil {
+				return a.reuseRun(ctx, s, run, rec, hash, key)
+			}
+			if !errors.Is(err, rundir.ErrNoRun) {
+				return rundir.Run{}, nil, err
+			}
+			// The run directory was removed: the key is free again.
+		}
+	}
+	abs, _ := filepath.Abs(taskFile)
+	rec := &schema.RunRecord{
+		RunID: rundir.NewRunID(task.Name, a.now()), Key: key, SpecHash: hash,
+		Site: s.site.Name, SiteFile: absOrEmpty(s.site.File), Backend: s.site.Backend,
+		TaskFile: abs, Task: *task, CreatedAt: a.now().UTC(),
+	}
+	run, err := s.store.CreateRun(rec)
+	if err != nil {
+		return rundir.Run{}, nil, err
+	}
+	if key != "" {
+		if err := s.store.BindKey(key, rec.RunID); err != nil {
+			return rundir.Run{}, nil, err
+		}
+	}
+	lock, err := run.Lock(ctx)
+	if err != nil {
+		return rundir.Run{}, nil, err
+	}
+	defer lock.Unlock()
+	if _, err := s.submitter.Submit(ctx, run, rec, schema.Attempt{Reason: "first attempt", Generation: 1}); err != nil {
+		if len(rec.Attempts) == 0 {
+			// Nothing ran: remove the empty run so the key stays free.
+			os.RemoveAll(run.Dir)
+			if key != "" {
+				s.store.UnbindKey(key)
+			}
+		}
+		return rundir.Run{}, nil, fmt.Errorf("submit: %w", err)
+	}
+	a.logf("submitted run %s as job %s on %s", rec.RunID, rec.Current().JobID, s.site.Name)
+	return run, nil, nil
+}
+
+func absOrEmpty(p string) string {
+	if p == "" {
+		return ""
+	}
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return p
+}
+
+// reuseRun applies the idempotency rules to a key's existing run.
+func (a *app) reuseRun(ctx context.Context, s *session, run rundir.Run, rec *schema.RunRecord, hash, key string) (rundir.Run, *schema.Outcome, error) {
+	if rec.SpecHash != hash {
+		return rundir.Run{}, nil, withCode(ExitBadInput, fmt.Errorf(
+			"key %q belongs to run %s, which was made from a different spec (task file, --set or site changed); use another --key", key, rec.RunID))
+	}
+	lock, err := run.Lock(ctx)
+	if err != nil {
+		return rundir.Run{}, nil, err
+	}
+	defer lock.Unlock()
+	out, done, err := run.Outcome()
+	if err != nil {
+		return rundir.Run{}, nil, err
+	}
+	if !done {
+		a.logf("reattaching to run %s (job %s)", rec.RunID, jobOf(rec))
+		return run, nil, nil
+	}
+	if out.Proceed {
+		return run, out, nil
+	}
+	// Finished without proceeding: a new attempt, as a new generation.
+	cur := rec.Current()
+	archived := filepath.Join(run.Dir, fmt.Sprintf("outcome.%d.json", cur.N))
+	if err := os.Rename(run.OutcomeFile(), archived); err != nil {
+		return rundir.Run{}, nil, fmt.Errorf("archive the previous outcome: %w", err)
+	}
+	rec.CancelRequested = nil
+	next := schema.Attempt{Reason: fmt.Sprintf("run again with key %q after outcome %s", key, out.Outcome), Generation: cur.Generation + 1}
+	if _, err := s.submitter.Submit(ctx, run, rec, next); err != nil {
+		os.Rename(archived, run.OutcomeFile())
+		return rundir.Run{}, nil, fmt.Errorf("submit: %w", err)
+	}
+	a.logf("run %s ended %s before; started attempt %d", rec.RunID, out.Outcome, rec.Current().N)
+	return run, nil, nil
+}
+
+func jobOf(rec *schema.RunRecord) string {
+	if cur := rec.Current(); cur != nil && cur.JobID != "" {
+		return cur.JobID
+	}
+	return "not yet submitted"
+}
+
+// logf writes a progress note to stderr.
+func (a *app) logf(format string, args ...any) {
+	fmt.Fprintf(a.stderr, "tether: "+format+"\n", args...)
+}
+
+// failJSON prints an error outcome line and returns err for the exit code.
+func (a *app) failJSON(err error, site *schema.Site) error {
+	printJSON(a.stdout, errorOutcome(err, site))
+	return err
+}
+
+// finalJSON prints an outcome and exits with its code.
+func (a *app) finalJSON(o *schema.Outcome) error {
+	if err := printJSON(a.stdout, o); err != nil {
+		return err
+	}
+	if code := outcomeExit(o); code != ExitOK {
+		return withCode(code, nil)
+	}
+	return nil
+}
+
+func (a *app) dryRun(task *schema.Task, site *schema.Site) error {
+	dir, err := site.ResolvedStateDir()
+	if err != nil {
+		return err
+	}
+	store := &rundir.Store{Dir: dir}
+	run := store.Run(rundir.NewRunID(task.Name, a.now()))
+	self, _ := os.Executable()
+	plan, err := launcher.Build(run, task, site, launcher.AttemptSpec{N: 1}, self)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "# site %s (backend %s); nothing was submitted\n", site.Name, site.Backend)
+	fmt.Fprintf(a.stdout, "# launch: %s\n", strings.Join(plan.Launch, " "))
+	fmt.Fprintf(a.stdout, "# ---- %s ----\n%s", run.Script(1), plan.Script)
+	if plan.TaskScript != nil {
+		fmt.Fprintf(a.stdout, "# ---- %s ----\n%s", run.TaskScript(1), plan.TaskScript)
+	}
+	fmt.Fprintf(a.stdout, "# ---- backend request ----\n")
+	if be, err := registry.Open(site, registry.Options{StateDir: dir, Self: []string{self}}); err == nil {
+		if d, ok := be.(backends.Describer); ok {
+			fmt.Fprintf(a.stdout, "%s\n", d.Describe(plan.Request))
+		}
+	}
+	return printJSON(a.stdout, plan.Request)
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/tether-hpc/tether/monitor"
+	"github.com/tether-hpc/tether/rundir"
+	"github.com/tether-hpc/tether/schema"
+)
+
+func newTrackerFor(run rundir.Run) *monitor.Tracker { return monitor.NewTracker(run) }
+
+func (a *app) waitCmd() *cobra.Command {
+	var timeout time.Duration
+	c := &cobra.Command{
+		Use:   "wait [flags] RUN",
+		Short: "Wait for a run's outcome and print it as JSON",
+		Long:  "RUN is a run id or the path of a run directory.",
+		Args:  usageArgs(cobra.ExactArgs(1)),
+		RunE: func(c *cobra.Command, args []string) error {
+			ctx, stop := signalContext(c.Context())
+			defer stop()
+			s, run, err := a.openRun(args[0])
+			if err != nil {
+				return a.failJSON(err, nil)
+			}
+			return a.waitRun(ctx, s, run, timeout)
+		},
+	}
+	c.Flags().DurationVar(&timeout, "timeout", 0, "give up waiting after this long (exit 3; the job keeps running)")
+	return c
+}
+
+// waitRun waits with a progress display on stderr and prints the outcome.
+func (a *app) waitRun(ctx context.Context, s *session, run rundir.Run, timeout time.Duration) error {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	p := newProgress(a.stderr, run.ID)
+	warned := time.Time{}
+	out, err := s.engine.Wait(ctx, run, func(st monitor.Status) {
+		if st.PollErr != nil && time.Since(warned) > time.Minute {
+			warned = time.Now()
+			p.clear()
+			a.logf("scheduler query failed; still waiting, nothing is decided on this: %v", st.PollErr)
+		}
+		p.update(st)
+	})
+	p.clear()
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			why := "interrupted"
+			if errors.Is(err, context.DeadlineExceeded) {
+				why = fmt.Sprintf("gave up after --timeout %s", timeout)
+			}
+			err = withCode(ExitInfra, fmt.Errorf("%s while waiting for run %s; the job keeps running (tether wait %s)", why, run.ID, run.ID))
+		}
+		return a.failJSON(err, s.site)
+	}
+	a.reportOutcome(out)
+	return a.finalJSON(out)
+}
+
+// reportOutcome says in words on stderr how the run ended.
+func (a *app) reportOutcome(o *schema.Outcome) {
+	a.logf("run %s %s: %s", o.RunID, o.Outcome, o.Reason)
+}

@@ -1,0 +1,200 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/rundir"
+)
+
+// cacheVersion is the format of poll/cache.json.
+const cacheVersion = 1
+
+// Snapshot is the site's last scheduler query, shared by every tether
+// process on the site through <state>/poll/cache.json.
+type Snapshot struct {
+	V  int       `json:"v"`
+	At time.Time `json:"at"` // when the last successful query returned
+	// Jobs holds the status of every job the query covered.
+	Jobs map[backends.JobID]backends.JobStatus `json:"jobs"`
+	// Missing holds jobs the scheduler no longer knew, since when.
+	Missing map[backends.JobID]time.Time `json:"missing"`
+	// LastQuery is when any query was last started (rate limiting).
+	LastQuery time.Time `json:"last_query"`
+	// Err and ErrAt describe the latest failed query, cleared on success.
+	Err          string    `json:"err,omitempty"`
+	ErrAt        time.Time `json:"err_at,omitempty"`
+	Failures     int       `json:"failures,omitempty"`
+	QueriesTotal int64     `json:"queries_total"`
+	// Window counts queries in the current minute for the site's cap.
+	WindowStart time.Time `json:"window_start"`
+	WindowCount int       `json:"window_count"`
+}
+
+// covers reports whether the snapshot knows every id.
+func (s *Snapshot) covers(ids []backends.JobID) bool {
+	for _, id := range ids {
+		_, ok := s.Jobs[id]
+		_, gone := s.Missing[id]
+		if !ok && !gone {
+			return false
+		}
+	}
+	return true
+}
+
+// ErrQuery wraps a failed scheduler query; the snapshot still holds the
+// last good answer.
+var ErrQuery = errors.New("scheduler query failed")
+
+// Poller runs the site's batched scheduler query. All processes on a site
+// share its result: a query is made only when the cached one is older than
+// the caller accepts, at most once per MinInterval and at most
+// MaxPerMinute times a minute, and it covers every active job of the site.
+type Poller struct {
+	Store        *rundir.Store
+	Backend      backends.Backend
+	MinInterval  time.Duration
+	MaxPerMinute int
+	Now          func() time.Time
+}
+
+func (p *Poller) dir() string       { return filepath.Join(p.Store.Dir, "poll") }
+func (p *Poller) cachePath() string { return filepath.Join(p.dir(), "cache.json") }
+
+// Cached returns the shared snapshot without querying.
+func (p *Poller) Cached() Snapshot {
+	var s Snapshot
+	if err := rundir.ReadJSON(p.cachePath(), &s); err != nil || s.V != cacheVersion {
+		return Snapshot{V: cacheVersion}
+	}
+	return s
+}
+
+// Status returns a snapshot that covers ids and is at most maxAge old,
+// querying the scheduler when needed. A failed query returns the last
+// snapshot together with an error wrapping ErrQuery.
+func (p *Poller) Status(ctx context.Context, ids []backends.JobID, maxAge time.Duration) (Snapshot, error) {
+	snap := p.Cached()
+	now := p.Now()
+	if snap.covers(ids) && now.Sub(snap.At) <= maxAge && snap.Err == "" {
+		return snap, nil
+	}
+	if err := os.MkdirAll(p.dir(), 0o755); err != nil {
+		return snap, fmt.Errorf("%w: %w", rundir.ErrStateDir, err)
+	}
+	lock, err := rundir.LockFile(ctx, filepath.Join(p.dir(), "lock"))
+	if err != nil {
+		return snap, err
+	}
+	defer lock.Unlock()
+	// Another process may have queried while this one waited for the lock.
+	snap = p.Cached()
+	now = p.Now()
+	fresh := now.Sub(snap.At) <= maxAge && snap.Err == ""
+	if snap.covers(ids) && fresh {
+		return snap, nil
+	}
+	// Rate limits: spacing and the per-minute cap.
+	if wait := p.spacing(&snap, now); wait > 0 {
+		if snap.covers(ids) || snap.Err != "" && now.Sub(snap.ErrAt) < p.MinInterval {
+			return snap, snapErr(snap)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return snap, ctx.Err()
+		case <-t.C:
+		}
+		now = p.Now()
+	}
+	all, err := p.activeIDs(ids)
+	if err != nil {
+		return snap, err
+	}
+	snap.LastQuery = now
+	if now.Sub(snap.WindowStart) >= time.Minute {
+		snap.WindowStart, snap.WindowCount = now, 0
+	}
+	snap.WindowCount++
+	snap.QueriesTotal++
+	jobs, qerr := p.Backend.Query(ctx, all)
+	done := p.Now()
+	if qerr != nil {
+		snap.Err, snap.ErrAt = qerr.Error(), done
+		snap.Failures++
+		if werr := p.save(&snap); werr != nil {
+			return snap, errors.Join(fmt.Errorf("%w: %w", ErrQuery, qerr), werr)
+		}
+		return snap, fmt.Errorf("%w: %w", ErrQuery, qerr)
+	}
+	missing := map[backends.JobID]time.Time{}
+	for _, id := range all {
+		if _, ok := jobs[id]; ok {
+			continue
+		}
+		since, was := snap.Missing[id]
+		if !was {
+			since = done
+		}
+		missing[id] = since
+	}
+	snap.Jobs, snap.Missing = jobs, missing
+	snap.At, snap.Err, snap.ErrAt, snap.Failures = done, "", time.Time{}, 0
+	return snap, p.save(&snap)
+}
+
+// spacing is how long to wait before the next query may start.
+func (p *Poller) spacing(s *Snapshot, now time.Time) time.Duration {
+	wait := s.LastQuery.Add(p.MinInterval).Sub(now)
+	if s.Failures > 0 { // back off while the scheduler is failing
+		back := p.MinInterval << min(s.Failures, 5)
+		wait = max(wait, s.ErrAt.Add(back).Sub(now))
+	}
+	if p.MaxPerMinute > 0 && s.WindowCount >= p.MaxPerMinute && now.Sub(s.WindowStart) < time.Minute {
+		wait = max(wait, s.WindowStart.Add(time.Minute).Sub(now))
+	}
+	return max(wait, 0)
+}
+
+func snapErr(s Snapshot) error {
+	if s.Err != "" {
+		return fmt.Errorf("%w: %s", ErrQuery, s.Err)
+	}
+	return nil
+}
+
+// activeIDs is every active job of the site plus the ids asked for.
+func (p *Poller) activeIDs(ids []backends.JobID) ([]backends.JobID, error) {
+	active, err := p.Store.Active()
+	if err != nil {
+		return nil, fmt.Errorf("read active runs: %w", err)
+	}
+	set := map[backends.JobID]bool{}
+	for _, id := range ids {
+		set[id] = true
+	}
+	for _, j := range active {
+		if j != "" {
+			set[backends.JobID(j)] = true
+		}
+	}
+	out := make([]backends.JobID, 0, len(set))
+	for id := range set {
+		out = append(out, id)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out, nil
+}
+
+func (p *Poller) save(s *Snapshot) error {
+	s.V = cacheVersion
+	return rundir.WriteJSON(p.cachePath(), s)
+}

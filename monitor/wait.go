@@ -1,0 +1,170 @@
+package monitor
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/rundir"
+	"github.com/tether-hpc/tether/schema"
+)
+
+// statTick is how often the waiter stats the run's files, so a change made
+// on another NFS client (where inotify sees nothing) is still noticed.
+const statTick = time.Second
+
+// Wait steps a run until it is final. It wakes on changes in the run
+// directory (fsnotify, with a stat fallback for network filesystems) and
+// on an adaptive timer: MinInterval after a submit or a change, growing to
+// MaxInterval while nothing changes. Scheduler failures are reported to
+// update (Status.PollErr) and never decide a run.
+func (e *Engine) Wait(ctx context.Context, run rundir.Run, update func(Status)) (*schema.Outcome, error) {
+	tr := NewTracker(run)
+	w := newDirWatch(e.Backend)
+	defer w.close()
+	minI, maxI := e.Site.Poll.MinInterval.D(), e.Site.Poll.MaxInterval.D()
+	interval := minI
+	maxAge := minI
+	lastSig := ""
+	for {
+		st, err := e.Step(ctx, run, maxAge, tr)
+		if err != nil {
+			return nil, err
+		}
+		if st.Outcome.Final {
+			return &st.Outcome, nil
+		}
+		if update != nil {
+			update(st)
+		}
+		rec, _ := run.Load()
+		n := 0
+		if rec != nil && rec.Current() != nil {
+			n = rec.Current().N
+		}
+		w.watch(run.Dir, run.AttemptDir(n))
+		if !st.Deadline.IsZero() && time.Until(st.Deadline) < 2*interval {
+			interval = minI // near the walltime: look more often
+		}
+		timer := time.NewTimer(interval)
+		tick := time.NewTicker(min(statTick, interval))
+		force := false
+	wait:
+		for {
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				tick.Stop()
+				return nil, ctx.Err()
+			case ev := <-w.events():
+				if filepath.Base(ev) == "status.jsonl" {
+					// progress only: refresh the display from the cache
+					maxAge = interval
+					break wait
+				}
+				force = true
+				break wait
+			case <-tick.C:
+				if sig := fileSig(run, n); sig != lastSig {
+					lastSig = sig
+					force = true
+					break wait
+				}
+			case <-timer.C:
+				break wait
+			}
+		}
+		timer.Stop()
+		tick.Stop()
+		lastSig = fileSig(run, n)
+		if force {
+			interval, maxAge = minI, 0
+		} else {
+			maxAge = interval
+			interval = min(time.Duration(float64(interval)*1.5), maxI)
+		}
+	}
+}
+
+// fileSig summarises the size and mtime of the files that end an attempt.
+func fileSig(run rundir.Run, n int) string {
+	sig := ""
+	for _, p := range []string{run.OutcomeFile(), run.ExitCode(n), run.Started(n), run.RunJSON()} {
+		if fi, err := os.Stat(p); err == nil {
+			sig += fmt.Sprintf("%d/%d;", fi.ModTime().UnixNano(), fi.Size())
+		} else {
+			sig += "-;"
+		}
+	}
+	return sig
+}
+
+// dirWatch wraps fsnotify; without inotify it degrades to the stat ticker.
+type dirWatch struct {
+	w       *fsnotify.Watcher
+	watched map[string]bool
+	ch      chan string
+}
+
+func newDirWatch(be backends.Backend) *dirWatch {
+	d := &dirWatch{watched: map[string]bool{}, ch: make(chan string, 64)}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return d
+	}
+	d.w = w
+	go func() {
+		for {
+			select {
+			case ev, ok := <-w.Events:
+				if !ok {
+					return
+				}
+				if ev.Op&(fsnotify.Create|fsnotify.Write|fsnotify.Rename) == 0 {
+					continue
+				}
+				select {
+				case d.ch <- ev.Name:
+				default:
+				}
+			case _, ok := <-w.Errors:
+				if !ok {
+					return
+				}
+			}
+		}
+	}()
+	if wb, ok := be.(backends.Watcher); ok {
+		for _, p := range wb.WatchPaths() {
+			d.add(p)
+		}
+	}
+	return d
+}
+
+func (d *dirWatch) add(p string) {
+	if d.w == nil || d.watched[p] {
+		return
+	}
+	if err := d.w.Add(p); err == nil {
+		d.watched[p] = true
+	}
+}
+
+func (d *dirWatch) watch(paths ...string) {
+	for _, p := range paths {
+		d.add(p)
+	}
+}
+
+func (d *dirWatch) events() <-chan string { return d.ch }
+
+func (d *dirWatch) close() {
+	if d.w != nil {
+		d.w.Close()
+	}
+}

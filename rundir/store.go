@@ -1,0 +1,289 @@
+package rundir
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tether-hpc/tether/schema"
+)
+
+// ErrNoRun is returned for a run id that has no run directory.
+var ErrNoRun = errors.New("no such run")
+
+// ErrStateDir marks a state directory that cannot be created or written.
+var ErrStateDir = errors.New("state directory unusable")
+
+// Store is a site's state directory.
+type Store struct {
+	Dir string
+}
+
+// Open prepares the state directory and checks that it is writable.
+func Open(dir string) (*Store, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("%w: no path", ErrStateDir)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrStateDir, dir, err)
+	}
+	for _, sub := range []string{"runs", "keys", "active"} {
+		if err := os.MkdirAll(filepath.Join(abs, sub), 0o755); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrStateDir, err)
+		}
+	}
+	probe, err := os.CreateTemp(abs, ".probe*")
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s is not writable: %w", ErrStateDir, abs, err)
+	}
+	probe.Close()
+	os.Remove(probe.Name())
+	return &Store{Dir: abs}, nil
+}
+
+var runIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// ValidRunID reports whether s can be a run id (and so a directory name).
+func ValidRunID(s string) bool { return runIDRe.MatchString(s) && !strings.Contains(s, "..") }
+
+// NewRunID makes a sortable, unique run id: <name>-<UTC time>-<random>.
+func NewRunID(name string, now time.Time) string {
+	var b [3]byte
+	rand.Read(b[:])
+	return fmt.Sprintf("%s-%s-%s", name, now.UTC().Format("20060102T150405"), hex.EncodeToString(b[:]))
+}
+
+// Run returns the layout of one run directory.
+func (s *Store) Run(id string) Run { return Run{Dir: filepath.Join(s.Dir, "runs", id), ID: id} }
+
+// Run is one run directory.
+type Run struct {
+	Dir string
+	ID  string
+}
+
+func (r Run) RunJSON() string     { return filepath.Join(r.Dir, "run.json") }
+func (r Run) Status() string      { return filepath.Join(r.Dir, "status.jsonl") }
+func (r Run) OutcomeFile() string { return filepath.Join(r.Dir, "outcome.json") }
+func (r Run) LockFile() string    { return filepath.Join(r.Dir, "lock") }
+func (r Run) AttemptDir(n int) string {
+	return filepath.Join(r.Dir, "attempts", strconv.Itoa(n))
+}
+func (r Run) Script(n int) string     { return filepath.Join(r.AttemptDir(n), "job.sh") }
+func (r Run) TaskScript(n int) string { return filepath.Join(r.AttemptDir(n), "task.sh") }
+func (r Run) Started(n int) string    { return filepath.Join(r.AttemptDir(n), "started") }
+func (r Run) ExitCode(n int) string   { return filepath.Join(r.AttemptDir(n), "exitcode") }
+func (r Run) Stdout(n int) string     { return filepath.Join(r.AttemptDir(n), "stdout") }
+func (r Run) Stderr(n int) string     { return filepath.Join(r.AttemptDir(n), "stderr") }
+
+// Lock takes the run's lock (submit and decide hold it).
+func (r Run) Lock(ctx context.Context) (*Lock, error) { return LockFile(ctx, r.LockFile()) }
+
+// Load reads run.json.
+func (r Run) Load() (*schema.RunRecord, error) {
+	var rec schema.RunRecord
+	if err := ReadJSON(r.RunJSON(), &rec); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s", ErrNoRun, r.ID)
+		}
+		return nil, fmt.Errorf("read run %s: %w", r.ID, err)
+	}
+	if rec.V > schema.RunVersion {
+		return nil, fmt.Errorf("run %s was written by a newer tether (run.json version %d)", r.ID, rec.V)
+	}
+	return &rec, nil
+}
+
+// Save writes run.json atomically.
+func (r Run) Save(rec *schema.RunRecord) error {
+	rec.V = schema.RunVersion
+	return WriteJSON(r.RunJSON(), rec)
+}
+
+// Outcome reads outcome.json; ok is false when the run is not decided.
+func (r Run) Outcome() (*schema.Outcome, bool, error) {
+	var o schema.Outcome
+	err := ReadJSON(r.OutcomeFile(), &o)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return &o, true, nil
+}
+
+// ExitFile reads an attempt's exitcode file; ok is false when absent.
+func (r Run) ExitFile(n int) (*schema.ExitFile, bool, error) {
+	var e schema.ExitFile
+	err := ReadJSON(r.ExitCode(n), &e)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return &e, true, nil
+}
+
+// StartedFile reads an attempt's started file; ok is false when absent.
+func (r Run) StartedFile(n int) (*schema.Started, bool, error) {
+	var s schema.Started
+	err := ReadJSON(r.Started(n), &s)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return &s, true, nil
+}
+
+// CreateRun makes the run directory and writes the first run.json.
+func (s *Store) CreateRun(rec *schema.RunRecord) (Run, error) {
+	if !ValidRunID(rec.RunID) {
+		return Run{}, fmt.Errorf("invalid run id %q", rec.RunID)
+	}
+	r := s.Run(rec.RunID)
+	if err := os.MkdirAll(filepath.Join(r.Dir, "attempts"), 0o755); err != nil {
+		return Run{}, fmt.Errorf("%w: create run directory: %w", ErrStateDir, err)
+	}
+	if err := r.Save(rec); err != nil {
+		return Run{}, err
+	}
+	return r, nil
+}
+
+// Find resolves a run argument: a run id in this store, or a path to a run
+// directory anywhere.
+func (s *Store) Find(arg string) (Run, error) {
+	if strings.ContainsRune(arg, os.PathSeparator) {
+		abs, err := filepath.Abs(arg)
+		if err != nil {
+			return Run{}, err
+		}
+		r := Run{Dir: abs, ID: filepath.Base(abs)}
+		if _, err := os.Stat(r.RunJSON()); err != nil {
+			return Run{}, fmt.Errorf("%w: %s has no run.json", ErrNoRun, arg)
+		}
+		return r, nil
+	}
+	if !ValidRunID(arg) {
+		return Run{}, fmt.Errorf("%w: %q is not a run id", ErrNoRun, arg)
+	}
+	r := s.Run(arg)
+	if _, err := os.Stat(r.RunJSON()); err != nil {
+		return Run{}, fmt.Errorf("%w: %s (in %s)", ErrNoRun, arg, s.Dir)
+	}
+	return r, nil
+}
+
+// ListRuns returns all run ids, oldest first.
+func (s *Store) ListRuns() ([]string, error) {
+	ents, err := os.ReadDir(filepath.Join(s.Dir, "runs"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(ents))
+	for _, e := range ents {
+		if e.IsDir() {
+			ids = append(ids, e.Name())
+		}
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+func keyPath(dir, key string) string {
+	h := sha256.Sum256([]byte(key))
+	return filepath.Join(dir, "keys", hex.EncodeToString(h[:]))
+}
+
+// KeyLock serialises everything done under one idempotency key.
+func (s *Store) KeyLock(ctx context.Context, key string) (*Lock, error) {
+	return LockFile(ctx, keyPath(s.Dir, key)+".lock")
+}
+
+// LookupKey returns the run bound to key.
+func (s *Store) LookupKey(key string) (string, bool, error) {
+	b, err := os.ReadFile(keyPath(s.Dir, key))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, err
+	}
+	id, _, _ := strings.Cut(string(b), "\n")
+	if !ValidRunID(id) {
+		return "", false, fmt.Errorf("key index entry for %q is damaged", key)
+	}
+	return id, true, nil
+}
+
+// BindKey binds key to a run id (callers hold KeyLock).
+func (s *Store) BindKey(key, runID string) error {
+	return WriteFileAtomic(keyPath(s.Dir, key), []byte(runID+"\n"+key+"\n"), 0o644)
+}
+
+// UnbindKey frees a key (callers hold KeyLock).
+func (s *Store) UnbindKey(key string) error {
+	err := os.Remove(keyPath(s.Dir, key))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// SetActive marks a run active with its current job id.
+func (s *Store) SetActive(runID, jobID string) error {
+	return WriteFileAtomic(filepath.Join(s.Dir, "active", runID), []byte(jobID+"\n"), 0o644)
+}
+
+// ClearActive marks a run no longer active.
+func (s *Store) ClearActive(runID string) error {
+	err := os.Remove(filepath.Join(s.Dir, "active", runID))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// ActiveDir is the directory of the active index (watched by monitors).
+func (s *Store) ActiveDir() string { return filepath.Join(s.Dir, "active") }
+
+// Active returns run id -> job id for every active run.
+func (s *Store) Active() (map[string]string, error) {
+	ents, err := os.ReadDir(s.ActiveDir())
+	if errors.Is(err, os.ErrNotExist) {
+		return map[string]string{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(ents))
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(s.ActiveDir(), e.Name()))
+		if err != nil {
+			continue // removed meanwhile
+		}
+		out[e.Name()] = strings.TrimSpace(string(b))
+	}
+	return out, nil
+}

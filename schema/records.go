@@ -1,0 +1,150 @@
+package schema
+
+import (
+	"time"
+)
+
+// Format versions of the JSON files in a run directory.
+const (
+	EventVersion   = 1
+	RunVersion     = 1
+	OutcomeVersion = 1
+	StartedVersion = 1
+	ExitVersion    = 1
+)
+
+// Event types in status.jsonl.
+const (
+	EventHeartbeat  = "heartbeat"
+	EventProgress   = "progress"
+	EventCheckpoint = "checkpoint"
+	EventResult     = "result"
+	EventMessage    = "message"
+)
+
+// Event is one line of status.jsonl, appended by the Task (through
+// `tether report` or by writing JSON itself).
+type Event struct {
+	V        int               `json:"v"`
+	TS       time.Time         `json:"ts"`
+	Type     string            `json:"type"`
+	Attempt  int               `json:"attempt,omitempty"`
+	Rank     *int              `json:"rank,omitempty"`
+	Host     string            `json:"host,omitempty"`
+	Fraction *float64          `json:"fraction,omitempty"`
+	Message  string            `json:"message,omitempty"`
+	Paths    []string          `json:"paths,omitempty"`
+	Resume   string            `json:"resume,omitempty"`
+	Results  map[string]string `json:"results,omitempty"`
+}
+
+// Outcomes.
+const (
+	OutcomeSucceeded = "succeeded"
+	OutcomePartial   = "partial"
+	OutcomeFailed    = "failed"
+	OutcomeCancelled = "cancelled"
+	OutcomeSkipped   = "skipped"
+)
+
+// Proceeds reports whether downstream steps may go on after an outcome.
+func Proceeds(outcome string) bool {
+	return outcome == OutcomeSucceeded || outcome == OutcomePartial
+}
+
+// RunRecord is run.json: what was asked for and every attempt made.
+type RunRecord struct {
+	V         int       `json:"v"`
+	RunID     string    `json:"run_id"`
+	Key       string    `json:"key,omitempty"`
+	SpecHash  string    `json:"spec_hash"`
+	Site      string    `json:"site"`
+	SiteFile  string    `json:"site_file,omitempty"`
+	Backend   string    `json:"backend"`
+	TaskFile  string    `json:"task_file,omitempty"`
+	Task      Task      `json:"task"`
+	CreatedAt time.Time `json:"created_at"`
+	Attempts  []Attempt `json:"attempts"`
+	// CancelRequested is set by `tether cancel`: the run ends cancelled.
+	CancelRequested *time.Time `json:"cancel_requested,omitempty"`
+}
+
+// Attempt is one scheduler job of a run.
+type Attempt struct {
+	N           int       `json:"n"`
+	JobID       string    `json:"job_id,omitempty"`
+	SubmittedAt time.Time `json:"submitted_at"`
+	// Reason says why this attempt exists: "first", "retry after NODE_FAIL",
+	// "resubmit: the key's earlier outcome was failed".
+	Reason string `json:"reason"`
+	// Generation counts fresh starts of the run; the retry budget applies
+	// within one generation.
+	Generation int      `json:"generation"`
+	ResumeFrom string   `json:"resume_from,omitempty"`
+	Exclude    []string `json:"exclude,omitempty"`
+	// Filled when the attempt ends.
+	EndedAt  *time.Time `json:"ended_at,omitempty"`
+	State    string     `json:"state,omitempty"`
+	ExitCode *int       `json:"exit_code,omitempty"`
+	Nodes    []string   `json:"nodes,omitempty"`
+	Decision string     `json:"decision,omitempty"`
+}
+
+// Current returns the last attempt, or nil.
+func (r *RunRecord) Current() *Attempt {
+	if len(r.Attempts) == 0 {
+		return nil
+	}
+	return &r.Attempts[len(r.Attempts)-1]
+}
+
+// Started is the wrapper's started file.
+type Started struct {
+	V       int       `json:"v"`
+	Time    time.Time `json:"time"`
+	Host    string    `json:"host"`
+	Nodes   string    `json:"nodes,omitempty"`
+	JobID   string    `json:"job_id,omitempty"`
+	Attempt int       `json:"attempt"`
+	PID     int       `json:"pid"`
+}
+
+// ExitFile is the wrapper's exitcode file, written from its EXIT trap.
+type ExitFile struct {
+	V        int       `json:"v"`
+	Time     time.Time `json:"time"`
+	ExitCode int       `json:"exit_code"`
+	// Signal is set when the Task died from a signal (exit status 128+N).
+	Signal int `json:"signal,omitempty"`
+	// Warned is set when the warn signal reached the wrapper.
+	Warned bool `json:"warned,omitempty"`
+	// Error is a wrapper failure before the Task started (e.g. a bad workdir).
+	Error string `json:"error,omitempty"`
+}
+
+// Outcome is outcome.json and the CLI's JSON line. For a run that is not
+// finished, Final is false and Outcome is "pending" or "running".
+type Outcome struct {
+	V              int               `json:"v"`
+	RunID          string            `json:"run_id"`
+	JobID          string            `json:"job_id"`
+	Site           string            `json:"site"`
+	Backend        string            `json:"backend"`
+	Outcome        string            `json:"outcome"`
+	Final          bool              `json:"final"`
+	Proceed        bool              `json:"proceed"`
+	Reason         string            `json:"reason"`
+	ExitCode       *int              `json:"exit_code"`
+	Signal         int               `json:"signal,omitempty"`
+	SchedulerState string            `json:"scheduler_state"`
+	Fraction       *float64          `json:"fraction"`
+	Message        string            `json:"message,omitempty"`
+	Attempts       int               `json:"attempts"`
+	RunDir         string            `json:"run_dir"`
+	Key            string            `json:"key,omitempty"`
+	Nodes          []string          `json:"nodes,omitempty"`
+	Results        map[string]string `json:"results,omitempty"`
+	Stuck          string            `json:"stuck,omitempty"`
+	DecidedAt      *time.Time        `json:"decided_at,omitempty"`
+	DecidedBy      string            `json:"decided_by,omitempty"`
+}

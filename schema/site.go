@@ -1,0 +1,101 @@
+package schema
+
+// Backend names accepted in a site's backend key.
+const (
+	BackendSlurmREST = "slurmrest"
+	BackendSbatch    = "sbatch"
+	BackendPBS       = "pbs"
+	BackendLocal     = "local"
+)
+
+// SiteVersion is the site config format version this build reads.
+const SiteVersion = 1
+
+// Site describes one cluster: its backend, where run directories live and
+// how to talk to the scheduler.
+type Site struct {
+	Version     int      `toml:"version" json:"version" doc:"site config format version (1)"`
+	Name        string   `toml:"name" json:"name" doc:"site name" required:"true"`
+	Backend     string   `toml:"backend" json:"backend" doc:"batch system adapter" required:"true" enum:"slurmrest,sbatch,pbs,local"`
+	StateDir    string   `toml:"state_dir" json:"state_dir,omitempty" doc:"where run directories live; must be on a filesystem the compute nodes see; default $XDG_STATE_HOME/tether"`
+	TetherPath  string   `toml:"tether_path" json:"tether_path,omitempty" doc:"path of the tether binary on compute nodes (for tether report); default the submitting binary"`
+	MaxWalltime Duration `toml:"max_walltime" json:"max_walltime,omitempty" doc:"longest walltime a task may ask for (0: no limit)"`
+	Prologue    string   `toml:"prologue" json:"prologue,omitempty" doc:"shell lines the wrapper runs before the Task (e.g. module load); admin-controlled"`
+
+	Defaults  SiteDefaults    `toml:"defaults" json:"defaults"`
+	MPI       SiteMPI         `toml:"mpi" json:"mpi"`
+	Poll      Poll            `toml:"poll" json:"poll"`
+	Retry     SiteRetry       `toml:"retry" json:"retry"`
+	Sbatch    SbatchConfig    `toml:"sbatch" json:"sbatch"`
+	SlurmREST SlurmRESTConfig `toml:"slurmrest" json:"slurmrest"`
+	PBS       PBSConfig       `toml:"pbs" json:"pbs"`
+	Local     LocalConfig     `toml:"local" json:"local"`
+
+	// File is the path the site was loaded from ("" for the embedded default).
+	File string `toml:"-" json:"file,omitempty"`
+}
+
+// SiteDefaults fill task fields the task file leaves empty.
+type SiteDefaults struct {
+	Walltime    Duration `toml:"walltime" json:"walltime,omitempty" doc:"walltime for tasks that set none"`
+	Partition   string   `toml:"partition" json:"partition,omitempty"`
+	Account     string   `toml:"account" json:"account,omitempty"`
+	QoS         string   `toml:"qos" json:"qos,omitempty"`
+	Reservation string   `toml:"reservation" json:"reservation,omitempty"`
+	Constraint  string   `toml:"constraint" json:"constraint,omitempty"`
+}
+
+// SiteMPI is how MPI Tasks are launched at the site.
+type SiteMPI struct {
+	Launcher     string            `toml:"launcher" json:"launcher,omitempty" doc:"launcher for tasks with launcher=auto and ntasks > 1; default per backend (srun, mpiexec, mpirun)" enum:"srun,mpiexec,mpirun,none"`
+	SrunMPI      string            `toml:"srun_mpi" json:"srun_mpi,omitempty" doc:"srun --mpi plugin (default pmix; Debian's OpenMPI needs pmix)"`
+	MpiexecStyle string            `toml:"mpiexec_style" json:"mpiexec_style,omitempty" doc:"hostfile: mpiexec -n N --hostfile $PBS_NODEFILE; pals: mpiexec -n N --ppn P (Cray PALS)" enum:"hostfile,pals"`
+	ExtraArgs    []string          `toml:"extra_args" json:"extra_args,omitempty" doc:"arguments for every launcher call"`
+	Env          map[string]string `toml:"env" json:"env,omitempty" doc:"environment for the launcher"`
+}
+
+// Poll bounds the scheduler polling of all processes on this site.
+type Poll struct {
+	MinInterval         Duration `toml:"min_interval" json:"min_interval,omitempty" doc:"shortest interval between scheduler queries (after submits, near walltimes)"`
+	MaxInterval         Duration `toml:"max_interval" json:"max_interval,omitempty" doc:"longest interval while nothing changes"`
+	MaxQueriesPerMinute int      `toml:"max_queries_per_minute" json:"max_queries_per_minute,omitempty" doc:"hard cap on scheduler queries per minute for the whole site" min:"0"`
+	VanishGrace         Duration `toml:"vanish_grace" json:"vanish_grace,omitempty" doc:"how long a job may be missing from the scheduler before the run is lost (when no exit file exists)"`
+	PendingAlertAfter   Duration `toml:"pending_alert_after" json:"pending_alert_after,omitempty" doc:"a job pending longer than this is reported as stuck"`
+}
+
+// SiteRetry holds the site's retry options.
+type SiteRetry struct {
+	Requeue            bool `toml:"requeue" json:"requeue,omitempty" doc:"let the scheduler requeue jobs itself (default off: tether retries)"`
+	ExcludeFailedNodes bool `toml:"exclude_failed_nodes" json:"exclude_failed_nodes,omitempty" doc:"ask the scheduler to avoid nodes that failed an earlier attempt"`
+}
+
+// SbatchConfig configures the Slurm CLI backend.
+type SbatchConfig struct {
+	BinDir    string            `toml:"bin_dir" json:"bin_dir,omitempty" doc:"directory with sbatch, squeue, sacct, scontrol, scancel; default $PATH"`
+	ExtraArgs []string          `toml:"extra_args" json:"extra_args,omitempty" doc:"extra sbatch arguments for every job"`
+	Env       map[string]string `toml:"env" json:"env,omitempty" doc:"environment for the Slurm commands (e.g. SLURM_CONF)"`
+}
+
+// SlurmRESTConfig configures the slurmrestd backend.
+type SlurmRESTConfig struct {
+	URL          string   `toml:"url" json:"url,omitempty" doc:"http(s)://host:port or unix:///path/to/slurmrestd.sock"`
+	APIVersion   string   `toml:"api_version" json:"api_version,omitempty" doc:"auto or a version such as v0.0.40"`
+	User         string   `toml:"user" json:"user,omitempty" doc:"X-SLURM-USER-NAME"`
+	TokenFile    string   `toml:"token_file" json:"token_file,omitempty" doc:"file holding the JWT (reread when it changes)"`
+	TokenEnv     string   `toml:"token_env" json:"token_env,omitempty" doc:"environment variable holding the JWT"`
+	TokenCommand []string `toml:"token_command" json:"token_command,omitempty" doc:"command printing a JWT, e.g. [\"scontrol\",\"token\",\"lifespan=3600\"]"`
+	Timeout      Duration `toml:"timeout" json:"timeout,omitempty" doc:"deadline per HTTP call"`
+}
+
+// PBSConfig configures the PBS backend.
+type PBSConfig struct {
+	BinDir    string            `toml:"bin_dir" json:"bin_dir,omitempty" doc:"directory with qsub, qstat, qdel; default $PATH"`
+	Server    string            `toml:"server" json:"server,omitempty" doc:"PBS server name (default the client's default)"`
+	ExtraArgs []string          `toml:"extra_args" json:"extra_args,omitempty" doc:"extra qsub arguments for every job"`
+	Env       map[string]string `toml:"env" json:"env,omitempty" doc:"environment for the PBS commands"`
+}
+
+// LocalConfig configures the local process backend.
+type LocalConfig struct {
+	KillWait Duration `toml:"kill_wait" json:"kill_wait,omitempty" doc:"time between SIGTERM and SIGKILL at the walltime or on cancel"`
+}

@@ -1,0 +1,245 @@
+package schema
+
+import (
+	"math"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+)
+
+var (
+	nameRe   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	envKeyRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+// Signals maps the warn signal names tether accepts to their numbers.
+var signalNumbers = map[string]syscall.Signal{
+	"USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2, "INT": syscall.SIGINT,
+	"TERM": syscall.SIGTERM, "HUP": syscall.SIGHUP, "QUIT": syscall.SIGQUIT,
+	"ALRM": syscall.SIGALRM, "URG": syscall.SIGURG, "CONT": syscall.SIGCONT,
+}
+
+// SignalNumber returns the number of a signal name such as "USR1" or "SIGUSR1".
+func SignalNumber(name string) (syscall.Signal, bool) {
+	s, ok := signalNumbers[strings.TrimPrefix(strings.ToUpper(name), "SIG")]
+	return s, ok
+}
+
+// WarnSignalName is the normalized warn signal ("USR1"), or "" when no
+// warning is asked for.
+func (s Signals) WarnSignalName() string {
+	if s.WarnBefore == 0 {
+		return ""
+	}
+	if s.WarnSignal == "" {
+		return "USR1"
+	}
+	return strings.TrimPrefix(strings.ToUpper(s.WarnSignal), "SIG")
+}
+
+func policyOK(p string) bool {
+	switch p {
+	case PolicyNever, PolicyCheckpoint, PolicyAlways, PolicySkip:
+		return true
+	}
+	return false
+}
+
+// validate checks values that decode fine but cannot work.
+func (t *Task) validate(site *Site) Errors {
+	var errs Errors
+	e := func(key, format string, args ...any) {
+		errs = append(errs, t.src.errAt(key, format, args...))
+	}
+	if t.Version != TaskVersion {
+		e("version", "unsupported task format version %d (this tether reads version %d)", t.Version, TaskVersion)
+	}
+	switch {
+	case t.Name == "":
+		e("name", "is required")
+	case !nameRe.MatchString(t.Name):
+		e("name", "%q: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", t.Name)
+	}
+	switch {
+	case len(t.Command) == 0 && t.Script == "":
+		e("command", "is required: set command (an argv array) or script")
+	case len(t.Command) > 0 && t.Script != "":
+		e("script", "set command or script, not both")
+	case len(t.Command) > 0 && t.Command[0] == "":
+		e("command", "the program (first element) is empty")
+	}
+	for i, a := range t.Command {
+		if strings.ContainsRune(a, 0) {
+			e("command", "element %d contains a NUL byte", i)
+		}
+	}
+	if strings.ContainsRune(t.Script, 0) {
+		e("script", "contains a NUL byte")
+	}
+	for k, v := range t.Env {
+		switch {
+		case !envKeyRe.MatchString(k):
+			e("env."+k, "%q is not a valid environment variable name", k)
+		case strings.HasPrefix(k, "TETHER_"):
+			e("env."+k, "names starting with TETHER_ are reserved for tether")
+		case strings.ContainsRune(v, 0):
+			e("env."+k, "value contains a NUL byte")
+		}
+	}
+	r := t.Resources
+	for _, f := range []struct {
+		key string
+		v   int
+	}{{"resources.nodes", r.Nodes}, {"resources.ntasks", r.NTasks}, {"resources.ntasks_per_node", r.NTasksPerNode},
+		{"resources.cpus_per_task", r.CPUsPerTask}, {"resources.gpus_per_task", r.GPUsPerTask}} {
+		if f.v < 0 {
+			e(f.key, "must not be negative (got %d)", f.v)
+		}
+	}
+	if r.NTasks > 0 && r.NTasksPerNode > 0 && r.NTasks > max(r.Nodes, 1)*r.NTasksPerNode {
+		e("resources.ntasks", "%d tasks do not fit on %d node(s) with ntasks_per_node = %d", r.NTasks, max(r.Nodes, 1), r.NTasksPerNode)
+	}
+	if r.Nodes > 0 && r.NTasks > 0 && r.NTasks < r.Nodes {
+		e("resources.ntasks", "%d tasks cannot fill %d nodes", r.NTasks, r.Nodes)
+	}
+	if r.Walltime < 0 {
+		e("resources.walltime", "must not be negative")
+	}
+	if site != nil {
+		if r.Walltime == 0 {
+			e("resources.walltime", "is required (site %q sets no default walltime)", site.Name)
+		} else if site.MaxWalltime > 0 && r.Walltime > site.MaxWalltime {
+			e("resources.walltime", "%s is above the maximum %s of site %q", r.Walltime.D(), site.MaxWalltime.D(), site.Name)
+		}
+	}
+	switch t.MPI.Launcher {
+	case LauncherAuto, LauncherSrun, LauncherMpiexec, LauncherMpirun, LauncherNone:
+	default:
+		e("mpi.launcher", "unknown MPI launcher %q (want auto, srun, mpiexec, mpirun or none)", t.MPI.Launcher)
+	}
+	p := t.Proceed
+	if !policyOK(p.OnTimeout) {
+		e("proceed.on_timeout", "unknown policy %q (want never, checkpoint, always or skip)", p.OnTimeout)
+	}
+	if !policyOK(p.OnFailure) {
+		e("proceed.on_failure", "unknown policy %q (want never, checkpoint, always or skip)", p.OnFailure)
+	}
+	if math.IsNaN(p.MinFraction) || p.MinFraction < 0 || p.MinFraction > 1 {
+		e("proceed.min_fraction", "must be between 0 and 1 (got %v)", p.MinFraction)
+	}
+	for i, g := range p.RequireOutputs {
+		if g == "" {
+			e("proceed.require_outputs", "element %d is empty", i)
+		} else if _, err := globCheck(g); err != nil {
+			e("proceed.require_outputs", "bad glob %q: %v", g, err)
+		}
+	}
+	if t.Retry.MaxAttempts < 1 || t.Retry.MaxAttempts > 100 {
+		e("retry.max_attempts", "must be between 1 and 100 (got %d)", t.Retry.MaxAttempts)
+	}
+	if t.Signals.WarnSignal != "" {
+		if _, ok := SignalNumber(t.Signals.WarnSignal); !ok {
+			e("signals.warn_signal", "unknown signal %q (want USR1, USR2, INT, TERM, HUP, QUIT, ALRM, URG or CONT)", t.Signals.WarnSignal)
+		}
+	}
+	if t.Signals.WarnBefore < 0 {
+		e("signals.warn_before", "must not be negative")
+	} else if t.Signals.WarnBefore > 0 && r.Walltime > 0 && t.Signals.WarnBefore >= r.Walltime {
+		e("signals.warn_before", "%s is not shorter than the walltime %s", t.Signals.WarnBefore.D(), r.Walltime.D())
+	}
+	if t.HeartbeatTimeout < 0 {
+		e("heartbeat_timeout", "must not be negative")
+	}
+	if t.Scheduler.Partition != "" && t.Scheduler.Queue != "" && t.Scheduler.Partition != t.Scheduler.Queue {
+		e("scheduler.queue", "set partition or queue, not both")
+	}
+	if err := t.checkWorkdir(); err != nil {
+		errs = append(errs, err)
+	}
+	return errs
+}
+
+// globCheck validates a glob pattern without touching the filesystem.
+func globCheck(g string) (bool, error) {
+	_, err := filepath.Match(g, "")
+	return err == nil, err
+}
+
+// validate checks a decoded site.
+func (s *Site) validate(src *source) Errors {
+	var errs Errors
+	e := func(key, format string, args ...any) {
+		errs = append(errs, src.errAt(key, format, args...))
+	}
+	if s.Version != SiteVersion {
+		e("version", "unsupported site format version %d (this tether reads version %d)", s.Version, SiteVersion)
+	}
+	switch {
+	case s.Name == "":
+		e("name", "is required")
+	case !nameRe.MatchString(s.Name):
+		e("name", "%q: use 1-64 letters, digits, '.', '_' or '-'", s.Name)
+	}
+	sections := map[string]string{BackendSbatch: "sbatch", BackendSlurmREST: "slurmrest", BackendPBS: "pbs", BackendLocal: "local"}
+	switch s.Backend {
+	case "":
+		e("backend", "is required (slurmrest, sbatch, pbs or local)")
+	case BackendSbatch, BackendSlurmREST, BackendPBS, BackendLocal:
+		for b, sec := range sections {
+			if b != s.Backend && src.lines[sec] > 0 {
+				e(sec, "section [%s] does not apply to backend %q", sec, s.Backend)
+			}
+		}
+	default:
+		e("backend", "unknown backend %q (want slurmrest, sbatch, pbs or local)", s.Backend)
+	}
+	if s.MPI.Launcher != "" {
+		switch s.MPI.Launcher {
+		case LauncherSrun, LauncherMpiexec, LauncherMpirun, LauncherNone:
+		default:
+			e("mpi.launcher", "unknown MPI launcher %q (want srun, mpiexec, mpirun or none)", s.MPI.Launcher)
+		}
+	}
+	switch s.MPI.MpiexecStyle {
+	case "", "hostfile", "pals":
+	default:
+		e("mpi.mpiexec_style", "unknown style %q (want hostfile or pals)", s.MPI.MpiexecStyle)
+	}
+	for k := range s.MPI.Env {
+		if !envKeyRe.MatchString(k) {
+			e("mpi.env."+k, "%q is not a valid environment variable name", k)
+		}
+	}
+	if s.Poll.MinInterval > 0 && s.Poll.MaxInterval > 0 && s.Poll.MinInterval > s.Poll.MaxInterval {
+		e("poll.min_interval", "%s is above poll.max_interval %s", s.Poll.MinInterval.D(), s.Poll.MaxInterval.D())
+	}
+	if s.Poll.MaxQueriesPerMinute < 0 {
+		e("poll.max_queries_per_minute", "must not be negative")
+	}
+	if s.Backend == BackendSlurmREST {
+		r := s.SlurmREST
+		switch {
+		case r.URL == "":
+			e("slurmrest.url", "is required for backend slurmrest")
+		case !strings.HasPrefix(r.URL, "http://") && !strings.HasPrefix(r.URL, "https://") && !strings.HasPrefix(r.URL, "unix://"):
+			e("slurmrest.url", "%q: want http://, https:// or unix://", r.URL)
+		}
+		n := 0
+		for _, set := range []bool{r.TokenFile != "", r.TokenEnv != "", len(r.TokenCommand) > 0} {
+			if set {
+				n++
+			}
+		}
+		if n > 1 {
+			e("slurmrest.token_file", "set only one of token_file, token_env and token_command")
+		}
+		if n == 0 && !strings.HasPrefix(r.URL, "unix://") {
+			e("slurmrest.token_file", "a JWT is needed over TCP: set token_file, token_env or token_command")
+		}
+		if r.APIVersion != "" && r.APIVersion != "auto" && !regexp.MustCompile(`^v0\.0\.\d+$`).MatchString(r.APIVersion) {
+			e("slurmrest.api_version", "%q: want auto or a version such as v0.0.40", r.APIVersion)
+		}
+	}
+	return errs
+}
