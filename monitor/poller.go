@@ -78,12 +78,13 @@ func (p *Poller) Cached() Snapshot {
 }
 
 // Status returns a snapshot that covers ids and is at most maxAge old,
-// querying the scheduler when needed. A failed query returns the last
+// querying the scheduler when needed (maxAge 0 asks for a new query, still
+// subject to the site's rate limits). A failed query returns the last
 // snapshot together with an error wrapping ErrQuery.
 func (p *Poller) Status(ctx context.Context, ids []backends.JobID, maxAge time.Duration) (Snapshot, error) {
 	snap := p.Cached()
 	now := p.Now()
-	if snap.covers(ids) && now.Sub(snap.At) <= maxAge && snap.Err == "" {
+	if snap.covers(ids) && maxAge > 0 && now.Sub(snap.At) <= maxAge && snap.Err == "" {
 		return snap, nil
 	}
 	if err := os.MkdirAll(p.dir(), 0o755); err != nil {
@@ -97,7 +98,7 @@ func (p *Poller) Status(ctx context.Context, ids []backends.JobID, maxAge time.D
 	// Another process may have queried while this one waited for the lock.
 	snap = p.Cached()
 	now = p.Now()
-	fresh := now.Sub(snap.At) <= maxAge && snap.Err == ""
+	fresh := maxAge > 0 && now.Sub(snap.At) <= maxAge && snap.Err == ""
 	if snap.covers(ids) && fresh {
 		return snap, nil
 	}

@@ -36,14 +36,15 @@ func (s *source) errAt(key, format string, args ...any) *Error {
 var typeErrRe = regexp.MustCompile(`^toml: (?:line (\d+) )?\(last key "([^"]*)"\): (.*)$`)
 
 // decodeStrict decodes data over dst, reporting syntax errors, type errors
-// and unknown keys as *Error values with file, line and key.
-func decodeStrict(file string, data []byte, dst any) (*source, Errors) {
-	src := &source{file: file, lines: locateKeys(data)}
+// and unknown keys as *Error values with file, line and key. decoded is
+// false when dst could not be filled (syntax or type errors); unknown keys
+// alone leave it true, so validation can still report the rest.
+func decodeStrict(file string, data []byte, dst any) (src *source, errs Errors, decoded bool) {
+	src = &source{file: file, lines: locateKeys(data)}
 	md, err := toml.Decode(string(data), dst)
 	if err != nil {
-		return src, Errors{tomlError(src, err)}
+		return src, Errors{tomlError(src, err)}, false
 	}
-	var errs Errors
 	for _, k := range md.Undecoded() {
 		key := k.String()
 		msg := "unknown key"
@@ -52,7 +53,7 @@ func decodeStrict(file string, data []byte, dst any) (*source, Errors) {
 		}
 		errs = append(errs, src.errAt(key, "%s", msg))
 	}
-	return src, errs
+	return src, errs, true
 }
 
 func tomlError(src *source, err error) *Error {
@@ -108,7 +109,11 @@ func suggest(t reflect.Type, key toml.Key) string {
 		if name == "" {
 			continue
 		}
-		if d := editDistance(want, name); d < bestD {
+		d := editDistance(want, name)
+		if len(name) >= 4 && (strings.HasPrefix(want, name) || strings.HasPrefix(name, want)) {
+			d = min(d, 2)
+		}
+		if d < bestD {
 			best, bestD = name, d
 		}
 	}

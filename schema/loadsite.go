@@ -21,12 +21,12 @@ func LoadSite(path string) (*Site, error) {
 // ParseSite decodes and validates site data; file names it in errors.
 func ParseSite(file string, data []byte) (*Site, error) {
 	s := Site{Version: SiteVersion}
-	src, errs := decodeStrict(file, data, &s)
-	if len(errs) > 0 {
+	src, errs, decoded := decodeStrict(file, data, &s)
+	if !decoded {
 		return nil, errs
 	}
 	s.File = file
-	errs = s.validate(src)
+	errs = append(errs, s.validate(src)...)
 	sortErrors(errs)
 	if err := errs.Err(); err != nil {
 		return nil, err

@@ -23,8 +23,8 @@ func LoadTask(path string, sets []string, site *Site) (*Task, error) {
 // ParseTask is LoadTask for data already read; file names the source in errors
 // and anchors a relative workdir.
 func ParseTask(file string, data []byte, sets []string, site *Site) (*Task, error) {
-	t, src, errs := decodeTask(file, data, sets)
-	if len(errs) > 0 {
+	t, src, errs, decoded := decodeTask(file, data, sets)
+	if !decoded {
 		return nil, errs
 	}
 	t.src = src
@@ -33,39 +33,42 @@ func ParseTask(file string, data []byte, sets []string, site *Site) (*Task, erro
 		t.applySiteDefaults(site)
 	}
 	t.resolveWorkdir(file)
-	errs = t.validate(site)
+	errs = append(errs, t.validate(site)...)
 	if site == nil && t.Resources.Walltime == 0 {
 		errs = append(errs, src.errAt("resources.walltime", "is required"))
 	}
 	sortErrors(errs)
-	return t, errs.Err()
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return t, nil
 }
 
-func decodeTask(file string, data []byte, sets []string) (*Task, *source, Errors) {
+func decodeTask(file string, data []byte, sets []string) (*Task, *source, Errors, bool) {
 	t := DefaultTask()
-	src, errs := decodeStrict(file, data, &t)
+	src, errs, decoded := decodeStrict(file, data, &t)
 	if len(errs) > 0 || len(sets) == 0 {
-		return &t, src, errs
+		return &t, src, errs, decoded
 	}
 	var tree map[string]any
 	if _, err := toml.Decode(string(data), &tree); err != nil {
-		return &t, src, Errors{tomlError(src, err)}
+		return &t, src, Errors{tomlError(src, err)}, false
 	}
 	keys, errs := applySets(tree, reflect.TypeOf(t), sets)
 	if len(errs) > 0 {
-		return &t, src, errs
+		return &t, src, errs, false
 	}
 	var buf bytes.Buffer
 	if err := toml.NewEncoder(&buf).Encode(tree); err != nil {
-		return &t, src, Errors{{File: "--set", Msg: err.Error()}}
+		return &t, src, Errors{{File: "--set", Msg: err.Error()}}, false
 	}
 	t = DefaultTask()
-	_, errs = decodeStrict("--set", buf.Bytes(), &t)
+	_, errs, decoded = decodeStrict("--set", buf.Bytes(), &t)
 	for _, e := range errs {
-		e.Line = 0 // lines of the re-encoded document mean nothing to the user
+		e.File, e.Line = "--set", 0 // lines of the re-encoded document mean nothing to the user
 	}
 	src.overrides = keys
-	return &t, src, errs
+	return &t, src, errs, decoded
 }
 
 // applySiteDefaults fills what the task leaves to the site.

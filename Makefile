@@ -1,0 +1,37 @@
+# tether — see README.md.
+GO       ?= go
+BIN      := bin/tether
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+
+.PHONY: build run test test-unit fuzz bench deps testcluster testcluster-stop generate clean
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/tether
+
+# Run an example Task on the embedded local site and show its outcome.
+run: build
+	@./$(BIN) run examples/tasks/hello.toml | tee /dev/stderr | python3 -m json.tool >/dev/null && echo "(the JSON line above is the outcome Airflow reads)"
+
+# Everything: installs what the tests need (as root on Debian), then runs
+# unit, integration, fuzz and end-to-end tests.
+test:
+	./scripts/test.sh
+
+test-unit:
+	$(GO) test -count=1 ./...
+
+fuzz:
+	./scripts/fuzz.sh 10s
+
+bench:
+	./scripts/bench.sh
+
+deps:
+	./scripts/deps.sh
+
+generate:
+	$(GO) generate ./...
+
+clean:
+	rm -rf bin

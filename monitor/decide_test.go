@@ -1,0 +1,150 @@
+package monitor
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/schema"
+)
+
+func exitFile(code int) *schema.ExitFile { return &schema.ExitFile{V: 1, ExitCode: code} }
+func iptr(i int) *int                    { return &i }
+
+var (
+	enough    = Evidence{Satisfied: true, Why: "checkpoint at 90% (80% required)", Resume: "step=9"}
+	notEnough = Evidence{Satisfied: false, Why: "checkpoint at 10%, 80% required", Resume: "step=1"}
+	noResume  = Evidence{Satisfied: false, Why: "the Task wrote no checkpoint"}
+)
+
+func policy(onTimeout, onFailure string) schema.Proceed {
+	return schema.Proceed{OnTimeout: onTimeout, OnFailure: onFailure, MinFraction: 0.8}
+}
+
+func retries(n int) schema.Retry {
+	return schema.Retry{MaxAttempts: n, OnNodeFail: true, OnPreempted: true, OnTimeout: true}
+}
+
+// TestDecideTable covers every row of DESIGN.md's decision table, plus the
+// states around it.
+func TestDecideTable(t *testing.T) {
+	def := policy("checkpoint", "never")
+	cases := []struct {
+		name    string
+		in      Input
+		action  Action
+		outcome string
+		exit    int    // CLI exit for Finish
+		reason  string // substring
+	}{
+		// row 1: completed, exit 0
+		{"completed exit 0", Input{State: backends.Completed, Exit: exitFile(0), Proceed: def, Retry: retries(1), Attempts: 1},
+			Finish, schema.OutcomeSucceeded, 0, "exit code 0"},
+		{"completed, scheduler exit only", Input{State: backends.Completed, SchedExit: iptr(0), Proceed: def, Retry: retries(1), Attempts: 1},
+			Finish, schema.OutcomeSucceeded, 0, "exit code 0"},
+		// row 2: completed/failed, exit != 0, on_failure satisfied
+		{"failed, on_failure checkpoint satisfied", Input{State: backends.Failed, Exit: exitFile(3), Evidence: enough, Proceed: policy("checkpoint", "checkpoint"), Retry: retries(1), Attempts: 1},
+			Finish, schema.OutcomePartial, 0, "task exited with code 3; proceeding"},
+		{"completed with exit file 3, on_failure always", Input{State: backends.Completed, Exit: exitFile(3), Evidence: noResume, Proceed: policy("checkpoint", "always"), Retry: retries(1), Attempts: 1},
+			Finish, schema.OutcomePartial, 0, "policy always"},
+		// row 3: not satisfied
+		{"failed exit 3", Input{State: backends.Failed, Exit: exitFile(3), Proceed: def, Retry: retries(3), Attempts: 1},
+			Finish, schema.OutcomeFailed, 1, "task exited with code 3"},
+		{"failed, on_failure checkpoint not satisfied", Input{State: backends.Failed, Exit: exitFile(2), Evidence: notEnough, Proceed: policy("checkpoint", "checkpoint"), Retry: retries(1), Attempts: 1},
+			Finish, schema.OutcomeFailed, 1, "not enough work to proceed: checkpoint at 10%"},
+		{"failed, on_failure skip not satisfied", Input{State: backends.Failed, Exit: exitFile(2), Evidence: notEnough, Proceed: policy("checkpoint", "skip"), Retry: retries(1), Attempts: 1},
+			Finish, schema.OutcomeSkipped, 99, "skipping downstream"},
+		{"scheduler exit code when the exit file is missing", Input{State: backends.Failed, SchedExit: iptr(7), Proceed: def, Retry: retries(1), Attempts: 1},
+			Finish, schema.OutcomeFailed, 1, "code 7"},
+		{"out of memory", Input{State: backends.OutOfMemory, SchedExit: iptr(137), SchedSig: 9, Proceed: def, Retry: retries(1), Attempts: 1},
+			Finish, schema.OutcomeFailed, 1, "ran out of memory"},
+		{"wrapper error", Input{State: backends.Failed, Exit: &schema.ExitFile{V: 1, ExitCode: 127, Error: "cannot change to workdir /x"}, Proceed: def, Retry: retries(1), Attempts: 1},
+			Finish, schema.OutcomeFailed, 1, "cannot change to workdir"},
+		// row 4: timeout, on_timeout satisfied
+		{"timeout with enough checkpoint", Input{State: backends.Timeout, Evidence: enough, Proceed: def, Retry: retries(1), Attempts: 1, Walltime: time.Minute},
+			Finish, schema.OutcomePartial, 0, "timed out at the walltime of 1m0s; proceeding: checkpoint at 90%"},
+		{"timeout, on_timeout always", Input{State: backends.Timeout, Evidence: noResume, Proceed: policy("always", "never"), Retry: retries(1), Attempts: 1},
+			Finish, schema.OutcomePartial, 0, "policy always"},
+		{"deadline counts as timeout", Input{State: backends.Deadline, Evidence: enough, Proceed: def, Retry: retries(1), Attempts: 1},
+			Finish, schema.OutcomePartial, 0, "deadline"},
+		// row 5: timeout, not satisfied, budget left and resumable
+		{"timeout resumable with budget", Input{State: backends.Timeout, Evidence: notEnough, Proceed: def, Retry: retries(2), Attempts: 1},
+			Retry, "", 0, "retrying from checkpoint \"step=1\" (attempt 2 of 2)"},
+		// row 6: timeout, not satisfied, no retry
+		{"timeout not resumable", Input{State: backends.Timeout, Evidence: noResume, Proceed: def, Retry: retries(2), Attempts: 1},
+			Finish, schema.OutcomeFailed, 1, "no checkpoint"},
+		{"timeout budget spent", Input{State: backends.Timeout, Evidence: notEnough, Proceed: def, Retry: retries(2), Attempts: 2},
+			Finish, schema.OutcomeFailed, 1, "timed out"},
+		{"timeout retry off", Input{State: backends.Timeout, Evidence: notEnough, Proceed: def, Retry: schema.Retry{MaxAttempts: 3}, Attempts: 1},
+			Finish, schema.OutcomeFailed, 1, "timed out"},
+		{"timeout skip", Input{State: backends.Timeout, Evidence: noResume, Proceed: policy("skip", "never"), Retry: retries(1), Attempts: 1},
+			Finish, schema.OutcomeSkipped, 99, "skipping downstream"},
+		{"timeout never", Input{State: backends.Timeout, Evidence: enough, Proceed: policy("never", "never"), Retry: retries(1), Attempts: 1},
+			Finish, schema.OutcomeFailed, 1, "timed out"},
+		// row 7: node failure, preemption, boot failure with budget
+		{"node fail with budget", Input{State: backends.NodeFail, Nodes: []string{"n2"}, Evidence: notEnough, Proceed: def, Retry: retries(2), Attempts: 1},
+			Retry, "", 0, "a node failed (nodes n2); retrying from checkpoint \"step=1\""},
+		{"preempted with budget", Input{State: backends.Preempted, Proceed: def, Retry: retries(2), Attempts: 1},
+			Retry, "", 0, "preempted; retrying"},
+		{"boot fail with budget", Input{State: backends.BootFail, Proceed: def, Retry: retries(2), Attempts: 1},
+			Retry, "", 0, "failed to boot; retrying"},
+		{"node fail, retries exhausted", Input{State: backends.NodeFail, Nodes: []string{"n1", "n2"}, SchedNote: "NodeDown", Proceed: def, Retry: retries(2), Attempts: 2},
+			Finish, schema.OutcomeFailed, 1, "a node failed (nodes n1,n2): NodeDown; retries exhausted after 2 attempts"},
+		{"node fail, retry off", Input{State: backends.NodeFail, Proceed: def, Retry: schema.Retry{MaxAttempts: 3}, Attempts: 1},
+			Finish, schema.OutcomeFailed, 1, "a node failed"},
+		// row 8: cancelled
+		{"cancelled by scheduler", Input{State: backends.Cancelled, Proceed: def, Retry: retries(3), Attempts: 1},
+			Finish, schema.OutcomeCancelled, 1, "cancelled"},
+		{"cancel requested, job failed from SIGTERM", Input{State: backends.Failed, Exit: exitFile(143), CancelRequested: true, Proceed: def, Retry: retries(3), Attempts: 1},
+			Finish, schema.OutcomeCancelled, 1, "cancelled by request"},
+		// row 9: vanished with an exit file
+		{"vanished, exit file 0", Input{Missing: true, MissingFor: time.Second, Grace: time.Minute, Exit: exitFile(0), Proceed: def, Retry: retries(1), Attempts: 1},
+			Finish, schema.OutcomeSucceeded, 0, "decided from the exit file"},
+		{"vanished, exit file 4", Input{Missing: true, Exit: exitFile(4), Proceed: def, Retry: retries(1), Attempts: 1},
+			Finish, schema.OutcomeFailed, 1, "task exited with code 4 (decided from the exit file"},
+		// row 10: vanished without an exit file
+		{"vanished, no exit file, within grace", Input{Missing: true, MissingFor: 10 * time.Second, Grace: time.Minute, Proceed: def, Retry: retries(1), Attempts: 1},
+			Wait, "", 0, "waiting"},
+		{"vanished, no exit file, after grace", Input{Missing: true, MissingFor: 2 * time.Minute, Grace: time.Minute, Proceed: def, Retry: retries(1), Attempts: 1},
+			Finish, schema.OutcomeFailed, 1, "lost"},
+		// not finished
+		{"pending", Input{State: backends.Pending, Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", 0, "pending"},
+		{"running with exit file (completing)", Input{State: backends.Running, Exit: exitFile(0), Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", 0, "running"},
+		{"completing", Input{State: backends.Completing, Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", 0, "completing"},
+		{"suspended", Input{State: backends.Suspended, Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", 0, "suspended"},
+		{"requeued", Input{State: backends.Requeued, Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", 0, "requeued"},
+		{"not yet seen", Input{Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", 0, "waiting"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := Decide(c.in)
+			if d.Action != c.action {
+				t.Fatalf("action = %v (%s), want %v", d.Action, d.Reason, c.action)
+			}
+			if !strings.Contains(d.Reason, c.reason) {
+				t.Errorf("reason %q does not contain %q", d.Reason, c.reason)
+			}
+			if c.action != Finish {
+				return
+			}
+			if d.Outcome != c.outcome || ExitCode(d.Outcome) != c.exit {
+				t.Errorf("outcome = %s (exit %d), want %s (exit %d)", d.Outcome, ExitCode(d.Outcome), c.outcome, c.exit)
+			}
+		})
+	}
+}
+
+func TestDecideRetryCarriesResumeAndNodes(t *testing.T) {
+	d := Decide(Input{State: backends.NodeFail, Nodes: []string{"n2"}, Evidence: Evidence{Resume: "ck-7"}, Retry: retries(3), Attempts: 1, Proceed: policy("checkpoint", "never")})
+	if d.Action != Retry || d.ResumeFrom != "ck-7" || len(d.FailedNodes) != 1 || d.FailedNodes[0] != "n2" {
+		t.Errorf("%+v", d)
+	}
+}
+
+func TestDecideExitFileFirst(t *testing.T) {
+	d := Decide(Input{State: backends.Failed, Exit: exitFile(5), SchedExit: iptr(9), Retry: retries(1), Attempts: 1, Proceed: policy("checkpoint", "never")})
+	if *d.ExitCode != 5 {
+		t.Errorf("exit code %d, want the exit file's 5", *d.ExitCode)
+	}
+}

@@ -1,0 +1,187 @@
+package monitor_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/backends/fake"
+	"github.com/tether-hpc/tether/launcher"
+	"github.com/tether-hpc/tether/monitor"
+	"github.com/tether-hpc/tether/rundir"
+	"github.com/tether-hpc/tether/schema"
+)
+
+type env struct {
+	be    *fake.Backend
+	store *rundir.Store
+	site  *schema.Site
+	now   time.Time
+}
+
+func (e *env) Now() time.Time { return e.now }
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	site, err := schema.ParseSite("s.toml", []byte("name='s'\nbackend='sbatch'\n[poll]\nmin_interval='1ms'\nmax_interval='10ms'\nvanish_grace='1m'\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := rundir.Open(filepath.Join(t.TempDir(), "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{be: fake.New(), store: store, site: site, now: time.Unix(2e9, 0)}
+}
+
+func (e *env) engine() *monitor.Engine {
+	sub := &launcher.Submitter{Store: e.store, Site: e.site, Backend: e.be, TetherPath: "/usr/bin/tether", Now: e.Now}
+	return &monitor.Engine{
+		Site: e.site, Store: e.store, Backend: e.be, Submitter: sub, Now: e.Now,
+		Poller: &monitor.Poller{Store: e.store, Backend: e.be, Now: e.Now},
+		Log:    slog.New(slog.NewTextHandler(io.Discard, nil)), Actor: "test",
+	}
+}
+
+func (e *env) newRun(t *testing.T, task schema.Task) rundir.Run {
+	t.Helper()
+	task.Workdir = t.TempDir()
+	rec := &schema.RunRecord{RunID: rundir.NewRunID(task.Name, e.now), Site: e.site.Name, Backend: e.site.Backend, Task: task}
+	run, err := e.store.CreateRun(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return run
+}
+
+func baseTask() schema.Task {
+	t := schema.DefaultTask()
+	t.Name = "t"
+	t.Command = []string{"true"}
+	t.Resources.Walltime = schema.Duration(time.Minute)
+	return t
+}
+
+func TestEngineSubmitsDecidesOnce(t *testing.T) {
+	e := newEnv(t)
+	run := e.newRun(t, baseTask())
+	eng := e.engine()
+	ctx := context.Background()
+	st, err := eng.Step(ctx, run, 0, monitor.NewTracker(run))
+	if err != nil || st.Outcome.Final || st.Outcome.JobID != "1" {
+		t.Fatalf("first step: %+v %v", st.Outcome, err)
+	}
+	e.be.Set("1", backends.Completed, 0)
+	// Two deciders at once (tether run and the monitor): one outcome.
+	var wg sync.WaitGroup
+	outs := make([]schema.Outcome, 4)
+	for i := range outs {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			st, err := e.engine().Step(ctx, run, 0, monitor.NewTracker(run))
+			if err != nil {
+				t.Error(err)
+			}
+			outs[i] = st.Outcome
+		}(i)
+	}
+	wg.Wait()
+	for _, o := range outs {
+		if !o.Final || o.Outcome != schema.OutcomeSucceeded || o.DecidedAt == nil || !o.DecidedAt.Equal(*outs[0].DecidedAt) {
+			t.Errorf("deciders disagree: %+v", o)
+		}
+	}
+	if act, _ := e.store.Active(); len(act) != 0 {
+		t.Errorf("run still active: %v", act)
+	}
+}
+
+func TestEngineRetriesNodeFailWithResume(t *testing.T) {
+	e := newEnv(t)
+	task := baseTask()
+	task.Retry.MaxAttempts = 2
+	run := e.newRun(t, task)
+	eng := e.engine()
+	ctx := context.Background()
+	eng.Step(ctx, run, 0, monitor.NewTracker(run))
+	rundir.AppendEvent(run.Status(), schema.Event{Type: schema.EventCheckpoint, Fraction: new(0.4), Resume: "step=4"})
+	e.be.Put(backends.JobStatus{ID: "1", State: backends.NodeFail, Nodes: []string{"node2"}})
+	st, err := eng.Step(ctx, run, 0, monitor.NewTracker(run))
+	if err != nil || st.Decision.Action != monitor.Retry {
+		t.Fatalf("%+v %v", st.Decision, err)
+	}
+	rec, _ := run.Load()
+	if len(rec.Attempts) != 2 || rec.Attempts[1].ResumeFrom != "step=4" || rec.Attempts[0].State != "NODE_FAIL" {
+		t.Fatalf("attempts: %+v", rec.Attempts)
+	}
+	if req := e.be.Requests[1]; req.Attempt != 2 {
+		t.Errorf("second request: %+v", req)
+	}
+	// the second attempt fails the same way: budget spent
+	e.be.Put(backends.JobStatus{ID: "2", State: backends.NodeFail, Nodes: []string{"node1"}})
+	st, _ = eng.Step(ctx, run, 0, monitor.NewTracker(run))
+	if !st.Outcome.Final || st.Outcome.Outcome != schema.OutcomeFailed || st.Outcome.Attempts != 2 {
+		t.Errorf("final: %+v", st.Outcome)
+	}
+}
+
+func TestEngineDoesNotFailOnSchedulerErrors(t *testing.T) {
+	e := newEnv(t)
+	run := e.newRun(t, baseTask())
+	eng := e.engine()
+	ctx := context.Background()
+	eng.Step(ctx, run, 0, monitor.NewTracker(run))
+	e.be.Fail(backends.ErrUnavailable)
+	for i := 0; i < 5; i++ {
+		e.now = e.now.Add(time.Hour)
+		st, err := eng.Step(ctx, run, 0, monitor.NewTracker(run))
+		if err != nil || st.Outcome.Final || st.PollErr == nil {
+			t.Fatalf("step %d during outage: %+v %v", i, st.Outcome, err)
+		}
+	}
+	e.be.Fail(nil)
+	e.be.Set("1", backends.Completed, 0)
+	e.now = e.now.Add(time.Hour)
+	st, _ := eng.Step(ctx, run, 0, monitor.NewTracker(run))
+	if st.Outcome.Outcome != schema.OutcomeSucceeded {
+		t.Errorf("after the outage: %+v", st.Outcome)
+	}
+}
+
+func TestEngineVanishedJob(t *testing.T) {
+	e := newEnv(t)
+	run := e.newRun(t, baseTask())
+	eng := e.engine()
+	ctx := context.Background()
+	eng.Step(ctx, run, 0, monitor.NewTracker(run))
+	e.be.Forget("1")
+	st, _ := eng.Step(ctx, run, 0, monitor.NewTracker(run))
+	if st.Outcome.Final {
+		t.Fatalf("decided before the grace window: %+v", st.Outcome)
+	}
+	e.now = e.now.Add(2 * time.Minute)
+	st, _ = eng.Step(ctx, run, 0, monitor.NewTracker(run))
+	if st.Outcome.Outcome != schema.OutcomeFailed {
+		t.Fatalf("after grace: %+v", st.Outcome)
+	}
+}
+
+func TestEngineVanishedWithExitFile(t *testing.T) {
+	e := newEnv(t)
+	run := e.newRun(t, baseTask())
+	eng := e.engine()
+	ctx := context.Background()
+	eng.Step(ctx, run, 0, monitor.NewTracker(run))
+	e.be.Forget("1")
+	rundir.WriteJSON(run.ExitCode(1), schema.ExitFile{V: 1, ExitCode: 0})
+	st, _ := eng.Step(ctx, run, 0, monitor.NewTracker(run))
+	if st.Outcome.Outcome != schema.OutcomeSucceeded || st.Outcome.SchedulerState != "VANISHED" {
+		t.Fatalf("%+v", st.Outcome)
+	}
+}

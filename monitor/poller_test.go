@@ -1,0 +1,123 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/backends/fake"
+	"github.com/tether-hpc/tether/rundir"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func newPoller(t *testing.T, be backends.Backend, clk *clock) (*Poller, *rundir.Store) {
+	t.Helper()
+	st, err := rundir.Open(filepath.Join(t.TempDir(), "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Poller{Store: st, Backend: be, MinInterval: time.Second, Now: clk.Now}, st
+}
+
+// Many waiters on one site share one batched query per interval, and the
+// query covers every active job of the site.
+func TestPollerOneQueryForManyWaiters(t *testing.T) {
+	be := fake.New()
+	clk := &clock{t: time.Unix(1e9, 0)}
+	p, store := newPoller(t, be, clk)
+	var ids []backends.JobID
+	for i := 0; i < 200; i++ {
+		id, _ := be.Submit(context.Background(), backends.JobRequest{})
+		ids = append(ids, id)
+		store.SetActive(fmt.Sprintf("run-%d", i), string(id))
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			snap, err := p.Status(context.Background(), []backends.JobID{ids[i]}, time.Second)
+			if err != nil || snap.Jobs[ids[i]].State != backends.Pending {
+				t.Errorf("waiter %d: %v %+v", i, err, snap.Jobs[ids[i]])
+			}
+		}(i)
+	}
+	wg.Wait()
+	if n := be.Queries.Load(); n != 1 {
+		t.Errorf("%d queries for 50 waiters, want 1", n)
+	}
+	clk.Add(2 * time.Second)
+	p.Status(context.Background(), ids[:1], time.Second)
+	if n := be.Queries.Load(); n != 2 {
+		t.Errorf("after the interval: %d queries, want 2", n)
+	}
+}
+
+func TestPollerMissingAndErrors(t *testing.T) {
+	be := fake.New()
+	clk := &clock{t: time.Unix(1e9, 0)}
+	p, _ := newPoller(t, be, clk)
+	id, _ := be.Submit(context.Background(), backends.JobRequest{})
+	be.Forget(id)
+	snap, err := p.Status(context.Background(), []backends.JobID{id}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, ok := snap.Missing[id]
+	if !ok {
+		t.Fatal("vanished job not marked missing")
+	}
+	clk.Add(5 * time.Second)
+	snap, _ = p.Status(context.Background(), []backends.JobID{id}, 0)
+	if !snap.Missing[id].Equal(first) {
+		t.Errorf("missing-since moved: %v -> %v", first, snap.Missing[id])
+	}
+	// Failures keep the last good answer and back off.
+	be.Fail(errors.New("slurmctld down"))
+	clk.Add(5 * time.Second)
+	_, err = p.Status(context.Background(), []backends.JobID{id}, 0)
+	if !errors.Is(err, ErrQuery) {
+		t.Fatalf("want ErrQuery, got %v", err)
+	}
+	q := be.Queries.Load()
+	_, err = p.Status(context.Background(), []backends.JobID{id}, 0)
+	if !errors.Is(err, ErrQuery) || be.Queries.Load() != q {
+		t.Errorf("retried at once during backoff (queries %d -> %d)", q, be.Queries.Load())
+	}
+	be.Fail(nil)
+	clk.Add(time.Minute)
+	if _, err = p.Status(context.Background(), []backends.JobID{id}, 0); err != nil {
+		t.Errorf("after recovery: %v", err)
+	}
+}
+
+func TestPollerRateCap(t *testing.T) {
+	be := fake.New()
+	clk := &clock{t: time.Unix(1e9, 0)}
+	p, _ := newPoller(t, be, clk)
+	p.MinInterval, p.MaxPerMinute = 0, 3
+	id, _ := be.Submit(context.Background(), backends.JobRequest{})
+	for i := 0; i < 10; i++ {
+		p.Status(context.Background(), []backends.JobID{id}, 0)
+		clk.Add(time.Second)
+	}
+	if n := be.Queries.Load(); n != 3 {
+		t.Errorf("%d queries in 10s with a cap of 3/min", n)
+	}
+}

@@ -1,0 +1,249 @@
+package schema
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const goodTask = `
+name = "analysis"
+command = ["python3", "analyze.py"]
+[env]
+MODE = "fast"
+[resources]
+nodes = 2
+ntasks_per_node = 4
+memory = "4G"
+walltime = "30m"
+[proceed]
+on_timeout = "checkpoint"
+min_fraction = 0.8
+require_outputs = ["out/*.h5"]
+[retry]
+max_attempts = 3
+[signals]
+warn_before = "2m"
+`
+
+func testSite(t *testing.T) *Site {
+	t.Helper()
+	s, err := ParseSite("site.toml", []byte(`
+name = "test"
+backend = "local"
+max_walltime = "1h"
+[defaults]
+walltime = "10m"
+partition = "debug"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func writeTask(t *testing.T, body string) string {
+	t.Helper()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "task.toml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadTaskGood(t *testing.T) {
+	p := writeTask(t, goodTask)
+	task, err := LoadTask(p, nil, testSite(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task.Resources.TotalTasks() != 8 || task.Resources.Memory.MiB() != 4096 || task.Resources.Walltime.D() != 30*time.Minute {
+		t.Errorf("resources decoded wrong: %+v", task.Resources)
+	}
+	if task.Workdir != filepath.Dir(p) {
+		t.Errorf("workdir = %q, want the task file's directory", task.Workdir)
+	}
+	if task.Scheduler.Partition != "debug" {
+		t.Errorf("site default partition not applied: %q", task.Scheduler.Partition)
+	}
+	if task.Signals.WarnSignalName() != "USR1" || task.Retry.OnNodeFail != true {
+		t.Errorf("defaults not applied: %+v %+v", task.Signals, task.Retry)
+	}
+}
+
+func TestLoadTaskErrorsNameFileLineKey(t *testing.T) {
+	cases := []struct {
+		name string
+		body string
+		sets []string
+		want []string // each a substring of one error
+	}{
+		{"unknown key", "name='x'\ncommand=['true']\n[resources]\nnodez = 2\n", nil,
+			[]string{"task.toml:4: resources.nodez: unknown key (did you mean \"nodes\"?)"}},
+		{"wrong type", "name='x'\ncommand=['true']\n[resources]\nntasks = 'four'\n", nil,
+			[]string{"task.toml:4: resources.ntasks: wrong type"}},
+		{"syntax", "name='x'\ncommand=['true'\n", nil, []string{"task.toml:"}},
+		{"negative ntasks", "name='x'\ncommand=['true']\n[resources]\nntasks = -4\n", nil,
+			[]string{"task.toml:4: resources.ntasks: must not be negative (got -4)"}},
+		{"walltime above max", "name='x'\ncommand=['true']\n[resources]\nwalltime = '2h'\n", nil,
+			[]string{"task.toml:4: resources.walltime: 2h0m0s is above the maximum 1h0m0s"}},
+		{"unknown launcher", "name='x'\ncommand=['true']\n[mpi]\nlauncher = 'magic'\n", nil,
+			[]string{"task.toml:4: mpi.launcher: unknown MPI launcher \"magic\""}},
+		{"missing command", "name='x'\n", nil, []string{"command: is required"}},
+		{"missing name", "command=['true']\n", nil, []string{"name: is required"}},
+		{"both command and script", "name='x'\ncommand=['a']\nscript='b'\n", nil, []string{"task.toml:3: script: set command or script, not both"}},
+		{"bad policy", "name='x'\ncommand=['a']\n[proceed]\non_timeout='maybe'\n", nil, []string{"task.toml:4: proceed.on_timeout: unknown policy"}},
+		{"fraction range", "name='x'\ncommand=['a']\n[proceed]\nmin_fraction=1.5\n", nil, []string{"task.toml:4: proceed.min_fraction"}},
+		{"workdir missing", "name='x'\ncommand=['a']\nworkdir='/no/such/dir'\n", nil, []string{"task.toml:3: workdir: directory /no/such/dir does not exist"}},
+		{"reserved env", "name='x'\ncommand=['a']\n[env]\nTETHER_X='1'\n", nil, []string{"task.toml:4: env.TETHER_X: names starting with TETHER_ are reserved"}},
+		{"bad env name", "name='x'\ncommand=['a']\nenv = { 'A-B' = '1' }\n", nil, []string{"task.toml:3: env.A-B: \"A-B\" is not a valid environment variable name"}},
+		{"warn too long", "name='x'\ncommand=['a']\n[signals]\nwarn_before='20m'\n", nil, []string{"signals.warn_before: 20m0s is not shorter than the walltime 10m0s"}},
+		{"bad signal", "name='x'\ncommand=['a']\n[signals]\nwarn_before='1m'\nwarn_signal='KILL'\n", nil, []string{"task.toml:5: signals.warn_signal: unknown signal"}},
+		{"bad duration", "name='x'\ncommand=['a']\n[resources]\nwalltime='soon'\n", nil, []string{"task.toml:4: resources.walltime: invalid duration \"soon\""}},
+		{"several errors at once", "name='x'\ncommand=['a']\n[resources]\nntasks=-1\nnodes=-2\n", nil,
+			[]string{"task.toml:4: resources.ntasks", "task.toml:5: resources.nodes"}},
+		{"set unknown key", "name='x'\ncommand=['a']\n", []string{"resources.gpus=2"}, []string{"--set: resources.gpus: unknown key"}},
+		{"set bad value", "name='x'\ncommand=['a']\n", []string{"resources.ntasks=-2"}, []string{"--set: resources.ntasks: must not be negative"}},
+		{"set not a value", "name='x'\ncommand=['a']\n", []string{"resources.ntasks=two"}, []string{"--set: resources.ntasks: \"two\" is not a valid TOML value"}},
+		{"set no equals", "name='x'\ncommand=['a']\n", []string{"resources.ntasks"}, []string{"is not key=value"}},
+		{"version", "version = 2\nname='x'\ncommand=['a']\n", nil, []string{"task.toml:1: version: unsupported task format version 2"}},
+	}
+	site := testSite(t)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := writeTask(t, c.body)
+			_, err := LoadTask(p, c.sets, site)
+			var es Errors
+			if !errors.As(err, &es) {
+				t.Fatalf("want schema.Errors, got %v", err)
+			}
+			msg := strings.ReplaceAll(err.Error(), filepath.Dir(p)+"/", "")
+			for _, w := range c.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error\n%s\ndoes not contain %q", msg, w)
+				}
+			}
+		})
+	}
+}
+
+func TestOverrides(t *testing.T) {
+	p := writeTask(t, goodTask)
+	task, err := LoadTask(p, []string{"resources.walltime=45m", "env.EXTRA=a b=c", "command=[\"echo\", \"hi\"]", "name=renamed", "proceed.min_fraction=0.5", "retry.on_timeout=false"}, testSite(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task.Resources.Walltime.D() != 45*time.Minute || task.Env["EXTRA"] != "a b=c" || task.Env["MODE"] != "fast" ||
+		strings.Join(task.Command, " ") != "echo hi" || task.Name != "renamed" || task.Proceed.MinFraction != 0.5 || task.Retry.OnTimeout {
+		t.Errorf("overrides not applied: %+v", task)
+	}
+}
+
+func TestLoadSiteErrors(t *testing.T) {
+	cases := map[string]struct{ body, want string }{
+		"unknown backend":   {"name='s'\nbackend='lsf'\n", "site.toml:2: backend: unknown backend \"lsf\""},
+		"missing backend":   {"name='s'\n", "backend: is required"},
+		"wrong section":     {"name='s'\nbackend='local'\n[pbs]\nbin_dir='/x'\n", "site.toml:3: pbs: section [pbs] does not apply to backend \"local\""},
+		"rest without url":  {"name='s'\nbackend='slurmrest'\n", "slurmrest.url: is required"},
+		"rest without auth": {"name='s'\nbackend='slurmrest'\n[slurmrest]\nurl='http://x:6820'\n", "a JWT is needed"},
+		"poll bounds":       {"name='s'\nbackend='local'\n[poll]\nmin_interval='10s'\nmax_interval='1s'\n", "site.toml:4: poll.min_interval"},
+		"unknown key":       {"name='s'\nbackend='local'\nstate_directory='/x'\n", "site.toml:3: state_directory: unknown key (did you mean \"state_dir\"?)"},
+		"bad launcher":      {"name='s'\nbackend='local'\n[mpi]\nlauncher='auto'\n", "site.toml:4: mpi.launcher"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := ParseSite("site.toml", []byte(c.body))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("got %v, want %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestSiteDefaults(t *testing.T) {
+	s, err := ParseSite("s.toml", []byte("name='s'\nbackend='sbatch'\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.MPI.Launcher != LauncherSrun || s.MPI.SrunMPI != "pmix" || s.Poll.MinInterval.D() != 2*time.Second {
+		t.Errorf("defaults: %+v %+v", s.MPI, s.Poll)
+	}
+	p, _ := ParseSite("p.toml", []byte("name='p'\nbackend='pbs'\n"))
+	if p.MPI.Launcher != LauncherMpiexec {
+		t.Errorf("pbs launcher default = %q", p.MPI.Launcher)
+	}
+}
+
+func TestFindSite(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "sub"), 0o755)
+	os.WriteFile(filepath.Join(dir, "sub", "cluster.toml"), []byte("name='cluster'\nbackend='local'\n"), 0o644)
+	got, err := FindSite("cluster", []string{"/nonexistent", dir})
+	if err != nil || got != filepath.Join(dir, "sub", "cluster.toml") {
+		t.Errorf("FindSite = %q, %v", got, err)
+	}
+	if _, err := FindSite("nope", []string{dir}); !errors.Is(err, ErrSiteNotFound) {
+		t.Errorf("want ErrSiteNotFound, got %v", err)
+	}
+	if got, _ := FindSite("./x.toml", nil); got != "./x.toml" {
+		t.Errorf("a path is taken as is, got %q", got)
+	}
+}
+
+func TestLocateKeys(t *testing.T) {
+	src := `# comment = 1
+name = "x" # trailing = comment
+script = """
+not.a = key
+"""
+command = [
+  "a",
+  "b = c",
+]
+[resources]
+ntasks = 4
+"quoted.key" = 1
+[env]
+A = "1"
+inline = { x = 1, y = "z" }
+[[arr]]
+k = 1
+a.b.c = 2
+`
+	kl := locateKeys([]byte(src))
+	want := map[string]int{"name": 2, "script": 3, "command": 6, "resources": 10, "resources.ntasks": 11,
+		"resources.quoted.key": 12, "env.A": 14, "env.inline": 15, "env.inline.y": 15, "arr.k": 17, "arr.a.b.c": 18}
+	for k, line := range want {
+		if got := kl.line(k); got != line {
+			t.Errorf("line(%q) = %d, want %d", k, got, line)
+		}
+	}
+	if kl.line("not.a") != 0 {
+		t.Errorf("a key inside a multi-line string was located")
+	}
+	if kl.line("resources.nothing") != 10 {
+		t.Errorf("an unknown key falls back to its table's line")
+	}
+}
+
+func TestJSONSchema(t *testing.T) {
+	for _, kind := range []string{"task", "site"} {
+		b, ok := JSONSchema(kind)
+		if !ok || !strings.Contains(string(b), `"additionalProperties": false`) {
+			t.Errorf("%s schema: %s", kind, b)
+		}
+	}
+	b, _ := JSONSchema("task")
+	for _, want := range []string{`"ntasks_per_node"`, `"on_timeout"`, `"enum"`, `"checkpoint"`, `"required"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("task schema lacks %s", want)
+		}
+	}
+	if _, ok := JSONSchema("nope"); ok {
+		t.Error("unknown kind accepted")
+	}
+}

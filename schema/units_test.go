@@ -1,0 +1,41 @@
+package schema
+
+import (
+	"testing"
+	"time"
+)
+
+func TestParseDuration(t *testing.T) {
+	ok := map[string]time.Duration{
+		"90s": 90 * time.Second, "1h30m": 90 * time.Minute, "7d": 7 * 24 * time.Hour,
+		"1d12h": 36 * time.Hour, "30": 30 * time.Minute, "05:30": 5*time.Minute + 30*time.Second,
+		"01:02:03": time.Hour + 2*time.Minute + 3*time.Second, "2-00": 48 * time.Hour,
+		"1-02:03": 26*time.Hour + 3*time.Minute, "1-00:00:10": 24*time.Hour + 10*time.Second, "0s": 0,
+	}
+	for in, want := range ok {
+		got, err := ParseDuration(in)
+		if err != nil || got != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-5m", "abc", "1:2:3:4", "1-2-3", "x-01", "10 minutes", "5d-3h", "1d-1s"} {
+		if d, err := ParseDuration(in); err == nil {
+			t.Errorf("ParseDuration(%q) = %v, want an error", in, d)
+		}
+	}
+}
+
+func TestParseMemory(t *testing.T) {
+	ok := map[string]int64{"512M": 512, "4G": 4096, "4GiB": 4096, "4gb": 4096, "1T": 1 << 20, "2048": 2048, "1.5G": 1536, "1024K": 1}
+	for in, want := range ok {
+		got, err := ParseMemory(in)
+		if err != nil || got != want {
+			t.Errorf("ParseMemory(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1G", "lots", "4X", "NaN", "Inf"} {
+		if m, err := ParseMemory(in); err == nil {
+			t.Errorf("ParseMemory(%q) = %v, want an error", in, m)
+		}
+	}
+}
