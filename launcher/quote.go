@@ -3,7 +3,7 @@ package launcher
 import "strings"
 
 // Quote returns s as one bash word that expands to exactly s: single quotes
-// around everything, with each ' written as '\''. Newlines, $, `, globs and
+// around everything, with each ' written as '\”. Newlines, $, `, globs and
 // any byte other than NUL survive unchanged (NUL cannot be in argv anyway).
 func Quote(s string) string {
 	if s == "" {
@@ -31,7 +31,7 @@ type word struct {
 	env string
 }
 
-func lit(s string) word   { return word{lit: s} }
+func lit(s string) word { return word{lit: s} }
 func lits(s ...string) []word {
 	w := make([]word, len(s))
 	for i, x := range s {

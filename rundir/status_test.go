@@ -24,10 +24,10 @@ func TestStatusReaderSurvivesGarbageAndTornLines(t *testing.T) {
 		`{"v":1,"ts":"` + ts + `","type":"progress","fraction":0.25,"message":"quarter"}`,
 		`this is not json`,
 		`{"v":1,"ts":"` + ts + `","type":"checkpoint","fraction":0.5,"resume":"s=5","paths":["/a"]}`,
-		`{"v":1,"ts":"` + ts + `","type":"progress","fraction":7}`,  // out of range
-		`{"v":1,"ts":"` + ts + `","type":"teleport"}`,               // unknown type
-		`{"ts":"` + ts + `","type":"heartbeat"}`,                    // no version
-		`{"v":1,"type":"heartbeat"}`,                                // no time
+		`{"v":1,"ts":"` + ts + `","type":"progress","fraction":7}`, // out of range
+		`{"v":1,"ts":"` + ts + `","type":"teleport"}`,              // unknown type
+		`{"ts":"` + ts + `","type":"heartbeat"}`,                   // no version
+		`{"v":1,"type":"heartbeat"}`,                               // no time
 		"\x00\x01\x02",
 		`{"v":1,"ts":"` + ts + `","type":"result","results":{"rows":"12"}}`,
 	}

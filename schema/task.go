@@ -121,4 +121,3 @@ func (s Scheduler) PartitionOrQueue() string {
 	}
 	return s.Queue
 }
-

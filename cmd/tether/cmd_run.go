@@ -40,7 +40,9 @@ AIRFLOW_CTX_TASK_ID when Airflow sets them), running it again reattaches to
 the live job, prints a finished outcome that may proceed again, or starts a
 new attempt after a failure. It never submits twice for a live key.`,
 		Args: usageArgs(cobra.ExactArgs(1)),
-		RunE: func(c *cobra.Command, args []string) error { return a.submitAndMaybeWait(c.Context(), args[0], o, true) },
+		RunE: func(c *cobra.Command, args []string) error {
+			return a.submitAndMaybeWait(c.Context(), args[0], o, true)
+		},
 	}
 	a.submitFlags(c, &o)
 	c.Flags().DurationVar(&o.timeout, "timeout", 0, "give up waiting after this long (exit 3; the job keeps running)")
@@ -53,7 +55,9 @@ func (a *app) submitCmd() *cobra.Command {
 		Use:   "submit [flags] TASK.toml",
 		Short: "Submit a Task and print its run id as JSON without waiting",
 		Args:  usageArgs(cobra.ExactArgs(1)),
-		RunE:  func(c *cobra.Command, args []string) error { return a.submitAndMaybeWait(c.Context(), args[0], o, false) },
+		RunE: func(c *cobra.Command, args []string) error {
+			return a.submitAndMaybeWait(c.Context(), args[0], o, false)
+		},
 	}
 	a.submitFlags(c, &o)
 	c.Flags().BoolVar(&o.dryRun, "dry-run", false, "print the wrapper script and the backend request; submit nothing")
