@@ -80,11 +80,9 @@ func (e *Engine) Step(ctx context.Context, run rundir.Run, maxAge time.Duration,
 		}
 		cur = rec.Current()
 	}
-	if _, err := tr.status.Update(); err != nil {
-		e.Log.Warn("cannot read the status file", "run", run.ID, "err", err)
-	}
-	sum := tr.status.Summary
-
+	// Scheduler state first, then the exit file, then the status file: a
+	// Task writes its last checkpoint before it exits and the job ends, so
+	// evidence read in this order is never older than the state it explains.
 	id := backends.JobID(cur.JobID)
 	snap, perr := e.Poller.Status(ctx, []backends.JobID{id}, maxAge)
 	if perr != nil && !errors.Is(perr, ErrQuery) {
@@ -95,6 +93,10 @@ func (e *Engine) Step(ctx context.Context, run rundir.Run, maxAge time.Duration,
 		e.Log.Warn("damaged exit file", "run", run.ID, "err", err)
 	}
 	started, _, _ := run.StartedFile(cur.N)
+	if _, err := tr.status.Update(); err != nil {
+		e.Log.Warn("cannot read the status file", "run", run.ID, "err", err)
+	}
+	sum := tr.status.Summary
 
 	in := Input{
 		Exit:            exit,

@@ -1,0 +1,244 @@
+package launcher
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tether-hpc/tether/rundir"
+	"github.com/tether-hpc/tether/schema"
+	"pgregory.net/rapid"
+)
+
+// hostile are characters that would change what runs if any value were
+// interpolated into the script unquoted.
+var hostile = []rune("'\"$()`\\\n\t *?[]{}~;&|<>!#%=^,:-.@+/é中😀\u202e\r")
+
+func hostileString() *rapid.Generator[string] {
+	return rapid.OneOf(
+		rapid.StringOf(rapid.RuneFrom(hostile)),
+		rapid.String(),
+		rapid.SampledFrom([]string{"$(touch /tmp/pwned)", "`id`", "'; exit 7; '", "${HOME}", "*", "\n", "-n", "--", "\\", "a'b\"c", "$'x'"}),
+	).Filter(func(s string) bool { return !strings.ContainsRune(s, 0) })
+}
+
+func testSite(t testing.TB) *schema.Site {
+	t.Helper()
+	s, err := schema.ParseSite("site.toml", []byte("name='t'\nbackend='local'\n[defaults]\nwalltime='1m'\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// runWrapper writes the wrapper of task into a fresh run dir and runs it
+// with bash, like a batch system would.
+func runWrapper(t testing.TB, task *schema.Task, start func(*exec.Cmd)) (rundir.Run, *exec.Cmd, error) {
+	t.Helper()
+	dir := t.TempDir()
+	run := rundir.Run{Dir: filepath.Join(dir, "run with 'quotes' $x"), ID: "prop-1"}
+	if err := os.MkdirAll(run.AttemptDir(1), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := Build(run, task, testSite(t), AttemptSpec{N: 1, ResumeFrom: "resume $(x) 'y'"}, "/opt/tether/bin/tether")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.TaskScript != nil {
+		os.WriteFile(run.TaskScript(1), plan.TaskScript, 0o755)
+	}
+	os.WriteFile(run.Script(1), plan.Script, 0o755)
+	cmd := exec.Command("/bin/bash", run.Script(1))
+	cmd.Dir = run.AttemptDir(1)
+	out, _ := os.Create(run.Stdout(1))
+	errf, _ := os.Create(run.Stderr(1))
+	cmd.Stdout, cmd.Stderr = out, errf
+	defer out.Close()
+	defer errf.Close()
+	if start != nil {
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		start(cmd)
+		return run, cmd, cmd.Wait()
+	}
+	return run, cmd, cmd.Run()
+}
+
+// TestMain lets the test binary act as a Task that dumps its argv,
+// environment and working directory as JSON.
+func TestMain(m *testing.M) {
+	if os.Getenv("LAUNCHER_TEST_DUMP") == "1" {
+		env := map[string]string{}
+		for _, kv := range os.Environ() {
+			k, v, _ := strings.Cut(kv, "=")
+			if strings.HasPrefix(k, "H_") || strings.HasPrefix(k, "TETHER_") {
+				env[k] = v
+			}
+		}
+		cwd, _ := os.Getwd()
+		json.NewEncoder(os.Stdout).Encode(map[string]any{"argv": os.Args[1:], "env": env, "cwd": cwd})
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// Property: hostile argv and env values reach the Task exactly as given.
+func TestWrapperPassesHostileArgvAndEnv(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rapid.Check(t, func(rt *rapid.T) {
+		args := rapid.SliceOfN(hostileString(), 0, 6).Draw(rt, "args")
+		env := map[string]string{}
+		for i, v := range rapid.SliceOfN(hostileString(), 0, 4).Draw(rt, "env") {
+			env["H_"+string(rune('A'+i))] = v
+		}
+		wd := filepath.Join(t.TempDir(), rapid.StringOf(rapid.RuneFrom([]rune("ab $'\"`*()é"))).Draw(rt, "workdir")+"x")
+		os.MkdirAll(wd, 0o755)
+		task := schema.DefaultTask()
+		task.Name = "prop"
+		task.Command = append([]string{self}, args...)
+		env["LAUNCHER_TEST_DUMP"] = "1"
+		task.Env = env
+		task.Workdir = wd
+		task.Resources.Walltime = schema.Duration(time.Minute)
+		run, _, err := runWrapper(t, &task, nil)
+		if err != nil {
+			stderr, _ := os.ReadFile(run.Stderr(1))
+			rt.Fatalf("wrapper failed: %v\n%s", err, stderr)
+		}
+		var got struct {
+			Argv []string          `json:"argv"`
+			Env  map[string]string `json:"env"`
+			Cwd  string            `json:"cwd"`
+		}
+		b, _ := os.ReadFile(run.Stdout(1))
+		if err := json.Unmarshal(b, &got); err != nil {
+			rt.Fatalf("task output %q: %v", b, err)
+		}
+		if len(got.Argv) != len(args) {
+			rt.Fatalf("argv %q, want %q", got.Argv, args)
+		}
+		for i := range args {
+			if got.Argv[i] != args[i] {
+				rt.Fatalf("argv[%d] = %q, want %q", i, got.Argv[i], args[i])
+			}
+		}
+		for k, v := range env {
+			if strings.HasPrefix(k, "H_") && got.Env[k] != v {
+				rt.Fatalf("env %s = %q, want %q", k, got.Env[k], v)
+			}
+		}
+		if got.Cwd != wd {
+			rt.Fatalf("cwd %q, want %q", got.Cwd, wd)
+		}
+		if got.Env["TETHER_RUN_DIR"] != run.Dir || got.Env["TETHER_RESUME_FROM"] != "resume $(x) 'y'" || got.Env["TETHER_STATUS_FILE"] != run.Status() || got.Env["TETHER_ATTEMPT"] != "1" {
+			rt.Fatalf("tether env wrong: %v", got.Env)
+		}
+	})
+}
+
+func readExit(t *testing.T, run rundir.Run) schema.ExitFile {
+	t.Helper()
+	var e schema.ExitFile
+	if err := rundir.ReadJSON(run.ExitCode(1), &e); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func TestWrapperExitCodeAndStarted(t *testing.T) {
+	task := schema.DefaultTask()
+	task.Name = "x"
+	task.Script = "echo out; echo err >&2; exit 3"
+	task.Workdir = t.TempDir()
+	run, _, err := runWrapper(t, &task, nil)
+	var ee *exec.ExitError
+	if !errorsAs(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("wrapper exit %v, want 3", err)
+	}
+	if e := readExit(t, run); e.ExitCode != 3 || e.Signal != 0 || e.V != 1 {
+		t.Errorf("exitcode file %+v", e)
+	}
+	var s schema.Started
+	if err := rundir.ReadJSON(run.Started(1), &s); err != nil || s.Attempt != 1 || s.Host == "" || s.Nodes == "" {
+		t.Errorf("started %+v %v", s, err)
+	}
+	if out, _ := os.ReadFile(run.Stdout(1)); string(out) != "out\n" {
+		t.Errorf("stdout %q", out)
+	}
+}
+
+func TestWrapperBadWorkdir(t *testing.T) {
+	task := schema.DefaultTask()
+	task.Name = "x"
+	task.Command = []string{"true"}
+	task.Workdir = "/nonexistent/dir"
+	run, _, err := runWrapper(t, &task, nil)
+	if err == nil {
+		t.Fatal("wrapper succeeded without its workdir")
+	}
+	if e := readExit(t, run); e.ExitCode != 127 || !strings.Contains(e.Error, "cannot change to workdir /nonexistent/dir") {
+		t.Errorf("exitcode file %+v", e)
+	}
+}
+
+// The warn signal and SIGTERM reach the Task (its whole process group for
+// launcher none); the exit code after TERM is the Task's own.
+func TestWrapperForwardsSignals(t *testing.T) {
+	task := schema.DefaultTask()
+	task.Name = "sig"
+	task.Workdir = t.TempDir()
+	task.Resources.Walltime = schema.Duration(time.Minute)
+	task.Signals.WarnBefore = schema.Duration(10 * time.Second)
+	task.Signals.WarnSignal = "USR2"
+	// a child process of the script traps too: the group gets the signal
+	task.Script = `trap 'echo warned >> signals' USR2
+trap 'echo term >> signals; exit 42' TERM
+bash -c 'trap "echo child-warned >> signals" USR2; for i in $(seq 100); do sleep 0.05; done' &
+for i in $(seq 200); do sleep 0.05; done`
+	run, _, err := runWrapper(t, &task, func(cmd *exec.Cmd) {
+		waitFor(t, func() bool { _, err := os.Stat(run0(cmd).Started(1)); return err == nil })
+		time.Sleep(200 * time.Millisecond)
+		cmd.Process.Signal(syscall.SIGUSR2)
+		time.Sleep(300 * time.Millisecond)
+		cmd.Process.Signal(syscall.SIGTERM)
+	})
+	var ee *exec.ExitError
+	if !errorsAs(err, &ee) || ee.ExitCode() != 42 {
+		t.Fatalf("wrapper exit %v, want the Task's 42", err)
+	}
+	e := readExit(t, run)
+	if e.ExitCode != 42 || !e.Warned {
+		t.Errorf("exitcode file %+v", e)
+	}
+	got, _ := os.ReadFile(filepath.Join(task.Workdir, "signals"))
+	for _, want := range []string{"warned", "child-warned", "term"} {
+		if !strings.Contains(string(got), want+"\n") {
+			t.Errorf("signals file %q lacks %q", got, want)
+		}
+	}
+}
+
+// run0 recovers the run of a wrapper command from its working directory.
+func run0(cmd *exec.Cmd) rundir.Run {
+	return rundir.Run{Dir: filepath.Dir(filepath.Dir(cmd.Dir)), ID: "prop-1"}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out waiting")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
