@@ -290,7 +290,8 @@ func (e *Engine) live(run rundir.Run, rec *schema.RunRecord, st Status, sum rund
 		o.Nodes = st.Job.Nodes
 	}
 	if started != nil && o.Outcome == "pending" {
-		o.Outcome = "running" // the wrapper has started, whatever the cache says
+		// the wrapper has started, whatever the cached scheduler answer says
+		o.Outcome, o.Reason = "running", "job is running"
 	}
 	if st.PollErr != nil {
 		o.Reason = "scheduler unreachable, waiting: " + st.PollErr.Error()
