@@ -111,7 +111,7 @@ fi
 
 WANT=$(fingerprint)
 if [ -f "$VENV/$MARKER_NAME" ] && [ "$(cat "$VENV/$MARKER_NAME")" = "$WANT" ] \
-   && [ -x "$VENV/bin/airflow" ]; then
+   && [ -x "$VENV/bin/airflow" ] && "$VENV/bin/python" -c '' 2>/dev/null; then
   log "up to date: $VENV"
   printf '%s\n' "$VENV"
   exit 0
