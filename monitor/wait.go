@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -124,7 +125,7 @@ func newDirWatch(be backends.Backend) *dirWatch {
 				if !ok {
 					return
 				}
-				if ev.Op&(fsnotify.Create|fsnotify.Write|fsnotify.Rename) == 0 {
+				if ev.Op&(fsnotify.Create|fsnotify.Write|fsnotify.Rename) == 0 || !meaningful(ev.Name) {
 					continue
 				}
 				select {
@@ -144,6 +145,14 @@ func newDirWatch(be backends.Backend) *dirWatch {
 		}
 	}
 	return d
+}
+
+// meaningful filters out temp files and locks: only finished writes of
+// state files wake the waiter.
+func meaningful(path string) bool {
+	base := filepath.Base(path)
+	return !strings.HasPrefix(base, ".") && !strings.HasSuffix(base, ".lock") && base != "lock" &&
+		!strings.HasSuffix(base, ".log") && base != "stdout" && base != "stderr"
 }
 
 func (d *dirWatch) add(p string) {

@@ -69,8 +69,11 @@ func (p *progress) update(st monitor.Status) {
 	if r := []rune(text); len(r) > p.width-1 {
 		text = string(r[:p.width-1])
 	}
+	if p.drawn && text == p.last {
+		return
+	}
 	fmt.Fprintf(p.w, "\r\x1b[K%s", text)
-	p.drawn = true
+	p.drawn, p.last = true, text
 }
 
 func (p *progress) clear() {
