@@ -8,6 +8,7 @@ import (
 
 	"github.com/tether-hpc/tether/backends"
 	"github.com/tether-hpc/tether/backends/local"
+	"github.com/tether-hpc/tether/backends/sbatch"
 	"github.com/tether-hpc/tether/schema"
 )
 
@@ -23,6 +24,8 @@ type Options struct {
 // Open returns the backend of a site.
 func Open(site *schema.Site, opts Options) (backends.Backend, error) {
 	switch site.Backend {
+	case schema.BackendSbatch:
+		return sbatch.New(site.Sbatch.BinDir, site.Sbatch.Env), nil
 	case schema.BackendLocal:
 		shim := append(append([]string{}, opts.Self...), "local-shim")
 		return local.New(filepath.Join(opts.StateDir, "local"), shim, site.Local.KillWait.D())

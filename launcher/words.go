@@ -1,27 +1,9 @@
 package launcher
 
-import "strings"
+import "github.com/tether-hpc/tether/internal/shellquote"
 
-// Quote returns s as one bash word that expands to exactly s: single quotes
-// around everything, with each ' written as '\”. Newlines, $, `, globs and
-// any byte other than NUL survive unchanged (NUL cannot be in argv anyway).
-func Quote(s string) string {
-	if s == "" {
-		return "''"
-	}
-	safe := true
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-			strings.ContainsRune("-_./:=,+@%", c)) {
-			safe = false
-			break
-		}
-	}
-	if safe {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
+// Quote returns s as one bash word (see shellquote.Quote).
+func Quote(s string) string { return shellquote.Quote(s) }
 
 // word is one word of a generated command line: a literal, or a reference
 // to an environment variable that the wrapper expands at run time (such

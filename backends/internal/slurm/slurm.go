@@ -1,0 +1,199 @@
+// Package slurm holds what the sbatch and slurmrest backends share: the
+// mapping of Slurm's job states onto tether's normalized states, hostlist
+// expansion, and Slurm's time and exit-code formats.
+package slurm
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/schema"
+)
+
+// states maps every base job state Slurm 22.05–24.11 reports.
+var states = map[string]backends.State{
+	"PENDING":       backends.Pending,
+	"RESV_DEL_HOLD": backends.Pending,
+	"REQUEUED":      backends.Requeued,
+	"REQUEUE_HOLD":  backends.Requeued,
+	"REQUEUE_FED":   backends.Requeued,
+	"CONFIGURING":   backends.Configuring,
+	"POWER_UP_NODE": backends.Configuring,
+	"RUNNING":       backends.Running,
+	"RESIZING":      backends.Running,
+	"SIGNALING":     backends.Running,
+	"STAGE_OUT":     backends.Running,
+	"UPDATE_DB":     backends.Running,
+	"COMPLETING":    backends.Completing,
+	"SUSPENDED":     backends.Suspended,
+	"STOPPED":       backends.Suspended,
+	"COMPLETED":     backends.Completed,
+	"FAILED":        backends.Failed,
+	"SPECIAL_EXIT":  backends.Failed,
+	"LAUNCH_FAILED": backends.Failed,
+	"TIMEOUT":       backends.Timeout,
+	"DEADLINE":      backends.Deadline,
+	"CANCELLED":     backends.Cancelled,
+	"REVOKED":       backends.Cancelled,
+	"NODE_FAIL":     backends.NodeFail,
+	"PREEMPTED":     backends.Preempted,
+	"OUT_OF_MEMORY": backends.OutOfMemory,
+	"BOOT_FAIL":     backends.BootFail,
+}
+
+// MapState normalizes a Slurm state string: "COMPLETED", "CANCELLED by 0",
+// "RUNNING+COMPLETING" or a REST state list's base and flags.
+func MapState(native string, flags ...string) backends.State {
+	s := strings.ToUpper(strings.TrimSpace(native))
+	if i := strings.IndexByte(s, ' '); i >= 0 { // "CANCELLED by 1000"
+		s = s[:i]
+	}
+	parts := strings.Split(s, "+")
+	base, ok := states[parts[0]]
+	if !ok {
+		return backends.Unknown
+	}
+	// A job that has ended but is still completing is not final yet.
+	if base.Terminal() {
+		for _, f := range append(parts[1:], flags...) {
+			if strings.ToUpper(f) == "COMPLETING" {
+				return backends.Completing
+			}
+		}
+	}
+	return base
+}
+
+// KnownStates lists the Slurm base states MapState knows.
+func KnownStates() []string {
+	out := make([]string, 0, len(states))
+	for s := range states {
+		out = append(out, s)
+	}
+	return out
+}
+
+// ExpandHostlist turns "node[1-3,5],gpu01" into its host names.
+func ExpandHostlist(s string) []string {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "(null)" || s == "None assigned" {
+		return nil
+	}
+	var out []string
+	for _, item := range splitTop(s) {
+		out = append(out, expandOne(item)...)
+	}
+	return out
+}
+
+// splitTop splits on commas outside brackets.
+func splitTop(s string) []string {
+	var parts []string
+	depth, start := 0, 0
+	for i, c := range s {
+		switch c {
+		case '[':
+			depth++
+		case ']':
+			depth--
+		case ',':
+			if depth == 0 {
+				parts = append(parts, s[start:i])
+				start = i + 1
+			}
+		}
+	}
+	return append(parts, s[start:])
+}
+
+func expandOne(item string) []string {
+	open := strings.IndexByte(item, '[')
+	if open < 0 {
+		if item == "" {
+			return nil
+		}
+		return []string{item}
+	}
+	close := strings.IndexByte(item[open:], ']')
+	if close < 0 {
+		return []string{item}
+	}
+	close += open
+	prefix, ranges, rest := item[:open], item[open+1:close], item[close+1:]
+	suffixes := expandOne(rest)
+	if len(suffixes) == 0 {
+		suffixes = []string{""}
+	}
+	var out []string
+	for _, r := range strings.Split(ranges, ",") {
+		lo, hi, isRange := strings.Cut(r, "-")
+		if !isRange {
+			hi = lo
+		}
+		a, err1 := strconv.Atoi(lo)
+		b, err2 := strconv.Atoi(hi)
+		if err1 != nil || err2 != nil || b < a || b-a > 100000 {
+			out = append(out, prefix+r)
+			continue
+		}
+		width := len(lo)
+		for n := a; n <= b; n++ {
+			for _, suf := range suffixes {
+				out = append(out, fmt.Sprintf("%s%0*d%s", prefix, width, n, suf))
+			}
+		}
+	}
+	return out
+}
+
+// ParseTime reads Slurm's local timestamps ("2026-11-26T21:01:14");
+// "N/A", "Unknown", "None" and empty give the zero time.
+func ParseTime(s string) time.Time {
+	t, err := time.ParseInLocation("2006-01-02T15:04:05", strings.TrimSpace(s), time.Local)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+// ParseLimit reads a time limit ("1:00:00", "2-00:00:00", "UNLIMITED").
+func ParseLimit(s string) time.Duration {
+	d, err := schema.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return 0
+	}
+	return d
+}
+
+// FormatLimit writes a walltime for --time, rounding up to whole minutes
+// (Slurm's granularity): "D-HH:MM:00".
+func FormatLimit(d time.Duration) string {
+	m := int((d + time.Minute - 1) / time.Minute)
+	if m < 1 {
+		m = 1
+	}
+	return fmt.Sprintf("%d-%02d:%02d:00", m/(24*60), m/60%24, m%60)
+}
+
+// WaitStatus splits a raw wait status (squeue's exit_code, REST
+// v0.0.38's exit_code) into an exit code and a signal.
+func WaitStatus(raw int) (code, sig int) {
+	return (raw >> 8) & 0xff, raw & 0x7f
+}
+
+// ParseExitPair reads sacct's and scontrol's "code:signal".
+func ParseExitPair(s string) (code, sig int, ok bool) {
+	a, b, found := strings.Cut(strings.TrimSpace(s), ":")
+	if !found {
+		return 0, 0, false
+	}
+	c, err1 := strconv.Atoi(a)
+	g, err2 := strconv.Atoi(b)
+	if err1 != nil || err2 != nil {
+		return 0, 0, false
+	}
+	return c, g, true
+}

@@ -1,0 +1,307 @@
+// Package sbatch submits and watches jobs through the Slurm command line:
+// sbatch --parsable to submit, ONE squeue -t all per poll for every job of
+// the site (with sacct for jobs that have left the controller), scancel to
+// cancel.
+package sbatch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/backends/internal/slurm"
+	"github.com/tether-hpc/tether/internal/shellquote"
+)
+
+// Backend is the Slurm CLI backend.
+type Backend struct {
+	// BinDir holds sbatch, squeue, sacct, scancel ("" = $PATH).
+	BinDir string
+	// Env is added to the commands' environment (e.g. SLURM_CONF).
+	Env map[string]string
+	// Timeout bounds one command.
+	Timeout time.Duration
+}
+
+// New returns a backend.
+func New(binDir string, env map[string]string) *Backend {
+	return &Backend{BinDir: binDir, Env: env, Timeout: 60 * time.Second}
+}
+
+func (b *Backend) bin(name string) string {
+	if b.BinDir == "" {
+		return name
+	}
+	return filepath.Join(b.BinDir, name)
+}
+
+// environ is the commands' environment: the caller's, without SLURM_JWT
+// (which makes sbatch and srun try JWT auth), plus the site's additions.
+func (b *Backend) environ() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "SLURM_JWT=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	keys := make([]string, 0, len(b.Env))
+	for k := range b.Env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		env = append(env, k+"="+b.Env[k])
+	}
+	return env
+}
+
+// cmdError is a failed Slurm command with its stderr.
+type cmdError struct {
+	name   string
+	code   int
+	stderr string
+	err    error
+}
+
+func (e *cmdError) Error() string {
+	msg := strings.TrimSpace(e.stderr)
+	if msg == "" {
+		msg = e.err.Error()
+	}
+	return fmt.Sprintf("%s: %s", e.name, msg)
+}
+
+// run executes a Slurm command; errors are classified as unavailable
+// (retry later) or rejected (the request must change).
+func (b *Backend) run(ctx context.Context, name string, args ...string) ([]byte, error) {
+	if b.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, b.Timeout)
+		defer cancel()
+	}
+	cmd := exec.CommandContext(ctx, b.bin(name), args...)
+	cmd.Env = b.environ()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err == nil {
+		return stdout.Bytes(), nil
+	}
+	ce := &cmdError{name: name, stderr: stderr.String(), err: err}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		ce.code = ee.ExitCode()
+	}
+	switch {
+	case ctx.Err() != nil:
+		return stdout.Bytes(), fmt.Errorf("%w: %s timed out: %w", backends.ErrUnavailable, name, ctx.Err())
+	case ee == nil: // could not start: missing binary, bad bin_dir
+		return nil, fmt.Errorf("%w: cannot run %s: %w", backends.ErrUnavailable, b.bin(name), err)
+	case unavailable(ce.stderr):
+		return stdout.Bytes(), fmt.Errorf("%w: %w", backends.ErrUnavailable, ce)
+	}
+	return stdout.Bytes(), ce
+}
+
+// unavailable recognises Slurm's messages for a controller that cannot be
+// reached or is too busy.
+func unavailable(stderr string) bool {
+	for _, s := range []string{
+		"Unable to contact slurm controller", "Socket timed out", "Zero Bytes were transmitted",
+		"Communication connection failure", "temporarily unable to accept job",
+		"Resource temporarily unavailable", "Connection refused", "slurm_receive_msg",
+		"Unable to establish controller machine", "Slurm backup controller in standby mode",
+	} {
+		if strings.Contains(stderr, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// Args builds the sbatch command line for a request.
+func Args(req backends.JobRequest) []string {
+	a := []string{"--parsable",
+		"--job-name=" + req.Name,
+		"--chdir=" + req.Dir,
+		"--output=" + escapePattern(req.Stdout),
+		"--error=" + escapePattern(req.Stderr),
+		"--comment=" + req.Tag,
+		"--time=" + slurm.FormatLimit(req.Walltime),
+	}
+	if req.Requeue {
+		a = append(a, "--requeue")
+	} else {
+		a = append(a, "--no-requeue")
+	}
+	num := func(flag string, v int) {
+		if v > 0 {
+			a = append(a, flag+"="+strconv.Itoa(v))
+		}
+	}
+	num("--nodes", req.Nodes)
+	num("--ntasks", req.NTasks)
+	num("--ntasks-per-node", req.NTasksPerNode)
+	num("--cpus-per-task", req.CPUsPerTask)
+	num("--gpus-per-task", req.GPUsPerTask)
+	if req.MemoryMiB > 0 {
+		a = append(a, "--mem="+strconv.FormatInt(req.MemoryMiB, 10)+"M")
+	}
+	str := func(flag, v string) {
+		if v != "" {
+			a = append(a, flag+"="+v)
+		}
+	}
+	str("--partition", req.Partition)
+	str("--account", req.Account)
+	str("--qos", req.QoS)
+	str("--reservation", req.Reservation)
+	str("--constraint", req.Constraint)
+	if len(req.Exclude) > 0 {
+		a = append(a, "--exclude="+strings.Join(req.Exclude, ","))
+	}
+	if req.WarnSignal != "" && req.WarnBefore > 0 {
+		secs := int((req.WarnBefore + time.Second - 1) / time.Second)
+		a = append(a, fmt.Sprintf("--signal=B:%s@%d", req.WarnSignal, secs))
+	}
+	a = append(a, req.ExtraArgs...)
+	return append(a, req.Script)
+}
+
+// escapePattern keeps a path literal for Slurm's filename patterns.
+func escapePattern(p string) string { return strings.ReplaceAll(p, "%", "%%") }
+
+// Describe shows the sbatch command line (for dry runs).
+func (b *Backend) Describe(req backends.JobRequest) string {
+	parts := []string{shellquote.Quote(b.bin("sbatch"))}
+	for _, a := range Args(req) {
+		parts = append(parts, shellquote.Quote(a))
+	}
+	return strings.Join(parts, " ")
+}
+
+// Submit runs sbatch --parsable.
+func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends.JobID, error) {
+	out, err := b.run(ctx, "sbatch", Args(req)...)
+	if err != nil {
+		var ce *cmdError
+		if errors.As(err, &ce) {
+			return "", fmt.Errorf("%w: %w", backends.ErrRejected, ce)
+		}
+		return "", err
+	}
+	// "1234" or "1234;cluster"
+	id, _, _ := strings.Cut(strings.TrimSpace(string(out)), ";")
+	if _, err := strconv.ParseUint(id, 10, 64); err != nil {
+		return "", fmt.Errorf("%w: sbatch printed %q, not a job id", backends.ErrUnavailable, out)
+	}
+	return backends.JobID(id), nil
+}
+
+// squeueFormat is the fixed field list of the poll; the comment (tag) is
+// last because it may contain the separator.
+const squeueFormat = "JobID:|,State:|,Reason:|,exit_code:|,NodeList:|,SubmitTime:|,StartTime:|,EndTime:|,TimeLimit:|,Comment:"
+
+// Query polls every id with ONE squeue call; ids squeue no longer knows
+// are looked up with ONE sacct call where accounting exists.
+func (b *Backend) Query(ctx context.Context, ids []backends.JobID) (map[backends.JobID]backends.JobStatus, error) {
+	out := map[backends.JobID]backends.JobStatus{}
+	valid := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if _, err := strconv.ParseUint(string(id), 10, 64); err == nil {
+			valid = append(valid, string(id))
+		}
+	}
+	args := []string{"-h", "-t", "all", "-O", squeueFormat}
+	if len(valid) > 0 {
+		args = append(args, "-j", strings.Join(valid, ","))
+	} else {
+		args = append(args, "-j", "0") // connectivity check, no jobs
+	}
+	raw, err := b.run(ctx, "squeue", args...)
+	var ce *cmdError
+	switch {
+	case errors.As(err, &ce) && strings.Contains(ce.stderr, "Invalid job id specified"):
+		// none of the ids is in the controller any more
+	case err != nil:
+		return nil, err
+	default:
+		for _, st := range ParseSqueue(raw) {
+			out[st.ID] = st
+		}
+	}
+	var missing []string
+	for _, id := range valid {
+		if _, ok := out[backends.JobID(id)]; !ok {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) > 0 {
+		for id, st := range b.sacct(ctx, missing) {
+			out[id] = st
+		}
+	}
+	return out, nil
+}
+
+// sacctFormat is the fixed field list of the accounting fallback.
+const sacctFormat = "JobIDRaw,State,ExitCode,Reason,NodeList,Submit,Start,End,Timelimit"
+
+// sacct looks up jobs that left the controller. Without accounting (or
+// while slurmdbd is down) it finds nothing, and those jobs count as
+// vanished: their exit files decide.
+func (b *Backend) sacct(ctx context.Context, ids []string) map[backends.JobID]backends.JobStatus {
+	raw, err := b.run(ctx, "sacct", "-n", "-P", "-X", "-j", strings.Join(ids, ","), "--format="+sacctFormat)
+	if err != nil {
+		return nil
+	}
+	return ParseSacct(raw)
+}
+
+// Cancel runs scancel. A job Slurm no longer knows, or one already
+// finishing, needs no cancel.
+func (b *Backend) Cancel(ctx context.Context, id backends.JobID) error {
+	_, err := b.run(ctx, "scancel", string(id))
+	var ce *cmdError
+	if errors.As(err, &ce) && (strings.Contains(ce.stderr, "Invalid job id") || strings.Contains(ce.stderr, "already completing or completed")) {
+		return nil
+	}
+	return err
+}
+
+// FindByTag finds a job by the comment tether gave it.
+func (b *Backend) FindByTag(ctx context.Context, tag string) (backends.JobID, bool, error) {
+	raw, err := b.run(ctx, "squeue", "-h", "-t", "all", "--me", "-O", "JobID:|,Comment:")
+	if err != nil {
+		return "", false, err
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		id, comment, ok := strings.Cut(strings.TrimSpace(line), "|")
+		if ok && comment == tag {
+			return backends.JobID(id), true, nil
+		}
+	}
+	return "", false, nil
+}
+
+// Ping checks that the controller answers.
+func (b *Backend) Ping(ctx context.Context) (string, error) {
+	out, err := b.run(ctx, "sbatch", "--version")
+	if err != nil {
+		return "", err
+	}
+	if _, err := b.Query(ctx, nil); err != nil {
+		return "", err
+	}
+	return "slurmctld answers; " + strings.TrimSpace(string(out)), nil
+}
