@@ -80,6 +80,8 @@ func typeSchema(t reflect.Type) map[string]any {
 		return map[string]any{"type": "string", "pattern": `^\d+(\.\d+)?\s*([KkMmGgTt](i?[Bb])?)?$`}
 	}
 	switch t.Kind() {
+	case reflect.Pointer:
+		return typeSchema(t.Elem())
 	case reflect.String:
 		return map[string]any{"type": "string"}
 	case reflect.Bool:

@@ -74,7 +74,12 @@ type SbatchConfig struct {
 	BinDir    string            `toml:"bin_dir" json:"bin_dir,omitempty" doc:"directory with sbatch, squeue, sacct, scontrol, scancel; default $PATH"`
 	ExtraArgs []string          `toml:"extra_args" json:"extra_args,omitempty" doc:"extra sbatch arguments for every job"`
 	Env       map[string]string `toml:"env" json:"env,omitempty" doc:"environment for the Slurm commands (e.g. SLURM_CONF)"`
+	// Accounting is a pointer so that an absent key means "on".
+	Accounting *bool `toml:"accounting" json:"accounting,omitempty" doc:"look up jobs that left the controller with sacct (needs slurmdbd; default true)"`
 }
+
+// UseAccounting reports whether sacct may be asked.
+func (c SbatchConfig) UseAccounting() bool { return c.Accounting == nil || *c.Accounting }
 
 // SlurmRESTConfig configures the slurmrestd backend.
 type SlurmRESTConfig struct {

@@ -25,7 +25,7 @@ type Options struct {
 func Open(site *schema.Site, opts Options) (backends.Backend, error) {
 	switch site.Backend {
 	case schema.BackendSbatch:
-		return sbatch.New(site.Sbatch.BinDir, site.Sbatch.Env), nil
+		return sbatch.New(site.Sbatch.BinDir, site.Sbatch.Env, site.Sbatch.UseAccounting()), nil
 	case schema.BackendLocal:
 		shim := append(append([]string{}, opts.Self...), "local-shim")
 		return local.New(filepath.Join(opts.StateDir, "local"), shim, site.Local.KillWait.D())

@@ -30,11 +30,13 @@ type Backend struct {
 	Env map[string]string
 	// Timeout bounds one command.
 	Timeout time.Duration
+	// Accounting enables the sacct fallback for jobs that left the controller.
+	Accounting bool
 }
 
 // New returns a backend.
-func New(binDir string, env map[string]string) *Backend {
-	return &Backend{BinDir: binDir, Env: env, Timeout: 60 * time.Second}
+func New(binDir string, env map[string]string, accounting bool) *Backend {
+	return &Backend{BinDir: binDir, Env: env, Timeout: 60 * time.Second, Accounting: accounting}
 }
 
 func (b *Backend) bin(name string) string {
@@ -246,7 +248,7 @@ func (b *Backend) Query(ctx context.Context, ids []backends.JobID) (map[backends
 			missing = append(missing, id)
 		}
 	}
-	if len(missing) > 0 {
+	if len(missing) > 0 && b.Accounting {
 		for id, st := range b.sacct(ctx, missing) {
 			out[id] = st
 		}

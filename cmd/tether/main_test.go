@@ -31,7 +31,9 @@ func testMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	tetherBin = filepath.Join(dir, "tether")
-	out, err := exec.Command("go", "build", "-o", tetherBin, ".").CombinedOutput()
+	build := exec.Command("go", "build", "-o", tetherBin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // static: it also runs inside the test chroot
+	out, err := build.CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build tether: %v\n%s", err, out)
 		return 1

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+// testCluster is one of the project's Slurm test clusters (testcluster/),
+// described by the env file its start script writes.
+type testCluster struct {
+	key  string // bookworm | trixie
+	env  map[string]string
+	site map[string]string // kind (sbatch, rest, ...) -> site file
+	// lock lets most scripts share the cluster and a few (node down,
+	// slurmctld stopped) have it to themselves.
+	lock sync.RWMutex
+}
+
+func (c *testCluster) get(k string) string { return c.env[k] }
+
+var (
+	clustersOnce sync.Once
+	clusters     []*testCluster
+	clustersErr  error
+)
+
+// repoRoot is the repository's top directory.
+func repoRoot() string {
+	wd, _ := os.Getwd()
+	return filepath.Clean(filepath.Join(wd, "..", ".."))
+}
+
+// loadClusters reads the test clusters' env files and site files.
+func loadClusters() ([]*testCluster, error) {
+	var out []*testCluster
+	var missing []string
+	for _, key := range []string{"bookworm", "trixie"} {
+		envFile := filepath.Join("/tmp/tether-testcluster", key, "env.sh")
+		if _, err := os.Stat(envFile); err != nil {
+			missing = append(missing, envFile)
+			continue
+		}
+		raw, err := exec.Command("bash", "-c", `set -a; source "$1"; env -0`, "bash", envFile).Output()
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", envFile, err)
+		}
+		c := &testCluster{key: key, env: map[string]string{}, site: map[string]string{}}
+		for _, kv := range bytes.Split(raw, []byte{0}) {
+			k, v, ok := strings.Cut(string(kv), "=")
+			if ok && strings.HasPrefix(k, "TESTCLUSTER_") {
+				c.env[k] = v
+			}
+		}
+		for kind, k := range map[string]string{"sbatch": "TESTCLUSTER_SITE_SBATCH", "rest": "TESTCLUSTER_SITE_REST"} {
+			f := c.get(k)
+			if _, err := os.Stat(f); f != "" && err == nil {
+				c.site[kind] = f
+			} else {
+				missing = append(missing, fmt.Sprintf("%s (%s of %s)", f, k, envFile))
+			}
+		}
+		out = append(out, c)
+	}
+	if len(missing) > 0 {
+		return out, fmt.Errorf("the Slurm test clusters are not running: missing %s (start them with `make testcluster`, as root on Debian)", strings.Join(missing, ", "))
+	}
+	return out, nil
+}
+
+// needClusters returns the running test clusters. Without them the test
+// skips with what is missing, and under CI=true it fails.
+func needClusters(t *testing.T) []*testCluster {
+	t.Helper()
+	clustersOnce.Do(func() { clusters, clustersErr = loadClusters() })
+	if clustersErr != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(clustersErr)
+		}
+		t.Skip(clustersErr)
+	}
+	return clusters
+}
+
+// sharedTether copies the test binary to the cluster's shared directory, so
+// that Tasks running inside the chroot cluster find `tether report` at the
+// same path.
+func sharedTether(t *testing.T, shared string) string {
+	t.Helper()
+	dir := filepath.Join(shared, "bin")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(dir, "tether")
+	data, err := os.ReadFile(tetherBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := dst + fmt.Sprintf(".%d", os.Getpid())
+	if err := os.WriteFile(tmp, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+var sharedTetherOnce sync.Map // shared dir -> *sync.Once
+
+// clusterParams runs the scripts in dir against one site of a cluster.
+func clusterParams(t *testing.T, c *testCluster, kind, dir string) testscript.Params {
+	shared := c.get("TESTCLUSTER_SHARED_DIR")
+	once, _ := sharedTetherOnce.LoadOrStore(shared, &sync.Once{})
+	var bin string
+	once.(*sync.Once).Do(func() { sharedTether(t, shared) })
+	bin = filepath.Join(shared, "bin", "tether")
+	root := filepath.Join(shared, "tests")
+	os.MkdirAll(root, 0o777)
+	p := scriptParams(t, dir)
+	p.WorkdirRoot = root
+	setup := p.Setup
+	p.Setup = func(env *testscript.Env) error {
+		if err := setup(env); err != nil {
+			return err
+		}
+		env.Setenv("PATH", filepath.Dir(bin)+string(os.PathListSeparator)+os.Getenv("PATH"))
+		env.Setenv("SITE", c.site[kind])
+		env.Setenv("SITE_KIND", kind)
+		env.Setenv("CLUSTER", c.key)
+		env.Setenv("SLURM_VERSION", c.get("TESTCLUSTER_SLURM_VERSION"))
+		env.Setenv("BIN", c.get("TESTCLUSTER_BIN_DIR"))
+		env.Setenv("NODE", c.get("TESTCLUSTER_NODE"))
+		env.Setenv("TESTCLUSTER_CTL", filepath.Join(repoRoot(), "testcluster", "ctl.sh"))
+		env.Setenv("MPICC", c.get("TESTCLUSTER_MPICC"))
+		env.Setenv("TETHER_SITE", c.site[kind])
+		// each script has its own state dir, under the shared directory
+		env.Setenv("TETHER_STATE_DIR", filepath.Join(env.WorkDir, "state"))
+		env.Values[clusterKey{}] = c
+		return nil
+	}
+	p.Cmds["cluster"] = cmdCluster
+	p.Cmds["slurm"] = cmdSlurm
+	return p
+}
+
+type clusterKey struct{}
+
+// cluster shared|exclusive: hold the cluster for this script.
+func cmdCluster(ts *testscript.TestScript, neg bool, args []string) {
+	c := ts.Value(clusterKey{}).(*testCluster)
+	switch {
+	case len(args) == 1 && args[0] == "shared":
+		c.lock.RLock()
+		ts.Defer(c.lock.RUnlock)
+	case len(args) == 1 && args[0] == "exclusive":
+		c.lock.Lock()
+		ts.Defer(c.lock.Unlock)
+	default:
+		ts.Fatalf("usage: cluster shared|exclusive")
+	}
+}
+
+// slurm CMD ARGS...: run a Slurm command of the script's cluster.
+func cmdSlurm(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) < 1 {
+		ts.Fatalf("usage: slurm command [args...]")
+	}
+	c := ts.Value(clusterKey{}).(*testCluster)
+	err := ts.Exec(filepath.Join(c.get("TESTCLUSTER_BIN_DIR"), args[0]), args[1:]...)
+	if (err != nil) != neg {
+		ts.Fatalf("slurm %s: %v", strings.Join(args, " "), err)
+	}
+}
+
+// TestSlurmSbatch runs the Slurm state matrix through the CLI with the
+// sbatch backend, on every test cluster.
+func TestSlurmSbatch(t *testing.T) {
+	t.Parallel()
+	for _, c := range needClusters(t) {
+		t.Run(c.key, func(t *testing.T) {
+			t.Parallel()
+			testscript.Run(t, clusterParams(t, c, "sbatch", "testdata/slurm"))
+		})
+	}
+}
+
+// waitFor polls cond up to d.
+func waitFor(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return cond()
+}
