@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tether-hpc/tether/backends"
@@ -32,12 +33,20 @@ type Backend struct {
 	Timeout time.Duration
 	// Accounting enables the sacct fallback for jobs that left the controller.
 	Accounting bool
+
+	calls atomic.Int64
 }
+
+// Calls is how many Slurm commands this backend has run.
+func (b *Backend) Calls() int64 { return b.calls.Load() }
 
 // New returns a backend.
 func New(binDir string, env map[string]string, accounting bool) *Backend {
 	return &Backend{BinDir: binDir, Env: env, Timeout: 60 * time.Second, Accounting: accounting}
 }
+
+// Backend implements backends.Backend.
+var _ backends.Backend = (*Backend)(nil)
 
 func (b *Backend) bin(name string) string {
 	if b.BinDir == "" {
@@ -91,6 +100,7 @@ func (b *Backend) run(ctx context.Context, name string, args ...string) ([]byte,
 		ctx, cancel = context.WithTimeout(ctx, b.Timeout)
 		defer cancel()
 	}
+	b.calls.Add(1)
 	cmd := exec.CommandContext(ctx, b.bin(name), args...)
 	cmd.Env = b.environ()
 	var stdout, stderr bytes.Buffer

@@ -78,7 +78,7 @@ func loadClusters() ([]*testCluster, error) {
 
 // needClusters returns the running test clusters. Without them the test
 // skips with what is missing, and under CI=true it fails.
-func needClusters(t *testing.T) []*testCluster {
+func needClusters(t testing.TB) []*testCluster {
 	t.Helper()
 	clustersOnce.Do(func() { clusters, clustersErr = loadClusters() })
 	if clustersErr != nil {
@@ -90,27 +90,29 @@ func needClusters(t *testing.T) []*testCluster {
 	return clusters
 }
 
-// sharedTether copies the test binary to the cluster's shared directory, so
-// that Tasks running inside the chroot cluster find `tether report` at the
-// same path.
-func sharedTether(t *testing.T, shared string) string {
-	t.Helper()
-	dir := filepath.Join(shared, "bin")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	dst := filepath.Join(dir, "tether")
-	data, err := os.ReadFile(tetherBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmp := dst + fmt.Sprintf(".%d", os.Getpid())
-	if err := os.WriteFile(tmp, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		t.Fatal(err)
-	}
+// sharedTether copies the test binary to the cluster's shared directory
+// (once per test process), so that Tasks running inside the chroot cluster
+// find `tether report` at the same path. It returns the copy's path.
+func sharedTether(tb testing.TB, shared string) string {
+	tb.Helper()
+	dst := filepath.Join(shared, "bin", "tether")
+	once, _ := sharedTetherOnce.LoadOrStore(shared, &sync.Once{})
+	once.(*sync.Once).Do(func() {
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			tb.Fatal(err)
+		}
+		data, err := os.ReadFile(tetherBin)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tmp := fmt.Sprintf("%s.%d", dst, os.Getpid())
+		if err := os.WriteFile(tmp, data, 0o755); err != nil {
+			tb.Fatal(err)
+		}
+		if err := os.Rename(tmp, dst); err != nil {
+			tb.Fatal(err)
+		}
+	})
 	return dst
 }
 
@@ -119,10 +121,7 @@ var sharedTetherOnce sync.Map // shared dir -> *sync.Once
 // clusterParams runs the scripts in dir against one site of a cluster.
 func clusterParams(t *testing.T, c *testCluster, kind, dir string) testscript.Params {
 	shared := c.get("TESTCLUSTER_SHARED_DIR")
-	once, _ := sharedTetherOnce.LoadOrStore(shared, &sync.Once{})
-	var bin string
-	once.(*sync.Once).Do(func() { sharedTether(t, shared) })
-	bin = filepath.Join(shared, "bin", "tether")
+	bin := sharedTether(t, shared)
 	root := filepath.Join(shared, "tests")
 	os.MkdirAll(root, 0o777)
 	p := scriptParams(t, dir)

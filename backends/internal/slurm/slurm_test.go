@@ -1,0 +1,70 @@
+package slurm
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tether-hpc/tether/backends"
+)
+
+func TestMapState(t *testing.T) {
+	cases := map[string]backends.State{
+		"PENDING": backends.Pending, "RUNNING": backends.Running, "COMPLETED": backends.Completed,
+		"CANCELLED by 0": backends.Cancelled, "TIMEOUT": backends.Timeout, "NODE_FAIL": backends.NodeFail,
+		"OUT_OF_MEMORY": backends.OutOfMemory, "PREEMPTED": backends.Preempted, "BOOT_FAIL": backends.BootFail,
+		"DEADLINE": backends.Deadline, "SUSPENDED": backends.Suspended, "REQUEUED": backends.Requeued,
+		"COMPLETING": backends.Completing, "CONFIGURING": backends.Configuring, "FAILED": backends.Failed,
+		"SPECIAL_EXIT": backends.Failed, "REVOKED": backends.Cancelled, "RESV_DEL_HOLD": backends.Pending,
+		"REQUEUE_HOLD": backends.Requeued, "STOPPED": backends.Suspended, "SIGNALING": backends.Running,
+		"STAGE_OUT": backends.Running, "RESIZING": backends.Running, "POWER_UP_NODE": backends.Configuring,
+		"COMPLETED+COMPLETING": backends.Completing, "running": backends.Running, "WEIRD": backends.Unknown, "": backends.Unknown,
+	}
+	for in, want := range cases {
+		if got := MapState(in); got != want {
+			t.Errorf("MapState(%q) = %s, want %s", in, got, want)
+		}
+	}
+	if MapState("FAILED", "COMPLETING") != backends.Completing {
+		t.Error("REST flag COMPLETING not seen")
+	}
+	for _, s := range KnownStates() {
+		if MapState(s) == backends.Unknown {
+			t.Errorf("%s unmapped", s)
+		}
+	}
+}
+
+func TestExpandHostlist(t *testing.T) {
+	cases := map[string]string{
+		"vm": "vm", "node[1-3]": "node1 node2 node3", "n[01-02,05]": "n01 n02 n05",
+		"a,b[1-2],c": "a b1 b2 c", "rack[1-2]-n[1-2]": "rack1-n1 rack1-n2 rack2-n1 rack2-n2", "": "", "(null)": "",
+		"bad[x-y]": "badx-y",
+	}
+	for in, want := range cases {
+		if got := strings.Join(ExpandHostlist(in), " "); got != want {
+			t.Errorf("ExpandHostlist(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestTimes(t *testing.T) {
+	if FormatLimit(90*time.Second) != "0-00:02:00" || FormatLimit(25*time.Hour) != "1-01:00:00" || FormatLimit(0) != "0-00:01:00" {
+		t.Error("FormatLimit")
+	}
+	if ParseLimit("1:00:00") != time.Hour || ParseLimit("2:00") != 2*time.Minute || ParseLimit("UNLIMITED") != 0 || ParseLimit("1-00:00:00") != 24*time.Hour {
+		t.Error("ParseLimit")
+	}
+	if !ParseTime("N/A").IsZero() || ParseTime("2026-11-26T21:01:14").IsZero() {
+		t.Error("ParseTime")
+	}
+	if c, s := WaitStatus(768); c != 3 || s != 0 {
+		t.Error("WaitStatus 768")
+	}
+	if c, s := WaitStatus(9); c != 0 || s != 9 {
+		t.Error("WaitStatus 9")
+	}
+	if c, s, ok := ParseExitPair("0:15"); !ok || c != 0 || s != 15 {
+		t.Error("ParseExitPair")
+	}
+}

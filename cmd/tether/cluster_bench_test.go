@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/backends/sbatch"
+	"github.com/tether-hpc/tether/monitor"
+	"github.com/tether-hpc/tether/rundir"
+)
+
+// sdiagJobInfoRPCs reads slurmctld's count of job-info RPCs from sdiag.
+func sdiagJobInfoRPCs(b *testing.B, c *testCluster) int {
+	out, err := exec.Command(filepath.Join(c.get("TESTCLUSTER_BIN_DIR"), "sdiag")).Output()
+	if err != nil {
+		b.Fatalf("sdiag: %v", err)
+	}
+	total := 0
+	re := regexp.MustCompile(`(?m)^\s*(REQUEST_JOB_INFO\S*|REQUEST_PARTITION_INFO|REQUEST_FED_INFO)\s+\(\s*\d+\)\s+count:(\d+)`)
+	for _, m := range re.FindAllStringSubmatch(string(out), -1) {
+		n, _ := strconv.Atoi(m[2])
+		total += n
+	}
+	return total
+}
+
+// BenchmarkPollCalls200: scheduler calls per poll cycle with 200 live runs
+// on the real cluster (target 1). It counts the backend's Slurm commands
+// and, from slurmctld's own sdiag statistics, the job-info RPCs.
+func BenchmarkPollCalls200(b *testing.B) {
+	for _, c := range needClusters(b) {
+		b.Run(c.key, func(b *testing.B) {
+			be := sbatch.New(c.get("TESTCLUSTER_BIN_DIR"), nil, true)
+			store, err := rundir.Open(filepath.Join(c.get("TESTCLUSTER_SHARED_DIR"), "bench", fmt.Sprintf("poll-%d", time.Now().UnixNano())))
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			var ids []backends.JobID
+			for i := 0; i < 200; i++ {
+				id, err := be.Submit(ctx, backends.JobRequest{Name: "bench", Dir: store.Dir, Stdout: "/dev/null", Stderr: "/dev/null",
+					Script: writeScript(b, store.Dir), Walltime: time.Minute, ExtraArgs: []string{"--hold"}, Tag: "bench"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				ids = append(ids, id)
+				store.SetActive(fmt.Sprintf("run-%03d", i), string(id))
+			}
+			defer exec.Command(filepath.Join(c.get("TESTCLUSTER_BIN_DIR"), "scancel"), toStrings(ids)...).Run()
+			p := &monitor.Poller{Store: store, Backend: be, Now: time.Now}
+			calls0, rpc0 := be.Calls(), sdiagJobInfoRPCs(b, c)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				// every waiter asks for its own job; one query serves them all
+				for _, id := range ids {
+					if _, err := p.Status(ctx, []backends.JobID{id}, time.Hour); err != nil {
+						b.Fatal(err)
+					}
+				}
+				p.Status(ctx, ids[:1], 0) // next cycle
+			}
+			b.StopTimer()
+			cycles := float64(b.N)
+			b.ReportMetric(float64(be.Calls()-calls0)/cycles/2, "slurm-commands/poll")
+			b.ReportMetric(float64(sdiagJobInfoRPCs(b, c)-rpc0)/cycles/2, "ctld-job-RPCs/poll")
+		})
+	}
+}
+
+func writeScript(b *testing.B, dir string) string {
+	p := filepath.Join(dir, "job.sh")
+	if _, err := os.Stat(p); err != nil {
+		if err := os.WriteFile(p, []byte("#!/bin/bash\ntrue\n"), 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return p
+}
+
+func toStrings(ids []backends.JobID) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = string(id)
+	}
+	return out
+}
+
+// BenchmarkSubmitVsSbatch: `tether submit` wall time against raw
+// `sbatch --parsable` of the same wrapper on the same cluster, measured
+// alternately in one run (target ratio <= 1.3). Jobs are held, then
+// cancelled.
+func BenchmarkSubmitVsSbatch(b *testing.B) {
+	for _, c := range needClusters(b) {
+		b.Run(c.key, func(b *testing.B) {
+			shared := c.get("TESTCLUSTER_SHARED_DIR")
+			bin := sharedTether(b, shared)
+			dir := filepath.Join(shared, "bench", fmt.Sprintf("submit-%d", time.Now().UnixNano()))
+			os.MkdirAll(dir, 0o755)
+			os.WriteFile(filepath.Join(dir, "t.toml"), []byte("name='bench'\ncommand=['true']\n[resources]\nwalltime='1m'\n[scheduler]\nextra_args=['--hold']\n"), 0o644)
+			env := append(os.Environ(), "TETHER_SITE="+c.site["sbatch"], "TETHER_STATE_DIR="+filepath.Join(dir, "state"))
+			var tetherT, rawT time.Duration
+			var jobs []string
+			var script string
+			sb := filepath.Join(c.get("TESTCLUSTER_BIN_DIR"), "sbatch")
+			for i := 0; i < b.N; i++ {
+				cmd := exec.Command(bin, "submit", "t.toml")
+				cmd.Dir, cmd.Env = dir, env
+				t0 := time.Now()
+				out, err := cmd.Output()
+				tetherT += time.Since(t0)
+				if err != nil {
+					b.Fatalf("tether submit: %v %s", err, out)
+				}
+				o := lastLineJSON(b, out)
+				jobs = append(jobs, o["job_id"].(string))
+				script = filepath.Join(o["run_dir"].(string), "attempts", "1", "job.sh")
+				raw := exec.Command(sb, "--parsable", "--hold", "--output=/dev/null", "--error=/dev/null", script)
+				raw.Dir = dir
+				t0 = time.Now()
+				rout, err := raw.Output()
+				rawT += time.Since(t0)
+				if err != nil {
+					b.Fatalf("sbatch: %v", err)
+				}
+				jobs = append(jobs, strings.TrimSpace(strings.Split(string(rout), ";")[0]))
+			}
+			exec.Command(filepath.Join(c.get("TESTCLUSTER_BIN_DIR"), "scancel"), jobs...).Run()
+			n := float64(b.N)
+			b.ReportMetric(float64(tetherT.Milliseconds())/n, "ms/tether-submit")
+			b.ReportMetric(float64(rawT.Milliseconds())/n, "ms/raw-sbatch")
+			b.ReportMetric(float64(tetherT)/float64(rawT), "ratio")
+		})
+	}
+}
+
+// BenchmarkJobEndToWait: time from the job's end to `tether wait`
+// returning (target <= 2 s plus one poll interval; the test sites poll
+// every 1-5 s).
+func BenchmarkJobEndToWait(b *testing.B) {
+	for _, c := range needClusters(b) {
+		b.Run(c.key, func(b *testing.B) {
+			shared := c.get("TESTCLUSTER_SHARED_DIR")
+			bin := sharedTether(b, shared)
+			dir := filepath.Join(shared, "bench", fmt.Sprintf("end-%d", time.Now().UnixNano()))
+			os.MkdirAll(dir, 0o755)
+			os.WriteFile(filepath.Join(dir, "t.toml"), []byte("name='end'\ncommand=['bash','-c','sleep 3; date +%s%N > ended']\n[resources]\nwalltime='2m'\n"), 0o644)
+			env := append(os.Environ(), "TETHER_SITE="+c.site["sbatch"], "TETHER_STATE_DIR="+filepath.Join(dir, "state"))
+			var total, worst time.Duration
+			for i := 0; i < b.N; i++ {
+				os.Remove(filepath.Join(dir, "ended"))
+				cmd := exec.Command(bin, "run", "t.toml")
+				cmd.Dir, cmd.Env = dir, env
+				if out, err := cmd.Output(); err != nil {
+					b.Fatalf("tether run: %v %s", err, out)
+				}
+				returned := time.Now()
+				raw, err := os.ReadFile(filepath.Join(dir, "ended"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				ns, _ := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
+				d := returned.Sub(time.Unix(0, ns))
+				total += d
+				worst = max(worst, d)
+			}
+			b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms-end-to-return")
+			b.ReportMetric(float64(worst.Milliseconds()), "ms-worst")
+		})
+	}
+}
+
+func lastLineJSON(b *testing.B, out []byte) map[string]any {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	var m map[string]any
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &m); err != nil {
+		b.Fatalf("no JSON line in %q", out)
+	}
+	return m
+}
