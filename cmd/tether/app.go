@@ -152,7 +152,7 @@ func (a *app) open(site *schema.Site) (*session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot find the tether binary: %w", err)
 	}
-	be, err := registry.Open(site, registry.Options{StateDir: store.Dir, Self: []string{self}})
+	be, err := registry.Open(site, registry.Options{StateDir: store.Dir, Self: []string{self}, Log: a.log})
 	if err != nil {
 		return nil, err
 	}

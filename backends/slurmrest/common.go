@@ -1,0 +1,221 @@
+package slurmrest
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/backends/internal/slurm"
+)
+
+// noVal is the {set, infinite, number} shape every v0.0.40+ number has;
+// the generated types of each version convert to it.
+type noVal struct {
+	Infinite *bool  `json:"infinite,omitempty"`
+	Number   *int64 `json:"number,omitempty"`
+	Set      *bool  `json:"set,omitempty"`
+}
+
+// nv converts any generated {set, infinite, number} type to noVal.
+func nv[T ~struct {
+	Infinite *bool  `json:"infinite,omitempty"`
+	Number   *int64 `json:"number,omitempty"`
+	Set      *bool  `json:"set,omitempty"`
+}](n *T) *noVal {
+	if n == nil {
+		return nil
+	}
+	v := noVal(*n)
+	return &v
+}
+
+func (n *noVal) value() (int64, bool) {
+	if n == nil || n.Set == nil || !*n.Set || (n.Infinite != nil && *n.Infinite) || n.Number == nil {
+		return 0, false
+	}
+	return *n.Number, true
+}
+
+func setNoVal(v int64) noVal {
+	t, f := true, false
+	return noVal{Set: &t, Infinite: &f, Number: &v}
+}
+
+// job is what tether reads from a job record, version-neutral.
+type job struct {
+	ID       int64
+	States   []string // base state first, then flags
+	Reason   string
+	Nodes    string
+	Submit   int64 // unix seconds, 0 when unknown
+	Start    int64
+	End      int64
+	LimitMin int64 // minutes, 0 when unlimited or unknown
+	// Exit: ExitSet when the record has a real exit code.
+	ExitSet  bool
+	ExitCode int
+	Signal   int
+}
+
+func unix(s int64) time.Time {
+	if s <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(s, 0)
+}
+
+// status normalizes a job record.
+func (j job) status() backends.JobStatus {
+	st := backends.JobStatus{ID: backends.JobID(strconv.FormatInt(j.ID, 10)), Native: strings.Join(j.States, "+")}
+	if len(j.States) > 0 {
+		st.State = slurm.MapState(j.States[0], j.States[1:]...)
+	} else {
+		st.State = backends.Unknown
+	}
+	st.Reason = j.Reason
+	if st.Reason == "None" {
+		st.Reason = ""
+	}
+	st.Nodes = slurm.ExpandHostlist(j.Nodes)
+	st.Submit, st.Start, st.End = unix(j.Submit), unix(j.Start), unix(j.End)
+	if j.LimitMin > 0 && !st.Start.IsZero() {
+		st.Deadline = st.Start.Add(time.Duration(j.LimitMin) * time.Minute)
+	}
+	if st.State.Terminal() && j.ExitSet {
+		c := j.ExitCode
+		st.ExitCode, st.Signal = &c, j.Signal
+	} else if st.State.Terminal() {
+		st.Signal = j.Signal
+	}
+	return st
+}
+
+// desc is a job description, version-neutral.
+type desc struct {
+	req       backends.JobRequest
+	script    string
+	env       []string
+	hold      bool
+	exclusive bool
+}
+
+// restOptions translates the sbatch-style extra arguments the REST API can
+// express; others are refused rather than silently dropped.
+func restOptions(req backends.JobRequest) (hold, exclusive bool, err error) {
+	for _, a := range req.ExtraArgs {
+		switch a {
+		case "--hold", "-H":
+			hold = true
+		case "--exclusive":
+			exclusive = true
+		default:
+			return false, false, fmt.Errorf("%w: extra argument %q is an sbatch option the slurmrest backend cannot pass (supported: --hold, --exclusive)", backends.ErrRejected, a)
+		}
+	}
+	return hold, exclusive, nil
+}
+
+func newDesc(req backends.JobRequest, script string, env []string) (desc, error) {
+	hold, excl, err := restOptions(req)
+	if err != nil {
+		return desc{}, err
+	}
+	return desc{req: req, script: script, env: env, hold: hold, exclusive: excl}, nil
+}
+
+func (d desc) minutes() int64 {
+	return int64((d.req.Walltime + time.Minute - 1) / time.Minute)
+}
+
+func (d desc) warnSeconds() int64 {
+	return int64((d.req.WarnBefore + time.Second - 1) / time.Second)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// strPtr is nil for an empty string (the server would take "" literally).
+func strPtr(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func intPtr(v int) *int64 {
+	if v <= 0 {
+		return nil
+	}
+	n := int64(v)
+	return &n
+}
+
+// stateItem is one entry of a jobs/state answer.
+type stateItem struct {
+	ID     string
+	States []string
+}
+
+// v4x is what differs between v0.0.40, v0.0.41 and v0.0.42; the query
+// logic on top of it is shared.
+type v4x interface {
+	jobsState(ctx context.Context, ids []string) ([]stateItem, error)
+	// getJob returns found=false for a job the controller does not know.
+	getJob(ctx context.Context, id string) (j job, found bool, err error)
+	submitDesc(ctx context.Context, d desc) (backends.JobID, error)
+	cancelJob(ctx context.Context, id string) error
+	pingOnce(ctx context.Context) error
+}
+
+// api4x implements api for v0.0.40+.
+type api4x struct{ v v4x }
+
+func (a api4x) submit(ctx context.Context, req backends.JobRequest, script string, env []string) (backends.JobID, error) {
+	d, err := newDesc(req, script, env)
+	if err != nil {
+		return "", err
+	}
+	return a.v.submitDesc(ctx, d)
+}
+
+// query asks jobs/state for every id in one request; only jobs that have
+// ended are read once more each, for their exit code, reason and nodes.
+func (a api4x) query(ctx context.Context, ids []backends.JobID) (map[backends.JobID]backends.JobStatus, error) {
+	out := map[backends.JobID]backends.JobStatus{}
+	if len(ids) == 0 {
+		return out, a.v.pingOnce(ctx)
+	}
+	strs := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if _, err := strconv.ParseUint(string(id), 10, 64); err == nil {
+			strs = append(strs, string(id))
+		}
+	}
+	items, err := a.v.jobsState(ctx, strs)
+	if err != nil {
+		return nil, err
+	}
+	for _, it := range items {
+		if len(it.States) == 0 {
+			continue
+		}
+		id := backends.JobID(it.ID)
+		st := backends.JobStatus{ID: id, State: slurm.MapState(it.States[0], it.States[1:]...), Native: strings.Join(it.States, "+")}
+		if st.State.Terminal() {
+			j, found, err := a.v.getJob(ctx, it.ID)
+			if err != nil {
+				return nil, err
+			}
+			if found {
+				st = j.status()
+			}
+		}
+		out[id] = st
+	}
+	return out, nil
+}
+
+func (a api4x) cancel(ctx context.Context, id backends.JobID) error { return a.v.cancelJob(ctx, string(id)) }
+func (a api4x) ping(ctx context.Context) error                      { return a.v.pingOnce(ctx) }

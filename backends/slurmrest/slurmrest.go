@@ -1,0 +1,309 @@
+// Package slurmrest submits and watches jobs through slurmrestd, with
+// clients generated per REST API version (internal/v0038, v0040, v0041,
+// v0042). api_version = "auto" picks the newest version both sides speak
+// from the server's /openapi/v3 listing, cached in the state directory for
+// a day. Generated types never leave this package: every version is
+// translated into backends' normalized types.
+package slurmrest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/rundir"
+)
+
+// Supported lists the API versions this build has clients for, newest first.
+var supported = []string{"v0.0.42", "v0.0.41", "v0.0.40", "v0.0.38"}
+
+// Supported returns the API versions tether speaks, newest first.
+func Supported() []string { return slices.Clone(supported) }
+
+// api is one REST API version.
+type api interface {
+	submit(ctx context.Context, req backends.JobRequest, script string, env []string) (backends.JobID, error)
+	query(ctx context.Context, ids []backends.JobID) (map[backends.JobID]backends.JobStatus, error)
+	cancel(ctx context.Context, id backends.JobID) error
+	ping(ctx context.Context) error
+}
+
+// Config configures the backend.
+type Config struct {
+	URL        string
+	APIVersion string // "auto" or "v0.0.NN"
+	User       string
+	Token      TokenSource // nil over a unix socket with local auth
+	// TokenEnv names an environment variable that must not be passed to jobs.
+	TokenEnv string
+	Timeout  time.Duration
+	Retries  int
+	// CacheDir keeps the negotiated version (the state directory).
+	CacheDir string
+	Log      *slog.Logger
+}
+
+// Backend is the slurmrestd backend.
+type Backend struct {
+	cfg Config
+	t   *transport
+
+	mu      sync.Mutex
+	api     api
+	version string
+}
+
+// New returns a backend; the API version is negotiated on first use.
+func New(cfg Config) (*Backend, error) {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.Retries == 0 {
+		cfg.Retries = 4
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.APIVersion == "" {
+		cfg.APIVersion = "auto"
+	}
+	if cfg.APIVersion != "auto" && !slices.Contains(supported, cfg.APIVersion) {
+		return nil, fmt.Errorf("%w: slurmrest api_version %s is not one tether speaks (%s)", backends.ErrRejected, cfg.APIVersion, strings.Join(supported, ", "))
+	}
+	t, err := newTransport(cfg.URL, cfg.User, cfg.Token, cfg.Retries)
+	if err != nil {
+		return nil, err
+	}
+	return &Backend{cfg: cfg, t: t}, nil
+}
+
+// Requests is how many HTTP requests the backend has sent (retries included).
+func (b *Backend) Requests() int64 { return b.t.requests.Load() }
+
+// Version returns the API version in use, negotiating it if needed.
+func (b *Backend) Version(ctx context.Context) (string, error) {
+	if _, err := b.apiFor(ctx); err != nil {
+		return "", err
+	}
+	return b.version, nil
+}
+
+func (b *Backend) apiFor(ctx context.Context) (api, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.api != nil {
+		return b.api, nil
+	}
+	v := b.cfg.APIVersion
+	if v == "auto" {
+		var err error
+		if v, err = b.negotiate(ctx); err != nil {
+			return nil, err
+		}
+	}
+	a, err := b.newAPI(v)
+	if err != nil {
+		return nil, err
+	}
+	b.api, b.version = a, v
+	return a, nil
+}
+
+func (b *Backend) newAPI(v string) (api, error) {
+	base, doer := b.t.base, b.t
+	switch v {
+	case "v0.0.38":
+		return newV0038(base, doer, b.t)
+	case "v0.0.40":
+		return newV0040(base, doer, b.t)
+	case "v0.0.41":
+		return newV0041(base, doer, b.t)
+	case "v0.0.42":
+		return newV0042(base, doer, b.t)
+	}
+	return nil, fmt.Errorf("no client for API %s", v)
+}
+
+// versionCache is <state>/slurmrest/<hash of url>.json.
+type versionCache struct {
+	V       int       `json:"v"`
+	URL     string    `json:"url"`
+	Version string    `json:"version"`
+	Offered []string  `json:"offered"`
+	At      time.Time `json:"at"`
+}
+
+func (b *Backend) cachePath() string {
+	if b.cfg.CacheDir == "" {
+		return ""
+	}
+	h := sha256.Sum256([]byte(b.cfg.URL))
+	return filepath.Join(b.cfg.CacheDir, "slurmrest", hex.EncodeToString(h[:8])+".json")
+}
+
+// negotiate picks the newest version both sides speak. The server's
+// listing is cached for a day: the 24.11 spec is 660 KB.
+func (b *Backend) negotiate(ctx context.Context) (string, error) {
+	path := b.cachePath()
+	var c versionCache
+	if path != "" && rundir.ReadJSON(path, &c) == nil && c.V == 1 && c.URL == b.cfg.URL && time.Since(c.At) < 24*time.Hour && slices.Contains(supported, c.Version) {
+		return c.Version, nil
+	}
+	offered, err := b.offered(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, v := range supported {
+		if slices.Contains(offered, v) {
+			b.cfg.Log.Info("slurmrestd API version chosen", "url", b.cfg.URL, "version", v, "offered", strings.Join(offered, ","))
+			if path != "" {
+				os.MkdirAll(filepath.Dir(path), 0o755)
+				rundir.WriteJSON(path, versionCache{V: 1, URL: b.cfg.URL, Version: v, Offered: offered, At: time.Now().UTC()})
+			}
+			return v, nil
+		}
+	}
+	return "", fmt.Errorf("%w: slurmrestd at %s offers %s; tether speaks %s", backends.ErrRejected, b.cfg.URL, strings.Join(offered, ", "), strings.Join(supported, ", "))
+}
+
+// offered reads the API versions from the server's /openapi/v3 listing.
+func (b *Backend) offered(ctx context.Context) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.t.base+"/openapi/v3", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := b.t.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("%w: read /openapi/v3: %w", backends.ErrUnavailable, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, b.t.answerError("list API versions", resp.StatusCode, body, false)
+	}
+	return OfferedVersions(body)
+}
+
+// OfferedVersions lists the /slurm/v0.0.NN/ versions in an OpenAPI document.
+func OfferedVersions(spec []byte) ([]string, error) {
+	var doc struct {
+		Paths map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(spec, &doc); err != nil {
+		return nil, fmt.Errorf("%w: /openapi/v3 is not an OpenAPI document: %w", backends.ErrUnavailable, err)
+	}
+	set := map[string]bool{}
+	for p := range doc.Paths {
+		rest, ok := strings.CutPrefix(p, "/slurm/")
+		if !ok {
+			continue
+		}
+		v, _, _ := strings.Cut(rest, "/")
+		if strings.HasPrefix(v, "v0.0.") {
+			set[v] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for v := range set {
+		out = append(out, v)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func (b *Backend) ctx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, b.cfg.Timeout)
+}
+
+// Submit sends the wrapper script and the job description.
+func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends.JobID, error) {
+	a, err := b.apiFor(ctx)
+	if err != nil {
+		return "", err
+	}
+	script, err := os.ReadFile(req.Script)
+	if err != nil {
+		return "", fmt.Errorf("read the wrapper: %w", err)
+	}
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	return a.submit(ctx, req, string(script), b.jobEnv())
+}
+
+// jobEnv is the environment a job gets, like sbatch's --export=ALL: the
+// caller's, without tokens.
+func (b *Backend) jobEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if k == "SLURM_JWT" || (b.cfg.TokenEnv != "" && k == b.cfg.TokenEnv) || strings.HasPrefix(k, "TETHER_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// Query asks for every id in one request (v0.0.38: the job list; v0.0.40+:
+// jobs/state, plus one job read per job that has ended, for its exit code).
+func (b *Backend) Query(ctx context.Context, ids []backends.JobID) (map[backends.JobID]backends.JobStatus, error) {
+	a, err := b.apiFor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	return a.query(ctx, ids)
+}
+
+// Cancel cancels a job; an unknown or finished job needs no cancel.
+func (b *Backend) Cancel(ctx context.Context, id backends.JobID) error {
+	a, err := b.apiFor(ctx)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	return a.cancel(ctx, id)
+}
+
+// Ping checks connectivity and auth, and reports the API version.
+func (b *Backend) Ping(ctx context.Context) (string, error) {
+	a, err := b.apiFor(ctx)
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	if err := a.ping(ctx); err != nil {
+		return "", err
+	}
+	auth := "JWT from " + "local auth (unix socket)"
+	if b.cfg.Token != nil {
+		auth = "JWT from " + b.cfg.Token.Describe()
+	}
+	return fmt.Sprintf("slurmrestd at %s answers, API %s, %s", b.cfg.URL, b.version, auth), nil
+}
+
+// Describe shows the REST request a submit would send (without the token).
+func (b *Backend) Describe(req backends.JobRequest) string {
+	return fmt.Sprintf("POST %s/slurm/<api_version>/job/submit (api_version %s) with the wrapper as the script", b.cfg.URL, b.cfg.APIVersion)
+}

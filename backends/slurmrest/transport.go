@@ -1,0 +1,271 @@
+package slurmrest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+	"github.com/tether-hpc/tether/backends"
+)
+
+// transport sends requests to slurmrestd: it adds the auth headers, retries
+// connection errors and transient 5xx answers with backoff and jitter, and
+// counts requests.
+type transport struct {
+	base     string // "http://host:port", or "http://localhost" over a unix socket
+	display  string // the URL as configured, for messages
+	user     string
+	token    TokenSource // nil: unix socket with local auth
+	client   *retryablehttp.Client
+	requests atomic.Int64
+}
+
+// maxBody bounds what is read from an error answer.
+const maxBody = 1 << 20
+
+func newTransport(url, user string, token TokenSource, retries int) (*transport, error) {
+	t := &transport{display: url, user: user, token: token}
+	base := &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		MaxIdleConnsPerHost: 8,
+		IdleConnTimeout:     90 * time.Second,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+	}
+	switch {
+	case strings.HasPrefix(url, "unix://"):
+		path := strings.TrimPrefix(url, "unix://")
+		base.Proxy = nil
+		base.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, "unix", path)
+		}
+		t.base = "http://localhost"
+	case strings.HasPrefix(url, "http://"), strings.HasPrefix(url, "https://"):
+		t.base = strings.TrimRight(url, "/")
+	default:
+		return nil, fmt.Errorf("slurmrest url %q: want http://, https:// or unix://", url)
+	}
+	rc := retryablehttp.NewClient()
+	rc.HTTPClient = &http.Client{Transport: base}
+	rc.Logger = nil // URLs are harmless, but tether logs through slog only
+	rc.RetryMax = retries
+	rc.RetryWaitMin = 200 * time.Millisecond
+	rc.RetryWaitMax = 3 * time.Second
+	rc.CheckRetry = retryPolicy
+	rc.Backoff = jitterBackoff
+	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler
+	t.client = rc
+	return t, nil
+}
+
+// Do implements the generated clients' HttpRequestDoer.
+func (t *transport) Do(req *http.Request) (*http.Response, error) {
+	resp, err := t.do(req)
+	if err == nil && isAuthStatus(resp.StatusCode) && t.token != nil {
+		// A token file may have been renewed or a command token expired: one
+		// more try with a fresh token.
+		resp.Body.Close()
+		t.token.Invalidate()
+		resp, err = t.do(req)
+	}
+	return resp, err
+}
+
+func (t *transport) do(req *http.Request) (*http.Response, error) {
+	r := req.Clone(req.Context())
+	if req.GetBody != nil {
+		body, err := req.GetBody()
+		if err != nil {
+			return nil, err
+		}
+		r.Body = body
+	}
+	if t.token != nil {
+		tok, err := t.token.Token(req.Context())
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", backends.ErrAuth, err)
+		}
+		r.Header.Set("X-SLURM-USER-TOKEN", tok)
+		if t.user != "" {
+			r.Header.Set("X-SLURM-USER-NAME", t.user)
+		}
+	}
+	rr, err := retryablehttp.FromRequest(r)
+	if err != nil {
+		return nil, err
+	}
+	t.requests.Add(1)
+	resp, err := t.client.Do(rr)
+	if err != nil {
+		// retryablehttp's errors carry the URL and method only, never headers
+		return nil, fmt.Errorf("%w: slurmrestd at %s: %w", backends.ErrUnavailable, t.display, cleanNetErr(err))
+	}
+	return resp, nil
+}
+
+func cleanNetErr(err error) error {
+	var ue interface{ Unwrap() error }
+	if errors.As(err, &ue) {
+		if inner := errors.Unwrap(err); inner != nil {
+			return inner
+		}
+	}
+	return err
+}
+
+func isAuthStatus(code int) bool {
+	return code == http.StatusUnauthorized || code == http.StatusForbidden || code == http.StatusNetworkAuthenticationRequired
+}
+
+// retryPolicy retries connection errors, 429, and 5xx answers that are not
+// a definite Slurm error (slurmrestd 22.05 answers 500 for a bad
+// partition or an unknown job: retrying those cannot help). 4xx answers
+// and auth failures are not retried.
+func retryPolicy(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
+	if err != nil {
+		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
+	}
+	switch {
+	case resp.StatusCode == http.StatusTooManyRequests:
+		return true, nil
+	case isAuthStatus(resp.StatusCode), resp.StatusCode == http.StatusNotImplemented:
+		return false, nil
+	case resp.StatusCode >= 500:
+		body := peekBody(resp)
+		kind := classify(body)
+		return kind == errTransient || kind == errNone, nil
+	}
+	return false, nil
+}
+
+// peekBody reads an answer's body and puts it back.
+func peekBody(resp *http.Response) []byte {
+	if resp.Body == nil {
+		return nil
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	return b
+}
+
+// jitterBackoff is exponential backoff with full jitter, honouring
+// Retry-After.
+func jitterBackoff(lo, hi time.Duration, attempt int, resp *http.Response) time.Duration {
+	if resp != nil && resp.StatusCode == http.StatusTooManyRequests {
+		if d := retryablehttp.DefaultBackoff(lo, hi, attempt, resp); d > 0 {
+			return d
+		}
+	}
+	ceil := lo << min(attempt, 10)
+	if ceil > hi || ceil <= 0 {
+		ceil = hi
+	}
+	return lo/2 + time.Duration(rand.Int64N(int64(ceil)))
+}
+
+// slurmError is the part of every version's error answer tether reads.
+type slurmError struct {
+	Errors []struct {
+		Error       string `json:"error"`
+		Description string `json:"description"`
+		ErrorNumber int    `json:"error_number"`
+		ErrorCode   int    `json:"error_code"`
+	} `json:"errors"`
+}
+
+type errKind int
+
+const (
+	errNone      errKind = iota // no Slurm error in the body
+	errDefinite                 // Slurm refused the request
+	errTransient                // Slurm could not reach its controller
+	errAuthKind                 // Slurm refused the credentials
+)
+
+// classify reads a Slurm error body.
+func classify(body []byte) errKind {
+	num, text := slurmErrorOf(body)
+	switch {
+	case num == 0 && text == "":
+		return errNone
+	case num == 1007 || strings.Contains(text, "Authentication") || strings.Contains(text, "authentication"):
+		return errAuthKind
+	case num >= 1000 && num < 2000, num >= 5000 && num < 6000,
+		strings.Contains(text, "Unable to contact slurm controller"), strings.Contains(text, "Socket timed out"),
+		strings.Contains(text, "Connection refused"), strings.Contains(text, "Zero Bytes were transmitted"):
+		return errTransient
+	}
+	return errDefinite
+}
+
+// slurmErrorOf returns the first error number and text of an error body.
+func slurmErrorOf(body []byte) (int, string) {
+	var se slurmError
+	if json.Unmarshal(body, &se) != nil {
+		return 0, ""
+	}
+	for _, e := range se.Errors {
+		num := e.ErrorNumber
+		if num == 0 {
+			num = e.ErrorCode
+		}
+		text := e.Description
+		if e.Error != "" {
+			if text != "" {
+				text = e.Error + ": " + text
+			} else {
+				text = e.Error
+			}
+		}
+		if num != 0 || text != "" {
+			return num, text
+		}
+	}
+	return 0, ""
+}
+
+// answerError turns a non-2xx answer into an error: ErrAuth, ErrUnavailable
+// or ErrRejected (definite Slurm errors, when rejected is true) or a plain
+// error. The token never appears in it.
+func (t *transport) answerError(what string, status int, body []byte, rejected bool) error {
+	num, text := slurmErrorOf(body)
+	msg := text
+	if msg == "" {
+		msg = strings.TrimSpace(string(body))
+		if len(msg) > 200 {
+			msg = msg[:200] + "..."
+		}
+	}
+	if num != 0 {
+		msg = fmt.Sprintf("%s (Slurm error %d)", msg, num)
+	}
+	kind := classify(body)
+	switch {
+	case isAuthStatus(status) || kind == errAuthKind:
+		src := "no token (unix socket, local auth)"
+		if t.token != nil {
+			src = t.token.Describe()
+		}
+		return fmt.Errorf("%w: %s: slurmrestd at %s answered HTTP %d for user %q with the token from %s: %s; "+
+			"renew the token (e.g. scontrol token lifespan=...) or fix slurmrest.user/token_* in the site file",
+			backends.ErrAuth, what, t.display, status, t.user, src, msg)
+	case kind == errTransient || (kind == errNone && status >= 500):
+		return fmt.Errorf("%w: %s: slurmrestd at %s answered HTTP %d: %s", backends.ErrUnavailable, what, t.display, status, msg)
+	case rejected:
+		return fmt.Errorf("%w: %s: %s", backends.ErrRejected, what, msg)
+	}
+	return fmt.Errorf("%s: slurmrestd answered HTTP %d: %s", what, status, msg)
+}

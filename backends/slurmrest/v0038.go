@@ -1,0 +1,194 @@
+package slurmrest
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/backends/internal/slurm"
+	gen "github.com/tether-hpc/tether/backends/slurmrest/internal/v0038"
+)
+
+// v0038 adapts the generated v0.0.38 client (Slurm 22.05). This version
+// has no jobs/state endpoint: a poll is one GET /jobs for all jobs,
+// filtered here.
+type v0038 struct {
+	c *gen.ClientWithResponses
+	t *transport
+}
+
+func newV0038(base string, doer gen.HttpRequestDoer, t *transport) (api, error) {
+	c, err := gen.NewClientWithResponses(base, gen.WithHTTPClient(doer))
+	if err != nil {
+		return nil, err
+	}
+	return v0038{c: c, t: t}, nil
+}
+
+func (v v0038) query(ctx context.Context, ids []backends.JobID) (map[backends.JobID]backends.JobStatus, error) {
+	out := map[backends.JobID]backends.JobStatus{}
+	if len(ids) == 0 {
+		return out, v.ping(ctx)
+	}
+	want := map[backends.JobID]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	r, err := v.c.SlurmV0038GetJobsWithResponse(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	if r.StatusCode() != http.StatusOK || r.JSON200 == nil {
+		return nil, v.t.answerError("list jobs", r.StatusCode(), r.Body, false)
+	}
+	if r.JSON200.Jobs == nil {
+		return out, nil
+	}
+	for _, g := range *r.JSON200.Jobs {
+		if g.JobId == nil {
+			continue
+		}
+		j := jobV0038(g)
+		st := j.status()
+		if want[st.ID] {
+			out[st.ID] = st
+		}
+	}
+	return out, nil
+}
+
+// jobV0038 reads a v0.0.38 job record. exit_code is the raw wait status
+// (exit 3 arrives as 768); 4294967295 (NO_VAL) means none.
+func jobV0038(g gen.V0038JobResponseProperties) job {
+	j := job{ID: int64(*g.JobId), Reason: deref(g.StateReason), Nodes: deref(g.Nodes)}
+	if g.JobState != nil {
+		j.States = []string{*g.JobState}
+	}
+	if g.SubmitTime != nil {
+		j.Submit = *g.SubmitTime
+	}
+	if g.StartTime != nil {
+		j.Start = *g.StartTime
+	}
+	if g.EndTime != nil {
+		j.End = *g.EndTime
+	}
+	if g.TimeLimit != nil {
+		j.LimitMin = *g.TimeLimit
+	}
+	if g.ExitCode != nil && *g.ExitCode >= 0 && *g.ExitCode < 1<<16 {
+		code, sig := slurm.WaitStatus(*g.ExitCode)
+		j.Signal = sig
+		if sig == 0 {
+			j.ExitSet, j.ExitCode = true, code
+		}
+	}
+	return j
+}
+
+func (v v0038) submit(ctx context.Context, req backends.JobRequest, script string, env []string) (backends.JobID, error) {
+	d, err := newDesc(req, script, env)
+	if err != nil {
+		return "", err
+	}
+	envMap := map[string]string{}
+	for _, kv := range d.env {
+		if k, val, ok := strings.Cut(kv, "="); ok {
+			envMap[k] = val
+		}
+	}
+	minutes := int(d.minutes())
+	p := gen.V0038JobProperties{
+		Environment:             envMap,
+		CurrentWorkingDirectory: &req.Dir,
+		StandardOutput:          strPtr(escapePattern(req.Stdout)),
+		StandardError:           strPtr(escapePattern(req.Stderr)),
+		Name:                    strPtr(req.Name),
+		Comment:                 strPtr(req.Tag),
+		Requeue:                 ptr(req.Requeue),
+		TimeLimit:               &minutes,
+		Partition:               strPtr(req.Partition),
+		Account:                 strPtr(req.Account),
+		Qos:                     strPtr(req.QoS),
+		Reservation:             strPtr(req.Reservation),
+		Constraints:             strPtr(req.Constraint),
+	}
+	setInt := func(dst **int, n int) {
+		if n > 0 {
+			*dst = &n
+		}
+	}
+	setInt(&p.Tasks, req.NTasks)
+	setInt(&p.TasksPerNode, req.NTasksPerNode)
+	setInt(&p.CpusPerTask, req.CPUsPerTask)
+	if req.MemoryMiB > 0 {
+		m := int(req.MemoryMiB)
+		p.MemoryPerNode = &m
+	}
+	if req.Nodes > 0 {
+		p.Nodes = &[]int{req.Nodes, req.Nodes}
+	}
+	if req.GPUsPerTask > 0 {
+		p.GpusPerTask = strPtr(strconv.Itoa(req.GPUsPerTask))
+	}
+	if len(req.Exclude) > 0 {
+		return "", errExcludeV0038
+	}
+	if req.WarnSignal != "" && req.WarnBefore > 0 {
+		p.Signal = strPtr("B:" + req.WarnSignal + "@" + strconv.FormatInt(d.warnSeconds(), 10))
+	}
+	if d.hold {
+		p.Hold = ptr(true)
+	}
+	if d.exclusive {
+		p.Exclusive = ptr(gen.V0038JobPropertiesExclusive("true"))
+	}
+	r, err := v.c.SlurmV0038SubmitJobWithResponse(ctx, gen.V0038JobSubmission{Script: d.script, Job: &p})
+	if err != nil {
+		return "", err
+	}
+	if r.StatusCode() != http.StatusOK || r.JSON200 == nil || r.JSON200.JobId == nil {
+		return "", v.t.answerError("submit", r.StatusCode(), r.Body, true)
+	}
+	return backends.JobID(strconv.Itoa(*r.JSON200.JobId)), nil
+}
+
+func (v v0038) cancel(ctx context.Context, id backends.JobID) error {
+	r, err := v.c.SlurmV0038CancelJobWithResponse(ctx, string(id), nil)
+	if err != nil {
+		return err
+	}
+	if r.StatusCode() == http.StatusOK {
+		return nil
+	}
+	// 22.05 answers 500 with error 2017 for an unknown job, 2021 for one
+	// already finished: nothing to cancel
+	if num, _ := slurmErrorOf(r.Body); num == 2017 || num == 2021 {
+		return nil
+	}
+	return v.t.answerError("cancel job "+string(id), r.StatusCode(), r.Body, false)
+}
+
+func (v v0038) ping(ctx context.Context) error {
+	r, err := v.c.SlurmV0038PingWithResponse(ctx)
+	if err != nil {
+		return err
+	}
+	if r.StatusCode() != http.StatusOK {
+		return v.t.answerError("ping", r.StatusCode(), r.Body, false)
+	}
+	if r.JSON200 != nil && r.JSON200.Pings != nil {
+		for _, p := range *r.JSON200.Pings {
+			if p.Ping != nil && *p.Ping != "UP" {
+				return notResponding(v.t)
+			}
+		}
+	}
+	return nil
+}
+
+// errExcludeV0038: the v0.0.38 job description has no excluded-nodes field.
+var errExcludeV0038 = fmt.Errorf("%w: slurmrestd API v0.0.38 cannot exclude nodes (site option retry.exclude_failed_nodes); use API v0.0.40 or later, or the sbatch backend", backends.ErrRejected)
