@@ -119,7 +119,7 @@ func sharedTether(tb testing.TB, shared string) string {
 var sharedTetherOnce sync.Map // shared dir -> *sync.Once
 
 // clusterParams runs the scripts in dir against one site of a cluster.
-func clusterParams(t *testing.T, c *testCluster, kind, dir string) testscript.Params {
+func clusterParams(t *testing.T, c *testCluster, site, dir string) testscript.Params {
 	shared := c.get("TESTCLUSTER_SHARED_DIR")
 	bin := sharedTether(t, shared)
 	root := filepath.Join(shared, "tests")
@@ -132,15 +132,15 @@ func clusterParams(t *testing.T, c *testCluster, kind, dir string) testscript.Pa
 			return err
 		}
 		env.Setenv("PATH", filepath.Dir(bin)+string(os.PathListSeparator)+os.Getenv("PATH"))
-		env.Setenv("SITE", c.site[kind])
-		env.Setenv("SITE_KIND", kind)
+		env.Setenv("SITE", site)
 		env.Setenv("CLUSTER", c.key)
 		env.Setenv("SLURM_VERSION", c.get("TESTCLUSTER_SLURM_VERSION"))
 		env.Setenv("BIN", c.get("TESTCLUSTER_BIN_DIR"))
 		env.Setenv("NODE", c.get("TESTCLUSTER_NODE"))
+		env.Setenv("REST_SOCKET", c.get("TESTCLUSTER_REST_SOCKET"))
 		env.Setenv("TESTCLUSTER_CTL", filepath.Join(repoRoot(), "testcluster", "ctl.sh"))
 		env.Setenv("MPICC", c.get("TESTCLUSTER_MPICC"))
-		env.Setenv("TETHER_SITE", c.site[kind])
+		env.Setenv("TETHER_SITE", site)
 		// each script has its own state dir, under the shared directory
 		env.Setenv("TETHER_STATE_DIR", filepath.Join(env.WorkDir, "state"))
 		env.Values[clusterKey{}] = c
@@ -180,14 +180,78 @@ func cmdSlurm(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// TestSlurmSbatch runs the Slurm state matrix through the CLI with the
-// sbatch backend, on every test cluster.
+// TestSlurmSbatch runs the Slurm state matrix, and the scripts about node
+// failure and controller outages, through the CLI with the sbatch backend
+// on every test cluster.
 func TestSlurmSbatch(t *testing.T) {
 	t.Parallel()
 	for _, c := range needClusters(t) {
-		t.Run(c.key, func(t *testing.T) {
+		for _, dir := range []string{"testdata/slurm", "testdata/slurm-sbatch"} {
+			t.Run(c.key+"/"+filepath.Base(dir), func(t *testing.T) {
+				t.Parallel()
+				testscript.Run(t, clusterParams(t, c, c.site["sbatch"], dir))
+			})
+		}
+	}
+}
+
+// restVariants are the slurmrestd sites the matrix runs against: every API
+// version each cluster speaks, and once over the unix socket.
+func restVariants(t *testing.T, c *testCluster) map[string]string {
+	base, err := os.ReadFile(c.site["rest"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	variant := func(name string, edit func(string) string) string {
+		p := filepath.Join(dir, name+".toml")
+		body := edit(string(base))
+		body = strings.Replace(body, `name = "`, `name = "`+name+`-`, 1)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	pin := func(v string) func(string) string {
+		return func(s string) string { return strings.Replace(s, `api_version = "auto"`, `api_version = "`+v+`"`, 1) }
+	}
+	out := map[string]string{"auto": c.site["rest"]}
+	if c.key == "trixie" {
+		out["v0.0.40"] = variant("v0040", pin("v0.0.40"))
+		out["v0.0.41"] = variant("v0041", pin("v0.0.41"))
+		out["v0.0.42"] = variant("v0042", pin("v0.0.42"))
+		// the JWT socket: the same auth as TCP, so jobs run as the same user
+		sock := c.get("TESTCLUSTER_REST_JWT_SOCKET")
+		out["socket"] = variant("socket", func(s string) string {
+			var keep []string
+			for _, line := range strings.Split(s, "\n") {
+				if strings.HasPrefix(line, "url = ") {
+					line = `url = "unix://` + sock + `"`
+				}
+				keep = append(keep, line)
+			}
+			return strings.Join(keep, "\n")
+		})
+		delete(out, "auto") // auto picks v0.0.42: run that once, pinned
+	}
+	return out
+}
+
+// TestSlurmREST runs the Slurm state matrix through the CLI with the
+// slurmrest backend: 22.05 with v0.0.38, 24.11 with each of v0.0.40, v0.0.41
+// and v0.0.42, and once over the unix socket; plus the REST-only scripts.
+func TestSlurmREST(t *testing.T) {
+	t.Parallel()
+	for _, c := range needClusters(t) {
+		for name, site := range restVariants(t, c) {
+			t.Run(c.key+"/"+name, func(t *testing.T) {
+				t.Parallel()
+				testscript.Run(t, clusterParams(t, c, site, "testdata/slurm"))
+			})
+		}
+		t.Run(c.key+"/slurm-rest", func(t *testing.T) {
 			t.Parallel()
-			testscript.Run(t, clusterParams(t, c, "sbatch", "testdata/slurm"))
+			testscript.Run(t, clusterParams(t, c, c.site["rest"], "testdata/slurm-rest"))
 		})
 	}
 }
