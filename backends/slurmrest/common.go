@@ -217,5 +217,7 @@ func (a api4x) query(ctx context.Context, ids []backends.JobID) (map[backends.Jo
 	return out, nil
 }
 
-func (a api4x) cancel(ctx context.Context, id backends.JobID) error { return a.v.cancelJob(ctx, string(id)) }
-func (a api4x) ping(ctx context.Context) error                      { return a.v.pingOnce(ctx) }
+func (a api4x) cancel(ctx context.Context, id backends.JobID) error {
+	return a.v.cancelJob(ctx, string(id))
+}
+func (a api4x) ping(ctx context.Context) error { return a.v.pingOnce(ctx) }

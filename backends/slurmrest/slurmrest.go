@@ -296,7 +296,7 @@ func (b *Backend) Ping(ctx context.Context) (string, error) {
 	if err := a.ping(ctx); err != nil {
 		return "", err
 	}
-	auth := "JWT from " + "local auth (unix socket)"
+	auth := "local auth (unix socket)"
 	if b.cfg.Token != nil {
 		auth = "JWT from " + b.cfg.Token.Describe()
 	}

@@ -53,30 +53,7 @@ func (v v0040) getJob(ctx context.Context, id string) (job, bool, error) {
 	if r.StatusCode() != http.StatusOK || r.JSON200 == nil || len(r.JSON200.Jobs) == 0 {
 		return job{}, false, v.t.answerError("read job "+id, r.StatusCode(), r.Body, false)
 	}
-	g := r.JSON200.Jobs[0]
-	j := job{}
-	if g.JobId != nil {
-		j.ID = *g.JobId
-	}
-	if g.JobState != nil {
-		j.States = *g.JobState
-	}
-	j.Reason, j.Nodes = deref(g.StateReason), deref(g.Nodes)
-	j.Submit, _ = nv(g.SubmitTime).value()
-	j.Start, _ = nv(g.StartTime).value()
-	j.End, _ = nv(g.EndTime).value()
-	j.LimitMin, _ = nv(g.TimeLimit).value()
-	if e := g.ExitCode; e != nil {
-		if rc, ok := nv(e.ReturnCode).value(); ok {
-			j.ExitSet, j.ExitCode = true, int(rc)
-		}
-		if e.Signal != nil && e.Signal.Id != nil {
-			if n, ok := nv(e.Signal.Id).value(); ok {
-				j.Signal = int(n)
-			}
-		}
-	}
-	return j, true, nil
+	return jobV0040(r.JSON200.Jobs[0]), true, nil
 }
 
 func (v v0040) submitDesc(ctx context.Context, d desc) (backends.JobID, error) {
@@ -169,3 +146,29 @@ func (v v0040) pingOnce(ctx context.Context) error {
 	return nil
 }
 
+// jobV0040 reads a job record.
+func jobV0040(g gen.V0040JobInfo) job {
+	j := job{}
+	if g.JobId != nil {
+		j.ID = *g.JobId
+	}
+	if g.JobState != nil {
+		j.States = *g.JobState
+	}
+	j.Reason, j.Nodes = deref(g.StateReason), deref(g.Nodes)
+	j.Submit, _ = nv(g.SubmitTime).value()
+	j.Start, _ = nv(g.StartTime).value()
+	j.End, _ = nv(g.EndTime).value()
+	j.LimitMin, _ = nv(g.TimeLimit).value()
+	if e := g.ExitCode; e != nil {
+		if rc, ok := nv(e.ReturnCode).value(); ok {
+			j.ExitSet, j.ExitCode = true, int(rc)
+		}
+		if e.Signal != nil && e.Signal.Id != nil {
+			if n, ok := nv(e.Signal.Id).value(); ok {
+				j.Signal = int(n)
+			}
+		}
+	}
+	return j
+}

@@ -54,32 +54,7 @@ func (v v0041) getJob(ctx context.Context, id string) (job, bool, error) {
 	if r.StatusCode() != http.StatusOK || r.JSON200 == nil || len(r.JSON200.Jobs) == 0 {
 		return job{}, false, v.t.answerError("read job "+id, r.StatusCode(), r.Body, false)
 	}
-	g := r.JSON200.Jobs[0]
-	j := job{}
-	if g.JobId != nil {
-		j.ID = *g.JobId
-	}
-	if g.JobState != nil {
-		for _, s := range *g.JobState {
-			j.States = append(j.States, string(s))
-		}
-	}
-	j.Reason, j.Nodes = deref(g.StateReason), deref(g.Nodes)
-	j.Submit, _ = nv(g.SubmitTime).value()
-	j.Start, _ = nv(g.StartTime).value()
-	j.End, _ = nv(g.EndTime).value()
-	j.LimitMin, _ = nv(g.TimeLimit).value()
-	if e := g.ExitCode; e != nil {
-		if rc, ok := nv(e.ReturnCode).value(); ok {
-			j.ExitSet, j.ExitCode = true, int(rc)
-		}
-		if e.Signal != nil {
-			if n, ok := nv(e.Signal.Id).value(); ok {
-				j.Signal = int(n)
-			}
-		}
-	}
-	return j, true, nil
+	return jobV0041(r.JSON200.Jobs[0]), true, nil
 }
 
 func (v v0041) submitDesc(ctx context.Context, d desc) (backends.JobID, error) {
@@ -165,4 +140,33 @@ func (v v0041) pingOnce(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// jobV0041 reads a job record.
+func jobV0041(g gen.V0041OpenapiJobInfoResp_Jobs) job {
+	j := job{}
+	if g.JobId != nil {
+		j.ID = *g.JobId
+	}
+	if g.JobState != nil {
+		for _, s := range *g.JobState {
+			j.States = append(j.States, string(s))
+		}
+	}
+	j.Reason, j.Nodes = deref(g.StateReason), deref(g.Nodes)
+	j.Submit, _ = nv(g.SubmitTime).value()
+	j.Start, _ = nv(g.StartTime).value()
+	j.End, _ = nv(g.EndTime).value()
+	j.LimitMin, _ = nv(g.TimeLimit).value()
+	if e := g.ExitCode; e != nil {
+		if rc, ok := nv(e.ReturnCode).value(); ok {
+			j.ExitSet, j.ExitCode = true, int(rc)
+		}
+		if e.Signal != nil {
+			if n, ok := nv(e.Signal.Id).value(); ok {
+				j.Signal = int(n)
+			}
+		}
+	}
+	return j
 }

@@ -55,30 +55,7 @@ func (v v0042) getJob(ctx context.Context, id string) (job, bool, error) {
 	if r.StatusCode() != http.StatusOK || r.JSON200 == nil || len(r.JSON200.Jobs) == 0 {
 		return job{}, false, v.t.answerError("read job "+id, r.StatusCode(), r.Body, false)
 	}
-	g := r.JSON200.Jobs[0]
-	j := job{}
-	if g.JobId != nil {
-		j.ID = *g.JobId
-	}
-	if g.JobState != nil {
-		j.States = *g.JobState
-	}
-	j.Reason, j.Nodes = deref(g.StateReason), deref(g.Nodes)
-	j.Submit, _ = nv(g.SubmitTime).value()
-	j.Start, _ = nv(g.StartTime).value()
-	j.End, _ = nv(g.EndTime).value()
-	j.LimitMin, _ = nv(g.TimeLimit).value()
-	if e := g.ExitCode; e != nil {
-		if rc, ok := nv(e.ReturnCode).value(); ok {
-			j.ExitSet, j.ExitCode = true, int(rc)
-		}
-		if e.Signal != nil && e.Signal.Id != nil {
-			if n, ok := nv(e.Signal.Id).value(); ok {
-				j.Signal = int(n)
-			}
-		}
-	}
-	return j, true, nil
+	return jobV0042(r.JSON200.Jobs[0]), true, nil
 }
 
 func (v v0042) submitDesc(ctx context.Context, d desc) (backends.JobID, error) {
@@ -200,3 +177,30 @@ func tokenWhere(t *transport) string {
 
 // escapePattern keeps a path literal for Slurm's filename patterns.
 func escapePattern(p string) string { return strings.ReplaceAll(p, "%", "%%") }
+
+// jobV0042 reads a job record.
+func jobV0042(g gen.V0042JobInfo) job {
+	j := job{}
+	if g.JobId != nil {
+		j.ID = *g.JobId
+	}
+	if g.JobState != nil {
+		j.States = *g.JobState
+	}
+	j.Reason, j.Nodes = deref(g.StateReason), deref(g.Nodes)
+	j.Submit, _ = nv(g.SubmitTime).value()
+	j.Start, _ = nv(g.StartTime).value()
+	j.End, _ = nv(g.EndTime).value()
+	j.LimitMin, _ = nv(g.TimeLimit).value()
+	if e := g.ExitCode; e != nil {
+		if rc, ok := nv(e.ReturnCode).value(); ok {
+			j.ExitSet, j.ExitCode = true, int(rc)
+		}
+		if e.Signal != nil && e.Signal.Id != nil {
+			if n, ok := nv(e.Signal.Id).value(); ok {
+				j.Signal = int(n)
+			}
+		}
+	}
+	return j
+}
