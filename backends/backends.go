@@ -147,6 +147,13 @@ type Describer interface {
 	Describe(req JobRequest) string
 }
 
+// WarnDeliverer is implemented by backends that deliver the warn signal
+// to the batch script themselves (Slurm's --signal=B:, the local
+// supervisor). For the others the wrapper runs its own timer.
+type WarnDeliverer interface {
+	DeliversWarnSignal(ctx context.Context) bool
+}
+
 // Pinger is implemented by backends that can check connectivity and auth.
 type Pinger interface {
 	Ping(ctx context.Context) (string, error)

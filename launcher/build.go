@@ -27,6 +27,9 @@ type AttemptSpec struct {
 	N          int
 	ResumeFrom string
 	Exclude    []string
+	// WarnTimer makes the wrapper send the warn signal itself, for backends
+	// that cannot deliver it to the batch script.
+	WarnTimer bool
 }
 
 // Build makes the wrapper and the job request of one attempt. tetherPath is
@@ -58,7 +61,7 @@ func Build(run rundir.Run, task *schema.Task, site *schema.Site, a AttemptSpec, 
 	}
 	script := renderWrapper(wrapperInput{
 		run: run, attempt: a.N, task: task, site: site, launch: launch,
-		resumeFrom: a.ResumeFrom, tetherDir: tetherDirFor(tetherPath),
+		resumeFrom: a.ResumeFrom, tetherDir: tetherDirFor(tetherPath), warnTimer: a.WarnTimer,
 	})
 	r := task.Resources
 	s := task.Scheduler
@@ -78,7 +81,7 @@ func Build(run rundir.Run, task *schema.Task, site *schema.Site, a AttemptSpec, 
 		GPUsPerTask:   r.GPUsPerTask,
 		MemoryMiB:     r.Memory.MiB(),
 		Walltime:      r.Walltime.D(),
-		WarnSignal:    task.Signals.WarnSignalName(),
+		WarnSignal:    warnIf(!a.WarnTimer, task.Signals.WarnSignalName()),
 		WarnBefore:    task.Signals.WarnBefore.D(),
 		Partition:     s.PartitionOrQueue(),
 		Account:       s.Account,
@@ -95,6 +98,13 @@ func Build(run rundir.Run, task *schema.Task, site *schema.Site, a AttemptSpec, 
 		disp[i] = w.String()
 	}
 	return &Plan{Script: []byte(script), TaskScript: taskScript, Request: req, Launch: disp}, nil
+}
+
+func warnIf(ok bool, sig string) string {
+	if ok {
+		return sig
+	}
+	return ""
 }
 
 func siteExtraArgs(site *schema.Site) []string {

@@ -65,7 +65,11 @@ func (s *Submitter) Recover(ctx context.Context, run rundir.Run, rec *schema.Run
 
 func (s *Submitter) submitCurrent(ctx context.Context, run rundir.Run, rec *schema.RunRecord) (*schema.Attempt, error) {
 	cur := rec.Current()
-	plan, err := Build(run, &rec.Task, s.Site, AttemptSpec{N: cur.N, ResumeFrom: cur.ResumeFrom, Exclude: cur.Exclude}, s.TetherPath)
+	warnTimer := true
+	if wd, ok := s.Backend.(backends.WarnDeliverer); ok && wd.DeliversWarnSignal(ctx) {
+		warnTimer = false
+	}
+	plan, err := Build(run, &rec.Task, s.Site, AttemptSpec{N: cur.N, ResumeFrom: cur.ResumeFrom, Exclude: cur.Exclude, WarnTimer: warnTimer}, s.TetherPath)
 	if err != nil {
 		return nil, err
 	}

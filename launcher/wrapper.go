@@ -23,6 +23,7 @@ type wrapperInput struct {
 	launch     []word
 	resumeFrom string
 	tetherDir  string
+	warnTimer  bool
 }
 
 func sortedKeys(m map[string]string) []string {
@@ -95,6 +96,12 @@ func renderWrapper(in wrapperInput) string {
 	if warn != "" && warn != "TERM" && warn != "INT" {
 		p("trap '__tether_interrupted=1; __tether_warned=true; __tether_signal %s || :' %s\n", warn, warn)
 	}
+	if in.warnTimer && warn != "" {
+		// The scheduler cannot warn the batch script: a timer does, from
+		// the wrapper's start (about the job's start).
+		after := in.task.Resources.Walltime.D() - in.task.Signals.WarnBefore.D()
+		p("( sleep %d && kill -s %s $$ ) </dev/null >/dev/null 2>&1 &\n__tether_timer=$!\n", int(after.Seconds()), warn)
+	}
 	p("cd -- \"$__tether_workdir\" || __tether_fail \"cannot change to workdir $__tether_workdir\"\n")
 	if in.site.Prologue != "" {
 		p("# site prologue\n%s\n", strings.TrimRight(in.site.Prologue, "\n"))
@@ -121,8 +128,10 @@ __tether_put() {
 	local tmp="$__tether_dir/.$1.$$"
 	printf '%s\n' "$2" > "$tmp" && mv -f -- "$tmp" "$__tether_dir/$1"
 }
+__tether_timer=
 __tether_on_exit() {
 	local rc=$?
+	[ -n "$__tether_timer" ] && kill "$__tether_timer" 2>/dev/null
 	[ -n "$__tether_rc" ] && rc=$__tether_rc
 	local sig=0 err=
 	if [ "$rc" -gt 128 ] && [ "$rc" -le 192 ]; then sig=$((rc - 128)); fi

@@ -242,3 +242,37 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Without a scheduler that warns the batch script (PBS, slurmrestd
+// v0.0.38), the wrapper's own timer sends the warn signal.
+func TestWrapperWarnTimer(t *testing.T) {
+	task := schema.DefaultTask()
+	task.Name = "timer"
+	task.Workdir = t.TempDir()
+	task.Resources.Walltime = schema.Duration(3 * time.Second)
+	task.Signals.WarnBefore = schema.Duration(2 * time.Second)
+	task.Script = "trap 'echo warned > warned; exit 0' USR1\nfor i in $(seq 100); do sleep 0.05; done\nexit 9"
+	dir := t.TempDir()
+	run := rundir.Run{Dir: dir, ID: "timer-1"}
+	os.MkdirAll(run.AttemptDir(1), 0o755)
+	plan, err := Build(run, &task, testSite(t), AttemptSpec{N: 1, WarnTimer: true}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Request.WarnSignal != "" {
+		t.Errorf("the scheduler was asked to warn too: %q", plan.Request.WarnSignal)
+	}
+	os.WriteFile(run.TaskScript(1), plan.TaskScript, 0o755)
+	os.WriteFile(run.Script(1), plan.Script, 0o755)
+	start := time.Now()
+	out, err := exec.Command("/bin/bash", run.Script(1)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("wrapper: %v\n%s", err, out)
+	}
+	if d := time.Since(start); d < 900*time.Millisecond || d > 3*time.Second {
+		t.Errorf("warned after %s, want about 1s", d)
+	}
+	if e := readExit(t, run); !e.Warned || e.ExitCode != 0 {
+		t.Errorf("exit file %+v", e)
+	}
+}

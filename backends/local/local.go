@@ -240,3 +240,6 @@ func (b *Backend) FindByTag(ctx context.Context, tag string) (backends.JobID, bo
 	}
 	return "", false, nil
 }
+
+// DeliversWarnSignal: the supervisor sends the warn signal itself.
+func (b *Backend) DeliversWarnSignal(context.Context) bool { return true }

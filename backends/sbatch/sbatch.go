@@ -317,3 +317,6 @@ func (b *Backend) Ping(ctx context.Context) (string, error) {
 	}
 	return "slurmctld answers; " + strings.TrimSpace(string(out)), nil
 }
+
+// DeliversWarnSignal: --signal=B:SIG@N reaches the batch script.
+func (b *Backend) DeliversWarnSignal(context.Context) bool { return true }

@@ -307,3 +307,11 @@ func (b *Backend) Ping(ctx context.Context) (string, error) {
 func (b *Backend) Describe(req backends.JobRequest) string {
 	return fmt.Sprintf("POST %s/slurm/<api_version>/job/submit (api_version %s) with the wrapper as the script", b.cfg.URL, b.cfg.APIVersion)
 }
+
+// DeliversWarnSignal: v0.0.40+ sends the warning to the batch script
+// (kill_warning_flags BATCH_JOB); v0.0.38 rejects the "B:" form, so the
+// wrapper's own timer warns instead.
+func (b *Backend) DeliversWarnSignal(ctx context.Context) bool {
+	v, err := b.Version(ctx)
+	return err == nil && v != "v0.0.38"
+}

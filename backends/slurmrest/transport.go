@@ -3,6 +3,7 @@ package slurmrest
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -94,6 +95,18 @@ func (t *transport) do(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", backends.ErrAuth, err)
 		}
+		// slurmrestd 22.05 passes an expired token on to slurmctld, which
+		// drops the connection: say what is wrong before that happens.
+		if exp, ok := jwtExpiry(tok); ok && time.Now().After(exp) {
+			t.token.Invalidate()
+			if tok2, err := t.token.Token(req.Context()); err == nil && tok2 != tok {
+				tok = tok2
+			}
+			if exp, ok := jwtExpiry(tok); ok && time.Now().After(exp) {
+				return nil, fmt.Errorf("%w: the token from %s for user %q expired at %s; renew the token (e.g. scontrol token lifespan=...) or fix slurmrest.token_* in the site file",
+					backends.ErrAuth, t.token.Describe(), t.user, exp.UTC().Format(time.RFC3339))
+			}
+		}
 		r.Header.Set("X-SLURM-USER-TOKEN", tok)
 		if t.user != "" {
 			r.Header.Set("X-SLURM-USER-NAME", t.user)
@@ -110,6 +123,25 @@ func (t *transport) do(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("%w: slurmrestd at %s: %w", backends.ErrUnavailable, t.display, cleanNetErr(err))
 	}
 	return resp, nil
+}
+
+// jwtExpiry reads the exp claim of a JWT without verifying it.
+func jwtExpiry(tok string) (time.Time, bool) {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return time.Time{}, false
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return time.Time{}, false
+	}
+	var claims struct {
+		Exp *float64 `json:"exp"`
+	}
+	if json.Unmarshal(payload, &claims) != nil || claims.Exp == nil {
+		return time.Time{}, false
+	}
+	return time.Unix(int64(*claims.Exp), 0), true
 }
 
 func cleanNetErr(err error) error {

@@ -137,9 +137,8 @@ func (v v0038) submit(ctx context.Context, req backends.JobRequest, script strin
 	if len(req.Exclude) > 0 {
 		return "", errExcludeV0038
 	}
-	if req.WarnSignal != "" && req.WarnBefore > 0 {
-		p.Signal = strPtr("B:" + req.WarnSignal + "@" + strconv.FormatInt(d.warnSeconds(), 10))
-	}
+	// No warn signal here: 22.05 rejects the "B:" form that reaches the
+	// batch script, so the wrapper warns itself (DeliversWarnSignal).
 	if d.hold {
 		p.Hold = ptr(true)
 	}

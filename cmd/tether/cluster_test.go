@@ -122,8 +122,20 @@ var sharedTetherOnce sync.Map // shared dir -> *sync.Once
 func clusterParams(t *testing.T, c *testCluster, site, dir string) testscript.Params {
 	shared := c.get("TESTCLUSTER_SHARED_DIR")
 	bin := sharedTether(t, shared)
-	root := filepath.Join(shared, "tests")
-	os.MkdirAll(root, 0o777)
+	// Scripts' work directories must be under the shared directory (the
+	// chroot cluster sees only that), and apart for every site variant:
+	// testscript names them after the script alone.
+	os.MkdirAll(filepath.Join(shared, "tests"), 0o777)
+	root, err := os.MkdirTemp(filepath.Join(shared, "tests"), strings.ReplaceAll(t.Name(), "/", "_")+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(root, 0o755)
+	t.Cleanup(func() {
+		if !t.Failed() {
+			os.RemoveAll(root)
+		}
+	})
 	p := scriptParams(t, dir)
 	p.WorkdirRoot = root
 	setup := p.Setup
@@ -147,6 +159,8 @@ func clusterParams(t *testing.T, c *testCluster, site, dir string) testscript.Pa
 		return nil
 	}
 	p.Cmds["cluster"] = cmdCluster
+	p.Cmds["node"] = cmdNode
+	p.Cmds["daemon"] = cmdDaemon
 	p.Cmds["slurm"] = cmdSlurm
 	return p
 }
@@ -166,6 +180,47 @@ func cmdCluster(ts *testscript.TestScript, neg bool, args []string) {
 	default:
 		ts.Fatalf("usage: cluster shared|exclusive")
 	}
+}
+
+// node down|resume: set the cluster's node DOWN (resumed when the script
+// ends, whatever happens) or resume it.
+func cmdNode(ts *testscript.TestScript, neg bool, args []string) {
+	c := ts.Value(clusterKey{}).(*testCluster)
+	scontrol := filepath.Join(c.get("TESTCLUSTER_BIN_DIR"), "scontrol")
+	node := c.get("TESTCLUSTER_NODE")
+	resume := func() error {
+		return exec.Command(scontrol, "update", "nodename="+node, "state=resume").Run()
+	}
+	switch {
+	case len(args) == 1 && args[0] == "down":
+		ts.Defer(func() { resume() })
+		ts.Check(exec.Command(scontrol, "update", "nodename="+node, "state=down", "reason=tether-test").Run())
+	case len(args) == 1 && args[0] == "resume":
+		ts.Check(resume())
+	default:
+		ts.Fatalf("usage: node down|resume")
+	}
+}
+
+// daemon stop|start NAME: stop a daemon of the cluster (slurmctld,
+// slurmrestd; started again when the script ends, whatever happens) or
+// start it.
+func cmdDaemon(ts *testscript.TestScript, neg bool, args []string) {
+	c := ts.Value(clusterKey{}).(*testCluster)
+	if len(args) != 2 || (args[0] != "stop" && args[0] != "start") {
+		ts.Fatalf("usage: daemon stop|start name")
+	}
+	ctl := func(action string) error {
+		out, err := exec.Command(filepath.Join(repoRoot(), "testcluster", "ctl.sh"), c.key, args[1], action).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("ctl.sh %s %s %s: %v\n%s", c.key, args[1], action, err, out)
+		}
+		return nil
+	}
+	if args[0] == "stop" {
+		ts.Defer(func() { ctl("start") })
+	}
+	ts.Check(ctl(args[0]))
 }
 
 // slurm CMD ARGS...: run a Slurm command of the script's cluster.

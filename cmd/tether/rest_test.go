@@ -1,0 +1,226 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// runCLI runs the shared tether binary in dir with a site and its own
+// state dir, and returns the outcome JSON and the exit code.
+func runCLI(t *testing.T, bin, dir, site string, args ...string) (map[string]any, int, string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "TETHER_SITE="+site, "TETHER_STATE_DIR="+filepath.Join(dir, "state"),
+		"PATH="+filepath.Dir(bin)+":"+os.Getenv("PATH"))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	var o map[string]any
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &o); err != nil {
+		t.Fatalf("tether %v: no JSON line: %q\n%s", args, out, stderr.String())
+	}
+	return o, code, stderr.String()
+}
+
+// workDir makes a directory under the cluster's shared dir with files.
+func workDir(t *testing.T, c *testCluster, files map[string]string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(filepath.Join(c.get("TESTCLUSTER_SHARED_DIR"), "tests"), strings.ReplaceAll(t.Name(), "/", "_"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+var paritySpecs = map[string]string{
+	"complete.toml": "name='complete'\ncommand=['bash','-c','echo ok']\n[resources]\nwalltime='2m'\n",
+	"exit3.toml":    "name='exit3'\ncommand=['bash','-c','exit 3']\n[resources]\nwalltime='2m'\n",
+	"killed.toml":   "name='killed'\ncommand=['bash','-c','kill -9 $$']\n[resources]\nwalltime='2m'\n",
+	"notfound.toml": "name='notfound'\ncommand=['/no/such/program']\n[resources]\nwalltime='2m'\n",
+	"partial.toml":  "name='partial'\ncommand=['bash','-c','tether report --checkpoint --fraction 0.9; exit 2']\n[proceed]\non_failure='checkpoint'\nmin_fraction=0.5\n[resources]\nwalltime='2m'\n",
+}
+
+// TestParitySbatchREST runs the same specs through sbatch and slurmrest
+// on each cluster and compares the outcomes.
+func TestParitySbatchREST(t *testing.T) {
+	t.Parallel()
+	for _, c := range needClusters(t) {
+		t.Run(c.key, func(t *testing.T) {
+			t.Parallel()
+			c.lock.RLock()
+			defer c.lock.RUnlock()
+			bin := sharedTether(t, c.get("TESTCLUSTER_SHARED_DIR"))
+			type result struct {
+				o    map[string]any
+				code int
+			}
+			results := map[string]map[string]result{}
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			for _, kind := range []string{"sbatch", "rest"} {
+				dir := workDir(t, c, paritySpecs)
+				for spec := range paritySpecs {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						o, code, _ := runCLI(t, bin, dir, c.site[kind], "run", spec)
+						mu.Lock()
+						if results[spec] == nil {
+							results[spec] = map[string]result{}
+						}
+						results[spec][kind] = result{o, code}
+						mu.Unlock()
+					}()
+				}
+			}
+			wg.Wait()
+			for spec, r := range results {
+				s, rr := r["sbatch"], r["rest"]
+				for _, k := range []string{"outcome", "proceed", "exit_code", "signal", "scheduler_state", "fraction", "reason"} {
+					if fmt.Sprint(s.o[k]) != fmt.Sprint(rr.o[k]) {
+						t.Errorf("%s: %s differs: sbatch %v, slurmrest %v", spec, k, s.o[k], rr.o[k])
+					}
+				}
+				if s.code != rr.code {
+					t.Errorf("%s: exit %d vs %d", spec, s.code, rr.code)
+				}
+				t.Logf("%s: %v %v exit %d", spec, s.o["outcome"], s.o["reason"], s.code)
+			}
+		})
+	}
+}
+
+// faultProxy sits between tether and slurmrestd and injects 502s,
+// connection resets and slow answers; in outage mode it fails everything.
+type faultProxy struct {
+	srv      *httptest.Server
+	n        atomic.Int64
+	faults   atomic.Int64
+	outage   atomic.Bool
+	inOutage atomic.Int64
+}
+
+func newFaultProxy(t *testing.T, upstream string) *faultProxy {
+	u, err := url.Parse(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &faultProxy{}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := p.n.Add(1)
+		switch {
+		case p.outage.Load():
+			p.inOutage.Add(1)
+			w.WriteHeader(http.StatusServiceUnavailable)
+		case n%4 == 1:
+			p.faults.Add(1)
+			w.WriteHeader(http.StatusBadGateway)
+		case n%4 == 2:
+			p.faults.Add(1)
+			c, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				c.(*net.TCPConn).SetLinger(0)
+				c.Close()
+			}
+		case n%9 == 3:
+			time.Sleep(2 * time.Second)
+			rp.ServeHTTP(w, r)
+		default:
+			rp.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(p.srv.Close)
+	return p
+}
+
+// TestRESTFaultProxy: with 502s, resets and slow answers between tether
+// and slurmrestd, outcomes stay correct; during a total outage tether keeps
+// waiting and its requests stay bounded.
+func TestRESTFaultProxy(t *testing.T) {
+	t.Parallel()
+	for _, c := range needClusters(t) {
+		t.Run(c.key, func(t *testing.T) {
+			t.Parallel()
+			c.lock.RLock()
+			defer c.lock.RUnlock()
+			bin := sharedTether(t, c.get("TESTCLUSTER_SHARED_DIR"))
+			p := newFaultProxy(t, c.get("TESTCLUSTER_REST_URL"))
+			base, _ := os.ReadFile(c.site["rest"])
+			var lines []string
+			for _, l := range strings.Split(string(base), "\n") {
+				if strings.HasPrefix(l, "url = ") {
+					l = `url = "` + p.srv.URL + `"`
+				}
+				lines = append(lines, l)
+			}
+			dir := workDir(t, c, map[string]string{
+				"site.toml":  strings.Join(lines, "\n"),
+				"exit3.toml": paritySpecs["exit3.toml"],
+				"ok.toml":    "name='ok'\ncommand=['bash','-c','sleep 12']\n[resources]\nwalltime='2m'\n",
+			})
+			site := filepath.Join(dir, "site.toml")
+			o, code, _ := runCLI(t, bin, dir, site, "run", "exit3.toml")
+			if code != 1 || o["exit_code"] != 3.0 || o["outcome"] != "failed" {
+				t.Errorf("exit3 through faults: exit %d, %v", code, o)
+			}
+			if p.faults.Load() == 0 {
+				t.Fatal("no faults were injected")
+			}
+			// a total outage while a run waits
+			o, _, _ = runCLI(t, bin, dir, site, "submit", "ok.toml")
+			id := o["run_id"].(string)
+			done := make(chan struct{})
+			var wo map[string]any
+			var wcode int
+			var wstderr string
+			go func() {
+				wo, wcode, wstderr = runCLI(t, bin, dir, site, "wait", id)
+				close(done)
+			}()
+			time.Sleep(2 * time.Second)
+			p.outage.Store(true)
+			time.Sleep(15 * time.Second)
+			p.outage.Store(false)
+			<-done
+			if wcode != 0 || wo["outcome"] != "succeeded" {
+				t.Errorf("after the outage: exit %d %v\n%s", wcode, wo, wstderr)
+			}
+			if !strings.Contains(wstderr, "scheduler query failed; still waiting") {
+				t.Errorf("no warning during the outage:\n%s", wstderr)
+			}
+			// 15 s of outage, polls every 1-5 s with backoff, 1+4 tries each
+			if n := p.inOutage.Load(); n > 40 {
+				t.Errorf("%d requests during a 15 s outage: retries are not bounded", n)
+			}
+			t.Logf("requests %d, faults injected %d, requests during the outage %d", p.n.Load(), p.faults.Load(), p.inOutage.Load())
+		})
+	}
+}
