@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -33,10 +34,13 @@ type Engine struct {
 	Actor string
 }
 
-// Tracker keeps what an engine learned about one run between steps (the
-// status file is read incrementally).
+// Tracker keeps what an engine learned about one run between steps: the
+// status file is read incrementally and run.json only when it changes.
 type Tracker struct {
-	status rundir.StatusReader
+	status  rundir.StatusReader
+	rec     *schema.RunRecord
+	recMod  time.Time
+	recSize int64
 }
 
 // NewTracker starts tracking a run.
@@ -47,6 +51,24 @@ func NewTracker(run rundir.Run) *Tracker {
 // Summary is the latest status-file summary.
 func (t *Tracker) Summary() rundir.Summary { return t.status.Summary }
 
+// record returns run.json, reading it again only when it changed.
+func (t *Tracker) record(run rundir.Run) (*schema.RunRecord, error) {
+	fi, err := os.Stat(run.RunJSON())
+	if err == nil && t.rec != nil && fi.ModTime().Equal(t.recMod) && fi.Size() == t.recSize {
+		return t.rec, nil
+	}
+	rec, err := run.Load()
+	if err != nil {
+		return nil, err
+	}
+	if fi != nil {
+		t.rec, t.recMod, t.recSize = rec, fi.ModTime(), fi.Size()
+	}
+	return rec, nil
+}
+
+func (t *Tracker) forget() { t.rec = nil }
+
 // Status is one look at a run.
 type Status struct {
 	Outcome  schema.Outcome
@@ -55,39 +77,70 @@ type Status struct {
 	Deadline time.Time
 	// PollErr is a scheduler query failure; the run is not decided on it.
 	PollErr error
+	// What the look saw, for metrics and stuck detection (live runs).
+	Record     *schema.RunRecord
+	Started    *schema.Started
+	Summary    rundir.Summary
+	Missing    bool
+	MissingFor time.Duration
 }
 
 // Step looks at a run once: it reads the run directory, asks the shared
 // poller (accepting an answer up to maxAge old), decides and acts. A run
 // whose outcome is already written is returned as it is.
 func (e *Engine) Step(ctx context.Context, run rundir.Run, maxAge time.Duration, tr *Tracker) (Status, error) {
+	rec, st, done, err := e.prepare(ctx, run, tr)
+	if done || err != nil {
+		return st, err
+	}
+	snap, perr := e.Poller.Status(ctx, []backends.JobID{backends.JobID(rec.Current().JobID)}, maxAge)
+	if perr != nil && !errors.Is(perr, ErrQuery) {
+		return Status{}, perr
+	}
+	return e.decide(ctx, run, rec, &snap, perr, tr)
+}
+
+// StepWith is Step with a snapshot the caller already has: the monitor
+// polls once for every run of a site, then steps each run.
+func (e *Engine) StepWith(ctx context.Context, run rundir.Run, snap *Snapshot, perr error, tr *Tracker) (Status, error) {
+	rec, st, done, err := e.prepare(ctx, run, tr)
+	if done || err != nil {
+		return st, err
+	}
+	return e.decide(ctx, run, rec, snap, perr, tr)
+}
+
+// prepare returns the run's record, or done with the outcome of a run that
+// is already decided. A run without a submitted job gets one.
+func (e *Engine) prepare(ctx context.Context, run rundir.Run, tr *Tracker) (*schema.RunRecord, Status, bool, error) {
 	if o, ok, err := run.Outcome(); err != nil {
-		return Status{}, err
+		return nil, Status{}, true, err
 	} else if ok {
-		return Status{Outcome: *o}, nil
+		return nil, Status{Outcome: *o}, true, nil
 	}
-	rec, err := run.Load()
+	rec, err := tr.record(run)
 	if err != nil {
-		return Status{}, err
+		return nil, Status{}, true, err
 	}
-	cur := rec.Current()
-	if cur == nil || cur.JobID == "" {
+	if cur := rec.Current(); cur == nil || cur.JobID == "" {
 		if err := e.ensureSubmitted(ctx, run); err != nil {
-			return Status{}, err
+			return nil, Status{}, true, err
 		}
-		if rec, err = run.Load(); err != nil {
-			return Status{}, err
+		tr.forget()
+		if rec, err = tr.record(run); err != nil {
+			return nil, Status{}, true, err
 		}
-		cur = rec.Current()
 	}
+	return rec, Status{}, false, nil
+}
+
+// decide weighs the run's files against the scheduler's answer and acts.
+func (e *Engine) decide(ctx context.Context, run rundir.Run, rec *schema.RunRecord, snap *Snapshot, perr error, tr *Tracker) (Status, error) {
+	cur := rec.Current()
 	// Scheduler state first, then the exit file, then the status file: a
 	// Task writes its last checkpoint before it exits and the job ends, so
 	// evidence read in this order is never older than the state it explains.
 	id := backends.JobID(cur.JobID)
-	snap, perr := e.Poller.Status(ctx, []backends.JobID{id}, maxAge)
-	if perr != nil && !errors.Is(perr, ErrQuery) {
-		return Status{}, perr
-	}
 	exit, _, err := run.ExitFile(cur.N)
 	if err != nil {
 		e.Log.Warn("damaged exit file", "run", run.ID, "err", err)
@@ -108,7 +161,7 @@ func (e *Engine) Step(ctx context.Context, run rundir.Run, maxAge time.Duration,
 		Walltime:        rec.Task.Resources.Walltime.D(),
 		Grace:           e.Site.Poll.VanishGrace.D(),
 	}
-	st := Status{PollErr: perr}
+	st := Status{PollErr: perr, Record: rec, Started: started, Summary: sum}
 	if js, ok := snap.Jobs[id]; ok {
 		j := js
 		st.Job = &j
@@ -116,6 +169,7 @@ func (e *Engine) Step(ctx context.Context, run rundir.Run, maxAge time.Duration,
 		st.Deadline = js.Deadline
 	} else if since, gone := snap.Missing[id]; gone {
 		in.Missing, in.MissingFor = true, e.Now().Sub(since)
+		st.Missing, st.MissingFor = true, in.MissingFor
 	}
 	if len(in.Nodes) == 0 && started != nil && started.Nodes != "" {
 		in.Nodes = strings.Split(started.Nodes, ",")
@@ -134,7 +188,10 @@ func (e *Engine) Step(ctx context.Context, run rundir.Run, maxAge time.Duration,
 		if err := e.retry(ctx, run, cur.N, in, d); err != nil {
 			return st, err
 		}
-		rec, _ = run.Load()
+		tr.forget()
+		if r, err := tr.record(run); err == nil {
+			rec, st.Record = r, r
+		}
 	}
 	st.Outcome = e.live(run, rec, st, sum, started)
 	return st, nil
@@ -295,6 +352,10 @@ func (e *Engine) live(run rundir.Run, rec *schema.RunRecord, st Status, sum rund
 	}
 	if st.PollErr != nil {
 		o.Reason = "scheduler unreachable, waiting: " + st.PollErr.Error()
+	}
+	st.Record, st.Started, st.Summary = rec, started, sum
+	if _, detail := Stuck(e.Now(), st, e.Site); detail != "" {
+		o.Stuck = detail
 	}
 	return o
 }

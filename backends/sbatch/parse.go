@@ -31,8 +31,7 @@ func ParseSqueue(raw []byte) []backends.JobStatus {
 			End:    slurm.ParseTime(f[7]),
 		}
 		st.State = slurm.MapState(st.Native)
-		if raw, err := strconv.Atoi(strings.TrimSpace(f[3])); err == nil && st.State.Terminal() {
-			code, sig := slurm.WaitStatus(raw)
+		if code, sig, ok := squeueExit(f[3]); ok && st.State.Terminal() {
 			st.ExitCode, st.Signal = &code, sig
 		}
 		if lim := slurm.ParseLimit(f[8]); lim > 0 && !st.Start.IsZero() {
@@ -74,6 +73,22 @@ func ParseSacct(raw []byte) map[backends.JobID]backends.JobStatus {
 		out[st.ID] = st
 	}
 	return out
+}
+
+// squeueExit reads squeue's exit_code field: a raw wait status on 22.05
+// ("768" is exit 3), "code:signal" on 24.11 ("3:0"). A job killed by a
+// signal has no exit code of its own.
+func squeueExit(s string) (code, sig int, ok bool) {
+	s = strings.TrimSpace(s)
+	if c, g, ok := slurm.ParseExitPair(s); ok {
+		return c, g, true
+	}
+	raw, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, 0, false
+	}
+	c, g := slurm.WaitStatus(raw)
+	return c, g, true
 }
 
 func reason(s string) string {

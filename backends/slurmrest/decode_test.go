@@ -129,11 +129,11 @@ func TestOfferedVersions(t *testing.T) {
 
 func TestClassifyErrorBodies(t *testing.T) {
 	cases := map[string]errKind{
-		"v0038/2205-submit-badpartition.txt": errDefinite,
-		"v0038/2205-get-job-notfound.txt":    errDefinite,
+		"v0038/2205-submit-badpartition.txt":         errDefinite,
+		"v0038/2205-get-job-notfound.txt":            errDefinite,
 		"v0042/2411-v0.0.42-submit-badpartition.txt": errDefinite,
 		`{"errors":[{"error_number":1001,"error":"Unable to contact slurm controller (connect failure)"}]}`: errTransient,
-		`{"errors":[{"error_number":1007,"error":"Protocol authentication error"}]}`:                    errAuthKind,
+		`{"errors":[{"error_number":1007,"error":"Protocol authentication error"}]}`:                        errAuthKind,
 		`<html>bad gateway</html>`: errNone,
 	}
 	for in, want := range cases {

@@ -79,7 +79,7 @@ Exit codes: 0 proceed, 1 failed, 2 bad input, 3 infrastructure error,
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log what tether decides")
 	root.AddCommand(a.runCmd(), a.submitCmd(), a.waitCmd(), a.statusCmd(), a.cancelCmd(),
 		a.logsCmd(), a.listCmd(), a.reportCmd(), a.validateCmd(), a.schemaCmd(),
-		a.sitesCmd(), a.versionCmd(), a.shimCmd())
+		a.sitesCmd(), a.versionCmd(), a.monitorCmd(), a.shimCmd())
 	return root
 }
 

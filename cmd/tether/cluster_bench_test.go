@@ -14,9 +14,11 @@ import (
 	"time"
 
 	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/backends/registry"
 	"github.com/tether-hpc/tether/backends/sbatch"
 	"github.com/tether-hpc/tether/monitor"
 	"github.com/tether-hpc/tether/rundir"
+	"github.com/tether-hpc/tether/schema"
 )
 
 // sdiagJobInfoRPCs reads slurmctld's count of job-info RPCs from sdiag.
@@ -61,19 +63,31 @@ func BenchmarkPollCalls200(b *testing.B) {
 			calls0, rpc0 := be.Calls(), sdiagJobInfoRPCs(b, c)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				// every waiter asks for its own job; one query serves them all
-				for _, id := range ids {
-					if _, err := p.Status(ctx, []backends.JobID{id}, time.Hour); err != nil {
-						b.Fatal(err)
-					}
-				}
-				p.Status(ctx, ids[:1], 0) // next cycle
+				pollCycle(b, p, ids)
 			}
 			b.StopTimer()
 			cycles := float64(b.N)
-			b.ReportMetric(float64(be.Calls()-calls0)/cycles/2, "slurm-commands/poll")
-			b.ReportMetric(float64(sdiagJobInfoRPCs(b, c)-rpc0)/cycles/2, "ctld-job-RPCs/poll")
+			b.ReportMetric(float64(be.Calls()-calls0)/cycles, "slurm-commands/poll")
+			b.ReportMetric(float64(sdiagJobInfoRPCs(b, c)-rpc0)/cycles, "ctld-job-RPCs/poll")
 		})
+	}
+}
+
+// pollCycle is one poll interval of 200 waiters: the first asks for a
+// fresh answer, the others take the shared one.
+func pollCycle(b *testing.B, p *monitor.Poller, ids []backends.JobID) {
+	ctx := context.Background()
+	if _, err := p.Status(ctx, ids[:1], 0); err != nil {
+		b.Fatal(err)
+	}
+	for _, id := range ids {
+		snap, err := p.Status(ctx, []backends.JobID{id}, time.Hour)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, ok := snap.Jobs[id]; !ok {
+			b.Fatalf("job %s not in the shared answer", id)
+		}
 	}
 }
 
@@ -186,4 +200,97 @@ func lastLineJSON(b *testing.B, out []byte) map[string]any {
 		b.Fatalf("no JSON line in %q", out)
 	}
 	return m
+}
+
+// BenchmarkSubmit200: 200 submissions through slurmrest and through
+// sbatch, side by side in one run, as jobs/second (target: REST at least
+// 2x the CLI). Both go through tether's backends in one process, the way a
+// gateway or the monitor submits (REST reuses its connection). Jobs are
+// held, then cancelled.
+func BenchmarkSubmit200(b *testing.B) {
+	for _, c := range needClusters(b) {
+		b.Run(c.key, func(b *testing.B) {
+			shared := c.get("TESTCLUSTER_SHARED_DIR")
+			dir := filepath.Join(shared, "bench", fmt.Sprintf("submit200-%d", time.Now().UnixNano()))
+			os.MkdirAll(dir, 0o755)
+			script := writeScript(b, dir)
+			rates := map[string]float64{}
+			for _, kind := range []string{"sbatch", "rest"} {
+				site, err := schema.LoadSite(c.site[kind])
+				if err != nil {
+					b.Fatal(err)
+				}
+				be, err := registry.Open(site, registry.Options{StateDir: dir})
+				if err != nil {
+					b.Fatal(err)
+				}
+				ctx := context.Background()
+				if p, ok := be.(backends.Pinger); ok {
+					p.Ping(ctx) // negotiate the API version outside the timing
+				}
+				var ids []string
+				var total time.Duration
+				for i := 0; i < b.N; i++ {
+					t0 := time.Now()
+					for j := 0; j < 200; j++ {
+						id, err := be.Submit(ctx, backends.JobRequest{Name: "bench", Dir: dir, Stdout: "/dev/null", Stderr: "/dev/null",
+							Script: script, Walltime: time.Minute, ExtraArgs: []string{"--hold"}, NTasks: 1})
+						if err != nil {
+							b.Fatalf("%s submit: %v", kind, err)
+						}
+						ids = append(ids, string(id))
+					}
+					total += time.Since(t0)
+				}
+				exec.Command(filepath.Join(c.get("TESTCLUSTER_BIN_DIR"), "scancel"), ids...).Run()
+				rates[kind] = float64(200*b.N) / total.Seconds()
+				b.ReportMetric(rates[kind], kind+"-jobs/s")
+			}
+			b.ReportMetric(rates["rest"]/rates["sbatch"], "rest/sbatch")
+		})
+	}
+}
+
+// BenchmarkRESTPollRequests200: HTTP requests per poll cycle for 200 live
+// runs through slurmrest (target 1).
+func BenchmarkRESTPollRequests200(b *testing.B) {
+	for _, c := range needClusters(b) {
+		b.Run(c.key, func(b *testing.B) {
+			shared := c.get("TESTCLUSTER_SHARED_DIR")
+			store, err := rundir.Open(filepath.Join(shared, "bench", fmt.Sprintf("restpoll-%d", time.Now().UnixNano())))
+			if err != nil {
+				b.Fatal(err)
+			}
+			site, err := schema.LoadSite(c.site["rest"])
+			if err != nil {
+				b.Fatal(err)
+			}
+			be, err := registry.Open(site, registry.Options{StateDir: store.Dir})
+			if err != nil {
+				b.Fatal(err)
+			}
+			rest := be.(interface{ Requests() int64 })
+			ctx := context.Background()
+			script := writeScript(b, store.Dir)
+			var ids []backends.JobID
+			for i := 0; i < 200; i++ {
+				id, err := be.Submit(ctx, backends.JobRequest{Name: "bench", Dir: store.Dir, Stdout: "/dev/null", Stderr: "/dev/null",
+					Script: script, Walltime: time.Minute, ExtraArgs: []string{"--hold"}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				ids = append(ids, id)
+				store.SetActive(fmt.Sprintf("run-%03d", i), string(id))
+			}
+			defer exec.Command(filepath.Join(c.get("TESTCLUSTER_BIN_DIR"), "scancel"), toStrings(ids)...).Run()
+			p := &monitor.Poller{Store: store, Backend: be, Now: time.Now}
+			r0 := rest.Requests()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				pollCycle(b, p, ids)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(rest.Requests()-r0)/float64(b.N), "http-requests/poll")
+		})
+	}
 }

@@ -22,15 +22,18 @@ tmo=$(sub --time=1 --signal=B:USR1@30 --wrap 'trap "echo warned" USR1; sleep 300
 multi=$(sub -n 2 --comment 'tether:capture-run|with|pipes:1' --wrap 'srun true')
 sleep 3
 run scancel "$canc"; run scancel "$cpend"
+sleep 2
 ids=$ok,$fail,$sig,$run_,$held,$canc,$cpend,$tmo,$multi
+fmt='JobID:|,State:|,Reason:|,exit_code:|,NodeList:|,SubmitTime:|,StartTime:|,EndTime:|,TimeLimit:|,Comment:'
+# now, before MinJobAge purges the finished jobs from the controller
+run squeue -h -t all -O "$fmt" -j "$ids" | grep -v "^$tmo|" > "$here/squeue-$ver.txt"
 echo "waiting for the timeout job $tmo (Slurm checks limits about every 30 s)" >&2
 for i in $(seq 1 150); do
-	st=$(run squeue -h -j "$tmo" -o %T 2>/dev/null || true)
+	st=$(run squeue -h -t all -j "$tmo" -o %T 2>/dev/null || true)
 	[ "$st" = TIMEOUT ] && break
 	sleep 1
 done
-fmt='JobID:|,State:|,Reason:|,exit_code:|,NodeList:|,SubmitTime:|,StartTime:|,EndTime:|,TimeLimit:|,Comment:'
-run squeue -h -t all -O "$fmt" -j "$ids" > "$here/squeue-$ver.txt"
+run squeue -h -t all -O "$fmt" -j "$tmo" >> "$here/squeue-$ver.txt"
 run sacct -n -P -X -j "$ids" --format=JobIDRaw,State,ExitCode,Reason,NodeList,Submit,Start,End,Timelimit > "$here/sacct-$ver.txt" 2>&1 || true
 run scontrol show job -o "$fail" > "$here/scontrol-$ver.txt"
 run scontrol show job -o "$tmo" >> "$here/scontrol-$ver.txt"

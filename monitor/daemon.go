@@ -1,0 +1,427 @@
+package monitor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/rundir"
+	"github.com/tether-hpc/tether/schema"
+)
+
+// SiteRuntime is one site the monitor watches.
+type SiteRuntime struct {
+	Site   *schema.Site
+	Store  *rundir.Store
+	Engine *Engine
+}
+
+// Monitor watches every active run of its sites: it polls each site's
+// scheduler in one batched query per cycle (shared with every other tether
+// process through the poll cache), reads the run directories, decides and
+// acts for runs nobody else decides, and keeps the metrics.
+type Monitor struct {
+	Sites   []*SiteRuntime
+	Metrics *Metrics
+	Now     func() time.Time
+	Log     *slog.Logger
+
+	mu       sync.Mutex
+	trackers map[string]*Tracker // site/run -> tracker
+	seen     map[string]bool     // site/run ids active in the last cycle
+	kick     map[string]chan struct{}
+}
+
+// NewMonitor prepares a monitor over sites; the metrics carry version.
+func NewMonitor(sites []*SiteRuntime, version string, now func() time.Time, log *slog.Logger) *Monitor {
+	m := &Monitor{Sites: sites, Metrics: NewMetrics(version), Now: now, Log: log,
+		trackers: map[string]*Tracker{}, seen: map[string]bool{}, kick: map[string]chan struct{}{}}
+	for _, s := range sites {
+		m.kick[s.Site.Name] = make(chan struct{}, 1)
+		s.Engine.Poller.Backend = &instrumented{Backend: s.Engine.Poller.Backend, site: s.Site.Name, m: m.Metrics}
+		m.Metrics.SetSite(SiteView{Name: s.Site.Name, Backend: s.Site.Backend, PendingAlertAfter: s.Site.Poll.PendingAlertAfter.D().Seconds()})
+	}
+	return m
+}
+
+// instrumented counts and times the monitor's scheduler queries.
+type instrumented struct {
+	backends.Backend
+	site string
+	m    *Metrics
+}
+
+func (b *instrumented) Query(ctx context.Context, ids []backends.JobID) (map[backends.JobID]backends.JobStatus, error) {
+	t0 := time.Now()
+	out, err := b.Backend.Query(ctx, ids)
+	b.m.queries.WithLabelValues(b.site).Inc()
+	b.m.queryDur.WithLabelValues(b.site).Observe(time.Since(t0).Seconds())
+	if err != nil {
+		b.m.queryErrs.WithLabelValues(b.site).Inc()
+	}
+	return out, err
+}
+
+func key(site, run string) string { return site + "/" + run }
+
+// Cycle looks at every active run of a site once. It returns whether
+// anything changed (a run appeared, ended or changed state).
+func (m *Monitor) Cycle(ctx context.Context, s *SiteRuntime, maxAge time.Duration) (changed bool, err error) {
+	t0 := time.Now()
+	name := s.Site.Name
+	active, err := s.Store.Active()
+	if err != nil {
+		return false, err
+	}
+	ids := make([]backends.JobID, 0, len(active))
+	for _, job := range active {
+		if job != "" {
+			ids = append(ids, backends.JobID(job))
+		}
+	}
+	snap, perr := s.Engine.Poller.Status(ctx, ids, maxAge)
+	if perr != nil && !errors.Is(perr, ErrQuery) {
+		return false, perr
+	}
+	now := m.Now()
+	views := make(map[string]RunView, len(active))
+	for runID := range active {
+		if ctx.Err() != nil {
+			return changed, ctx.Err()
+		}
+		k := key(name, runID)
+		m.mu.Lock()
+		tr := m.trackers[k]
+		if tr == nil {
+			run := s.Store.Run(runID)
+			tr = NewTracker(run)
+			m.trackers[k] = tr
+			changed = true
+		}
+		m.mu.Unlock()
+		run := s.Store.Run(runID)
+		st, err := s.Engine.StepWith(ctx, run, &snap, perr, tr)
+		if err != nil {
+			if errors.Is(err, rundir.ErrNoRun) {
+				s.Store.ClearActive(runID) // a run directory someone removed
+			}
+			m.Log.Warn("cannot look at run", "site", name, "run", runID, "err", err)
+			continue
+		}
+		if st.Outcome.Final {
+			m.ended(name, runID, &st.Outcome)
+			changed = true
+			continue
+		}
+		v := viewOf(name, now, st, s.Site)
+		if old, ok := m.lastView(name, runID); !ok || old.State != v.State || old.Stuck != v.Stuck {
+			changed = true
+		}
+		views[runID] = v
+	}
+	// Runs that left the active set since the last cycle were decided by
+	// another process: count their outcomes too.
+	m.mu.Lock()
+	for k := range m.seen {
+		site, runID, _ := strings.Cut(k, "/")
+		if site != name {
+			continue
+		}
+		if _, still := active[runID]; !still {
+			delete(m.seen, k)
+			delete(m.trackers, k)
+			if o, done, _ := s.Store.Run(runID).Outcome(); done {
+				m.count(name, o)
+			}
+			changed = true
+		}
+	}
+	for runID := range views {
+		m.seen[key(name, runID)] = true
+	}
+	m.mu.Unlock()
+	m.Metrics.SetRuns(name, views)
+	sv := SiteView{Name: name, Backend: s.Site.Backend, PendingAlertAfter: s.Site.Poll.PendingAlertAfter.D().Seconds(), LastCycle: float64(now.UnixNano()) / 1e9}
+	if !snap.At.IsZero() {
+		sv.LastPollSuccess = float64(snap.At.UnixNano()) / 1e9
+	}
+	if perr != nil {
+		sv.PollError = perr.Error()
+	}
+	m.Metrics.SetSite(sv)
+	m.Metrics.cycleDur.WithLabelValues(name).Observe(time.Since(t0).Seconds())
+	return changed, nil
+}
+
+func (m *Monitor) lastView(site, runID string) (RunView, bool) {
+	m.Metrics.mu.Lock()
+	defer m.Metrics.mu.Unlock()
+	v, ok := m.Metrics.views[site][runID]
+	return v, ok
+}
+
+// ended counts a run that this cycle saw end.
+func (m *Monitor) ended(site, runID string, o *schema.Outcome) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := key(site, runID)
+	delete(m.trackers, k)
+	delete(m.seen, k)
+	m.count(site, o)
+}
+
+func (m *Monitor) count(site string, o *schema.Outcome) {
+	m.Metrics.outcomes.WithLabelValues(site, o.Outcome).Inc()
+	if strings.HasPrefix(o.Reason, "lost:") {
+		m.Metrics.lost.WithLabelValues(site).Inc()
+	}
+}
+
+func ts(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return float64(t.UnixNano()) / 1e9
+}
+
+// viewOf turns a live status into a run's metrics.
+func viewOf(site string, now time.Time, st Status, s *schema.Site) RunView {
+	o := st.Outcome
+	v := RunView{Site: site, RunID: o.RunID, JobID: o.JobID, Fraction: o.Fraction, Attempts: o.Attempts, RunDir: o.RunDir, State: "unknown"}
+	if st.Record != nil {
+		v.Name = st.Record.Task.Name
+		v.HeartbeatTimeout = st.Record.Task.HeartbeatTimeout.D().Seconds()
+		if cur := st.Record.Current(); cur != nil {
+			v.Submit = ts(cur.SubmittedAt)
+		}
+	}
+	if st.Job != nil {
+		v.SchedulerState = string(st.Job.State)
+		switch st.Job.State {
+		case backends.Pending, backends.Requeued, backends.Configuring:
+			v.State = "pending"
+		case backends.Running:
+			v.State = "running"
+		case backends.Completing:
+			v.State = "completing"
+		case backends.Suspended:
+			v.State = "suspended"
+		}
+		if !st.Job.Start.IsZero() {
+			v.Start = ts(st.Job.Start)
+		}
+		v.Deadline = ts(st.Job.Deadline)
+	}
+	if st.Started != nil {
+		if v.State == "unknown" || v.State == "pending" {
+			v.State = "running"
+		}
+		if v.Start == 0 {
+			v.Start = ts(st.Started.Time)
+		}
+		if v.Deadline == 0 && st.Record != nil {
+			v.Deadline = ts(st.Started.Time.Add(st.Record.Task.Resources.Walltime.D()))
+		}
+	}
+	last := st.Summary.LastActivity
+	if st.Started != nil && st.Started.Time.After(last) {
+		last = st.Started.Time
+	}
+	v.LastProgress = ts(last)
+	v.Stuck, v.StuckDetail = Stuck(now, st, s)
+	return v
+}
+
+// refresh re-reads one run's status file after fsnotify saw it change, so
+// its progress metrics move without waiting for the next cycle.
+func (m *Monitor) refresh(site, runID string) {
+	m.mu.Lock()
+	tr := m.trackers[key(site, runID)]
+	m.mu.Unlock()
+	if tr == nil {
+		return
+	}
+	if changed, _ := tr.status.Update(); !changed {
+		return
+	}
+	v, ok := m.lastView(site, runID)
+	if !ok {
+		return
+	}
+	sum := tr.status.Summary
+	v.Fraction = sum.Fraction
+	if t := ts(sum.LastActivity); t > v.LastProgress {
+		v.LastProgress = t
+	}
+	if v.Stuck == StuckHung {
+		v.Stuck, v.StuckDetail = "", "" // it has just shown a sign of life
+	}
+	m.Metrics.UpdateRun(v)
+}
+
+// Run cycles every site until ctx ends. Cycles follow the site's poll
+// bounds: min_interval after a change, growing to max_interval while
+// nothing changes; new runs and run-dir changes wake a site at once.
+func (m *Monitor) Run(ctx context.Context) error {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		m.Log.Warn("fsnotify unavailable; relying on polling", "err", err)
+	} else {
+		defer w.Close()
+		for _, s := range m.Sites {
+			w.Add(s.Store.ActiveDir())
+		}
+		go m.watch(ctx, w)
+	}
+	var wg sync.WaitGroup
+	for _, s := range m.Sites {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.loop(ctx, s, w)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+func (m *Monitor) loop(ctx context.Context, s *SiteRuntime, w *fsnotify.Watcher) {
+	minI, maxI := s.Site.Poll.MinInterval.D(), s.Site.Poll.MaxInterval.D()
+	interval := minI
+	watched := map[string]bool{}
+	for {
+		changed, err := m.Cycle(ctx, s, interval)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			m.Log.Warn("monitor cycle failed", "site", s.Site.Name, "err", err)
+		}
+		if w != nil {
+			m.watchRuns(s, w, watched)
+		}
+		if changed {
+			interval = minI
+		} else {
+			interval = min(time.Duration(float64(interval)*1.5), maxI)
+		}
+		t := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		case <-m.kick[s.Site.Name]:
+			t.Stop()
+			interval = minI
+		}
+	}
+}
+
+// watchRuns keeps an inotify watch on each active run directory (and its
+// current attempt), dropping those of ended runs. Where watches run out
+// (NFS, inotify limits) the cycles' reads are the fallback.
+func (m *Monitor) watchRuns(s *SiteRuntime, w *fsnotify.Watcher, watched map[string]bool) {
+	m.mu.Lock()
+	want := map[string]bool{}
+	for k := range m.seen {
+		site, runID, _ := strings.Cut(k, "/")
+		if site == s.Site.Name {
+			want[s.Store.Run(runID).Dir] = true
+		}
+	}
+	m.mu.Unlock()
+	for dir := range watched {
+		if !want[dir] {
+			w.Remove(dir)
+			delete(watched, dir)
+		}
+	}
+	for dir := range want {
+		if !watched[dir] && w.Add(dir) == nil {
+			watched[dir] = true
+		}
+	}
+}
+
+func (m *Monitor) watch(ctx context.Context, w *fsnotify.Watcher) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-w.Events:
+			if !ok {
+				return
+			}
+			m.event(ev)
+		case _, ok := <-w.Errors:
+			if !ok {
+				return
+			}
+		}
+	}
+}
+
+func (m *Monitor) event(ev fsnotify.Event) {
+	dir, base := filepath.Split(ev.Name)
+	dir = filepath.Clean(dir)
+	for _, s := range m.Sites {
+		switch {
+		case dir == s.Store.ActiveDir():
+			m.poke(s.Site.Name) // a run appeared or ended
+		case filepath.Dir(dir) == filepath.Join(s.Store.Dir, "runs"):
+			runID := filepath.Base(dir)
+			switch base {
+			case "status.jsonl":
+				m.refresh(s.Site.Name, runID)
+			case "outcome.json", "run.json":
+				m.poke(s.Site.Name)
+			}
+		}
+	}
+}
+
+func (m *Monitor) poke(site string) {
+	select {
+	case m.kick[site] <- struct{}{}:
+	default:
+	}
+}
+
+// Handler serves /metrics, /healthz and /runs.
+func (m *Monitor) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Metrics.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		sites := m.Metrics.Sites()
+		code := http.StatusOK
+		for _, s := range m.Sites {
+			for _, v := range sites {
+				if v.Name == s.Site.Name && m.Now().Sub(time.Unix(0, int64(v.LastCycle*1e9))) > 3*s.Site.Poll.MaxInterval.D()+time.Minute {
+					code = http.StatusServiceUnavailable
+				}
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		json.NewEncoder(w).Encode(map[string]any{"ok": code == http.StatusOK, "sites": sites})
+	})
+	mux.HandleFunc("/runs", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		runs := m.Metrics.Runs()
+		if runs == nil {
+			runs = []RunView{}
+		}
+		json.NewEncoder(w).Encode(runs)
+	})
+	return mux
+}

@@ -1,0 +1,222 @@
+package monitor
+
+import (
+	"runtime"
+	"sort"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics is the monitor's private registry. Run-level series exist only
+// for active runs (the one unbounded label is their run id) and vanish
+// with the run; everything else is per site.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	outcomes  *prometheus.CounterVec
+	lost      *prometheus.CounterVec
+	queries   *prometheus.CounterVec
+	queryErrs *prometheus.CounterVec
+	queryDur  *prometheus.HistogramVec
+	cycleDur  *prometheus.HistogramVec
+
+	mu    sync.Mutex
+	views map[string]map[string]RunView // site -> run id -> view
+	sites map[string]SiteView
+}
+
+// RunView is what the metrics say about one active run.
+type RunView struct {
+	Site             string   `json:"site"`
+	RunID            string   `json:"run_id"`
+	JobID            string   `json:"job_id"`
+	Name             string   `json:"name"`
+	State            string   `json:"state"` // pending|running|completing|suspended|unknown
+	SchedulerState   string   `json:"scheduler_state"`
+	Submit           float64  `json:"submit_timestamp"`
+	Start            float64  `json:"start_timestamp,omitempty"`
+	Deadline         float64  `json:"deadline_timestamp,omitempty"`
+	LastProgress     float64  `json:"last_progress_timestamp,omitempty"`
+	Fraction         *float64 `json:"fraction"`
+	HeartbeatTimeout float64  `json:"heartbeat_timeout_seconds,omitempty"`
+	Stuck            string   `json:"stuck,omitempty"`
+	StuckDetail      string   `json:"stuck_detail,omitempty"`
+	Attempts         int      `json:"attempts"`
+	RunDir           string   `json:"run_dir"`
+}
+
+// SiteView is what the metrics say about one site.
+type SiteView struct {
+	Name              string  `json:"name"`
+	Backend           string  `json:"backend"`
+	LastPollSuccess   float64 `json:"last_successful_poll_timestamp"`
+	PendingAlertAfter float64 `json:"pending_alert_after_seconds"`
+	LastCycle         float64 `json:"last_cycle_timestamp"`
+	PollError         string  `json:"poll_error,omitempty"`
+}
+
+// RunStates are the one-hot states of tether_run_state.
+var RunStates = []string{"pending", "running", "completing", "suspended", "unknown"}
+
+// NewMetrics builds the registry with build info.
+func NewMetrics(version string) *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_outcomes_total",
+			Help: "Runs that ended while the monitor watched them, by outcome."}, []string{"site", "outcome"}),
+		lost: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_runs_lost_total",
+			Help: "Runs failed as lost: gone from the scheduler with no exit file after the grace window."}, []string{"site"}),
+		queries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_scheduler_queries_total",
+			Help: "Batched scheduler queries made by the monitor."}, []string{"site"}),
+		queryErrs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_scheduler_query_errors_total",
+			Help: "Scheduler queries that failed."}, []string{"site"}),
+		queryDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tether_scheduler_query_duration_seconds",
+			Help: "Duration of one batched scheduler query.", Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"site"}),
+		cycleDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tether_monitor_cycle_duration_seconds",
+			Help: "Duration of one monitor cycle over a site's active runs.", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}, []string{"site"}),
+		views: map[string]map[string]RunView{},
+		sites: map[string]SiteView{},
+	}
+	bi := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tether_build_info", Help: "tether's version; always 1."}, []string{"version", "goversion"})
+	bi.WithLabelValues(version, runtime.Version()).Set(1)
+	m.Registry.MustRegister(m.outcomes, m.lost, m.queries, m.queryErrs, m.queryDur, m.cycleDur, bi, runCollector{m},
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
+	return m
+}
+
+// SetRuns replaces the views of a site's active runs.
+func (m *Metrics) SetRuns(site string, views map[string]RunView) {
+	m.mu.Lock()
+	m.views[site] = views
+	m.mu.Unlock()
+}
+
+// UpdateRun replaces one run's view (after a status-file change).
+func (m *Metrics) UpdateRun(v RunView) {
+	m.mu.Lock()
+	if m.views[v.Site] == nil {
+		m.views[v.Site] = map[string]RunView{}
+	}
+	m.views[v.Site][v.RunID] = v
+	m.mu.Unlock()
+}
+
+// SetSite records a site's state.
+func (m *Metrics) SetSite(v SiteView) {
+	m.mu.Lock()
+	m.sites[v.Name] = v
+	m.mu.Unlock()
+}
+
+// Runs returns every active run's view, sorted by site and run id.
+func (m *Metrics) Runs() []RunView {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []RunView
+	for _, vs := range m.views {
+		for _, v := range vs {
+			out = append(out, v)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Site != out[j].Site {
+			return out[i].Site < out[j].Site
+		}
+		return out[i].RunID < out[j].RunID
+	})
+	return out
+}
+
+// Sites returns the sites' views.
+func (m *Metrics) Sites() []SiteView {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]SiteView, 0, len(m.sites))
+	for _, v := range m.sites {
+		out = append(out, v)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// runCollector turns the views into series at scrape time, so the series
+// of a run that ended are simply not produced any more.
+type runCollector struct{ m *Metrics }
+
+var (
+	runLabels      = []string{"site", "run_id"}
+	descRunState   = prometheus.NewDesc("tether_run_state", "State of an active run (one-hot).", append(runLabels, "state"), nil)
+	descSubmit     = prometheus.NewDesc("tether_run_submit_timestamp_seconds", "When the run's current attempt was submitted.", runLabels, nil)
+	descStart      = prometheus.NewDesc("tether_run_start_timestamp_seconds", "When the run's current attempt started.", runLabels, nil)
+	descDeadline   = prometheus.NewDesc("tether_run_deadline_timestamp_seconds", "When the scheduler will end the job (start + walltime).", runLabels, nil)
+	descProgress   = prometheus.NewDesc("tether_run_last_progress_timestamp_seconds", "Last heartbeat, progress or checkpoint of the Task (or its start).", runLabels, nil)
+	descFraction   = prometheus.NewDesc("tether_run_progress_ratio", "Fraction of the work the Task reports done (0..1).", runLabels, nil)
+	descHeartbeat  = prometheus.NewDesc("tether_run_heartbeat_timeout_seconds", "The Task's heartbeat_timeout (0: off).", runLabels, nil)
+	descStuck      = prometheus.NewDesc("tether_run_stuck", "1 when an active run looks stuck, by reason.", append(runLabels, "reason"), nil)
+	descLastPoll   = prometheus.NewDesc("tether_last_successful_poll_timestamp_seconds", "When a scheduler query of the site last succeeded (any tether process).", []string{"site"}, nil)
+	descPendingMax = prometheus.NewDesc("tether_site_pending_alert_after_seconds", "The site's pending_alert_after.", []string{"site"}, nil)
+	descActive     = prometheus.NewDesc("tether_active_runs", "Active runs of a site by state.", []string{"site", "state"}, nil)
+	descLastCycle  = prometheus.NewDesc("tether_monitor_last_cycle_timestamp_seconds", "When the monitor last finished a cycle over the site.", []string{"site"}, nil)
+)
+
+func (runCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descRunState, descSubmit, descStart, descDeadline, descProgress, descFraction,
+		descHeartbeat, descStuck, descLastPoll, descPendingMax, descActive, descLastCycle} {
+		ch <- d
+	}
+}
+
+func (c runCollector) Collect(ch chan<- prometheus.Metric) {
+	m := c.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	g := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for site, sv := range m.sites {
+		if sv.LastPollSuccess > 0 {
+			g(descLastPoll, sv.LastPollSuccess, site)
+		}
+		g(descPendingMax, sv.PendingAlertAfter, site)
+		if sv.LastCycle > 0 {
+			g(descLastCycle, sv.LastCycle, site)
+		}
+		counts := map[string]int{}
+		for _, v := range m.views[site] {
+			counts[v.State]++
+		}
+		for _, s := range RunStates {
+			g(descActive, float64(counts[s]), site, s)
+		}
+	}
+	for _, views := range m.views {
+		for _, v := range views {
+			for _, s := range RunStates {
+				one := 0.0
+				if s == v.State {
+					one = 1
+				}
+				g(descRunState, one, v.Site, v.RunID, s)
+			}
+			g(descSubmit, v.Submit, v.Site, v.RunID)
+			if v.Start > 0 {
+				g(descStart, v.Start, v.Site, v.RunID)
+			}
+			if v.Deadline > 0 {
+				g(descDeadline, v.Deadline, v.Site, v.RunID)
+			}
+			if v.LastProgress > 0 {
+				g(descProgress, v.LastProgress, v.Site, v.RunID)
+			}
+			if v.Fraction != nil {
+				g(descFraction, *v.Fraction, v.Site, v.RunID)
+			}
+			g(descHeartbeat, v.HeartbeatTimeout, v.Site, v.RunID)
+			if v.Stuck != "" {
+				g(descStuck, 1, v.Site, v.RunID, v.Stuck)
+			}
+		}
+	}
+}
