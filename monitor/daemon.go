@@ -49,6 +49,7 @@ func NewMonitor(sites []*SiteRuntime, version string, now func() time.Time, log 
 		m.kick[s.Site.Name] = make(chan struct{}, 1)
 		s.Engine.Poller.Backend = &instrumented{Backend: s.Engine.Poller.Backend, site: s.Site.Name, m: m.Metrics}
 		m.Metrics.SetSite(SiteView{Name: s.Site.Name, Backend: s.Site.Backend, PendingAlertAfter: s.Site.Poll.PendingAlertAfter.D().Seconds()})
+		m.Metrics.initSite(s.Site.Name)
 	}
 	return m
 }

@@ -86,6 +86,17 @@ func NewMetrics(version string) *Metrics {
 	return m
 }
 
+// initSite makes a site's counters exist at zero, so rates and alerts
+// work before the first event.
+func (m *Metrics) initSite(site string) {
+	for _, o := range []string{"succeeded", "partial", "failed", "cancelled", "skipped"} {
+		m.outcomes.WithLabelValues(site, o)
+	}
+	m.lost.WithLabelValues(site)
+	m.queries.WithLabelValues(site)
+	m.queryErrs.WithLabelValues(site)
+}
+
 // SetRuns replaces the views of a site's active runs.
 func (m *Metrics) SetRuns(site string, views map[string]RunView) {
 	m.mu.Lock()
