@@ -20,6 +20,7 @@ canc=$(sub --wrap 'sleep 120')
 cpend=$(sub -H --wrap 'true')
 tmo=$(sub --time=1 --signal=B:USR1@30 --wrap 'trap "echo warned" USR1; sleep 300 & wait; sleep 300')
 multi=$(sub -n 2 --comment 'tether:capture-run|with|pipes:1' --wrap 'srun true')
+printf '%s\n' "ok=$ok fail=$fail sig=$sig running=$run_ held=$held cancelled_running=$canc cancelled_pending=$cpend timeout=$tmo multi=$multi" > "$here/ids-$ver.txt"
 sleep 3
 run scancel "$canc"; run scancel "$cpend"
 sleep 2
@@ -35,7 +36,7 @@ for i in $(seq 1 150); do
 done
 run squeue -h -t all -O "$fmt" -j "$tmo" >> "$here/squeue-$ver.txt"
 run sacct -n -P -X -j "$ids" --format=JobIDRaw,State,ExitCode,Reason,NodeList,Submit,Start,End,Timelimit > "$here/sacct-$ver.txt" 2>&1 || true
-run scontrol show job -o "$fail" > "$here/scontrol-$ver.txt"
-run scontrol show job -o "$tmo" >> "$here/scontrol-$ver.txt"
+# scontrol knows only what squeue -t all knows (jobs younger than MinJobAge)
+run scontrol show job -o "$tmo" > "$here/scontrol-$ver.txt" || true
+run scontrol show job -o "$fail" >> "$here/scontrol-$ver.txt" 2>&1 || true
 run scancel "$run_" "$held"
-printf '%s\n' "ok=$ok fail=$fail sig=$sig running=$run_ held=$held cancelled_running=$canc cancelled_pending=$cpend timeout=$tmo multi=$multi" > "$here/ids-$ver.txt"
