@@ -30,6 +30,13 @@ bench:
 deps:
 	./scripts/deps.sh
 
+# Start (or check) the Slurm 22.05 and 24.11 test clusters; stop them.
+testcluster:
+	./testcluster/start.sh all
+
+testcluster-stop:
+	./testcluster/stop.sh all
+
 generate:
 	$(GO) generate ./...
 

@@ -57,7 +57,7 @@ func (s *Submitter) Recover(ctx context.Context, run rundir.Run, rec *schema.Run
 			if err := run.Save(rec); err != nil {
 				return nil, err
 			}
-			return cur, s.Store.SetActive(run.ID, cur.JobID)
+			return cur, s.Store.SetActive(run.ID, cur.JobID, s.Site.Name)
 		}
 	}
 	return s.submitCurrent(ctx, run, rec)
@@ -103,7 +103,7 @@ func (s *Submitter) submitCurrent(ctx context.Context, run rundir.Run, rec *sche
 	if err := run.Save(rec); err != nil {
 		return nil, fmt.Errorf("job %s was submitted but could not be recorded: %w", id, err)
 	}
-	if err := s.Store.SetActive(run.ID, cur.JobID); err != nil {
+	if err := s.Store.SetActive(run.ID, cur.JobID, s.Site.Name); err != nil {
 		return nil, err
 	}
 	return cur, nil

@@ -79,7 +79,7 @@ func key(site, run string) string { return site + "/" + run }
 func (m *Monitor) Cycle(ctx context.Context, s *SiteRuntime, maxAge time.Duration) (changed bool, err error) {
 	t0 := time.Now()
 	name := s.Site.Name
-	active, err := s.Store.Active()
+	active, err := s.Store.ActiveOf(s.Site.Name)
 	if err != nil {
 		return false, err
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/tether-hpc/tether/backends"
@@ -58,6 +59,8 @@ var ErrQuery = errors.New("scheduler query failed")
 // the caller accepts, at most once per MinInterval and at most
 // MaxPerMinute times a minute, and it covers every active job of the site.
 type Poller struct {
+	// Site names the site whose runs the query covers (its cache file).
+	Site         string
 	Store        *rundir.Store
 	Backend      backends.Backend
 	MinInterval  time.Duration
@@ -66,7 +69,12 @@ type Poller struct {
 }
 
 func (p *Poller) dir() string       { return filepath.Join(p.Store.Dir, "poll") }
-func (p *Poller) cachePath() string { return filepath.Join(p.dir(), "cache.json") }
+func (p *Poller) cachePath() string {
+	if p.Site == "" {
+		return filepath.Join(p.dir(), "cache.json")
+	}
+	return filepath.Join(p.dir(), "cache-"+p.Site+".json")
+}
 
 // Cached returns the shared snapshot without querying.
 func (p *Poller) Cached() Snapshot {
@@ -90,7 +98,7 @@ func (p *Poller) Status(ctx context.Context, ids []backends.JobID, maxAge time.D
 	if err := os.MkdirAll(p.dir(), 0o755); err != nil {
 		return snap, fmt.Errorf("%w: %w", rundir.ErrStateDir, err)
 	}
-	lock, err := rundir.LockFile(ctx, filepath.Join(p.dir(), "lock"))
+	lock, err := rundir.LockFile(ctx, strings.TrimSuffix(p.cachePath(), ".json")+".lock")
 	if err != nil {
 		return snap, err
 	}
@@ -174,7 +182,7 @@ func snapErr(s Snapshot) error {
 
 // activeIDs is every active job of the site plus the ids asked for.
 func (p *Poller) activeIDs(ids []backends.JobID) ([]backends.JobID, error) {
-	active, err := p.Store.Active()
+	active, err := p.Store.ActiveOf(p.Site)
 	if err != nil {
 		return nil, fmt.Errorf("read active runs: %w", err)
 	}

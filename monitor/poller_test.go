@@ -45,7 +45,7 @@ func TestPollerOneQueryForManyWaiters(t *testing.T) {
 	for i := 0; i < 200; i++ {
 		id, _ := be.Submit(context.Background(), backends.JobRequest{})
 		ids = append(ids, id)
-		store.SetActive(fmt.Sprintf("run-%d", i), string(id))
+		store.SetActive(fmt.Sprintf("run-%d", i), string(id), "")
 	}
 	var wg sync.WaitGroup
 	for i := 0; i < 50; i++ {

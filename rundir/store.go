@@ -248,9 +248,9 @@ func (s *Store) UnbindKey(key string) error {
 	return err
 }
 
-// SetActive marks a run active with its current job id.
-func (s *Store) SetActive(runID, jobID string) error {
-	return WriteFileAtomic(filepath.Join(s.Dir, "active", runID), []byte(jobID+"\n"), 0o644)
+// SetActive marks a run of a site active with its current job id.
+func (s *Store) SetActive(runID, jobID, site string) error {
+	return WriteFileAtomic(filepath.Join(s.Dir, "active", runID), []byte(jobID+"\n"+site+"\n"), 0o644)
 }
 
 // ClearActive marks a run no longer active.
@@ -265,8 +265,19 @@ func (s *Store) ClearActive(runID string) error {
 // ActiveDir is the directory of the active index (watched by monitors).
 func (s *Store) ActiveDir() string { return filepath.Join(s.Dir, "active") }
 
-// Active returns run id -> job id for every active run.
-func (s *Store) Active() (map[string]string, error) {
+// ActiveRun is an entry of the active index.
+type ActiveRun struct {
+	JobID string
+	Site  string
+}
+
+// Active returns run id -> job id for every active run of a site (of
+// every site when site is "").
+func (s *Store) Active() (map[string]string, error) { return s.ActiveOf("") }
+
+// ActiveOf returns run id -> job id for the active runs of one site. Two
+// sites sharing a state directory (not recommended) stay apart.
+func (s *Store) ActiveOf(site string) (map[string]string, error) {
 	ents, err := os.ReadDir(s.ActiveDir())
 	if errors.Is(err, os.ErrNotExist) {
 		return map[string]string{}, nil
@@ -283,7 +294,11 @@ func (s *Store) Active() (map[string]string, error) {
 		if err != nil {
 			continue // removed meanwhile
 		}
-		out[e.Name()] = strings.TrimSpace(string(b))
+		job, rest, _ := strings.Cut(string(b), "\n")
+		if owner := strings.TrimSpace(rest); site != "" && owner != "" && owner != site {
+			continue
+		}
+		out[e.Name()] = strings.TrimSpace(job)
 	}
 	return out, nil
 }

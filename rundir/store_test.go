@@ -60,7 +60,7 @@ func TestStoreRunsKeysActive(t *testing.T) {
 	if got, ok, _ := s.LookupKey("dag/run/task"); !ok || got != id {
 		t.Errorf("LookupKey = %q %v", got, ok)
 	}
-	s.SetActive(id, "42")
+	s.SetActive(id, "42", "site")
 	act, _ := s.Active()
 	if act[id] != "42" {
 		t.Errorf("active = %v", act)

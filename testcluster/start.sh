@@ -179,7 +179,7 @@ JobAcctGatherType=jobacct_gather/linux
 JobCompType=jobcomp/filetxt
 JobCompLoc=$LOG_IN/jobcomp.txt
 $acct
-NodeName=$TC_NODE NodeAddr=127.0.0.1 CPUs=8 RealMemory=16000 State=UNKNOWN
+NodeName=$TC_NODE NodeAddr=127.0.0.1 CPUs=32 RealMemory=16000 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=1-00:00:00 DefaultTime=01:00:00 State=UP
 PartitionName=short Nodes=ALL MaxTime=00:02:00 DefaultTime=00:01:00 State=UP
 EOF
@@ -252,7 +252,7 @@ export TESTCLUSTER_JWT_FILE=$JWT_FILE
 export TESTCLUSTER_USER=root
 export TESTCLUSTER_SHARED_DIR=$TC_SHARED
 export TESTCLUSTER_NODE=$TC_NODE
-export TESTCLUSTER_NODE_CPUS=8
+export TESTCLUSTER_NODE_CPUS=32
 export TESTCLUSTER_PARTITIONS=debug,short
 export TESTCLUSTER_SACCT=$sacct_ok
 export TESTCLUSTER_SLURMCTLD_PID_FILE=$(hp "$RUN_IN/slurmctld.pid")

@@ -38,8 +38,8 @@ type want struct {
 var wantByRole = map[string]want{
 	"ok":                {backends.Completed, 0, 0, ""},
 	"fail":              {backends.Failed, 3, 0, "NonZeroExitCode"},
-	"running":           {backends.Cancelled, -2, 0, ""}, // cancelled at the end of capture; -2: any code
-	"cancelled_running": {backends.Cancelled, -2, 0, ""},
+	"running":           {backends.Running, -1, 0, ""},
+	"cancelled_running": {backends.Cancelled, -2, 0, ""}, // -2: any exit code
 	"cancelled_pending": {backends.Cancelled, -2, 0, ""},
 	"timeout":           {backends.Timeout, -2, 0, "TimeLimit"},
 	"multi":             {backends.Completed, 0, 0, ""},
@@ -83,7 +83,9 @@ func TestParseSacctCaptured(t *testing.T) {
 			t.Errorf("%s not parsed", role)
 			continue
 		}
-		checkStatus(t, role, st, wantByRole[role])
+		w := wantByRole[role]
+		w.reason = "" // sacct's Reason is the pending reason only
+		checkStatus(t, role, st, w)
 	}
 }
 

@@ -158,7 +158,7 @@ func (a *app) open(site *schema.Site) (*session, error) {
 	}
 	host, _ := os.Hostname()
 	sub := &launcher.Submitter{Store: store, Site: site, Backend: be, TetherPath: self, Now: a.now}
-	poller := &monitor.Poller{Store: store, Backend: be, MinInterval: site.Poll.MinInterval.D(),
+	poller := &monitor.Poller{Site: site.Name, Store: store, Backend: be, MinInterval: site.Poll.MinInterval.D(),
 		MaxPerMinute: site.Poll.MaxQueriesPerMinute, Now: a.now}
 	eng := &monitor.Engine{Site: site, Store: store, Backend: be, Poller: poller, Submitter: sub,
 		Now: a.now, Log: a.log, Actor: fmt.Sprintf("tether pid %d on %s", os.Getpid(), host)}

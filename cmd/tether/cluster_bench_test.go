@@ -56,7 +56,7 @@ func BenchmarkPollCalls200(b *testing.B) {
 					b.Fatal(err)
 				}
 				ids = append(ids, id)
-				store.SetActive(fmt.Sprintf("run-%03d", i), string(id))
+				store.SetActive(fmt.Sprintf("run-%03d", i), string(id), "")
 			}
 			defer exec.Command(filepath.Join(c.get("TESTCLUSTER_BIN_DIR"), "scancel"), toStrings(ids)...).Run()
 			p := &monitor.Poller{Store: store, Backend: be, Now: time.Now}
@@ -280,7 +280,7 @@ func BenchmarkRESTPollRequests200(b *testing.B) {
 					b.Fatal(err)
 				}
 				ids = append(ids, id)
-				store.SetActive(fmt.Sprintf("run-%03d", i), string(id))
+				store.SetActive(fmt.Sprintf("run-%03d", i), string(id), "")
 			}
 			defer exec.Command(filepath.Join(c.get("TESTCLUSTER_BIN_DIR"), "scancel"), toStrings(ids)...).Run()
 			p := &monitor.Poller{Store: store, Backend: be, Now: time.Now}

@@ -41,7 +41,7 @@ func (a *app) listCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			act, _ := s.store.Active()
+			act, _ := s.store.ActiveOf(site.Name)
 			snap := s.engine.Poller.Cached()
 			var rows []listEntry
 			for _, id := range ids {
