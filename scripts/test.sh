@@ -1,20 +1,30 @@
 #!/usr/bin/env bash
 # The README's test command (make test). Installs what it needs as root on
-# Debian, then runs every test. With CI=true nothing may be skipped.
+# Debian (OpenMPI, Prometheus, the Slurm test clusters, the Airflow venv),
+# then runs every test. With CI=true nothing may be skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
+step() { echo "== $* ($(( $(date +%s) - start ))s)" >&2; }
+step "dependencies"
 ./scripts/deps.sh
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-	echo "== test clusters (Slurm 22.05 and 24.11)" >&2
+	step "test clusters (Slurm 22.05 and 24.11)"
 	./testcluster/start.sh all
 else
-	echo "== not root on Debian: the Slurm tests use running test clusters or say what is missing" >&2
+	step "not root on Debian: the Slurm tests use running test clusters or say what is missing"
 fi
-echo "== go vet" >&2
+step "go vet"
 go vet ./...
-echo "== unit and integration tests" >&2
-go test -count=1 -parallel 16 -timeout 20m ./...
-echo "== short fuzz runs" >&2
+if git rev-parse --git-dir >/dev/null 2>&1; then
+	step "generated slurmrestd clients are up to date"
+	go generate ./backends/slurmrest/internal/...
+	git diff --exit-code -- backends/slurmrest/internal
+fi
+step "unit, integration and end-to-end tests"
+go test -count=1 -parallel 32 -timeout 25m ./...
+step "short fuzz runs"
 ./scripts/fuzz.sh "${FUZZTIME:-5s}"
-echo "== all tests passed in $(( $(date +%s) - start ))s" >&2
+step "Airflow"
+./scripts/test-airflow.sh
+step "all tests passed"

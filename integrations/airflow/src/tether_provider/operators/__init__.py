@@ -1,0 +1,3 @@
+from tether_provider.operators.tether import TetherOperator
+
+__all__ = ["TetherOperator"]

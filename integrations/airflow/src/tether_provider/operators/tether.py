@@ -1,0 +1,294 @@
+"""TetherOperator: run a tether Task from Airflow.
+
+The operator shells out to the tether CLI and parses the one JSON object it
+prints last; tether decides the outcome, the operator only maps its exit code:
+
+====  =========================================  ==============================
+exit  tether outcome                             Airflow
+====  =========================================  ==============================
+0     succeeded, or partial (enough checkpoint)  success; the outcome dict is
+                                                 the XCom return value
+99    skipped (on_timeout/on_failure = "skip")   AirflowSkipException: the task
+                                                 and its downstream are skipped
+1     failed, cancelled                          AirflowException (the reason)
+2     bad task/site file, flag, unknown run      AirflowFailException: no retry
+3     infrastructure (scheduler unreachable...)  AirflowException: retried
+====  =========================================  ==============================
+
+Sync mode runs `tether run` on the worker and waits. ``deferrable=True`` runs
+`tether submit`, then hands the wait to a TetherTrigger in the triggerer,
+which polls `tether status`; the worker slot is free while the job runs.
+
+Both modes pass an idempotency key (default ``airflow/<dag>/<run>/<task>``,
+plus ``/<map_index>`` for mapped tasks), so an Airflow retry after a lost
+worker reattaches to the job that is still running instead of submitting a
+second one, and a retry after a finished, successful run does not run it again.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import shlex
+import subprocess
+import threading
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from tether_provider._cli import (
+    EXIT_NOT_FINISHED,
+    AirflowException,
+    airflow_key,
+    check_result,
+    last_json,
+    site_args,
+    status_argv,
+    submit_argv,
+    subprocess_env,
+)
+from tether_provider.triggers.tether import TetherTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class TetherOperator(BaseOperator):
+    """Run the tether Task in ``task_file`` on a site and wait for its outcome.
+
+    :param task_file: the Task's TOML file. A relative path is relative to
+        the folder of the DAG file (symlinks resolved). (templated)
+    :param site: site name or path; None uses $TETHER_SITE, else the embedded
+        local site. (templated)
+    :param overrides: task keys to override, as a dict
+        ``{"resources.walltime": "30m"}`` or a list ``["env.MODE=fast"]``;
+        passed as ``--set key=value``. (templated)
+    :param key: idempotency key; default ``airflow/<dag_id>/<run_id>/<task_id>``
+        (``/<map_index>`` appended for mapped tasks). (templated)
+    :param tether_bin: the tether executable (on the workers and, when
+        deferrable, on the triggerer).
+    :param deferrable: submit, then wait in the triggerer instead of on the
+        worker.
+    :param poll_interval: seconds between two `tether status` calls when
+        deferrable. (Sync mode: tether polls at the site's own [poll] pace.)
+    :param env: extra environment variables for tether, e.g.
+        ``{"TETHER_SITE_PATH": "/etc/tether/sites"}``. (templated)
+    :param max_status_errors: when deferrable, consecutive failed
+        `tether status` calls (exit 3, killed, no JSON) tolerated before the
+        try fails with a retryable error.
+    :param cancel_on_kill: when Airflow kills the running task (marked failed,
+        cleared), also `tether cancel` the job. Off by default: the job is left
+        running so that a retry reattaches to it.
+    """
+
+    template_fields: Sequence[str] = ("task_file", "site", "overrides", "key", "env")
+    template_fields_renderers = {"overrides": "json", "env": "json"}
+    ui_color = "#dce9f5"
+
+    def __init__(
+        self,
+        *,
+        task_file: str,
+        site: str | None = None,
+        overrides: Mapping[str, Any] | Sequence[str] | None = None,
+        key: str | None = None,
+        tether_bin: str = "tether",
+        deferrable: bool = False,
+        poll_interval: float = 30.0,
+        env: Mapping[str, str] | None = None,
+        max_status_errors: int = 3,
+        cancel_on_kill: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if isinstance(overrides, str):
+            raise TypeError("overrides must be a dict or a list of 'key=value' strings")
+        self.task_file = task_file
+        self.site = site
+        self.overrides = overrides
+        self.key = key
+        self.tether_bin = tether_bin
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.env = env
+        self.max_status_errors = max_status_errors
+        self.cancel_on_kill = cancel_on_kill
+        self._proc: subprocess.Popen[str] | None = None
+        self._run_key: str | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def _site(self) -> str | None:
+        return self.site or None  # a template that rendered to "" means "no --site"
+
+    def _resolve_task_file(self) -> str:
+        path = os.path.expanduser(str(self.task_file))
+        if os.path.isabs(path):
+            return path
+        try:
+            fileloc = self.dag.fileloc if self.has_dag() else None
+        except Exception:  # no DAG, or a DAG without a file
+            fileloc = None
+        if fileloc:
+            return os.path.join(os.path.dirname(os.path.realpath(fileloc)), path)
+        return os.path.abspath(path)
+
+    def _resolve_key(self, context: Context) -> str:
+        if self.key:
+            return str(self.key)
+        ti = context["ti"]
+        return airflow_key(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", -1))
+
+    def _env(self) -> dict[str, str]:
+        return subprocess_env(self.env)
+
+    def _call(self, argv: list[str]) -> tuple[int, dict[str, Any] | None, str]:
+        """Run a short tether command; log its stderr; (rc, JSON, stderr)."""
+        self.log.info("$ %s", shlex.join(argv))
+        try:
+            p = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                env=self._env(),
+                check=False,
+            )
+        except OSError as e:
+            raise AirflowException(f"cannot run {argv[0]!r}: {e}") from e
+        for line in p.stderr.splitlines():
+            self.log.info("%s", line)
+        return p.returncode, last_json(p.stdout), p.stderr
+
+    def _log_outcome(self, result: dict[str, Any] | None) -> None:
+        if result is not None:
+            self.log.info("tether outcome: %s", json.dumps(result, sort_keys=True))
+
+    # ------------------------------------------------------------------ execute
+    def execute(self, context: Context) -> dict[str, Any]:
+        self._run_key = self._resolve_key(context)
+        task_file = self._resolve_task_file()
+        if self.deferrable:
+            return self._execute_deferrable(task_file)
+        return self._execute_sync(task_file)
+
+    def _execute_sync(self, task_file: str) -> dict[str, Any]:
+        argv = submit_argv(
+            self.tether_bin, "run", task_file, site=self._site(), key=self._run_key, overrides=self.overrides
+        )
+        self.log.info("$ %s", shlex.join(argv))
+        try:
+            self._proc = proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                errors="replace",
+                env=self._env(),
+            )
+        except OSError as e:
+            raise AirflowException(f"cannot run {self.tether_bin!r}: {e}") from e
+
+        # tether's progress and the Task's logs arrive on stderr: stream them
+        # into the task log as they come, keep the end for error messages.
+        tail: collections.deque[str] = collections.deque(maxlen=20)
+
+        def pump() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                line = line.rstrip("\n")
+                tail.append(line)
+                self.log.info("%s", line)
+
+        reader = threading.Thread(target=pump, name="tether-stderr", daemon=True)
+        reader.start()
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        rc = proc.wait()
+        reader.join(timeout=10)
+        result = last_json(out)
+        self._log_outcome(result)
+        return check_result(rc, result, "\n".join(tail), "tether run")
+
+    def _execute_deferrable(self, task_file: str) -> dict[str, Any]:
+        argv = submit_argv(
+            self.tether_bin, "submit", task_file, site=self._site(), key=self._run_key, overrides=self.overrides
+        )
+        rc, result, err = self._call(argv)
+        if rc != 0 or result is None:
+            self._log_outcome(result)
+            check_result(rc, result, err, "tether submit")  # raises for rc != 0
+            raise AirflowException("tether submit printed no JSON line")
+        run_id = result.get("run_id")
+        if not run_id:
+            raise AirflowException(f"tether submit printed no run_id: {result}")
+        if result.get("final"):
+            # The key belongs to a run that already has an outcome that may
+            # proceed (e.g. this is a retry after the outcome was decided):
+            # take its exit code from `tether status` without deferring.
+            rc, status, err = self._call(status_argv(self.tether_bin, run_id, self._site()))
+            if rc != EXIT_NOT_FINISHED:
+                self._log_outcome(status)
+                return check_result(rc, status, err, "tether status")
+        self.log.info(
+            "tether run %s (job %s) is %s; deferring, polling every %ss",
+            run_id,
+            result.get("job_id") or "?",
+            result.get("outcome") or "submitted",
+            self.poll_interval,
+        )
+        self.defer(
+            trigger=TetherTrigger(
+                run_id=run_id,
+                site=self._site(),
+                tether_bin=self.tether_bin,
+                poll_interval=self.poll_interval,
+                env=dict(self.env) if self.env else None,
+                max_status_errors=self.max_status_errors,
+            ),
+            method_name="execute_complete",
+        )
+        raise AssertionError("unreachable: defer() raises TaskDeferred")  # pragma: no cover
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger fired: map the final `tether status` like `tether run`."""
+        event = event or {}
+        result = event.get("result")
+        self._log_outcome(result)
+        return check_result(event.get("returncode"), result, event.get("stderr"), "tether status")
+
+    # ------------------------------------------------------------------ kill
+    def on_kill(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            # SIGTERM: `tether run` stops waiting (exit 3); the job keeps running.
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if not (self.cancel_on_kill and self._run_key):
+            return
+        try:
+            p = subprocess.run(
+                [self.tether_bin, "list", "--active", "--json", *site_args(self._site())],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                env=self._env(),
+                check=False,
+                timeout=60,
+            )
+            runs = json.loads(p.stdout or "[]")
+        except (OSError, ValueError, subprocess.TimeoutExpired) as e:
+            self.log.warning("cancel_on_kill: cannot list tether runs: %s", e)
+            return
+        for run in runs:
+            if run.get("key") == self._run_key:
+                rc, _, _ = self._call(
+                    [self.tether_bin, "cancel", str(run["run_id"]), *site_args(self._site())]
+                )
+                self.log.info("cancel_on_kill: tether cancel %s exited %s", run["run_id"], rc)

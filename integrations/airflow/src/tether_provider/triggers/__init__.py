@@ -1,0 +1,3 @@
+from tether_provider.triggers.tether import TetherTrigger
+
+__all__ = ["TetherTrigger"]

@@ -1,0 +1,178 @@
+"""TetherOperator against the fake tether: argv, exit codes, deferral."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from airflow.sdk import DAG
+
+from tether_provider._cli import AirflowException, AirflowFailException, AirflowSkipException
+from tether_provider.operators.tether import TetherOperator
+from tether_provider.triggers.tether import TetherTrigger
+
+from conftest import outcome
+
+try:
+    from airflow.sdk.exceptions import TaskDeferred
+except ImportError:  # pragma: no cover
+    from airflow.exceptions import TaskDeferred
+
+HERE = Path(__file__).resolve().parent
+RUN_ID = "manual__2026-11-26T10:00:00+00:00"
+
+
+def context(task_id="analysis", map_index=-1):
+    return {"ti": SimpleNamespace(dag_id="pipeline", run_id=RUN_ID, task_id=task_id, map_index=map_index)}
+
+
+def op(fake, **kw) -> TetherOperator:
+    kw.setdefault("task_id", "analysis")
+    kw.setdefault("task_file", "/pipelines/analysis.toml")
+    with DAG(dag_id="pipeline", schedule=None):
+        return TetherOperator(tether_bin=str(fake.bin), **kw)
+
+
+KEY = f"airflow/pipeline/{RUN_ID}/analysis"
+
+
+# --------------------------------------------------------------------------- sync: tether run
+def test_sync_success_returns_the_outcome_and_passes_key_site_overrides(fake):
+    fake.reply("run", 0, outcome(results={"rows": "3"}), stderr="tether: submitted run analysis-1 as job 7\n")
+    o = op(fake, site="cluster", overrides={"resources.walltime": "30m"})
+    assert o.execute(context()) == outcome(results={"rows": "3"})
+    assert fake.argvs() == [["tether", "run", "--site", "cluster", "--key", KEY,
+                             "--set", "resources.walltime=30m", "/pipelines/analysis.toml"]]
+
+
+def test_sync_key_override_and_mapped_instances(fake):
+    fake.reply("run", 0, outcome())
+    op(fake, key="my-key").execute(context())
+    op(fake).execute(context(map_index=4))
+    keys = [a[a.index("--key") + 1] for a in fake.argvs("run")]
+    assert keys == ["my-key", KEY + "/4"]
+
+
+def test_relative_task_file_is_relative_to_the_dag_file(fake):
+    fake.reply("run", 0, outcome())
+    op(fake, task_file="tasks/a.toml", site="").execute(context())
+    argv = fake.argvs("run")[0]
+    assert argv[-1] == str(HERE / "tasks" / "a.toml")
+    assert "--site" not in argv, "a site that rendered to '' means no --site"
+
+
+def test_sync_partial_is_success(fake):
+    fake.reply("run", 0, outcome(outcome="partial", scheduler_state="TIMEOUT", fraction=0.9))
+    assert op(fake).execute(context())["outcome"] == "partial"
+
+
+@pytest.mark.parametrize(
+    "rc,exc,match",
+    [
+        (99, AirflowSkipException, "skipped: not enough work"),
+        (1, AirflowException, "failed: not enough work"),
+        (2, AirflowFailException, "bad input"),
+        (3, AirflowException, "infrastructure error"),
+    ],
+)
+def test_sync_exit_codes(fake, rc, exc, match):
+    name = {99: "skipped", 1: "failed"}.get(rc, "error")
+    fake.reply("run", rc, outcome(outcome=name, final=rc in (1, 99), proceed=False, reason="not enough work"))
+    with pytest.raises(exc, match=match) as e:
+        op(fake).execute(context())
+    if exc is AirflowException:
+        assert not isinstance(e.value, (AirflowFailException, AirflowSkipException))
+
+
+def test_sync_killed_tether_run_is_a_retryable_failure(fake):
+    fake.reply("run", 0, signal=signal.SIGKILL, stderr="tether: submitted run analysis-1 as job 7\n")
+    with pytest.raises(AirflowException, match="killed by signal 9") as e:
+        op(fake).execute(context())
+    assert not isinstance(e.value, AirflowFailException)
+
+
+def test_sync_missing_binary(tmp_path):
+    with DAG(dag_id="pipeline", schedule=None):
+        o = TetherOperator(task_id="analysis", task_file="/t.toml", tether_bin=str(tmp_path / "nope"))
+    with pytest.raises(AirflowException, match="cannot run"):
+        o.execute(context())
+
+
+def test_env_is_passed_to_tether(fake, tmp_path):
+    dump = tmp_path / "env.txt"
+    fake.bin.write_text(f'#!/bin/sh\necho "$TETHER_SITE_PATH" > {dump}\necho \'{{"outcome":"succeeded"}}\'\n')
+    op(fake, env={"TETHER_SITE_PATH": "/etc/sites"}).execute(context())
+    assert dump.read_text().strip() == "/etc/sites"
+
+
+# --------------------------------------------------------------------------- deferrable: submit + trigger
+def test_deferrable_submits_then_defers_to_the_trigger(fake):
+    fake.reply("submit", 0, outcome(outcome="pending", final=False, proceed=False, run_id="analysis-9"))
+    o = op(fake, site="cluster", deferrable=True, poll_interval=5, env={"A": "1"}, max_status_errors=2)
+    with pytest.raises(TaskDeferred) as d:
+        o.execute(context())
+    assert fake.argvs() == [["tether", "submit", "--site", "cluster", "--key", KEY, "/pipelines/analysis.toml"]]
+    t = d.value.trigger
+    assert isinstance(t, TetherTrigger) and d.value.method_name == "execute_complete"
+    assert t.serialize() == ("tether_provider.triggers.tether.TetherTrigger", {
+        "run_id": "analysis-9", "site": "cluster", "tether_bin": str(fake.bin), "poll_interval": 5.0,
+        "env": {"A": "1"}, "max_status_errors": 2})
+
+
+def test_deferrable_finished_run_completes_without_deferring(fake):
+    """A retry of a task whose run already proceeded: submit prints the final outcome."""
+    fake.reply("submit", 0, outcome(run_id="analysis-9"))
+    fake.reply("status", 0, outcome(run_id="analysis-9"))
+    assert op(fake, deferrable=True).execute(context())["run_id"] == "analysis-9"
+    assert [a[1] for a in fake.argvs()] == ["submit", "status"]
+
+
+@pytest.mark.parametrize("rc,exc", [(2, AirflowFailException), (3, AirflowException)])
+def test_deferrable_submit_errors(fake, rc, exc):
+    fake.reply("submit", rc, stderr="tether: boom\n")
+    with pytest.raises(exc, match="boom"):
+        op(fake, deferrable=True).execute(context())
+
+
+@pytest.mark.parametrize(
+    "event,exc",
+    [
+        ({"returncode": 99, "result": outcome(outcome="skipped")}, AirflowSkipException),
+        ({"returncode": 1, "result": outcome(outcome="failed", reason="exit code 3")}, AirflowException),
+        ({"returncode": 2, "result": None, "stderr": "no such run"}, AirflowFailException),
+        ({"returncode": 3, "result": None, "stderr": "state dir unusable"}, AirflowException),
+        ({"returncode": -9, "result": None, "stderr": ""}, AirflowException),
+    ],
+)
+def test_execute_complete_maps_like_the_sync_path(fake, event, exc):
+    with pytest.raises(exc):
+        op(fake, deferrable=True).execute_complete(context(), event)
+
+
+def test_execute_complete_success(fake):
+    got = op(fake, deferrable=True).execute_complete(context(), {"returncode": 0, "result": outcome()})
+    assert got == outcome()
+
+
+# --------------------------------------------------------------------------- misc
+def test_template_fields_and_bad_overrides(fake):
+    assert set(TetherOperator.template_fields) == {"task_file", "site", "overrides", "key", "env"}
+    with pytest.raises(TypeError):
+        op(fake, overrides="resources.nodes=2")
+
+
+def test_on_kill_cancels_only_when_asked(fake):
+    fake.reply("list", 0, stdout='[{"run_id":"analysis-1","key":"%s"},{"run_id":"other","key":"x"}]\n' % KEY)
+    fake.reply("cancel", 0, outcome(outcome="cancelled"))
+    o = op(fake)
+    o._run_key = KEY
+    o.on_kill()
+    assert fake.argvs() == []
+    o = op(fake, cancel_on_kill=True, site="cluster")
+    o._run_key = KEY
+    o.on_kill()
+    assert fake.argvs() == [["tether", "list", "--active", "--json", "--site", "cluster"],
+                            ["tether", "cancel", "analysis-1", "--site", "cluster"]]
