@@ -42,7 +42,10 @@ func peakRSS() float64 {
 // 100,000 run directories, 10,000 of them active, with a fake backend.
 // Targets: CPU time per cycle < 250 ms, RSS < 300 MB.
 func BenchmarkMonitorCycle100k(b *testing.B) {
-	const total, active = 100_000, 10_000
+	total, active := 100_000, 10_000
+	if v := os.Getenv("TETHER_BENCH_TOTAL"); v != "" {
+		total, _ = strconv.Atoi(v)
+	}
 	e := &env{}
 	site, _ := schema.ParseSite("s.toml", []byte("name='s'\nbackend='sbatch'\n[poll]\nmin_interval='1ms'\nmax_interval='10ms'\n"))
 	store, err := rundir.Open(filepath.Join(b.TempDir(), "state"))

@@ -48,6 +48,7 @@ func NewMonitor(sites []*SiteRuntime, version string, now func() time.Time, log 
 	for _, s := range sites {
 		m.kick[s.Site.Name] = make(chan struct{}, 1)
 		s.Engine.Poller.Backend = &instrumented{Backend: s.Engine.Poller.Backend, site: s.Site.Name, m: m.Metrics}
+		s.Engine.Poller.Complete = true // the monitor asks for every active job itself
 		m.Metrics.SetSite(SiteView{Name: s.Site.Name, Backend: s.Site.Backend, PendingAlertAfter: s.Site.Poll.PendingAlertAfter.D().Seconds()})
 		m.Metrics.initSite(s.Site.Name)
 	}
@@ -79,14 +80,31 @@ func key(site, run string) string { return site + "/" + run }
 func (m *Monitor) Cycle(ctx context.Context, s *SiteRuntime, maxAge time.Duration) (changed bool, err error) {
 	t0 := time.Now()
 	name := s.Site.Name
-	active, err := s.Store.ActiveOf(s.Site.Name)
+	// The active index names the runs; their job ids come from run.json,
+	// which the trackers read again only when it changes.
+	names, err := s.Store.ActiveNames()
 	if err != nil {
 		return false, err
 	}
-	ids := make([]backends.JobID, 0, len(active))
-	for _, job := range active {
-		if job != "" {
-			ids = append(ids, backends.JobID(job))
+	active := make(map[string]bool, len(names))
+	ids := make([]backends.JobID, 0, len(names))
+	for _, runID := range names {
+		k := key(name, runID)
+		m.mu.Lock()
+		tr := m.trackers[k]
+		if tr == nil {
+			tr = NewTracker(s.Store.Run(runID))
+			m.trackers[k] = tr
+			changed = true
+		}
+		m.mu.Unlock()
+		rec, err := tr.record(s.Store.Run(runID))
+		if err != nil || (rec.Site != "" && rec.Site != name) {
+			continue // another site's run in a shared state dir, or being created
+		}
+		active[runID] = true
+		if cur := rec.Current(); cur != nil && cur.JobID != "" {
+			ids = append(ids, backends.JobID(cur.JobID))
 		}
 	}
 	snap, perr := s.Engine.Poller.Status(ctx, ids, maxAge)
@@ -99,15 +117,8 @@ func (m *Monitor) Cycle(ctx context.Context, s *SiteRuntime, maxAge time.Duratio
 		if ctx.Err() != nil {
 			return changed, ctx.Err()
 		}
-		k := key(name, runID)
 		m.mu.Lock()
-		tr := m.trackers[k]
-		if tr == nil {
-			run := s.Store.Run(runID)
-			tr = NewTracker(run)
-			m.trackers[k] = tr
-			changed = true
-		}
+		tr := m.trackers[key(name, runID)]
 		m.mu.Unlock()
 		run := s.Store.Run(runID)
 		st, err := s.Engine.StepWith(ctx, run, &snap, perr, tr)

@@ -41,6 +41,7 @@ type Tracker struct {
 	rec     *schema.RunRecord
 	recMod  time.Time
 	recSize int64
+	started *schema.Started
 }
 
 // NewTracker starts tracking a run.
@@ -68,6 +69,18 @@ func (t *Tracker) record(run rundir.Run) (*schema.RunRecord, error) {
 }
 
 func (t *Tracker) forget() { t.rec = nil }
+
+// startedFile reads an attempt's started file until it exists, then keeps it.
+func (t *Tracker) startedFile(run rundir.Run, n int) *schema.Started {
+	if t.started != nil && t.started.Attempt == n {
+		return t.started
+	}
+	s, ok, _ := run.StartedFile(n)
+	if ok && s.Attempt == n {
+		t.started = s
+	}
+	return s
+}
 
 // Status is one look at a run.
 type Status struct {
@@ -101,14 +114,24 @@ func (e *Engine) Step(ctx context.Context, run rundir.Run, maxAge time.Duration,
 }
 
 // StepWith is Step with a snapshot the caller already has: the monitor
-// polls once for every run of a site, then steps each run.
+// polls once for every run of a site, then steps each run. The caller has
+// just refreshed the tracker's run record (Tracker.Refresh); a run another
+// process decided meanwhile comes back with its outcome from finish.
 func (e *Engine) StepWith(ctx context.Context, run rundir.Run, snap *Snapshot, perr error, tr *Tracker) (Status, error) {
-	rec, st, done, err := e.prepare(ctx, run, tr)
-	if done || err != nil {
-		return st, err
+	rec := tr.rec
+	if rec == nil || rec.Current() == nil || rec.Current().JobID == "" {
+		var st Status
+		var done bool
+		var err error
+		if rec, st, done, err = e.prepare(ctx, run, tr); done || err != nil {
+			return st, err
+		}
 	}
 	return e.decide(ctx, run, rec, snap, perr, tr)
 }
+
+// Refresh re-reads run.json if it changed and returns it.
+func (t *Tracker) Refresh(run rundir.Run) (*schema.RunRecord, error) { return t.record(run) }
 
 // prepare returns the run's record, or done with the outcome of a run that
 // is already decided. A run without a submitted job gets one.
@@ -141,11 +164,16 @@ func (e *Engine) decide(ctx context.Context, run rundir.Run, rec *schema.RunReco
 	// Task writes its last checkpoint before it exits and the job ends, so
 	// evidence read in this order is never older than the state it explains.
 	id := backends.JobID(cur.JobID)
-	exit, _, err := run.ExitFile(cur.N)
-	if err != nil {
-		e.Log.Warn("damaged exit file", "run", run.ID, "err", err)
+	js, known := snap.Jobs[id]
+	var exit *schema.ExitFile
+	if !known || js.State.Terminal() || js.State == backends.Unknown {
+		// a live job is not decided on its exit file: read it only now
+		var err error
+		if exit, _, err = run.ExitFile(cur.N); err != nil {
+			e.Log.Warn("damaged exit file", "run", run.ID, "err", err)
+		}
 	}
-	started, _, _ := run.StartedFile(cur.N)
+	started := tr.startedFile(run, cur.N)
 	if _, err := tr.status.Update(); err != nil {
 		e.Log.Warn("cannot read the status file", "run", run.ID, "err", err)
 	}
@@ -162,7 +190,7 @@ func (e *Engine) decide(ctx context.Context, run rundir.Run, rec *schema.RunReco
 		Grace:           e.Site.Poll.VanishGrace.D(),
 	}
 	st := Status{PollErr: perr, Record: rec, Started: started, Summary: sum}
-	if js, ok := snap.Jobs[id]; ok {
+	if known {
 		j := js
 		st.Job = &j
 		in.State, in.Native, in.SchedExit, in.SchedSig, in.SchedNote, in.Nodes = js.State, js.Native, js.ExitCode, js.Signal, js.Reason, js.Nodes

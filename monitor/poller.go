@@ -2,12 +2,14 @@ package monitor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tether-hpc/tether/backends"
@@ -66,6 +68,14 @@ type Poller struct {
 	MinInterval  time.Duration
 	MaxPerMinute int
 	Now          func() time.Time
+	// Complete: the ids given are every active job of the site (the
+	// monitor knows them), so the active index is not read again.
+	Complete bool
+
+	mu      sync.Mutex
+	last    Snapshot
+	lastMod time.Time
+	lastLen int64
 }
 
 func (p *Poller) dir() string       { return filepath.Join(p.Store.Dir, "poll") }
@@ -76,12 +86,23 @@ func (p *Poller) cachePath() string {
 	return filepath.Join(p.dir(), "cache-"+p.Site+".json")
 }
 
-// Cached returns the shared snapshot without querying.
+// Cached returns the shared snapshot without querying. The file is
+// decoded again only when it changed; callers treat the maps as read-only.
 func (p *Poller) Cached() Snapshot {
+	fi, err := os.Stat(p.cachePath())
+	if err != nil {
+		return Snapshot{V: cacheVersion}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.last.V == cacheVersion && fi.ModTime().Equal(p.lastMod) && fi.Size() == p.lastLen {
+		return p.last
+	}
 	var s Snapshot
 	if err := rundir.ReadJSON(p.cachePath(), &s); err != nil || s.V != cacheVersion {
 		return Snapshot{V: cacheVersion}
 	}
+	p.last, p.lastMod, p.lastLen = s, fi.ModTime(), fi.Size()
 	return s
 }
 
@@ -182,17 +203,19 @@ func snapErr(s Snapshot) error {
 
 // activeIDs is every active job of the site plus the ids asked for.
 func (p *Poller) activeIDs(ids []backends.JobID) ([]backends.JobID, error) {
-	active, err := p.Store.ActiveOf(p.Site)
-	if err != nil {
-		return nil, fmt.Errorf("read active runs: %w", err)
-	}
 	set := map[backends.JobID]bool{}
 	for _, id := range ids {
 		set[id] = true
 	}
-	for _, j := range active {
-		if j != "" {
-			set[backends.JobID(j)] = true
+	if !p.Complete {
+		active, err := p.Store.ActiveOf(p.Site)
+		if err != nil {
+			return nil, fmt.Errorf("read active runs: %w", err)
+		}
+		for _, j := range active {
+			if j != "" {
+				set[backends.JobID(j)] = true
+			}
 		}
 	}
 	out := make([]backends.JobID, 0, len(set))
@@ -205,5 +228,17 @@ func (p *Poller) activeIDs(ids []backends.JobID) ([]backends.JobID, error) {
 
 func (p *Poller) save(s *Snapshot) error {
 	s.V = cacheVersion
-	return rundir.WriteJSON(p.cachePath(), s)
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	if err := rundir.WriteFileAtomic(p.cachePath(), b, 0o644); err != nil {
+		return err
+	}
+	if fi, err := os.Stat(p.cachePath()); err == nil {
+		p.mu.Lock()
+		p.last, p.lastMod, p.lastLen = *s, fi.ModTime(), fi.Size()
+		p.mu.Unlock()
+	}
+	return nil
 }

@@ -82,6 +82,11 @@ type StatusReader struct {
 
 // Update reads new lines; changed reports whether any event was added.
 func (r *StatusReader) Update() (changed bool, err error) {
+	if fi, err := os.Stat(r.Path); err == nil && fi.Size() == r.off && r.off > 0 {
+		return false, nil // nothing appended (one stat, no open)
+	} else if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
 	f, err := os.Open(r.Path)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil

@@ -265,6 +265,25 @@ func (s *Store) ClearActive(runID string) error {
 // ActiveDir is the directory of the active index (watched by monitors).
 func (s *Store) ActiveDir() string { return filepath.Join(s.Dir, "active") }
 
+// ActiveNames lists the run ids of the active index without reading the
+// entries (one directory read).
+func (s *Store) ActiveNames() ([]string, error) {
+	ents, err := os.ReadDir(s.ActiveDir())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(ents))
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), ".") {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
 // ActiveRun is an entry of the active index.
 type ActiveRun struct {
 	JobID string
