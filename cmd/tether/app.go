@@ -165,6 +165,34 @@ func (a *app) open(site *schema.Site) (*session, error) {
 	return &session{site: site, store: store, backend: be, engine: eng, submitter: sub}, nil
 }
 
+// openRunOrKey finds a run by its argument, or by --key when no argument
+// is given.
+func (a *app) openRunOrKey(args []string, key string) (*session, rundir.Run, error) {
+	switch {
+	case len(args) == 1 && key == "":
+		return a.openRun(args[0])
+	case len(args) == 0 && key != "":
+		site, err := a.loadSite()
+		if err != nil {
+			return nil, rundir.Run{}, err
+		}
+		s, err := a.open(site)
+		if err != nil {
+			return nil, rundir.Run{}, err
+		}
+		id, ok, err := s.store.LookupKey(key)
+		if err != nil {
+			return nil, rundir.Run{}, err
+		}
+		if !ok {
+			return nil, rundir.Run{}, fmt.Errorf("%w: no run has key %q (in %s)", rundir.ErrNoRun, key, s.store.Dir)
+		}
+		run, err := s.store.Find(id)
+		return s, run, err
+	}
+	return nil, rundir.Run{}, usageError{errors.New("give a RUN or --key, not both")}
+}
+
 // openRun opens the site and finds a run by id or run-directory path. A
 // run directory carries its site: when the run was made with another site
 // file, that one is used.

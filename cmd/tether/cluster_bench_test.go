@@ -294,3 +294,66 @@ func BenchmarkRESTPollRequests200(b *testing.B) {
 		})
 	}
 }
+
+// sdiagCount reads one RPC type's count from sdiag.
+func sdiagCount(b *testing.B, c *testCluster, rpc string) int {
+	out, err := exec.Command(filepath.Join(c.get("TESTCLUSTER_BIN_DIR"), "sdiag")).Output()
+	if err != nil {
+		b.Fatalf("sdiag: %v", err)
+	}
+	re := regexp.MustCompile(`(?m)^\s*` + rpc + `\s+\(\s*\d+\)\s+count:(\d+)`)
+	m := re.FindStringSubmatch(string(out))
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// BenchmarkWait50: 50 concurrent `tether wait` processes on one site cost
+// one scheduler query per poll interval (target 1), counted by slurmctld
+// itself (sdiag's REQUEST_JOB_INFO).
+func BenchmarkWait50(b *testing.B) {
+	c := needClusters(b)[0]
+	shared := c.get("TESTCLUSTER_SHARED_DIR")
+	bin := sharedTether(b, shared)
+	for i := 0; i < b.N; i++ {
+		dir := filepath.Join(shared, "bench", fmt.Sprintf("wait50-%d", time.Now().UnixNano()))
+		os.MkdirAll(dir, 0o755)
+		os.WriteFile(filepath.Join(dir, "t.toml"), []byte("name='w'\ncommand=['sleep','20']\n[resources]\nwalltime='2m'\n"), 0o644)
+		env := append(os.Environ(), "TETHER_SITE="+c.site["sbatch"], "TETHER_STATE_DIR="+filepath.Join(dir, "state"))
+		var runs []string
+		for j := 0; j < 50; j++ {
+			cmd := exec.Command(bin, "submit", "t.toml")
+			cmd.Dir, cmd.Env = dir, env
+			out, err := cmd.Output()
+			if err != nil {
+				b.Fatal(err)
+			}
+			runs = append(runs, lastLineJSON(b, out)["run_id"].(string))
+		}
+		rpc0 := sdiagCount(b, c, "REQUEST_JOB_INFO")
+		t0 := time.Now()
+		var waits []*exec.Cmd
+		for _, r := range runs {
+			cmd := exec.Command(bin, "wait", r)
+			cmd.Dir, cmd.Env = dir, env
+			if err := cmd.Start(); err != nil {
+				b.Fatal(err)
+			}
+			waits = append(waits, cmd)
+		}
+		for _, w := range waits {
+			if err := w.Wait(); err != nil {
+				b.Fatalf("tether wait: %v", err)
+			}
+		}
+		elapsed := time.Since(t0)
+		rpcs := sdiagCount(b, c, "REQUEST_JOB_INFO") - rpc0
+		site, _ := schema.LoadSite(c.site["sbatch"])
+		intervals := elapsed.Seconds() / site.Poll.MinInterval.D().Seconds()
+		b.ReportMetric(float64(rpcs)/intervals, "job-info-RPCs/interval")
+		b.ReportMetric(float64(rpcs), "job-info-RPCs")
+		b.ReportMetric(elapsed.Seconds(), "s-waited")
+	}
+}

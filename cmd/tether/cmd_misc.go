@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -206,6 +208,9 @@ func (a *app) sitesCmd() *cobra.Command {
 				for _, f := range files {
 					if seen[f] || detectKind(f) != "site" {
 						continue
+					}
+					if b, err := os.ReadFile(f); err == nil && bytes.Equal(b, siteconfigs.DefaultLocal) {
+						continue // the embedded default, listed already
 					}
 					seen[f] = true
 					e := siteEntry{Name: filepath.Base(f[:len(f)-len(".toml")]), File: f}

@@ -9,8 +9,9 @@ import (
 )
 
 func (a *app) statusCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "status RUN",
+	var key string
+	c := &cobra.Command{
+		Use:   "status [flags] RUN | --key KEY",
 		Short: "Look at a run once, decide it if it has ended, and print JSON",
 		Long: `status polls the run once (through the site's shared poll cache), decides
 the outcome when the job has ended (starting a retry attempt when the policy
@@ -18,11 +19,11 @@ asks for one) and prints the run as one JSON line.
 
 Exit codes: 75 while the run is not finished; when it is, the outcome's
 code (0 proceed, 1 failed or cancelled, 99 skip).`,
-		Args: usageArgs(cobra.ExactArgs(1)),
+		Args: usageArgs(cobra.MaximumNArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx, stop := signalContext(c.Context())
 			defer stop()
-			s, run, err := a.openRun(args[0])
+			s, run, err := a.openRunOrKey(args, key)
 			if err != nil {
 				return a.failJSON(err, nil)
 			}
@@ -36,17 +37,20 @@ code (0 proceed, 1 failed or cancelled, 99 skip).`,
 			return a.finalJSON(&st.Outcome)
 		},
 	}
+	c.Flags().StringVar(&key, "key", "", "find the run by its idempotency key instead of its id")
+	return c
 }
 
 func (a *app) cancelCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "cancel RUN",
+	var key string
+	c := &cobra.Command{
+		Use:   "cancel [flags] RUN | --key KEY",
 		Short: "Cancel a run's job; the run ends cancelled",
-		Args:  usageArgs(cobra.ExactArgs(1)),
+		Args:  usageArgs(cobra.MaximumNArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx, stop := signalContext(c.Context())
 			defer stop()
-			s, run, err := a.openRun(args[0])
+			s, run, err := a.openRunOrKey(args, key)
 			if err != nil {
 				return a.failJSON(err, nil)
 			}
@@ -85,6 +89,8 @@ func (a *app) cancelCmd() *cobra.Command {
 			return printJSON(a.stdout, st.Outcome)
 		},
 	}
+	c.Flags().StringVar(&key, "key", "", "find the run by its idempotency key instead of its id")
+	return c
 }
 
 // relTime renders a timestamp for listings.

@@ -16,15 +16,16 @@ func newTrackerFor(run rundir.Run) *monitor.Tracker { return monitor.NewTracker(
 
 func (a *app) waitCmd() *cobra.Command {
 	var timeout time.Duration
+	var key string
 	c := &cobra.Command{
-		Use:   "wait [flags] RUN",
+		Use:   "wait [flags] RUN | --key KEY",
 		Short: "Wait for a run's outcome and print it as JSON",
 		Long:  "RUN is a run id or the path of a run directory.",
-		Args:  usageArgs(cobra.ExactArgs(1)),
+		Args:  usageArgs(cobra.MaximumNArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx, stop := signalContext(c.Context())
 			defer stop()
-			s, run, err := a.openRun(args[0])
+			s, run, err := a.openRunOrKey(args, key)
 			if err != nil {
 				return a.failJSON(err, nil)
 			}
@@ -32,6 +33,7 @@ func (a *app) waitCmd() *cobra.Command {
 		},
 	}
 	c.Flags().DurationVar(&timeout, "timeout", 0, "give up waiting after this long (exit 3; the job keeps running)")
+	c.Flags().StringVar(&key, "key", "", "find the run by its idempotency key instead of its id")
 	return c
 }
 
@@ -44,7 +46,9 @@ func (a *app) waitRun(ctx context.Context, s *session, run rundir.Run, timeout t
 	}
 	p := newProgress(a.stderr, run.ID)
 	warned := time.Time{}
+	var last *monitor.Status
 	out, err := s.engine.Wait(ctx, run, func(st monitor.Status) {
+		last = &st
 		if st.PollErr != nil && time.Since(warned) > time.Minute {
 			warned = time.Now()
 			p.clear()
@@ -60,6 +64,13 @@ func (a *app) waitRun(ctx context.Context, s *session, run rundir.Run, timeout t
 				why = fmt.Sprintf("gave up after --timeout %s", timeout)
 			}
 			err = withCode(ExitInfra, fmt.Errorf("%s while waiting for run %s; the job keeps running (tether wait %s)", why, run.ID, run.ID))
+			if last != nil {
+				// the run as last seen, so scripts still learn its ids
+				o := last.Outcome
+				o.Reason = err.Error()
+				printJSON(a.stdout, o)
+				return err
+			}
 		}
 		return a.failJSON(err, s.site)
 	}
