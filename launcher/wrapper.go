@@ -91,6 +91,11 @@ func renderWrapper(in wrapperInput) string {
 		if sig.name == warn {
 			mark = " __tether_warned=true;"
 		}
+		if sig.name == "TERM" {
+			// when SIGTERM came tells a walltime kill from others, even
+			// after the job has left the scheduler
+			mark += ` [ -n "$__tether_term" ] || __tether_term=$SECONDS;`
+		}
 		p("trap '__tether_interrupted=1;%s __tether_signal %s || { __tether_rc=%s; exit %s; }' %s\n", mark, sig.name, sig.code, sig.code, sig.name)
 	}
 	if warn != "" && warn != "TERM" && warn != "INT" {
@@ -129,6 +134,7 @@ __tether_put() {
 	printf '%s\n' "$2" > "$tmp" && mv -f -- "$tmp" "$__tether_dir/$1"
 }
 __tether_timer=
+__tether_term=
 __tether_on_exit() {
 	local rc=$?
 	[ -n "$__tether_timer" ] && kill "$__tether_timer" 2>/dev/null
@@ -136,7 +142,8 @@ __tether_on_exit() {
 	local sig=0 err=
 	if [ "$rc" -gt 128 ] && [ "$rc" -le 192 ]; then sig=$((rc - 128)); fi
 	[ -n "$__tether_error" ] && err=",\"error\":\"$(__tether_esc "$__tether_error")\""
-	__tether_put exitcode "{\"v\":1,\"time\":\"$(__tether_now)\",\"exit_code\":$rc,\"signal\":$sig,\"warned\":$__tether_warned$err}"
+	[ -n "$__tether_term" ] && err="$err,\"term_after\":$__tether_term"
+	__tether_put exitcode "{\"v\":1,\"time\":\"$(__tether_now)\",\"exit_code\":$rc,\"signal\":$sig,\"warned\":$__tether_warned,\"elapsed\":$SECONDS$err}"
 }
 trap __tether_on_exit EXIT
 __tether_fail() {

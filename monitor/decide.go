@@ -111,6 +111,9 @@ func Decide(in Input) Decision {
 		if in.CancelRequested {
 			return finish(schema.OutcomeCancelled, "cancelled by request")
 		}
+		if in.walltimeKill() {
+			return in.timeout(d, backends.Timeout)
+		}
 		if *code == 0 {
 			return finish(schema.OutcomeSucceeded, "completed (exit code 0, decided from the exit file)")
 		}
@@ -150,6 +153,18 @@ func Decide(in Input) Decision {
 		return finish(schema.OutcomeCancelled, why)
 	}
 	return finish(schema.OutcomeFailed, fmt.Sprintf("unexpected scheduler state %s", in.Native))
+}
+
+// walltimeKill tells, from the exit file alone, that SIGTERM came at the
+// walltime: the scheduler has forgotten the job (no history), but the
+// wrapper noted when it was told to stop.
+func (in Input) walltimeKill() bool {
+	e := in.Exit
+	if e == nil || e.TermAfter == nil || in.Walltime <= 0 {
+		return false
+	}
+	slack := min(10*time.Second, in.Walltime/10)
+	return time.Duration(*e.TermAfter)*time.Second >= in.Walltime-slack
 }
 
 // exitStatus takes the exit code from the wrapper's file first and from the
@@ -209,6 +224,9 @@ func (in Input) timeout(d Decision, state backends.State) Decision {
 	what := "timed out"
 	if in.Walltime > 0 {
 		what = fmt.Sprintf("timed out at the walltime of %s", in.Walltime)
+	}
+	if in.Missing {
+		what += " (decided from the exit file: SIGTERM at the walltime)"
 	}
 	if state == backends.Deadline {
 		what = "reached its deadline"

@@ -148,3 +148,19 @@ func TestDecideExitFileFirst(t *testing.T) {
 		t.Errorf("exit code %d, want the exit file's 5", *d.ExitCode)
 	}
 }
+
+// A job the scheduler forgot (PBS without history) that got SIGTERM at
+// its walltime is a timeout, decided from the exit file.
+func TestDecideWalltimeFromExitFile(t *testing.T) {
+	at := func(s int) *schema.ExitFile { return &schema.ExitFile{V: 1, ExitCode: 143, Signal: 15, TermAfter: &s, Elapsed: s} }
+	base := Input{Missing: true, Walltime: time.Minute, Evidence: enough, Proceed: policy("checkpoint", "never"), Retry: retries(1), Attempts: 1}
+	in := base
+	in.Exit = at(60)
+	if d := Decide(in); d.Outcome != schema.OutcomePartial || !strings.Contains(d.Reason, "decided from the exit file: SIGTERM at the walltime") {
+		t.Errorf("TERM at the walltime: %+v", d)
+	}
+	in.Exit = at(10)
+	if d := Decide(in); d.Outcome != schema.OutcomeFailed || strings.Contains(d.Reason, "timed out") {
+		t.Errorf("TERM long before the walltime: %+v", d)
+	}
+}

@@ -120,6 +120,10 @@ type ExitFile struct {
 	Warned bool `json:"warned,omitempty"`
 	// Error is a wrapper failure before the Task started (e.g. a bad workdir).
 	Error string `json:"error,omitempty"`
+	// Elapsed is how long the wrapper ran, in seconds; TermAfter, when
+	// SIGTERM reached it (seconds after its start).
+	Elapsed   int  `json:"elapsed,omitempty"`
+	TermAfter *int `json:"term_after,omitempty"`
 }
 
 // Outcome is outcome.json and the CLI's JSON line. For a run that is not

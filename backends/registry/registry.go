@@ -11,6 +11,7 @@ import (
 
 	"github.com/tether-hpc/tether/backends"
 	"github.com/tether-hpc/tether/backends/local"
+	"github.com/tether-hpc/tether/backends/pbs"
 	"github.com/tether-hpc/tether/backends/sbatch"
 	"github.com/tether-hpc/tether/backends/slurmrest"
 	"github.com/tether-hpc/tether/schema"
@@ -31,6 +32,8 @@ func Open(site *schema.Site, opts Options) (backends.Backend, error) {
 	switch site.Backend {
 	case schema.BackendSlurmREST:
 		return openREST(site, opts)
+	case schema.BackendPBS:
+		return pbs.New(site.PBS.BinDir, site.PBS.Server, site.PBS.Env), nil
 	case schema.BackendSbatch:
 		return sbatch.New(site.Sbatch.BinDir, site.Sbatch.Env, site.Sbatch.UseAccounting()), nil
 	case schema.BackendLocal:

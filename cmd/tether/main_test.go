@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
+	"github.com/tether-hpc/tether/internal/pbsemu/pbsemutest"
 )
 
 // tetherBin is the tether binary the tests run, built once by TestMain:
@@ -37,6 +38,15 @@ func testMain(m *testing.M) int {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build tether: %v\n%s", err, out)
 		return 1
+	}
+	// the OpenPBS emulator, once for every PBS test
+	if os.Getenv(pbsemutest.EnvBinary) == "" {
+		p, err := pbsemutest.Build(dir)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		os.Setenv(pbsemutest.EnvBinary, p)
 	}
 	return m.Run()
 }
