@@ -152,7 +152,9 @@ func TestDecideExitFileFirst(t *testing.T) {
 // A job the scheduler forgot (PBS without history) that got SIGTERM at
 // its walltime is a timeout, decided from the exit file.
 func TestDecideWalltimeFromExitFile(t *testing.T) {
-	at := func(s int) *schema.ExitFile { return &schema.ExitFile{V: 1, ExitCode: 143, Signal: 15, TermAfter: &s, Elapsed: s} }
+	at := func(s int) *schema.ExitFile {
+		return &schema.ExitFile{V: 1, ExitCode: 143, Signal: 15, TermAfter: &s, Elapsed: s}
+	}
 	base := Input{Missing: true, Walltime: time.Minute, Evidence: enough, Proceed: policy("checkpoint", "never"), Retry: retries(1), Attempts: 1}
 	in := base
 	in.Exit = at(60)

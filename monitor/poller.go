@@ -78,7 +78,7 @@ type Poller struct {
 	lastLen int64
 }
 
-func (p *Poller) dir() string       { return filepath.Join(p.Store.Dir, "poll") }
+func (p *Poller) dir() string { return filepath.Join(p.Store.Dir, "poll") }
 func (p *Poller) cachePath() string {
 	if p.Site == "" {
 		return filepath.Join(p.dir(), "cache.json")
