@@ -33,8 +33,10 @@ deps:
 # Start (or check) the Slurm 22.05 and 24.11 test clusters; stop them.
 testcluster:
 	./testcluster/start.sh all
+	./testcluster/pbs.sh start
 
 testcluster-stop:
+	./testcluster/pbs.sh stop
 	./testcluster/stop.sh all
 
 generate:
