@@ -78,11 +78,12 @@ func (s *Submitter) submitCurrent(ctx context.Context, run rundir.Run, rec *sche
 		return nil, fmt.Errorf("%w: %w", rundir.ErrStateDir, err)
 	}
 	if plan.TaskScript != nil {
-		if err := rundir.WriteFileAtomic(run.TaskScript(cur.N), plan.TaskScript, 0o755); err != nil {
+		if err := rundir.WriteFileReplace(run.TaskScript(cur.N), plan.TaskScript, 0o755); err != nil {
 			return nil, err
 		}
 	}
-	if err := rundir.WriteFileAtomic(run.Script(cur.N), plan.Script, 0o755); err != nil {
+	// the scheduler reads the scripts at submit: no fsync needed
+	if err := rundir.WriteFileReplace(run.Script(cur.N), plan.Script, 0o755); err != nil {
 		return nil, err
 	}
 	if err := run.Save(rec); err != nil {

@@ -104,7 +104,11 @@ func Decide(in Input) Decision {
 				}
 				return finish(schema.OutcomeFailed, fmt.Sprintf("lost: the job vanished from the scheduler and left no exit file within %s", in.Grace))
 			}
-			d.Reason = "waiting for the scheduler or the exit file"
+			if in.Missing {
+				d.Reason = fmt.Sprintf("gone from the scheduler %s ago; waiting up to %s for the exit file", in.MissingFor.Round(time.Second), in.Grace)
+			} else {
+				d.Reason = "submitted; waiting for the scheduler's first report"
+			}
 			return d
 		}
 		// Vanished, but the wrapper's exit file tells how it ended.

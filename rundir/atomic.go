@@ -9,8 +9,19 @@ import (
 
 // WriteFileAtomic writes data to a temp file in path's directory, syncs it
 // and renames it over path, so readers see the old or the new content, never
-// a mix.
+// a mix, and the content survives a crash.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return writeAtomic(path, data, perm, true)
+}
+
+// WriteFileReplace is WriteFileAtomic without the fsync: readers still see
+// whole files, but a crash may lose the write. For files that are rebuilt
+// or used at once (job scripts handed to the scheduler, indexes).
+func WriteFileReplace(path string, data []byte, perm os.FileMode) error {
+	return writeAtomic(path, data, perm, false)
+}
+
+func writeAtomic(path string, data []byte, perm os.FileMode, durable bool) error {
 	dir, base := filepath.Split(path)
 	f, err := os.CreateTemp(dir, "."+base+".tmp*")
 	if err != nil {
@@ -21,7 +32,7 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if werr == nil {
 		werr = f.Chmod(perm)
 	}
-	if werr == nil {
+	if werr == nil && durable {
 		werr = f.Sync()
 	}
 	if cerr := f.Close(); werr == nil {

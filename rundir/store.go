@@ -2,6 +2,7 @@ package rundir
 
 import (
 	"context"
+	"encoding/json"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -159,7 +160,13 @@ func (s *Store) CreateRun(rec *schema.RunRecord) (Run, error) {
 	if err := os.MkdirAll(filepath.Join(r.Dir, "attempts"), 0o755); err != nil {
 		return Run{}, fmt.Errorf("%w: create run directory: %w", ErrStateDir, err)
 	}
-	if err := r.Save(rec); err != nil {
+	// not synced: the first attempt's record, written next, is
+	rec.V = schema.RunVersion
+	b, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return Run{}, err
+	}
+	if err := WriteFileReplace(r.RunJSON(), append(b, '\n'), 0o644); err != nil {
 		return Run{}, err
 	}
 	return r, nil
@@ -250,7 +257,7 @@ func (s *Store) UnbindKey(key string) error {
 
 // SetActive marks a run of a site active with its current job id.
 func (s *Store) SetActive(runID, jobID, site string) error {
-	return WriteFileAtomic(filepath.Join(s.Dir, "active", runID), []byte(jobID+"\n"+site+"\n"), 0o644)
+	return WriteFileReplace(filepath.Join(s.Dir, "active", runID), []byte(jobID+"\n"+site+"\n"), 0o644)
 }
 
 // ClearActive marks a run no longer active.

@@ -15,6 +15,7 @@ import (
 	"github.com/tether-hpc/tether/backends"
 	"github.com/tether-hpc/tether/backends/registry"
 	"github.com/tether-hpc/tether/launcher"
+	"github.com/tether-hpc/tether/monitor"
 	"github.com/tether-hpc/tether/rundir"
 	"github.com/tether-hpc/tether/schema"
 )
@@ -121,7 +122,9 @@ func (a *app) submitAndMaybeWait(parent context.Context, taskFile string, o subm
 		return a.finalJSON(replay)
 	}
 	if !wait {
-		st, err := s.engine.Step(ctx, run, 0, newTrackerFor(run))
+		// No scheduler query: the job was just submitted, and a query
+		// here would wait out the site's rate limit for nothing.
+		st, err := s.engine.StepWith(ctx, run, &monitor.Snapshot{}, nil, newTrackerFor(run))
 		if err != nil && st.Outcome.RunID == "" {
 			return a.failJSON(err, site)
 		}
