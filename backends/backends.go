@@ -154,6 +154,12 @@ type WarnDeliverer interface {
 	DeliversWarnSignal(ctx context.Context) bool
 }
 
+// NodeChecker is implemented by backends that can tell which of a job's
+// nodes are down, so a node failure names the node that failed.
+type NodeChecker interface {
+	DownNodes(ctx context.Context, nodes []string) (map[string]string, error) // node -> reason
+}
+
 // Pinger is implemented by backends that can check connectivity and auth.
 type Pinger interface {
 	Ping(ctx context.Context) (string, error)

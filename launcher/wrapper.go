@@ -163,6 +163,11 @@ __tether_signal() {
 }
 __tether_started() {
 	local nodes=${SLURM_JOB_NODELIST:-}
+	if [ -n "$nodes" ] && command -v scontrol >/dev/null 2>&1; then
+		# node[1-3] -> node1,node2,node3
+		nodes=$(scontrol show hostnames "$nodes" 2>/dev/null | paste -sd, -) || nodes=${SLURM_JOB_NODELIST:-}
+		[ -n "$nodes" ] || nodes=${SLURM_JOB_NODELIST:-}
+	fi
 	if [ -z "$nodes" ] && [ -n "${PBS_NODEFILE:-}" ] && [ -r "$PBS_NODEFILE" ]; then
 		nodes=$(sort -u "$PBS_NODEFILE" | paste -sd, -)
 	fi

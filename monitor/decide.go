@@ -50,6 +50,8 @@ type Input struct {
 	Missing    bool
 	MissingFor time.Duration
 	Grace      time.Duration
+	// DownNodes are the job's nodes the scheduler reports down, with why.
+	DownNodes map[string]string
 
 	Exit            *schema.ExitFile // nil when the wrapper wrote none
 	CancelRequested bool
@@ -253,7 +255,26 @@ func (in Input) lostResources(d Decision, state backends.State) Decision {
 		backends.Preempted: "the job was preempted",
 		backends.BootFail:  "a node failed to boot",
 	}[state]
-	if len(in.Nodes) > 0 {
+	switch {
+	case len(in.DownNodes) > 0:
+		var names, whys []string
+		for _, n := range in.Nodes {
+			if why, down := in.DownNodes[n]; down {
+				names = append(names, n)
+				whys = append(whys, n+" "+why)
+			}
+		}
+		if len(names) == 0 { // down nodes outside the job's list
+			for n, why := range in.DownNodes {
+				names, whys = append(names, n), append(whys, n+" "+why)
+			}
+		}
+		what = fmt.Sprintf("node %s failed (%s)", strings.Join(names, ","), strings.Join(whys, "; "))
+		if state == backends.BootFail {
+			what = fmt.Sprintf("node %s failed to boot (%s)", strings.Join(names, ","), strings.Join(whys, "; "))
+		}
+		d.FailedNodes = names
+	case len(in.Nodes) > 0:
 		what += " (nodes " + strings.Join(in.Nodes, ",") + ")"
 		if state != backends.Preempted {
 			d.FailedNodes = append([]string(nil), in.Nodes...)

@@ -166,3 +166,12 @@ func TestDecideWalltimeFromExitFile(t *testing.T) {
 		t.Errorf("TERM long before the walltime: %+v", d)
 	}
 }
+
+func TestDecideNamesTheDownNode(t *testing.T) {
+	in := Input{State: backends.NodeFail, Nodes: []string{"node1", "node2"}, DownNodes: map[string]string{"node2": "down*: Not responding"},
+		Proceed: policy("checkpoint", "never"), Retry: retries(1), Attempts: 1}
+	d := Decide(in)
+	if d.Outcome != schema.OutcomeFailed || !strings.Contains(d.Reason, "node node2 failed (node2 down*: Not responding)") || len(d.FailedNodes) != 1 {
+		t.Errorf("%+v", d)
+	}
+}

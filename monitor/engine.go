@@ -202,6 +202,14 @@ func (e *Engine) decide(ctx context.Context, run rundir.Run, rec *schema.RunReco
 	if len(in.Nodes) == 0 && started != nil && started.Nodes != "" {
 		in.Nodes = strings.Split(started.Nodes, ",")
 	}
+	if in.State == backends.NodeFail || in.State == backends.BootFail {
+		// name the node that failed (one extra call, only now)
+		if nc, ok := e.Backend.(backends.NodeChecker); ok {
+			if down, err := nc.DownNodes(ctx, in.Nodes); err == nil {
+				in.DownNodes = down
+			}
+		}
+	}
 	d := Decide(in)
 	st.Decision = d
 	switch d.Action {

@@ -320,3 +320,32 @@ func (b *Backend) Ping(ctx context.Context) (string, error) {
 
 // DeliversWarnSignal: --signal=B:SIG@N reaches the batch script.
 func (b *Backend) DeliversWarnSignal(context.Context) bool { return true }
+
+// DownNodes asks sinfo (one call) which of the nodes are down, drained or
+// not responding, with Slurm's reason.
+func (b *Backend) DownNodes(ctx context.Context, nodes []string) (map[string]string, error) {
+	if len(nodes) == 0 {
+		return nil, nil
+	}
+	raw, err := b.run(ctx, "sinfo", "-h", "-N", "-n", strings.Join(nodes, ","), "-o", "%N|%T|%E")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		f := strings.SplitN(strings.TrimSpace(line), "|", 3)
+		if len(f) < 2 {
+			continue
+		}
+		state := strings.ToLower(f[1])
+		if strings.Contains(state, "down") || strings.Contains(state, "drain") || strings.Contains(state, "fail") ||
+			strings.HasSuffix(state, "*") || strings.Contains(state, "not_responding") {
+			why := state
+			if len(f) == 3 && f[2] != "" && f[2] != "none" {
+				why += ": " + f[2]
+			}
+			out[f[0]] = why
+		}
+	}
+	return out, nil
+}

@@ -167,6 +167,7 @@ type v4x interface {
 	submitDesc(ctx context.Context, d desc) (backends.JobID, error)
 	cancelJob(ctx context.Context, id string) error
 	pingOnce(ctx context.Context) error
+	nodeInfo(ctx context.Context, name string) ([]string, string, error)
 }
 
 // api4x implements api for v0.0.40+.
@@ -221,3 +222,6 @@ func (a api4x) cancel(ctx context.Context, id backends.JobID) error {
 	return a.v.cancelJob(ctx, string(id))
 }
 func (a api4x) ping(ctx context.Context) error { return a.v.pingOnce(ctx) }
+func (a api4x) node(ctx context.Context, name string) ([]string, string, error) {
+	return a.v.nodeInfo(ctx, name)
+}

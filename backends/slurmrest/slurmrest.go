@@ -39,6 +39,8 @@ type api interface {
 	query(ctx context.Context, ids []backends.JobID) (map[backends.JobID]backends.JobStatus, error)
 	cancel(ctx context.Context, id backends.JobID) error
 	ping(ctx context.Context) error
+	// node reads one node's state list (base state and flags) and reason.
+	node(ctx context.Context, name string) (states []string, reason string, err error)
 }
 
 // Config configures the backend.
@@ -314,4 +316,44 @@ func (b *Backend) Describe(req backends.JobRequest) string {
 func (b *Backend) DeliversWarnSignal(ctx context.Context) bool {
 	v, err := b.Version(ctx)
 	return err == nil && v != "v0.0.38"
+}
+
+// DownNodes reads each of a failed job's nodes (a few requests, only after
+// a node failure) and returns those that are down, drained or not
+// responding, with Slurm's reason.
+func (b *Backend) DownNodes(ctx context.Context, nodes []string) (map[string]string, error) {
+	a, err := b.apiFor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	out := map[string]string{}
+	for _, n := range nodes {
+		states, reason, err := a.node(ctx, n)
+		if err != nil {
+			return out, err
+		}
+		if nodeDown(states) {
+			why := strings.ToLower(strings.Join(states, "+"))
+			if reason != "" {
+				why += ": " + reason
+			}
+			out[n] = why
+		}
+	}
+	return out, nil
+}
+
+func nodeDown(states []string) bool {
+	for _, s := range states {
+		switch strings.ToUpper(strings.TrimSuffix(s, "*")) {
+		case "DOWN", "DRAIN", "DRAINED", "DRAINING", "FAIL", "FAILING", "NOT_RESPONDING":
+			return true
+		}
+		if strings.HasSuffix(s, "*") { // 22.05: "down*", "idle*": not responding
+			return true
+		}
+	}
+	return false
 }

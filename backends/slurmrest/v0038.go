@@ -129,7 +129,7 @@ func (v v0038) submit(ctx context.Context, req backends.JobRequest, script strin
 		p.MemoryPerNode = &m
 	}
 	if req.Nodes > 0 {
-		p.Nodes = &[]int{req.Nodes, req.Nodes}
+		p.Nodes = strPtr(strconv.Itoa(req.Nodes)) // the [min, max] form is ignored by 22.05
 	}
 	if req.GPUsPerTask > 0 {
 		p.GpusPerTask = strPtr(strconv.Itoa(req.GPUsPerTask))
@@ -191,3 +191,15 @@ func (v v0038) ping(ctx context.Context) error {
 
 // errExcludeV0038: the v0.0.38 job description has no excluded-nodes field.
 var errExcludeV0038 = fmt.Errorf("%w: slurmrestd API v0.0.38 cannot exclude nodes (site option retry.exclude_failed_nodes); use API v0.0.40 or later, or the sbatch backend", backends.ErrRejected)
+
+func (v v0038) node(ctx context.Context, name string) ([]string, string, error) {
+	r, err := v.c.SlurmV0038GetNodeWithResponse(ctx, name)
+	if err != nil {
+		return nil, "", err
+	}
+	if r.StatusCode() != http.StatusOK || r.JSON200 == nil || r.JSON200.Nodes == nil || len(*r.JSON200.Nodes) == 0 {
+		return nil, "", v.t.answerError("read node "+name, r.StatusCode(), r.Body, false)
+	}
+	n := (*r.JSON200.Nodes)[0]
+	return []string{deref(n.State)}, deref(n.Reason), nil
+}

@@ -170,3 +170,21 @@ func jobV0041(g gen.V0041OpenapiJobInfoResp_Jobs) job {
 	}
 	return j
 }
+
+func (v v0041) nodeInfo(ctx context.Context, name string) ([]string, string, error) {
+	r, err := v.c.SlurmV0041GetNodeWithResponse(ctx, name, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	if r.StatusCode() != http.StatusOK || r.JSON200 == nil || len(r.JSON200.Nodes) == 0 {
+		return nil, "", v.t.answerError("read node "+name, r.StatusCode(), r.Body, false)
+	}
+	n := r.JSON200.Nodes[0]
+	var states []string
+	if n.State != nil {
+		for _, st := range *n.State {
+			states = append(states, string(st))
+		}
+	}
+	return states, deref(n.Reason), nil
+}

@@ -204,3 +204,19 @@ func jobV0042(g gen.V0042JobInfo) job {
 	}
 	return j
 }
+
+func (v v0042) nodeInfo(ctx context.Context, name string) ([]string, string, error) {
+	r, err := v.c.SlurmV0042GetNodeWithResponse(ctx, name, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	if r.StatusCode() != http.StatusOK || r.JSON200 == nil || len(r.JSON200.Nodes) == 0 {
+		return nil, "", v.t.answerError("read node "+name, r.StatusCode(), r.Body, false)
+	}
+	n := r.JSON200.Nodes[0]
+	var states []string
+	if n.State != nil {
+		states = *n.State
+	}
+	return states, deref(n.Reason), nil
+}

@@ -169,6 +169,9 @@ type V0038Error struct {
 	Source *string `json:"source,omitempty"`
 }
 
+// V0038Errors Slurm errors
+type V0038Errors = []V0038Error
+
 // V0038ErrorsResponse defines model for v0.0.38_errors_response.
 type V0038ErrorsResponse struct {
 	Errors *[]V0038Error `json:"errors,omitempty"`
@@ -325,7 +328,7 @@ type V0038JobProperties struct {
 	NoKill *bool `json:"no_kill,omitempty"`
 
 	// Nodes Request that a minimum of minnodes nodes and a maximum node count.
-	Nodes *[]int `json:"nodes,omitempty"`
+	Nodes *string `json:"nodes,omitempty"`
 
 	// OpenMode Open the output and error files using append or truncate mode as specified.
 	OpenMode *V0038JobPropertiesOpenMode `json:"open_mode,omitempty"`
@@ -804,6 +807,133 @@ type V0038Meta struct {
 	} `json:"plugin,omitempty"`
 }
 
+// V0038Node defines model for v0.0.38_node.
+type V0038Node struct {
+	// ActiveFeatures list of a node's available features
+	ActiveFeatures *string `json:"active_features,omitempty"`
+
+	// Address state after reboot
+	Address *string `json:"address,omitempty"`
+
+	// AllocCpus Allocated CPUs
+	AllocCpus *int64 `json:"alloc_cpus,omitempty"`
+
+	// AllocMemory Allocated memory (MB)
+	AllocMemory *int64 `json:"alloc_memory,omitempty"`
+
+	// Architecture computer architecture
+	Architecture *string `json:"architecture,omitempty"`
+
+	// Boards total number of boards per node
+	Boards *int `json:"boards,omitempty"`
+
+	// BootTime timestamp of node boot
+	BootTime *int64 `json:"boot_time,omitempty"`
+
+	// BurstbufferNetworkAddress BcastAddr
+	BurstbufferNetworkAddress *string `json:"burstbuffer_network_address,omitempty"`
+
+	// Cores number of cores per socket
+	Cores *int `json:"cores,omitempty"`
+
+	// CpuBinding Default task binding
+	CpuBinding *int `json:"cpu_binding,omitempty"`
+
+	// CpuLoad CPU load * 100
+	CpuLoad *int64 `json:"cpu_load,omitempty"`
+
+	// Cpus configured count of cpus running on the node
+	Cpus     *int    `json:"cpus,omitempty"`
+	Features *string `json:"features,omitempty"`
+
+	// FreeMemory free memory in MiB
+	FreeMemory *int `json:"free_memory,omitempty"`
+
+	// Gres list of a node's generic resources
+	Gres *string `json:"gres,omitempty"`
+
+	// GresDrained list of drained GRES
+	GresDrained *string `json:"gres_drained,omitempty"`
+
+	// GresUsed list of GRES in current use
+	GresUsed *string `json:"gres_used,omitempty"`
+
+	// Hostname node's hostname
+	Hostname *string `json:"hostname,omitempty"`
+
+	// IdleCpus Idle CPUs
+	IdleCpus *int64 `json:"idle_cpus,omitempty"`
+
+	// McsLabel mcs label if mcs plugin in use
+	McsLabel *string `json:"mcs_label,omitempty"`
+
+	// Name node name to slurm
+	Name *string `json:"name,omitempty"`
+
+	// NextStateAfterReboot state after reboot
+	NextStateAfterReboot *string `json:"next_state_after_reboot,omitempty"`
+
+	// NextStateAfterRebootFlags node state flags
+	NextStateAfterRebootFlags *[]string `json:"next_state_after_reboot_flags,omitempty"`
+
+	// OperatingSystem operating system
+	OperatingSystem *string `json:"operating_system,omitempty"`
+
+	// Owner User allowed to use this node
+	Owner *string `json:"owner,omitempty"`
+
+	// Partitions assigned partitions
+	Partitions *[]string `json:"partitions,omitempty"`
+
+	// Port TCP port number of the slurmd
+	Port *int `json:"port,omitempty"`
+
+	// RealMemory configured MB of real memory on the node
+	RealMemory *int `json:"real_memory,omitempty"`
+
+	// Reason reason for node being DOWN or DRAINING
+	Reason *string `json:"reason,omitempty"`
+
+	// ReasonChangedAt Time stamp when reason was set
+	ReasonChangedAt *int `json:"reason_changed_at,omitempty"`
+
+	// ReasonSetByUser User that set the reason
+	ReasonSetByUser *string `json:"reason_set_by_user,omitempty"`
+
+	// SlurmdStartTime timestamp of slurmd startup
+	SlurmdStartTime *int64 `json:"slurmd_start_time,omitempty"`
+
+	// SlurmdVersion Slurmd version
+	SlurmdVersion *string `json:"slurmd_version,omitempty"`
+
+	// Sockets total number of sockets per node
+	Sockets *int `json:"sockets,omitempty"`
+
+	// State current node state
+	State *string `json:"state,omitempty"`
+
+	// StateFlags node state flags
+	StateFlags *[]string `json:"state_flags,omitempty"`
+
+	// TemporaryDisk configured MB of total disk in TMP_FS
+	TemporaryDisk *int `json:"temporary_disk,omitempty"`
+
+	// Threads number of threads per core
+	Threads *int `json:"threads,omitempty"`
+
+	// Tres TRES on node
+	Tres *string `json:"tres,omitempty"`
+
+	// TresUsed TRES used on node
+	TresUsed *string `json:"tres_used,omitempty"`
+
+	// TresWeighted TRES weight used on node
+	TresWeighted *float64 `json:"tres_weighted,omitempty"`
+
+	// Weight arbitrary priority of node for scheduling
+	Weight *int `json:"weight,omitempty"`
+}
+
 // V0038NodeAllocation defines model for v0.0.38_node_allocation.
 type V0038NodeAllocation struct {
 	// Cpus number of assigned job CPUs
@@ -820,6 +950,16 @@ type V0038NodeAllocation struct {
 		// Cores assignment status of each core by core id in each socket
 		Cores *map[string]interface{} `json:"cores,omitempty"`
 	} `json:"sockets,omitempty"`
+}
+
+// V0038NodesResponse defines model for v0.0.38_nodes_response.
+type V0038NodesResponse struct {
+	// Errors slurm errors
+	Errors *[]V0038Error `json:"errors,omitempty"`
+	Meta   *V0038Meta    `json:"meta,omitempty"`
+
+	// Nodes nodes info
+	Nodes *[]V0038Node `json:"nodes,omitempty"`
 }
 
 // V0038Ping defines model for v0.0.38_ping.
@@ -976,6 +1116,11 @@ type ClientInterface interface {
 	// Corresponds with GET /slurm/v0.0.38/jobs (the `SlurmV0038GetJobs` operationId).
 	SlurmV0038GetJobs(ctx context.Context, params *SlurmV0038GetJobsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// SlurmV0038GetNode get node info
+	//
+	// Corresponds with GET /slurm/v0.0.38/node/{node_name} (the `SlurmV0038GetNode` operationId).
+	SlurmV0038GetNode(ctx context.Context, nodeName string, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// SlurmV0038Ping ping test
 	//
 	// Corresponds with GET /slurm/v0.0.38/ping (the `SlurmV0038Ping` operationId).
@@ -1066,6 +1211,21 @@ func (c *Client) SlurmV0038GetJob(ctx context.Context, jobId string, reqEditors 
 // Corresponds with GET /slurm/v0.0.38/jobs (the `SlurmV0038GetJobs` operationId).
 func (c *Client) SlurmV0038GetJobs(ctx context.Context, params *SlurmV0038GetJobsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewSlurmV0038GetJobsRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SlurmV0038GetNode get node info
+//
+// Corresponds with GET /slurm/v0.0.38/node/{node_name} (the `SlurmV0038GetNode` operationId).
+func (c *Client) SlurmV0038GetNode(ctx context.Context, nodeName string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSlurmV0038GetNodeRequest(c.Server, nodeName)
 	if err != nil {
 		return nil, err
 	}
@@ -1307,6 +1467,40 @@ func NewSlurmV0038GetJobsRequest(server string, params *SlurmV0038GetJobsParams)
 	return req, nil
 }
 
+// NewSlurmV0038GetNodeRequest constructs an http.Request for the SlurmV0038GetNode method
+func NewSlurmV0038GetNodeRequest(server string, nodeName string) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "node_name", nodeName, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/slurm/v0.0.38/node/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewSlurmV0038PingRequest constructs an http.Request for the SlurmV0038Ping method
 func NewSlurmV0038PingRequest(server string) (*http.Request, error) {
 	var err error
@@ -1419,6 +1613,13 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /slurm/v0.0.38/jobs (the `SlurmV0038GetJobs` operationId).
 	SlurmV0038GetJobsWithResponse(ctx context.Context, params *SlurmV0038GetJobsParams, reqEditors ...RequestEditorFn) (*SlurmV0038GetJobsResponse, error)
+
+	// SlurmV0038GetNodeWithResponse get node info
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /slurm/v0.0.38/node/{node_name} (the `SlurmV0038GetNode` operationId).
+	SlurmV0038GetNodeWithResponse(ctx context.Context, nodeName string, reqEditors ...RequestEditorFn) (*SlurmV0038GetNodeResponse, error)
 
 	// SlurmV0038PingWithResponse ping test
 	//
@@ -1654,6 +1855,54 @@ func (r SlurmV0038GetJobsResponse) ContentType() string {
 	return ""
 }
 
+type SlurmV0038GetNodeResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *V0038NodesResponse
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *V0038Errors
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SlurmV0038GetNodeResponse) GetJSON200() *V0038NodesResponse {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r SlurmV0038GetNodeResponse) GetJSONDefault() *V0038Errors {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SlurmV0038GetNodeResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SlurmV0038GetNodeResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SlurmV0038GetNodeResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SlurmV0038GetNodeResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type SlurmV0038PingResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -1778,6 +2027,19 @@ func (c *ClientWithResponses) SlurmV0038GetJobsWithResponse(ctx context.Context,
 		return nil, err
 	}
 	return ParseSlurmV0038GetJobsResponse(rsp)
+}
+
+// SlurmV0038GetNodeWithResponse get node info
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /slurm/v0.0.38/node/{node_name} (the `SlurmV0038GetNode` operationId).
+func (c *ClientWithResponses) SlurmV0038GetNodeWithResponse(ctx context.Context, nodeName string, reqEditors ...RequestEditorFn) (*SlurmV0038GetNodeResponse, error) {
+	rsp, err := c.SlurmV0038GetNode(ctx, nodeName, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSlurmV0038GetNodeResponse(rsp)
 }
 
 // SlurmV0038PingWithResponse ping test
@@ -1931,6 +2193,39 @@ func ParseSlurmV0038GetJobsResponse(rsp *http.Response) (*SlurmV0038GetJobsRespo
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest V0038ErrorsResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseSlurmV0038GetNodeResponse parses an HTTP response from a SlurmV0038GetNodeWithResponse call
+func ParseSlurmV0038GetNodeResponse(rsp *http.Response) (*SlurmV0038GetNodeResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SlurmV0038GetNodeResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest V0038NodesResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest V0038Errors
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

@@ -133,6 +133,60 @@ func (e SlurmV0040GetJobsParamsFlags) Valid() bool {
 	}
 }
 
+// Defines values for SlurmV0040GetNodeParamsFlags.
+const (
+	SlurmV0040GetNodeParamsFlagsALL        SlurmV0040GetNodeParamsFlags = "ALL"
+	SlurmV0040GetNodeParamsFlagsDETAIL     SlurmV0040GetNodeParamsFlags = "DETAIL"
+	SlurmV0040GetNodeParamsFlagsFEDERATION SlurmV0040GetNodeParamsFlags = "FEDERATION"
+	SlurmV0040GetNodeParamsFlagsFUTURE     SlurmV0040GetNodeParamsFlags = "FUTURE"
+	SlurmV0040GetNodeParamsFlagsLOCAL      SlurmV0040GetNodeParamsFlags = "LOCAL"
+	SlurmV0040GetNodeParamsFlagsMIXED      SlurmV0040GetNodeParamsFlags = "MIXED"
+	SlurmV0040GetNodeParamsFlagsSIBLING    SlurmV0040GetNodeParamsFlags = "SIBLING"
+)
+
+// Valid indicates whether the value is a known member of the SlurmV0040GetNodeParamsFlags enum.
+func (e SlurmV0040GetNodeParamsFlags) Valid() bool {
+	switch e {
+	case SlurmV0040GetNodeParamsFlagsALL:
+		return true
+	case SlurmV0040GetNodeParamsFlagsDETAIL:
+		return true
+	case SlurmV0040GetNodeParamsFlagsFEDERATION:
+		return true
+	case SlurmV0040GetNodeParamsFlagsFUTURE:
+		return true
+	case SlurmV0040GetNodeParamsFlagsLOCAL:
+		return true
+	case SlurmV0040GetNodeParamsFlagsMIXED:
+		return true
+	case SlurmV0040GetNodeParamsFlagsSIBLING:
+		return true
+	default:
+		return false
+	}
+}
+
+// V0040AcctGatherEnergy defines model for v0.0.40_acct_gather_energy.
+type V0040AcctGatherEnergy struct {
+	// AverageWatts Average power consumption, in watts
+	AverageWatts *int64 `json:"average_watts,omitempty"`
+
+	// BaseConsumedEnergy The energy consumed between when the node was powered on and the last time it was registered by slurmd, in joules
+	BaseConsumedEnergy *int64 `json:"base_consumed_energy,omitempty"`
+
+	// ConsumedEnergy The energy consumed between the last time the node was registered by the slurmd daemon and the last node energy accounting sample, in joules
+	ConsumedEnergy *int64 `json:"consumed_energy,omitempty"`
+
+	// CurrentWatts Integer number with flags
+	CurrentWatts *V0040Uint32NoVal `json:"current_watts,omitempty"`
+
+	// LastCollected Time when energy data was last retrieved (UNIX timestamp)
+	LastCollected *int64 `json:"last_collected,omitempty"`
+
+	// PreviousConsumedEnergy Previous value of consumed_energy
+	PreviousConsumedEnergy *int64 `json:"previous_consumed_energy,omitempty"`
+}
+
 // V0040AcctGatherProfile defines model for v0.0.40_acct_gather_profile.
 type V0040AcctGatherProfile = []string
 
@@ -194,6 +248,11 @@ type V0040CronEntryFlags = []string
 
 // V0040CsvString defines model for v0.0.40_csv_string.
 type V0040CsvString = []string
+
+// V0040ExtSensorsData removed field
+//
+// Deprecated: this type has been marked as deprecated upstream, but no `x-deprecated-reason` was set
+type V0040ExtSensorsData = map[string]interface{}
 
 // V0040Float64NoVal 64 bit floating point number with flags
 type V0040Float64NoVal struct {
@@ -1007,6 +1066,171 @@ type V0040JobSubmitResponseMsg struct {
 // V0040MemoryBindingType defines model for v0.0.40_memory_binding_type.
 type V0040MemoryBindingType = []string
 
+// V0040Node defines model for v0.0.40_node.
+type V0040Node struct {
+	ActiveFeatures *V0040CsvString `json:"active_features,omitempty"`
+
+	// Address NodeAddr, used to establish a communication path
+	Address *string `json:"address,omitempty"`
+
+	// AllocCpus Total number of CPUs currently allocated for jobs
+	AllocCpus *int64 `json:"alloc_cpus,omitempty"`
+
+	// AllocIdleCpus Total number of idle CPUs
+	AllocIdleCpus *int64 `json:"alloc_idle_cpus,omitempty"`
+
+	// AllocMemory Total memory in MB currently allocated for jobs
+	AllocMemory *int64 `json:"alloc_memory,omitempty"`
+
+	// Architecture Computer architecture
+	Architecture *string `json:"architecture,omitempty"`
+
+	// Boards Number of Baseboards in nodes with a baseboard controller
+	Boards *int64 `json:"boards,omitempty"`
+
+	// BootTime Integer number with flags
+	BootTime *V0040Uint64NoVal `json:"boot_time,omitempty"`
+
+	// BurstbufferNetworkAddress Alternate network path to be used for sbcast network traffic
+	BurstbufferNetworkAddress *string `json:"burstbuffer_network_address,omitempty"`
+
+	// ClusterName Cluster name (only set in federated environments)
+	ClusterName *string `json:"cluster_name,omitempty"`
+
+	// Comment Arbitrary comment
+	Comment *string `json:"comment,omitempty"`
+
+	// Cores Number of cores in a single physical processor socket
+	Cores *int64 `json:"cores,omitempty"`
+
+	// CpuBinding Default method for binding tasks to allocated CPUs
+	CpuBinding *int64 `json:"cpu_binding,omitempty"`
+
+	// CpuLoad CPU load as reported by the OS
+	CpuLoad *int64 `json:"cpu_load,omitempty"`
+
+	// Cpus Total CPUs, including cores and threads
+	Cpus *int64 `json:"cpus,omitempty"`
+
+	// EffectiveCpus Number of effective CPUs (excluding specialized CPUs)
+	EffectiveCpus *int64                 `json:"effective_cpus,omitempty"`
+	Energy        *V0040AcctGatherEnergy `json:"energy,omitempty"`
+
+	// ExternalSensors removed field
+	// Deprecated: this property has been marked as deprecated upstream, but no `x-deprecated-reason` was set
+	ExternalSensors *V0040ExtSensorsData `json:"external_sensors,omitempty"`
+
+	// Extra Arbitrary string used for node filtering if extra constraints are enabled
+	Extra    *string         `json:"extra,omitempty"`
+	Features *V0040CsvString `json:"features,omitempty"`
+
+	// FreeMem Integer number with flags
+	FreeMem *V0040Uint64NoVal `json:"free_mem,omitempty"`
+
+	// Gres Generic resources
+	Gres *string `json:"gres,omitempty"`
+
+	// GresDrained Drained generic resources
+	GresDrained *string `json:"gres_drained,omitempty"`
+
+	// GresUsed Generic resources currently in use
+	GresUsed *string `json:"gres_used,omitempty"`
+
+	// Hostname NodeHostname
+	Hostname *string `json:"hostname,omitempty"`
+
+	// InstanceId Cloud instance ID
+	InstanceId *string `json:"instance_id,omitempty"`
+
+	// InstanceType Cloud instance type
+	InstanceType *string `json:"instance_type,omitempty"`
+
+	// LastBusy Integer number with flags
+	LastBusy *V0040Uint64NoVal `json:"last_busy,omitempty"`
+
+	// McsLabel Multi-Category Security label
+	McsLabel *string `json:"mcs_label,omitempty"`
+
+	// Name NodeName
+	Name                 *string          `json:"name,omitempty"`
+	NextStateAfterReboot *V0040NodeStates `json:"next_state_after_reboot,omitempty"`
+
+	// OperatingSystem Operating system reported by the node
+	OperatingSystem *string `json:"operating_system,omitempty"`
+
+	// Owner User allowed to run jobs on this node (unset if no restriction)
+	Owner      *string         `json:"owner,omitempty"`
+	Partitions *V0040CsvString `json:"partitions,omitempty"`
+
+	// Port TCP port number of the slurmd
+	Port *int64 `json:"port,omitempty"`
+
+	// Power removed field
+	// Deprecated: this property has been marked as deprecated upstream, but no `x-deprecated-reason` was set
+	Power *V0040PowerMgmtData `json:"power,omitempty"`
+
+	// RealMemory Total memory in MB on the node
+	RealMemory *int64 `json:"real_memory,omitempty"`
+
+	// Reason Describes why the node is in a "DOWN", "DRAINED", "DRAINING", "FAILING" or "FAIL" state
+	Reason *string `json:"reason,omitempty"`
+
+	// ReasonChangedAt Integer number with flags
+	ReasonChangedAt *V0040Uint64NoVal `json:"reason_changed_at,omitempty"`
+
+	// ReasonSetByUser User who set the reason
+	ReasonSetByUser *string `json:"reason_set_by_user,omitempty"`
+
+	// Reservation Name of reservation containing this node
+	Reservation *string `json:"reservation,omitempty"`
+
+	// ResumeAfter Integer number with flags
+	ResumeAfter *V0040Uint64NoVal `json:"resume_after,omitempty"`
+
+	// SlurmdStartTime Integer number with flags
+	SlurmdStartTime *V0040Uint64NoVal `json:"slurmd_start_time,omitempty"`
+
+	// Sockets Number of physical processor sockets/chips on the node
+	Sockets *int64 `json:"sockets,omitempty"`
+
+	// SpecializedCores Number of cores reserved for system use
+	SpecializedCores *int64 `json:"specialized_cores,omitempty"`
+
+	// SpecializedCpus Abstract CPU IDs on this node reserved for exclusive use by slurmd and slurmstepd
+	SpecializedCpus *string `json:"specialized_cpus,omitempty"`
+
+	// SpecializedMemory Combined memory limit, in MB, for Slurm compute node daemons
+	SpecializedMemory *int64           `json:"specialized_memory,omitempty"`
+	State             *V0040NodeStates `json:"state,omitempty"`
+
+	// TemporaryDisk Total size in MB of temporary disk storage in TmpFS
+	TemporaryDisk *int64 `json:"temporary_disk,omitempty"`
+
+	// Threads Number of logical threads in a single physical core
+	Threads *int64 `json:"threads,omitempty"`
+
+	// Tres Configured trackable resources
+	Tres *string `json:"tres,omitempty"`
+
+	// TresUsed Trackable resources currently allocated for jobs
+	TresUsed *string `json:"tres_used,omitempty"`
+
+	// TresWeighted Weighted number of billable trackable resources allocated
+	TresWeighted *float64 `json:"tres_weighted,omitempty"`
+
+	// Version Slurmd version
+	Version *string `json:"version,omitempty"`
+
+	// Weight Weight of the node for scheduling purposes
+	Weight *int64 `json:"weight,omitempty"`
+}
+
+// V0040NodeStates defines model for v0.0.40_node_states.
+type V0040NodeStates = []string
+
+// V0040Nodes defines model for v0.0.40_nodes.
+type V0040Nodes = []V0040Node
+
 // V0040OpenMode defines model for v0.0.40_open_mode.
 type V0040OpenMode = []string
 
@@ -1112,6 +1336,17 @@ type V0040OpenapiMeta struct {
 	} `json:"slurm,omitempty"`
 }
 
+// V0040OpenapiNodesResp defines model for v0.0.40_openapi_nodes_resp.
+type V0040OpenapiNodesResp struct {
+	Errors *V0040OpenapiErrors `json:"errors,omitempty"`
+
+	// LastUpdate Integer number with flags
+	LastUpdate V0040Uint64NoVal      `json:"last_update"`
+	Meta       *V0040OpenapiMeta     `json:"meta,omitempty"`
+	Nodes      V0040Nodes            `json:"nodes"`
+	Warnings   *V0040OpenapiWarnings `json:"warnings,omitempty"`
+}
+
 // V0040OpenapiPingArrayResp defines model for v0.0.40_openapi_ping_array_resp.
 type V0040OpenapiPingArrayResp struct {
 	Errors   *V0040OpenapiErrors      `json:"errors,omitempty"`
@@ -1143,6 +1378,11 @@ type V0040OpenapiWarnings = []V0040OpenapiWarning
 //
 // Deprecated: this type has been marked as deprecated upstream, but no `x-deprecated-reason` was set
 type V0040PowerFlags = []interface{}
+
+// V0040PowerMgmtData removed field
+//
+// Deprecated: this type has been marked as deprecated upstream, but no `x-deprecated-reason` was set
+type V0040PowerMgmtData = map[string]interface{}
 
 // V0040ProcessExitCodeStatus defines model for v0.0.40_process_exit_code_status.
 type V0040ProcessExitCodeStatus = []string
@@ -1247,6 +1487,18 @@ type SlurmV0040GetJobsStateParams struct {
 	// JobId Job IDs to query, sent as repeated job_id=N parameters
 	JobId *[]string `form:"job_id,omitempty" json:"job_id,omitempty"`
 }
+
+// SlurmV0040GetNodeParams defines parameters for SlurmV0040GetNode.
+type SlurmV0040GetNodeParams struct {
+	// UpdateTime Filter jobs since update timestamp
+	UpdateTime *string `form:"update_time,omitempty" json:"update_time,omitempty"`
+
+	// Flags Query flags
+	Flags *SlurmV0040GetNodeParamsFlags `form:"flags,omitempty" json:"flags,omitempty"`
+}
+
+// SlurmV0040GetNodeParamsFlags defines parameters for SlurmV0040GetNode.
+type SlurmV0040GetNodeParamsFlags string
 
 // SlurmV0040PostJobSubmitJSONRequestBody defines body for SlurmV0040PostJobSubmit for application/json ContentType.
 type SlurmV0040PostJobSubmitJSONRequestBody = V0040JobSubmitReq
@@ -1359,6 +1611,11 @@ type ClientInterface interface {
 	// Corresponds with GET /slurm/v0.0.40/jobs/state/ (the `SlurmV0040GetJobsState` operationId).
 	SlurmV0040GetJobsState(ctx context.Context, params *SlurmV0040GetJobsStateParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// SlurmV0040GetNode get node info
+	//
+	// Corresponds with GET /slurm/v0.0.40/node/{node_name} (the `SlurmV0040GetNode` operationId).
+	SlurmV0040GetNode(ctx context.Context, nodeName string, params *SlurmV0040GetNodeParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// SlurmV0040GetPing ping test
 	//
 	// Corresponds with GET /slurm/v0.0.40/ping/ (the `SlurmV0040GetPing` operationId).
@@ -1449,6 +1706,21 @@ func (c *Client) SlurmV0040GetJobs(ctx context.Context, params *SlurmV0040GetJob
 // Corresponds with GET /slurm/v0.0.40/jobs/state/ (the `SlurmV0040GetJobsState` operationId).
 func (c *Client) SlurmV0040GetJobsState(ctx context.Context, params *SlurmV0040GetJobsStateParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewSlurmV0040GetJobsStateRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SlurmV0040GetNode get node info
+//
+// Corresponds with GET /slurm/v0.0.40/node/{node_name} (the `SlurmV0040GetNode` operationId).
+func (c *Client) SlurmV0040GetNode(ctx context.Context, nodeName string, params *SlurmV0040GetNodeParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSlurmV0040GetNodeRequest(c.Server, nodeName, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1780,6 +2052,79 @@ func NewSlurmV0040GetJobsStateRequest(server string, params *SlurmV0040GetJobsSt
 	return req, nil
 }
 
+// NewSlurmV0040GetNodeRequest constructs an http.Request for the SlurmV0040GetNode method
+func NewSlurmV0040GetNodeRequest(server string, nodeName string, params *SlurmV0040GetNodeParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "node_name", nodeName, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/slurm/v0.0.40/node/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.UpdateTime != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "update_time", *params.UpdateTime, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Flags != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "flags", *params.Flags, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewSlurmV0040GetPingRequest constructs an http.Request for the SlurmV0040GetPing method
 func NewSlurmV0040GetPingRequest(server string) (*http.Request, error) {
 	var err error
@@ -1892,6 +2237,13 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /slurm/v0.0.40/jobs/state/ (the `SlurmV0040GetJobsState` operationId).
 	SlurmV0040GetJobsStateWithResponse(ctx context.Context, params *SlurmV0040GetJobsStateParams, reqEditors ...RequestEditorFn) (*SlurmV0040GetJobsStateResponse, error)
+
+	// SlurmV0040GetNodeWithResponse get node info
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /slurm/v0.0.40/node/{node_name} (the `SlurmV0040GetNode` operationId).
+	SlurmV0040GetNodeWithResponse(ctx context.Context, nodeName string, params *SlurmV0040GetNodeParams, reqEditors ...RequestEditorFn) (*SlurmV0040GetNodeResponse, error)
 
 	// SlurmV0040GetPingWithResponse ping test
 	//
@@ -2141,6 +2493,54 @@ func (r SlurmV0040GetJobsStateResponse) ContentType() string {
 	return ""
 }
 
+type SlurmV0040GetNodeResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *V0040OpenapiNodesResp
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *V0040OpenapiNodesResp
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SlurmV0040GetNodeResponse) GetJSON200() *V0040OpenapiNodesResp {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r SlurmV0040GetNodeResponse) GetJSONDefault() *V0040OpenapiNodesResp {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SlurmV0040GetNodeResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SlurmV0040GetNodeResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SlurmV0040GetNodeResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SlurmV0040GetNodeResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type SlurmV0040GetPingResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -2265,6 +2665,19 @@ func (c *ClientWithResponses) SlurmV0040GetJobsStateWithResponse(ctx context.Con
 		return nil, err
 	}
 	return ParseSlurmV0040GetJobsStateResponse(rsp)
+}
+
+// SlurmV0040GetNodeWithResponse get node info
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /slurm/v0.0.40/node/{node_name} (the `SlurmV0040GetNode` operationId).
+func (c *ClientWithResponses) SlurmV0040GetNodeWithResponse(ctx context.Context, nodeName string, params *SlurmV0040GetNodeParams, reqEditors ...RequestEditorFn) (*SlurmV0040GetNodeResponse, error) {
+	rsp, err := c.SlurmV0040GetNode(ctx, nodeName, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSlurmV0040GetNodeResponse(rsp)
 }
 
 // SlurmV0040GetPingWithResponse ping test
@@ -2435,6 +2848,39 @@ func ParseSlurmV0040GetJobsStateResponse(rsp *http.Response) (*SlurmV0040GetJobs
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest V0040OpenapiJobStateResp
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseSlurmV0040GetNodeResponse parses an HTTP response from a SlurmV0040GetNodeWithResponse call
+func ParseSlurmV0040GetNodeResponse(rsp *http.Response) (*SlurmV0040GetNodeResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SlurmV0040GetNodeResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest V0040OpenapiNodesResp
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest V0040OpenapiNodesResp
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

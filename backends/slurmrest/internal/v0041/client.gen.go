@@ -973,6 +973,210 @@ func (e V0041OpenapiJobInfoRespJobsShowFlags) Valid() bool {
 	}
 }
 
+// Defines values for V0041OpenapiNodesRespNodesNextStateAfterReboot.
+const (
+	V0041OpenapiNodesRespNodesNextStateAfterRebootALLOCATED       V0041OpenapiNodesRespNodesNextStateAfterReboot = "ALLOCATED"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootCLOUD           V0041OpenapiNodesRespNodesNextStateAfterReboot = "CLOUD"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootCOMPLETING      V0041OpenapiNodesRespNodesNextStateAfterReboot = "COMPLETING"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootDOWN            V0041OpenapiNodesRespNodesNextStateAfterReboot = "DOWN"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootDRAIN           V0041OpenapiNodesRespNodesNextStateAfterReboot = "DRAIN"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootDYNAMICFUTURE   V0041OpenapiNodesRespNodesNextStateAfterReboot = "DYNAMIC_FUTURE"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootDYNAMICNORM     V0041OpenapiNodesRespNodesNextStateAfterReboot = "DYNAMIC_NORM"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootERROR           V0041OpenapiNodesRespNodesNextStateAfterReboot = "ERROR"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootFAIL            V0041OpenapiNodesRespNodesNextStateAfterReboot = "FAIL"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootFUTURE          V0041OpenapiNodesRespNodesNextStateAfterReboot = "FUTURE"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootIDLE            V0041OpenapiNodesRespNodesNextStateAfterReboot = "IDLE"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootINVALID         V0041OpenapiNodesRespNodesNextStateAfterReboot = "INVALID"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootINVALIDREG      V0041OpenapiNodesRespNodesNextStateAfterReboot = "INVALID_REG"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootMAINTENANCE     V0041OpenapiNodesRespNodesNextStateAfterReboot = "MAINTENANCE"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootMIXED           V0041OpenapiNodesRespNodesNextStateAfterReboot = "MIXED"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootNOTRESPONDING   V0041OpenapiNodesRespNodesNextStateAfterReboot = "NOT_RESPONDING"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootPLANNED         V0041OpenapiNodesRespNodesNextStateAfterReboot = "PLANNED"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootPOWERDOWN       V0041OpenapiNodesRespNodesNextStateAfterReboot = "POWER_DOWN"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootPOWERDRAIN      V0041OpenapiNodesRespNodesNextStateAfterReboot = "POWER_DRAIN"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootPOWEREDDOWN     V0041OpenapiNodesRespNodesNextStateAfterReboot = "POWERED_DOWN"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootPOWERINGDOWN    V0041OpenapiNodesRespNodesNextStateAfterReboot = "POWERING_DOWN"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootPOWERINGUP      V0041OpenapiNodesRespNodesNextStateAfterReboot = "POWERING_UP"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootPOWERUP         V0041OpenapiNodesRespNodesNextStateAfterReboot = "POWER_UP"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootREBOOTCANCELED  V0041OpenapiNodesRespNodesNextStateAfterReboot = "REBOOT_CANCELED"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootREBOOTISSUED    V0041OpenapiNodesRespNodesNextStateAfterReboot = "REBOOT_ISSUED"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootREBOOTREQUESTED V0041OpenapiNodesRespNodesNextStateAfterReboot = "REBOOT_REQUESTED"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootRESERVED        V0041OpenapiNodesRespNodesNextStateAfterReboot = "RESERVED"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootRESUME          V0041OpenapiNodesRespNodesNextStateAfterReboot = "RESUME"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootUNDRAIN         V0041OpenapiNodesRespNodesNextStateAfterReboot = "UNDRAIN"
+	V0041OpenapiNodesRespNodesNextStateAfterRebootUNKNOWN         V0041OpenapiNodesRespNodesNextStateAfterReboot = "UNKNOWN"
+)
+
+// Valid indicates whether the value is a known member of the V0041OpenapiNodesRespNodesNextStateAfterReboot enum.
+func (e V0041OpenapiNodesRespNodesNextStateAfterReboot) Valid() bool {
+	switch e {
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootALLOCATED:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootCLOUD:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootCOMPLETING:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootDOWN:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootDRAIN:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootDYNAMICFUTURE:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootDYNAMICNORM:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootERROR:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootFAIL:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootFUTURE:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootIDLE:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootINVALID:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootINVALIDREG:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootMAINTENANCE:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootMIXED:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootNOTRESPONDING:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootPLANNED:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootPOWERDOWN:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootPOWERDRAIN:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootPOWEREDDOWN:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootPOWERINGDOWN:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootPOWERINGUP:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootPOWERUP:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootREBOOTCANCELED:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootREBOOTISSUED:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootREBOOTREQUESTED:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootRESERVED:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootRESUME:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootUNDRAIN:
+		return true
+	case V0041OpenapiNodesRespNodesNextStateAfterRebootUNKNOWN:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for V0041OpenapiNodesRespNodesState.
+const (
+	V0041OpenapiNodesRespNodesStateALLOCATED       V0041OpenapiNodesRespNodesState = "ALLOCATED"
+	V0041OpenapiNodesRespNodesStateCLOUD           V0041OpenapiNodesRespNodesState = "CLOUD"
+	V0041OpenapiNodesRespNodesStateCOMPLETING      V0041OpenapiNodesRespNodesState = "COMPLETING"
+	V0041OpenapiNodesRespNodesStateDOWN            V0041OpenapiNodesRespNodesState = "DOWN"
+	V0041OpenapiNodesRespNodesStateDRAIN           V0041OpenapiNodesRespNodesState = "DRAIN"
+	V0041OpenapiNodesRespNodesStateDYNAMICFUTURE   V0041OpenapiNodesRespNodesState = "DYNAMIC_FUTURE"
+	V0041OpenapiNodesRespNodesStateDYNAMICNORM     V0041OpenapiNodesRespNodesState = "DYNAMIC_NORM"
+	V0041OpenapiNodesRespNodesStateERROR           V0041OpenapiNodesRespNodesState = "ERROR"
+	V0041OpenapiNodesRespNodesStateFAIL            V0041OpenapiNodesRespNodesState = "FAIL"
+	V0041OpenapiNodesRespNodesStateFUTURE          V0041OpenapiNodesRespNodesState = "FUTURE"
+	V0041OpenapiNodesRespNodesStateIDLE            V0041OpenapiNodesRespNodesState = "IDLE"
+	V0041OpenapiNodesRespNodesStateINVALID         V0041OpenapiNodesRespNodesState = "INVALID"
+	V0041OpenapiNodesRespNodesStateINVALIDREG      V0041OpenapiNodesRespNodesState = "INVALID_REG"
+	V0041OpenapiNodesRespNodesStateMAINTENANCE     V0041OpenapiNodesRespNodesState = "MAINTENANCE"
+	V0041OpenapiNodesRespNodesStateMIXED           V0041OpenapiNodesRespNodesState = "MIXED"
+	V0041OpenapiNodesRespNodesStateNOTRESPONDING   V0041OpenapiNodesRespNodesState = "NOT_RESPONDING"
+	V0041OpenapiNodesRespNodesStatePLANNED         V0041OpenapiNodesRespNodesState = "PLANNED"
+	V0041OpenapiNodesRespNodesStatePOWERDOWN       V0041OpenapiNodesRespNodesState = "POWER_DOWN"
+	V0041OpenapiNodesRespNodesStatePOWERDRAIN      V0041OpenapiNodesRespNodesState = "POWER_DRAIN"
+	V0041OpenapiNodesRespNodesStatePOWEREDDOWN     V0041OpenapiNodesRespNodesState = "POWERED_DOWN"
+	V0041OpenapiNodesRespNodesStatePOWERINGDOWN    V0041OpenapiNodesRespNodesState = "POWERING_DOWN"
+	V0041OpenapiNodesRespNodesStatePOWERINGUP      V0041OpenapiNodesRespNodesState = "POWERING_UP"
+	V0041OpenapiNodesRespNodesStatePOWERUP         V0041OpenapiNodesRespNodesState = "POWER_UP"
+	V0041OpenapiNodesRespNodesStateREBOOTCANCELED  V0041OpenapiNodesRespNodesState = "REBOOT_CANCELED"
+	V0041OpenapiNodesRespNodesStateREBOOTISSUED    V0041OpenapiNodesRespNodesState = "REBOOT_ISSUED"
+	V0041OpenapiNodesRespNodesStateREBOOTREQUESTED V0041OpenapiNodesRespNodesState = "REBOOT_REQUESTED"
+	V0041OpenapiNodesRespNodesStateRESERVED        V0041OpenapiNodesRespNodesState = "RESERVED"
+	V0041OpenapiNodesRespNodesStateRESUME          V0041OpenapiNodesRespNodesState = "RESUME"
+	V0041OpenapiNodesRespNodesStateUNDRAIN         V0041OpenapiNodesRespNodesState = "UNDRAIN"
+	V0041OpenapiNodesRespNodesStateUNKNOWN         V0041OpenapiNodesRespNodesState = "UNKNOWN"
+)
+
+// Valid indicates whether the value is a known member of the V0041OpenapiNodesRespNodesState enum.
+func (e V0041OpenapiNodesRespNodesState) Valid() bool {
+	switch e {
+	case V0041OpenapiNodesRespNodesStateALLOCATED:
+		return true
+	case V0041OpenapiNodesRespNodesStateCLOUD:
+		return true
+	case V0041OpenapiNodesRespNodesStateCOMPLETING:
+		return true
+	case V0041OpenapiNodesRespNodesStateDOWN:
+		return true
+	case V0041OpenapiNodesRespNodesStateDRAIN:
+		return true
+	case V0041OpenapiNodesRespNodesStateDYNAMICFUTURE:
+		return true
+	case V0041OpenapiNodesRespNodesStateDYNAMICNORM:
+		return true
+	case V0041OpenapiNodesRespNodesStateERROR:
+		return true
+	case V0041OpenapiNodesRespNodesStateFAIL:
+		return true
+	case V0041OpenapiNodesRespNodesStateFUTURE:
+		return true
+	case V0041OpenapiNodesRespNodesStateIDLE:
+		return true
+	case V0041OpenapiNodesRespNodesStateINVALID:
+		return true
+	case V0041OpenapiNodesRespNodesStateINVALIDREG:
+		return true
+	case V0041OpenapiNodesRespNodesStateMAINTENANCE:
+		return true
+	case V0041OpenapiNodesRespNodesStateMIXED:
+		return true
+	case V0041OpenapiNodesRespNodesStateNOTRESPONDING:
+		return true
+	case V0041OpenapiNodesRespNodesStatePLANNED:
+		return true
+	case V0041OpenapiNodesRespNodesStatePOWERDOWN:
+		return true
+	case V0041OpenapiNodesRespNodesStatePOWERDRAIN:
+		return true
+	case V0041OpenapiNodesRespNodesStatePOWEREDDOWN:
+		return true
+	case V0041OpenapiNodesRespNodesStatePOWERINGDOWN:
+		return true
+	case V0041OpenapiNodesRespNodesStatePOWERINGUP:
+		return true
+	case V0041OpenapiNodesRespNodesStatePOWERUP:
+		return true
+	case V0041OpenapiNodesRespNodesStateREBOOTCANCELED:
+		return true
+	case V0041OpenapiNodesRespNodesStateREBOOTISSUED:
+		return true
+	case V0041OpenapiNodesRespNodesStateREBOOTREQUESTED:
+		return true
+	case V0041OpenapiNodesRespNodesStateRESERVED:
+		return true
+	case V0041OpenapiNodesRespNodesStateRESUME:
+		return true
+	case V0041OpenapiNodesRespNodesStateUNDRAIN:
+		return true
+	case V0041OpenapiNodesRespNodesStateUNKNOWN:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for SlurmV0041DeleteJobParamsFlags.
 const (
 	SlurmV0041DeleteJobParamsFlagsARRAYTASK         SlurmV0041DeleteJobParamsFlags = "ARRAY_TASK"
@@ -1081,6 +1285,39 @@ func (e SlurmV0041GetJobsParamsFlags) Valid() bool {
 	case SlurmV0041GetJobsParamsFlagsMIXED:
 		return true
 	case SlurmV0041GetJobsParamsFlagsSIBLING:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SlurmV0041GetNodeParamsFlags.
+const (
+	SlurmV0041GetNodeParamsFlagsALL        SlurmV0041GetNodeParamsFlags = "ALL"
+	SlurmV0041GetNodeParamsFlagsDETAIL     SlurmV0041GetNodeParamsFlags = "DETAIL"
+	SlurmV0041GetNodeParamsFlagsFEDERATION SlurmV0041GetNodeParamsFlags = "FEDERATION"
+	SlurmV0041GetNodeParamsFlagsFUTURE     SlurmV0041GetNodeParamsFlags = "FUTURE"
+	SlurmV0041GetNodeParamsFlagsLOCAL      SlurmV0041GetNodeParamsFlags = "LOCAL"
+	SlurmV0041GetNodeParamsFlagsMIXED      SlurmV0041GetNodeParamsFlags = "MIXED"
+	SlurmV0041GetNodeParamsFlagsSIBLING    SlurmV0041GetNodeParamsFlags = "SIBLING"
+)
+
+// Valid indicates whether the value is a known member of the SlurmV0041GetNodeParamsFlags enum.
+func (e SlurmV0041GetNodeParamsFlags) Valid() bool {
+	switch e {
+	case SlurmV0041GetNodeParamsFlagsALL:
+		return true
+	case SlurmV0041GetNodeParamsFlagsDETAIL:
+		return true
+	case SlurmV0041GetNodeParamsFlagsFEDERATION:
+		return true
+	case SlurmV0041GetNodeParamsFlagsFUTURE:
+		return true
+	case SlurmV0041GetNodeParamsFlagsLOCAL:
+		return true
+	case SlurmV0041GetNodeParamsFlagsMIXED:
+		return true
+	case SlurmV0041GetNodeParamsFlagsSIBLING:
 		return true
 	default:
 		return false
@@ -3197,6 +3434,402 @@ type V0041OpenapiJobSubmitResponse_Warnings struct {
 	Source *string `json:"source,omitempty"`
 }
 
+// V0041OpenapiNodesResp defines model for v0.0.41_openapi_nodes_resp.
+type V0041OpenapiNodesResp struct {
+	// Errors Query errors
+	Errors *[]V0041OpenapiNodesResp_Errors `json:"errors,omitempty"`
+
+	// LastUpdate Time of last node change (UNIX timestamp)
+	LastUpdate V0041OpenapiNodesResp_LastUpdate `json:"last_update"`
+
+	// Meta Slurm meta values
+	Meta *V0041OpenapiNodesResp_Meta `json:"meta,omitempty"`
+
+	// Nodes List of nodes
+	Nodes []V0041OpenapiNodesResp_Nodes `json:"nodes"`
+
+	// Warnings Query warnings
+	Warnings *[]V0041OpenapiNodesResp_Warnings `json:"warnings,omitempty"`
+}
+
+// V0041OpenapiNodesResp_Errors defines model for V0041OpenapiNodesResp.Errors.
+type V0041OpenapiNodesResp_Errors struct {
+	// Description Long form error description
+	Description *string `json:"description,omitempty"`
+
+	// Error Short form error description
+	Error *string `json:"error,omitempty"`
+
+	// ErrorNumber Slurm numeric error identifier
+	ErrorNumber *int64 `json:"error_number,omitempty"`
+
+	// Source Source of error or where error was first detected
+	Source *string `json:"source,omitempty"`
+}
+
+// V0041OpenapiNodesResp_LastUpdate Time of last node change (UNIX timestamp)
+type V0041OpenapiNodesResp_LastUpdate struct {
+	// Infinite True if number has been set to infinite; "set" and "number" will be ignored
+	Infinite *bool `json:"infinite,omitempty"`
+
+	// Number If "set" is True the number will be set with value; otherwise ignore number contents
+	Number *int64 `json:"number,omitempty"`
+
+	// Set True if number has been set; False if number is unset
+	Set *bool `json:"set,omitempty"`
+}
+
+// V0041OpenapiNodesResp_Meta_Client defines model for V0041OpenapiNodesResp.Meta.Client.
+type V0041OpenapiNodesResp_Meta_Client struct {
+	// Group Client group (if known)
+	Group *string `json:"group,omitempty"`
+
+	// Source Client source description
+	Source *string `json:"source,omitempty"`
+
+	// User Client user (if known)
+	User *string `json:"user,omitempty"`
+}
+
+// V0041OpenapiNodesResp_Meta_Plugin defines model for V0041OpenapiNodesResp.Meta.Plugin.
+type V0041OpenapiNodesResp_Meta_Plugin struct {
+	// AccountingStorage Slurm accounting plugin
+	AccountingStorage *string `json:"accounting_storage,omitempty"`
+
+	// DataParser Slurm data_parser plugin
+	DataParser *string `json:"data_parser,omitempty"`
+
+	// Name Slurm plugin name (if applicable)
+	Name *string `json:"name,omitempty"`
+
+	// Type Slurm plugin type (if applicable)
+	Type *string `json:"type,omitempty"`
+}
+
+// V0041OpenapiNodesResp_Meta_Slurm_Version defines model for V0041OpenapiNodesResp.Meta.Slurm.Version.
+type V0041OpenapiNodesResp_Meta_Slurm_Version struct {
+	// Major Slurm release major version
+	Major *string `json:"major,omitempty"`
+
+	// Micro Slurm release micro version
+	Micro *string `json:"micro,omitempty"`
+
+	// Minor Slurm release minor version
+	Minor *string `json:"minor,omitempty"`
+}
+
+// V0041OpenapiNodesResp_Meta_Slurm defines model for V0041OpenapiNodesResp.Meta.Slurm.
+type V0041OpenapiNodesResp_Meta_Slurm struct {
+	// Cluster Slurm cluster name
+	Cluster *string `json:"cluster,omitempty"`
+
+	// Release Slurm release string
+	Release *string                                   `json:"release,omitempty"`
+	Version *V0041OpenapiNodesResp_Meta_Slurm_Version `json:"version,omitempty"`
+}
+
+// V0041OpenapiNodesResp_Meta Slurm meta values
+type V0041OpenapiNodesResp_Meta struct {
+	Client *V0041OpenapiNodesResp_Meta_Client `json:"client,omitempty"`
+
+	// Command CLI command (if applicable)
+	Command *[]string                          `json:"command,omitempty"`
+	Plugin  *V0041OpenapiNodesResp_Meta_Plugin `json:"plugin,omitempty"`
+	Slurm   *V0041OpenapiNodesResp_Meta_Slurm  `json:"slurm,omitempty"`
+}
+
+// V0041OpenapiNodesResp_Nodes_BootTime Time when the node booted (UNIX timestamp)
+type V0041OpenapiNodesResp_Nodes_BootTime struct {
+	// Infinite True if number has been set to infinite; "set" and "number" will be ignored
+	Infinite *bool `json:"infinite,omitempty"`
+
+	// Number If "set" is True the number will be set with value; otherwise ignore number contents
+	Number *int64 `json:"number,omitempty"`
+
+	// Set True if number has been set; False if number is unset
+	Set *bool `json:"set,omitempty"`
+}
+
+// V0041OpenapiNodesResp_Nodes_Energy_CurrentWatts The instantaneous power consumption at the time of the last node energy accounting sample, in watts
+type V0041OpenapiNodesResp_Nodes_Energy_CurrentWatts struct {
+	// Infinite True if number has been set to infinite; "set" and "number" will be ignored
+	Infinite *bool `json:"infinite,omitempty"`
+
+	// Number If "set" is True the number will be set with value; otherwise ignore number contents
+	Number *int64 `json:"number,omitempty"`
+
+	// Set True if number has been set; False if number is unset
+	Set *bool `json:"set,omitempty"`
+}
+
+// V0041OpenapiNodesResp_Nodes_Energy Energy usage data
+type V0041OpenapiNodesResp_Nodes_Energy struct {
+	// AverageWatts Average power consumption, in watts
+	AverageWatts *int64 `json:"average_watts,omitempty"`
+
+	// BaseConsumedEnergy The energy consumed between when the node was powered on and the last time it was registered by slurmd, in joules
+	BaseConsumedEnergy *int64 `json:"base_consumed_energy,omitempty"`
+
+	// ConsumedEnergy The energy consumed between the last time the node was registered by the slurmd daemon and the last node energy accounting sample, in joules
+	ConsumedEnergy *int64 `json:"consumed_energy,omitempty"`
+
+	// CurrentWatts The instantaneous power consumption at the time of the last node energy accounting sample, in watts
+	CurrentWatts *V0041OpenapiNodesResp_Nodes_Energy_CurrentWatts `json:"current_watts,omitempty"`
+
+	// LastCollected Time when energy data was last retrieved (UNIX timestamp)
+	LastCollected *int64 `json:"last_collected,omitempty"`
+
+	// PreviousConsumedEnergy Previous value of consumed_energy
+	PreviousConsumedEnergy *int64 `json:"previous_consumed_energy,omitempty"`
+}
+
+// V0041OpenapiNodesResp_Nodes_FreeMem Total memory in MB currently free as reported by the OS
+type V0041OpenapiNodesResp_Nodes_FreeMem struct {
+	// Infinite True if number has been set to infinite; "set" and "number" will be ignored
+	Infinite *bool `json:"infinite,omitempty"`
+
+	// Number If "set" is True the number will be set with value; otherwise ignore number contents
+	Number *int64 `json:"number,omitempty"`
+
+	// Set True if number has been set; False if number is unset
+	Set *bool `json:"set,omitempty"`
+}
+
+// V0041OpenapiNodesResp_Nodes_LastBusy Time when the node was last busy (UNIX timestamp)
+type V0041OpenapiNodesResp_Nodes_LastBusy struct {
+	// Infinite True if number has been set to infinite; "set" and "number" will be ignored
+	Infinite *bool `json:"infinite,omitempty"`
+
+	// Number If "set" is True the number will be set with value; otherwise ignore number contents
+	Number *int64 `json:"number,omitempty"`
+
+	// Set True if number has been set; False if number is unset
+	Set *bool `json:"set,omitempty"`
+}
+
+// V0041OpenapiNodesRespNodesNextStateAfterReboot defines model for V0041OpenapiNodesResp.Nodes.NextStateAfterReboot.
+type V0041OpenapiNodesRespNodesNextStateAfterReboot string
+
+// V0041OpenapiNodesResp_Nodes_ReasonChangedAt When the reason changed (UNIX timestamp)
+type V0041OpenapiNodesResp_Nodes_ReasonChangedAt struct {
+	// Infinite True if number has been set to infinite; "set" and "number" will be ignored
+	Infinite *bool `json:"infinite,omitempty"`
+
+	// Number If "set" is True the number will be set with value; otherwise ignore number contents
+	Number *int64 `json:"number,omitempty"`
+
+	// Set True if number has been set; False if number is unset
+	Set *bool `json:"set,omitempty"`
+}
+
+// V0041OpenapiNodesResp_Nodes_ResumeAfter Number of seconds after the node's state is updated to "DOWN" or "DRAIN" before scheduling a node state resume
+type V0041OpenapiNodesResp_Nodes_ResumeAfter struct {
+	// Infinite True if number has been set to infinite; "set" and "number" will be ignored
+	Infinite *bool `json:"infinite,omitempty"`
+
+	// Number If "set" is True the number will be set with value; otherwise ignore number contents
+	Number *int64 `json:"number,omitempty"`
+
+	// Set True if number has been set; False if number is unset
+	Set *bool `json:"set,omitempty"`
+}
+
+// V0041OpenapiNodesResp_Nodes_SlurmdStartTime Time when the slurmd started (UNIX timestamp)
+type V0041OpenapiNodesResp_Nodes_SlurmdStartTime struct {
+	// Infinite True if number has been set to infinite; "set" and "number" will be ignored
+	Infinite *bool `json:"infinite,omitempty"`
+
+	// Number If "set" is True the number will be set with value; otherwise ignore number contents
+	Number *int64 `json:"number,omitempty"`
+
+	// Set True if number has been set; False if number is unset
+	Set *bool `json:"set,omitempty"`
+}
+
+// V0041OpenapiNodesRespNodesState defines model for V0041OpenapiNodesResp.Nodes.State.
+type V0041OpenapiNodesRespNodesState string
+
+// V0041OpenapiNodesResp_Nodes defines model for V0041OpenapiNodesResp.Nodes.
+type V0041OpenapiNodesResp_Nodes struct {
+	// ActiveFeatures Currently active features
+	ActiveFeatures *[]string `json:"active_features,omitempty"`
+
+	// Address NodeAddr, used to establish a communication path
+	Address *string `json:"address,omitempty"`
+
+	// AllocCpus Total number of CPUs currently allocated for jobs
+	AllocCpus *int64 `json:"alloc_cpus,omitempty"`
+
+	// AllocIdleCpus Total number of idle CPUs
+	AllocIdleCpus *int64 `json:"alloc_idle_cpus,omitempty"`
+
+	// AllocMemory Total memory in MB currently allocated for jobs
+	AllocMemory *int64 `json:"alloc_memory,omitempty"`
+
+	// Architecture Computer architecture
+	Architecture *string `json:"architecture,omitempty"`
+
+	// Boards Number of Baseboards in nodes with a baseboard controller
+	Boards *int64 `json:"boards,omitempty"`
+
+	// BootTime Time when the node booted (UNIX timestamp)
+	BootTime *V0041OpenapiNodesResp_Nodes_BootTime `json:"boot_time,omitempty"`
+
+	// BurstbufferNetworkAddress Alternate network path to be used for sbcast network traffic
+	BurstbufferNetworkAddress *string `json:"burstbuffer_network_address,omitempty"`
+
+	// ClusterName Cluster name (only set in federated environments)
+	ClusterName *string `json:"cluster_name,omitempty"`
+
+	// Comment Arbitrary comment
+	Comment *string `json:"comment,omitempty"`
+
+	// Cores Number of cores in a single physical processor socket
+	Cores *int64 `json:"cores,omitempty"`
+
+	// CpuBinding Default method for binding tasks to allocated CPUs
+	CpuBinding *int64 `json:"cpu_binding,omitempty"`
+
+	// CpuLoad CPU load as reported by the OS
+	CpuLoad *int64 `json:"cpu_load,omitempty"`
+
+	// Cpus Total CPUs, including cores and threads
+	Cpus *int64 `json:"cpus,omitempty"`
+
+	// EffectiveCpus Number of effective CPUs (excluding specialized CPUs)
+	EffectiveCpus *int64 `json:"effective_cpus,omitempty"`
+
+	// Energy Energy usage data
+	Energy *V0041OpenapiNodesResp_Nodes_Energy `json:"energy,omitempty"`
+	// Deprecated: this property has been marked as deprecated upstream, but no `x-deprecated-reason` was set
+	ExternalSensors *map[string]interface{} `json:"external_sensors,omitempty"`
+
+	// Extra Arbitrary string used for node filtering if extra constraints are enabled
+	Extra *string `json:"extra,omitempty"`
+
+	// Features Available features
+	Features *[]string `json:"features,omitempty"`
+
+	// FreeMem Total memory in MB currently free as reported by the OS
+	FreeMem *V0041OpenapiNodesResp_Nodes_FreeMem `json:"free_mem,omitempty"`
+
+	// GpuSpec CPU cores reserved for jobs that also use a GPU
+	GpuSpec *string `json:"gpu_spec,omitempty"`
+
+	// Gres Generic resources
+	Gres *string `json:"gres,omitempty"`
+
+	// GresDrained Drained generic resources
+	GresDrained *string `json:"gres_drained,omitempty"`
+
+	// GresUsed Generic resources currently in use
+	GresUsed *string `json:"gres_used,omitempty"`
+
+	// Hostname NodeHostname
+	Hostname *string `json:"hostname,omitempty"`
+
+	// InstanceId Cloud instance ID
+	InstanceId *string `json:"instance_id,omitempty"`
+
+	// InstanceType Cloud instance type
+	InstanceType *string `json:"instance_type,omitempty"`
+
+	// LastBusy Time when the node was last busy (UNIX timestamp)
+	LastBusy *V0041OpenapiNodesResp_Nodes_LastBusy `json:"last_busy,omitempty"`
+
+	// McsLabel Multi-Category Security label
+	McsLabel *string `json:"mcs_label,omitempty"`
+
+	// Name NodeName
+	Name *string `json:"name,omitempty"`
+
+	// NextStateAfterReboot The state the node will be assigned after rebooting
+	NextStateAfterReboot *[]V0041OpenapiNodesRespNodesNextStateAfterReboot `json:"next_state_after_reboot,omitempty"`
+
+	// OperatingSystem Operating system reported by the node
+	OperatingSystem *string `json:"operating_system,omitempty"`
+
+	// Owner User allowed to run jobs on this node (unset if no restriction)
+	Owner *string `json:"owner,omitempty"`
+
+	// Partitions Partitions containing this node
+	Partitions *[]string `json:"partitions,omitempty"`
+
+	// Port TCP port number of the slurmd
+	Port *int64 `json:"port,omitempty"`
+	// Deprecated: this property has been marked as deprecated upstream, but no `x-deprecated-reason` was set
+	Power *map[string]interface{} `json:"power,omitempty"`
+
+	// RealMemory Total memory in MB on the node
+	RealMemory *int64 `json:"real_memory,omitempty"`
+
+	// Reason Describes why the node is in a "DOWN", "DRAINED", "DRAINING", "FAILING" or "FAIL" state
+	Reason *string `json:"reason,omitempty"`
+
+	// ReasonChangedAt When the reason changed (UNIX timestamp)
+	ReasonChangedAt *V0041OpenapiNodesResp_Nodes_ReasonChangedAt `json:"reason_changed_at,omitempty"`
+
+	// ReasonSetByUser User who set the reason
+	ReasonSetByUser *string `json:"reason_set_by_user,omitempty"`
+
+	// ResCoresPerGpu Number of CPU cores per GPU restricted to GPU jobs
+	ResCoresPerGpu *int64 `json:"res_cores_per_gpu,omitempty"`
+
+	// Reservation Name of reservation containing this node
+	Reservation *string `json:"reservation,omitempty"`
+
+	// ResumeAfter Number of seconds after the node's state is updated to "DOWN" or "DRAIN" before scheduling a node state resume
+	ResumeAfter *V0041OpenapiNodesResp_Nodes_ResumeAfter `json:"resume_after,omitempty"`
+
+	// SlurmdStartTime Time when the slurmd started (UNIX timestamp)
+	SlurmdStartTime *V0041OpenapiNodesResp_Nodes_SlurmdStartTime `json:"slurmd_start_time,omitempty"`
+
+	// Sockets Number of physical processor sockets/chips on the node
+	Sockets *int64 `json:"sockets,omitempty"`
+
+	// SpecializedCores Number of cores reserved for system use
+	SpecializedCores *int64 `json:"specialized_cores,omitempty"`
+
+	// SpecializedCpus Abstract CPU IDs on this node reserved for exclusive use by slurmd and slurmstepd
+	SpecializedCpus *string `json:"specialized_cpus,omitempty"`
+
+	// SpecializedMemory Combined memory limit, in MB, for Slurm compute node daemons
+	SpecializedMemory *int64 `json:"specialized_memory,omitempty"`
+
+	// State Node state(s) applicable to this node
+	State *[]V0041OpenapiNodesRespNodesState `json:"state,omitempty"`
+
+	// TemporaryDisk Total size in MB of temporary disk storage in TmpFS
+	TemporaryDisk *int64 `json:"temporary_disk,omitempty"`
+
+	// Threads Number of logical threads in a single physical core
+	Threads *int64 `json:"threads,omitempty"`
+
+	// Tres Configured trackable resources
+	Tres *string `json:"tres,omitempty"`
+
+	// TresUsed Trackable resources currently allocated for jobs
+	TresUsed *string `json:"tres_used,omitempty"`
+
+	// TresWeighted Weighted number of billable trackable resources allocated
+	TresWeighted *float64 `json:"tres_weighted,omitempty"`
+
+	// Version Slurmd version
+	Version *string `json:"version,omitempty"`
+
+	// Weight Weight of the node for scheduling purposes
+	Weight *int64 `json:"weight,omitempty"`
+}
+
+// V0041OpenapiNodesResp_Warnings defines model for V0041OpenapiNodesResp.Warnings.
+type V0041OpenapiNodesResp_Warnings struct {
+	// Description Long form warning description
+	Description *string `json:"description,omitempty"`
+
+	// Source Source of warning or where warning was first detected
+	Source *string `json:"source,omitempty"`
+}
+
 // V0041OpenapiPingArrayResp defines model for v0.0.41_openapi_ping_array_resp.
 type V0041OpenapiPingArrayResp struct {
 	// Errors Query errors
@@ -3453,6 +4086,18 @@ type SlurmV0041GetJobsStateParams struct {
 	JobId *[]string `form:"job_id,omitempty" json:"job_id,omitempty"`
 }
 
+// SlurmV0041GetNodeParams defines parameters for SlurmV0041GetNode.
+type SlurmV0041GetNodeParams struct {
+	// UpdateTime Filter jobs since update timestamp
+	UpdateTime *string `form:"update_time,omitempty" json:"update_time,omitempty"`
+
+	// Flags Query flags
+	Flags *SlurmV0041GetNodeParamsFlags `form:"flags,omitempty" json:"flags,omitempty"`
+}
+
+// SlurmV0041GetNodeParamsFlags defines parameters for SlurmV0041GetNode.
+type SlurmV0041GetNodeParamsFlags string
+
 // SlurmV0041PostJobSubmitJSONRequestBody defines body for SlurmV0041PostJobSubmit for application/json ContentType.
 type SlurmV0041PostJobSubmitJSONRequestBody = V0041JobSubmitReq
 
@@ -3564,6 +4209,11 @@ type ClientInterface interface {
 	// Corresponds with GET /slurm/v0.0.41/jobs/state/ (the `SlurmV0041GetJobsState` operationId).
 	SlurmV0041GetJobsState(ctx context.Context, params *SlurmV0041GetJobsStateParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// SlurmV0041GetNode get node info
+	//
+	// Corresponds with GET /slurm/v0.0.41/node/{node_name} (the `SlurmV0041GetNode` operationId).
+	SlurmV0041GetNode(ctx context.Context, nodeName string, params *SlurmV0041GetNodeParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// SlurmV0041GetPing ping test
 	//
 	// Corresponds with GET /slurm/v0.0.41/ping/ (the `SlurmV0041GetPing` operationId).
@@ -3654,6 +4304,21 @@ func (c *Client) SlurmV0041GetJobs(ctx context.Context, params *SlurmV0041GetJob
 // Corresponds with GET /slurm/v0.0.41/jobs/state/ (the `SlurmV0041GetJobsState` operationId).
 func (c *Client) SlurmV0041GetJobsState(ctx context.Context, params *SlurmV0041GetJobsStateParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewSlurmV0041GetJobsStateRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SlurmV0041GetNode get node info
+//
+// Corresponds with GET /slurm/v0.0.41/node/{node_name} (the `SlurmV0041GetNode` operationId).
+func (c *Client) SlurmV0041GetNode(ctx context.Context, nodeName string, params *SlurmV0041GetNodeParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSlurmV0041GetNodeRequest(c.Server, nodeName, params)
 	if err != nil {
 		return nil, err
 	}
@@ -3985,6 +4650,79 @@ func NewSlurmV0041GetJobsStateRequest(server string, params *SlurmV0041GetJobsSt
 	return req, nil
 }
 
+// NewSlurmV0041GetNodeRequest constructs an http.Request for the SlurmV0041GetNode method
+func NewSlurmV0041GetNodeRequest(server string, nodeName string, params *SlurmV0041GetNodeParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "node_name", nodeName, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/slurm/v0.0.41/node/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.UpdateTime != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "update_time", *params.UpdateTime, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Flags != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "flags", *params.Flags, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewSlurmV0041GetPingRequest constructs an http.Request for the SlurmV0041GetPing method
 func NewSlurmV0041GetPingRequest(server string) (*http.Request, error) {
 	var err error
@@ -4097,6 +4835,13 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /slurm/v0.0.41/jobs/state/ (the `SlurmV0041GetJobsState` operationId).
 	SlurmV0041GetJobsStateWithResponse(ctx context.Context, params *SlurmV0041GetJobsStateParams, reqEditors ...RequestEditorFn) (*SlurmV0041GetJobsStateResponse, error)
+
+	// SlurmV0041GetNodeWithResponse get node info
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /slurm/v0.0.41/node/{node_name} (the `SlurmV0041GetNode` operationId).
+	SlurmV0041GetNodeWithResponse(ctx context.Context, nodeName string, params *SlurmV0041GetNodeParams, reqEditors ...RequestEditorFn) (*SlurmV0041GetNodeResponse, error)
 
 	// SlurmV0041GetPingWithResponse ping test
 	//
@@ -4346,6 +5091,54 @@ func (r SlurmV0041GetJobsStateResponse) ContentType() string {
 	return ""
 }
 
+type SlurmV0041GetNodeResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *V0041OpenapiNodesResp
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *V0041OpenapiNodesResp
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SlurmV0041GetNodeResponse) GetJSON200() *V0041OpenapiNodesResp {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r SlurmV0041GetNodeResponse) GetJSONDefault() *V0041OpenapiNodesResp {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SlurmV0041GetNodeResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SlurmV0041GetNodeResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SlurmV0041GetNodeResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SlurmV0041GetNodeResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type SlurmV0041GetPingResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -4470,6 +5263,19 @@ func (c *ClientWithResponses) SlurmV0041GetJobsStateWithResponse(ctx context.Con
 		return nil, err
 	}
 	return ParseSlurmV0041GetJobsStateResponse(rsp)
+}
+
+// SlurmV0041GetNodeWithResponse get node info
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /slurm/v0.0.41/node/{node_name} (the `SlurmV0041GetNode` operationId).
+func (c *ClientWithResponses) SlurmV0041GetNodeWithResponse(ctx context.Context, nodeName string, params *SlurmV0041GetNodeParams, reqEditors ...RequestEditorFn) (*SlurmV0041GetNodeResponse, error) {
+	rsp, err := c.SlurmV0041GetNode(ctx, nodeName, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSlurmV0041GetNodeResponse(rsp)
 }
 
 // SlurmV0041GetPingWithResponse ping test
@@ -4640,6 +5446,39 @@ func ParseSlurmV0041GetJobsStateResponse(rsp *http.Response) (*SlurmV0041GetJobs
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest V0041OpenapiJobStateResp
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseSlurmV0041GetNodeResponse parses an HTTP response from a SlurmV0041GetNodeWithResponse call
+func ParseSlurmV0041GetNodeResponse(rsp *http.Response) (*SlurmV0041GetNodeResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SlurmV0041GetNodeResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest V0041OpenapiNodesResp
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest V0041OpenapiNodesResp
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

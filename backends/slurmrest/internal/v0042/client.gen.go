@@ -130,6 +130,58 @@ func (e SlurmV0042GetJobsParamsFlags) Valid() bool {
 	}
 }
 
+// Defines values for SlurmV0042GetNodeParamsFlags.
+const (
+	SlurmV0042GetNodeParamsFlagsALL        SlurmV0042GetNodeParamsFlags = "ALL"
+	SlurmV0042GetNodeParamsFlagsDETAIL     SlurmV0042GetNodeParamsFlags = "DETAIL"
+	SlurmV0042GetNodeParamsFlagsFEDERATION SlurmV0042GetNodeParamsFlags = "FEDERATION"
+	SlurmV0042GetNodeParamsFlagsFUTURE     SlurmV0042GetNodeParamsFlags = "FUTURE"
+	SlurmV0042GetNodeParamsFlagsLOCAL      SlurmV0042GetNodeParamsFlags = "LOCAL"
+	SlurmV0042GetNodeParamsFlagsMIXED      SlurmV0042GetNodeParamsFlags = "MIXED"
+	SlurmV0042GetNodeParamsFlagsSIBLING    SlurmV0042GetNodeParamsFlags = "SIBLING"
+)
+
+// Valid indicates whether the value is a known member of the SlurmV0042GetNodeParamsFlags enum.
+func (e SlurmV0042GetNodeParamsFlags) Valid() bool {
+	switch e {
+	case SlurmV0042GetNodeParamsFlagsALL:
+		return true
+	case SlurmV0042GetNodeParamsFlagsDETAIL:
+		return true
+	case SlurmV0042GetNodeParamsFlagsFEDERATION:
+		return true
+	case SlurmV0042GetNodeParamsFlagsFUTURE:
+		return true
+	case SlurmV0042GetNodeParamsFlagsLOCAL:
+		return true
+	case SlurmV0042GetNodeParamsFlagsMIXED:
+		return true
+	case SlurmV0042GetNodeParamsFlagsSIBLING:
+		return true
+	default:
+		return false
+	}
+}
+
+// V0042AcctGatherEnergy defines model for v0.0.42_acct_gather_energy.
+type V0042AcctGatherEnergy struct {
+	// AverageWatts Average power consumption, in watts
+	AverageWatts *int64 `json:"average_watts,omitempty"`
+
+	// BaseConsumedEnergy The energy consumed between when the node was powered on and the last time it was registered by slurmd, in joules
+	BaseConsumedEnergy *int64 `json:"base_consumed_energy,omitempty"`
+
+	// ConsumedEnergy The energy consumed between the last time the node was registered by the slurmd daemon and the last node energy accounting sample, in joules
+	ConsumedEnergy *int64                  `json:"consumed_energy,omitempty"`
+	CurrentWatts   *V0042Uint32NoValStruct `json:"current_watts,omitempty"`
+
+	// LastCollected Time when energy data was last retrieved (UNIX timestamp)
+	LastCollected *int64 `json:"last_collected,omitempty"`
+
+	// PreviousConsumedEnergy Previous value of consumed_energy
+	PreviousConsumedEnergy *int64 `json:"previous_consumed_energy,omitempty"`
+}
+
 // V0042AcctGatherProfile defines model for v0.0.42_acct_gather_profile.
 type V0042AcctGatherProfile = []string
 
@@ -941,8 +993,163 @@ type V0042KillJobsRespMsg = []V0042KillJobsRespJob
 // V0042MemoryBindingType defines model for v0.0.42_memory_binding_type.
 type V0042MemoryBindingType = []string
 
+// V0042Node defines model for v0.0.42_node.
+type V0042Node struct {
+	ActiveFeatures *V0042CsvString `json:"active_features,omitempty"`
+
+	// Address NodeAddr, used to establish a communication path
+	Address *string `json:"address,omitempty"`
+
+	// AllocCpus Total number of CPUs currently allocated for jobs
+	AllocCpus *int64 `json:"alloc_cpus,omitempty"`
+
+	// AllocIdleCpus Total number of idle CPUs
+	AllocIdleCpus *int64 `json:"alloc_idle_cpus,omitempty"`
+
+	// AllocMemory Total memory in MB currently allocated for jobs
+	AllocMemory *int64 `json:"alloc_memory,omitempty"`
+
+	// Architecture Computer architecture
+	Architecture *string `json:"architecture,omitempty"`
+
+	// Boards Number of Baseboards in nodes with a baseboard controller
+	Boards   *int64                  `json:"boards,omitempty"`
+	BootTime *V0042Uint64NoValStruct `json:"boot_time,omitempty"`
+
+	// BurstbufferNetworkAddress Alternate network path to be used for sbcast network traffic
+	BurstbufferNetworkAddress *string `json:"burstbuffer_network_address,omitempty"`
+
+	// ClusterName Cluster name (only set in federated environments)
+	ClusterName *string `json:"cluster_name,omitempty"`
+
+	// Comment Arbitrary comment
+	Comment *string `json:"comment,omitempty"`
+
+	// Cores Number of cores in a single physical processor socket
+	Cores *int64 `json:"cores,omitempty"`
+
+	// CpuBinding Default method for binding tasks to allocated CPUs
+	CpuBinding *int64 `json:"cpu_binding,omitempty"`
+
+	// CpuLoad CPU load as reported by the OS
+	CpuLoad *int64 `json:"cpu_load,omitempty"`
+
+	// Cpus Total CPUs, including cores and threads
+	Cpus *int64 `json:"cpus,omitempty"`
+
+	// EffectiveCpus Number of effective CPUs (excluding specialized CPUs)
+	EffectiveCpus *int64                 `json:"effective_cpus,omitempty"`
+	Energy        *V0042AcctGatherEnergy `json:"energy,omitempty"`
+	// Deprecated: this property has been marked as deprecated upstream, but no `x-deprecated-reason` was set
+	ExternalSensors *map[string]interface{} `json:"external_sensors,omitempty"`
+
+	// Extra Arbitrary string used for node filtering if extra constraints are enabled
+	Extra    *string                 `json:"extra,omitempty"`
+	Features *V0042CsvString         `json:"features,omitempty"`
+	FreeMem  *V0042Uint64NoValStruct `json:"free_mem,omitempty"`
+
+	// GpuSpec CPU cores reserved for jobs that also use a GPU
+	GpuSpec *string `json:"gpu_spec,omitempty"`
+
+	// Gres Generic resources
+	Gres *string `json:"gres,omitempty"`
+
+	// GresDrained Drained generic resources
+	GresDrained *string `json:"gres_drained,omitempty"`
+
+	// GresUsed Generic resources currently in use
+	GresUsed *string `json:"gres_used,omitempty"`
+
+	// Hostname NodeHostname
+	Hostname *string `json:"hostname,omitempty"`
+
+	// InstanceId Cloud instance ID
+	InstanceId *string `json:"instance_id,omitempty"`
+
+	// InstanceType Cloud instance type
+	InstanceType *string                 `json:"instance_type,omitempty"`
+	LastBusy     *V0042Uint64NoValStruct `json:"last_busy,omitempty"`
+
+	// McsLabel Multi-Category Security label
+	McsLabel *string `json:"mcs_label,omitempty"`
+
+	// Name NodeName
+	Name                 *string          `json:"name,omitempty"`
+	NextStateAfterReboot *V0042NodeStates `json:"next_state_after_reboot,omitempty"`
+
+	// OperatingSystem Operating system reported by the node
+	OperatingSystem *string `json:"operating_system,omitempty"`
+
+	// Owner User allowed to run jobs on this node (unset if no restriction)
+	Owner      *string         `json:"owner,omitempty"`
+	Partitions *V0042CsvString `json:"partitions,omitempty"`
+
+	// Port TCP port number of the slurmd
+	Port *int64 `json:"port,omitempty"`
+	// Deprecated: this property has been marked as deprecated upstream, but no `x-deprecated-reason` was set
+	Power *map[string]interface{} `json:"power,omitempty"`
+
+	// RealMemory Total memory in MB on the node
+	RealMemory *int64 `json:"real_memory,omitempty"`
+
+	// Reason Describes why the node is in a "DOWN", "DRAINED", "DRAINING", "FAILING" or "FAIL" state
+	Reason          *string                 `json:"reason,omitempty"`
+	ReasonChangedAt *V0042Uint64NoValStruct `json:"reason_changed_at,omitempty"`
+
+	// ReasonSetByUser User who set the reason
+	ReasonSetByUser *string `json:"reason_set_by_user,omitempty"`
+
+	// ResCoresPerGpu Number of CPU cores per GPU restricted to GPU jobs
+	ResCoresPerGpu *int64 `json:"res_cores_per_gpu,omitempty"`
+
+	// Reservation Name of reservation containing this node
+	Reservation     *string                 `json:"reservation,omitempty"`
+	ResumeAfter     *V0042Uint64NoValStruct `json:"resume_after,omitempty"`
+	SlurmdStartTime *V0042Uint64NoValStruct `json:"slurmd_start_time,omitempty"`
+
+	// Sockets Number of physical processor sockets/chips on the node
+	Sockets *int64 `json:"sockets,omitempty"`
+
+	// SpecializedCores Number of cores reserved for system use
+	SpecializedCores *int64 `json:"specialized_cores,omitempty"`
+
+	// SpecializedCpus Abstract CPU IDs on this node reserved for exclusive use by slurmd and slurmstepd
+	SpecializedCpus *string `json:"specialized_cpus,omitempty"`
+
+	// SpecializedMemory Combined memory limit, in MB, for Slurm compute node daemons
+	SpecializedMemory *int64           `json:"specialized_memory,omitempty"`
+	State             *V0042NodeStates `json:"state,omitempty"`
+
+	// TemporaryDisk Total size in MB of temporary disk storage in TmpFS
+	TemporaryDisk *int64 `json:"temporary_disk,omitempty"`
+
+	// Threads Number of logical threads in a single physical core
+	Threads *int64 `json:"threads,omitempty"`
+
+	// Tres Configured trackable resources
+	Tres *string `json:"tres,omitempty"`
+
+	// TresUsed Trackable resources currently allocated for jobs
+	TresUsed *string `json:"tres_used,omitempty"`
+
+	// TresWeighted Weighted number of billable trackable resources allocated
+	TresWeighted *float64 `json:"tres_weighted,omitempty"`
+
+	// Version Slurmd version
+	Version *string `json:"version,omitempty"`
+
+	// Weight Weight of the node for scheduling purposes
+	Weight *int64 `json:"weight,omitempty"`
+}
+
 // V0042NodeCrType defines model for v0.0.42_node_cr_type.
 type V0042NodeCrType = []string
+
+// V0042NodeStates defines model for v0.0.42_node_states.
+type V0042NodeStates = []string
+
+// V0042Nodes defines model for v0.0.42_nodes.
+type V0042Nodes = []V0042Node
 
 // V0042OpenMode defines model for v0.0.42_open_mode.
 type V0042OpenMode = []string
@@ -1052,6 +1259,15 @@ type V0042OpenapiMeta struct {
 			Minor *string `json:"minor,omitempty"`
 		} `json:"version,omitempty"`
 	} `json:"slurm,omitempty"`
+}
+
+// V0042OpenapiNodesResp defines model for v0.0.42_openapi_nodes_resp.
+type V0042OpenapiNodesResp struct {
+	Errors     *V0042OpenapiErrors    `json:"errors,omitempty"`
+	LastUpdate V0042Uint64NoValStruct `json:"last_update"`
+	Meta       *V0042OpenapiMeta      `json:"meta,omitempty"`
+	Nodes      V0042Nodes             `json:"nodes"`
+	Warnings   *V0042OpenapiWarnings  `json:"warnings,omitempty"`
 }
 
 // V0042OpenapiPingArrayResp defines model for v0.0.42_openapi_ping_array_resp.
@@ -1188,6 +1404,18 @@ type SlurmV0042GetJobsStateParams struct {
 	JobId *[]string `form:"job_id,omitempty" json:"job_id,omitempty"`
 }
 
+// SlurmV0042GetNodeParams defines parameters for SlurmV0042GetNode.
+type SlurmV0042GetNodeParams struct {
+	// UpdateTime Query jobs updated more recently than this time (UNIX timestamp)
+	UpdateTime *string `form:"update_time,omitempty" json:"update_time,omitempty"`
+
+	// Flags Query flags
+	Flags *SlurmV0042GetNodeParamsFlags `form:"flags,omitempty" json:"flags,omitempty"`
+}
+
+// SlurmV0042GetNodeParamsFlags defines parameters for SlurmV0042GetNode.
+type SlurmV0042GetNodeParamsFlags string
+
 // SlurmV0042PostJobSubmitJSONRequestBody defines body for SlurmV0042PostJobSubmit for application/json ContentType.
 type SlurmV0042PostJobSubmitJSONRequestBody = V0042JobSubmitReq
 
@@ -1299,6 +1527,11 @@ type ClientInterface interface {
 	// Corresponds with GET /slurm/v0.0.42/jobs/state/ (the `SlurmV0042GetJobsState` operationId).
 	SlurmV0042GetJobsState(ctx context.Context, params *SlurmV0042GetJobsStateParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// SlurmV0042GetNode get node info
+	//
+	// Corresponds with GET /slurm/v0.0.42/node/{node_name} (the `SlurmV0042GetNode` operationId).
+	SlurmV0042GetNode(ctx context.Context, nodeName string, params *SlurmV0042GetNodeParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// SlurmV0042GetPing ping test
 	//
 	// Corresponds with GET /slurm/v0.0.42/ping/ (the `SlurmV0042GetPing` operationId).
@@ -1389,6 +1622,21 @@ func (c *Client) SlurmV0042GetJobs(ctx context.Context, params *SlurmV0042GetJob
 // Corresponds with GET /slurm/v0.0.42/jobs/state/ (the `SlurmV0042GetJobsState` operationId).
 func (c *Client) SlurmV0042GetJobsState(ctx context.Context, params *SlurmV0042GetJobsStateParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewSlurmV0042GetJobsStateRequest(c.Server, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SlurmV0042GetNode get node info
+//
+// Corresponds with GET /slurm/v0.0.42/node/{node_name} (the `SlurmV0042GetNode` operationId).
+func (c *Client) SlurmV0042GetNode(ctx context.Context, nodeName string, params *SlurmV0042GetNodeParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSlurmV0042GetNodeRequest(c.Server, nodeName, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1720,6 +1968,79 @@ func NewSlurmV0042GetJobsStateRequest(server string, params *SlurmV0042GetJobsSt
 	return req, nil
 }
 
+// NewSlurmV0042GetNodeRequest constructs an http.Request for the SlurmV0042GetNode method
+func NewSlurmV0042GetNodeRequest(server string, nodeName string, params *SlurmV0042GetNodeParams) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "node_name", nodeName, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/slurm/v0.0.42/node/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.UpdateTime != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "update_time", *params.UpdateTime, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Flags != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "flags", *params.Flags, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewSlurmV0042GetPingRequest constructs an http.Request for the SlurmV0042GetPing method
 func NewSlurmV0042GetPingRequest(server string) (*http.Request, error) {
 	var err error
@@ -1832,6 +2153,13 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /slurm/v0.0.42/jobs/state/ (the `SlurmV0042GetJobsState` operationId).
 	SlurmV0042GetJobsStateWithResponse(ctx context.Context, params *SlurmV0042GetJobsStateParams, reqEditors ...RequestEditorFn) (*SlurmV0042GetJobsStateResponse, error)
+
+	// SlurmV0042GetNodeWithResponse get node info
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /slurm/v0.0.42/node/{node_name} (the `SlurmV0042GetNode` operationId).
+	SlurmV0042GetNodeWithResponse(ctx context.Context, nodeName string, params *SlurmV0042GetNodeParams, reqEditors ...RequestEditorFn) (*SlurmV0042GetNodeResponse, error)
 
 	// SlurmV0042GetPingWithResponse ping test
 	//
@@ -2081,6 +2409,54 @@ func (r SlurmV0042GetJobsStateResponse) ContentType() string {
 	return ""
 }
 
+type SlurmV0042GetNodeResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *V0042OpenapiNodesResp
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *V0042OpenapiNodesResp
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SlurmV0042GetNodeResponse) GetJSON200() *V0042OpenapiNodesResp {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r SlurmV0042GetNodeResponse) GetJSONDefault() *V0042OpenapiNodesResp {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SlurmV0042GetNodeResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SlurmV0042GetNodeResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SlurmV0042GetNodeResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SlurmV0042GetNodeResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type SlurmV0042GetPingResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -2205,6 +2581,19 @@ func (c *ClientWithResponses) SlurmV0042GetJobsStateWithResponse(ctx context.Con
 		return nil, err
 	}
 	return ParseSlurmV0042GetJobsStateResponse(rsp)
+}
+
+// SlurmV0042GetNodeWithResponse get node info
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /slurm/v0.0.42/node/{node_name} (the `SlurmV0042GetNode` operationId).
+func (c *ClientWithResponses) SlurmV0042GetNodeWithResponse(ctx context.Context, nodeName string, params *SlurmV0042GetNodeParams, reqEditors ...RequestEditorFn) (*SlurmV0042GetNodeResponse, error) {
+	rsp, err := c.SlurmV0042GetNode(ctx, nodeName, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSlurmV0042GetNodeResponse(rsp)
 }
 
 // SlurmV0042GetPingWithResponse ping test
@@ -2375,6 +2764,39 @@ func ParseSlurmV0042GetJobsStateResponse(rsp *http.Response) (*SlurmV0042GetJobs
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest V0042OpenapiJobStateResp
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseSlurmV0042GetNodeResponse parses an HTTP response from a SlurmV0042GetNodeWithResponse call
+func ParseSlurmV0042GetNodeResponse(rsp *http.Response) (*SlurmV0042GetNodeResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SlurmV0042GetNodeResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest V0042OpenapiNodesResp
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest V0042OpenapiNodesResp
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
