@@ -33,10 +33,12 @@ deps:
 # Start (or check) the Slurm 22.05 and 24.11 test clusters; stop them.
 testcluster:
 	./testcluster/start.sh all
+	./testcluster/multinode.sh start
 	./testcluster/pbs.sh start
 
 testcluster-stop:
 	./testcluster/pbs.sh stop
+	./testcluster/multinode.sh stop
 	./testcluster/stop.sh all
 
 generate:

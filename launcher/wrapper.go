@@ -107,6 +107,11 @@ func renderWrapper(in wrapperInput) string {
 		after := in.task.Resources.Walltime.D() - in.task.Signals.WarnBefore.D()
 		p("( sleep %d && kill -s %s $$ ) </dev/null >/dev/null 2>&1 &\n__tether_timer=$!\n", int(after.Seconds()), warn)
 	}
+	if !in.site.Retry.Requeue {
+		// tether owns retries: a restart the scheduler made on its own
+		// (slurmrestd 22.05 ignores requeue=false) runs nothing and says so
+		p("if [ \"${SLURM_RESTART_COUNT:-0}\" -gt 0 ]; then __tether_requeued=true; echo \"tether: the scheduler requeued this job; tether starts its own attempt instead\" >&2; __tether_rc=0; exit 0; fi\n")
+	}
 	p("cd -- \"$__tether_workdir\" || __tether_fail \"cannot change to workdir $__tether_workdir\"\n")
 	if in.site.Prologue != "" {
 		p("# site prologue\n%s\n", strings.TrimRight(in.site.Prologue, "\n"))
@@ -135,6 +140,7 @@ __tether_put() {
 }
 __tether_timer=
 __tether_term=
+__tether_requeued=false
 __tether_on_exit() {
 	local rc=$?
 	[ -n "$__tether_timer" ] && kill "$__tether_timer" 2>/dev/null
@@ -143,6 +149,7 @@ __tether_on_exit() {
 	if [ "$rc" -gt 128 ] && [ "$rc" -le 192 ]; then sig=$((rc - 128)); fi
 	[ -n "$__tether_error" ] && err=",\"error\":\"$(__tether_esc "$__tether_error")\""
 	[ -n "$__tether_term" ] && err="$err,\"term_after\":$__tether_term"
+	[ "$__tether_requeued" = true ] && err="$err,\"requeued\":true"
 	__tether_put exitcode "{\"v\":1,\"time\":\"$(__tether_now)\",\"exit_code\":$rc,\"signal\":$sig,\"warned\":$__tether_warned,\"elapsed\":$SECONDS$err}"
 }
 trap __tether_on_exit EXIT

@@ -55,9 +55,11 @@ type Input struct {
 
 	Exit            *schema.ExitFile // nil when the wrapper wrote none
 	CancelRequested bool
-	Evidence        Evidence
-	Proceed         schema.Proceed
-	Retry           schema.Retry
+	// SchedulerRequeue: the site lets the scheduler requeue jobs itself.
+	SchedulerRequeue bool
+	Evidence         Evidence
+	Proceed          schema.Proceed
+	Retry            schema.Retry
 	// Attempts made in the current generation, this one included.
 	Attempts int
 	Walltime time.Duration
@@ -74,6 +76,9 @@ type Decision struct {
 	ResumeFrom string
 	// FailedNodes are the nodes a NODE_FAIL attempt ran on.
 	FailedNodes []string
+	// CancelJob: end the scheduler's job before acting (a job the
+	// scheduler requeued although tether owns retries).
+	CancelJob bool
 }
 
 // ExitCode is the CLI exit code of a final outcome: 0 proceed, 1 failed
@@ -125,9 +130,21 @@ func Decide(in Input) Decision {
 		}
 		return in.failure(d, fmt.Sprintf("%s (decided from the exit file; the job left the scheduler)", describeExit(code, sig, in.Exit)))
 	}
+	if state == backends.Requeued && !in.SchedulerRequeue && !in.CancelRequested {
+		// tether owns retries: cancel the scheduler's restart and retry
+		in.SchedNote = "the scheduler requeued the job; tether retries instead"
+		d = in.lostResources(d, backends.NodeFail)
+		d.CancelJob = true
+		return d
+	}
 	if !state.Terminal() {
 		d.Reason = "job is " + strings.ToLower(string(state))
 		return d
+	}
+	if in.Exit != nil && in.Exit.Requeued && !in.CancelRequested {
+		// the scheduler restarted the job itself after losing a node
+		in.SchedNote = "the scheduler requeued the job; tether retries instead"
+		return in.lostResources(d, backends.NodeFail)
 	}
 	if in.CancelRequested && state != backends.Completed {
 		return finish(schema.OutcomeCancelled, "cancelled by request")

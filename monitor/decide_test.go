@@ -113,7 +113,7 @@ func TestDecideTable(t *testing.T) {
 		{"running with exit file (completing)", Input{State: backends.Running, Exit: exitFile(0), Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", 0, "running"},
 		{"completing", Input{State: backends.Completing, Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", 0, "completing"},
 		{"suspended", Input{State: backends.Suspended, Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", 0, "suspended"},
-		{"requeued", Input{State: backends.Requeued, Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", 0, "requeued"},
+		{"requeued, the site lets the scheduler requeue", Input{State: backends.Requeued, SchedulerRequeue: true, Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", 0, "requeued"},
 		{"not yet seen", Input{Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", 0, "waiting"},
 	}
 	for _, c := range cases {
@@ -173,5 +173,27 @@ func TestDecideNamesTheDownNode(t *testing.T) {
 	d := Decide(in)
 	if d.Outcome != schema.OutcomeFailed || !strings.Contains(d.Reason, "node node2 failed (node2 down*: Not responding)") || len(d.FailedNodes) != 1 {
 		t.Errorf("%+v", d)
+	}
+}
+
+// A scheduler that requeued the job itself (slurmrestd 22.05 ignores
+// requeue=false): the wrapper ran nothing, and tether retries.
+func TestDecideSchedulerRequeue(t *testing.T) {
+	in := Input{State: backends.Completed, Exit: &schema.ExitFile{V: 1, Requeued: true}, Nodes: []string{"n1", "n2"},
+		Evidence: Evidence{Resume: "half"}, Proceed: policy("checkpoint", "never"), Retry: retries(2), Attempts: 1}
+	d := Decide(in)
+	if d.Action != Retry || d.ResumeFrom != "half" || !strings.Contains(d.Reason, "requeued") {
+		t.Errorf("%+v", d)
+	}
+}
+
+func TestDecideRequeuedJobIsCancelledAndRetried(t *testing.T) {
+	in := Input{State: backends.Requeued, Evidence: Evidence{Resume: "r"}, Proceed: policy("checkpoint", "never"), Retry: retries(2), Attempts: 1}
+	if d := Decide(in); d.Action != Retry || !d.CancelJob || d.ResumeFrom != "r" {
+		t.Errorf("%+v", d)
+	}
+	in.SchedulerRequeue = true
+	if d := Decide(in); d.Action != Wait {
+		t.Errorf("with scheduler requeue allowed: %+v", d)
 	}
 }

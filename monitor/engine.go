@@ -188,6 +188,8 @@ func (e *Engine) decide(ctx context.Context, run rundir.Run, rec *schema.RunReco
 		Attempts:        attemptsIn(rec, cur.Generation),
 		Walltime:        rec.Task.Resources.Walltime.D(),
 		Grace:           e.Site.Poll.VanishGrace.D(),
+
+		SchedulerRequeue: e.Site.Retry.Requeue,
 	}
 	st := Status{PollErr: perr, Record: rec, Started: started, Summary: sum}
 	if known {
@@ -212,6 +214,11 @@ func (e *Engine) decide(ctx context.Context, run rundir.Run, rec *schema.RunReco
 	}
 	d := Decide(in)
 	st.Decision = d
+	if d.CancelJob && d.Action != Wait {
+		if err := e.Backend.Cancel(ctx, id); err != nil {
+			return st, fmt.Errorf("cancel the requeued job %s: %w", id, err)
+		}
+	}
 	switch d.Action {
 	case Finish:
 		o, err := e.finish(ctx, run, cur.N, in, d, sum)

@@ -124,6 +124,9 @@ type ExitFile struct {
 	// SIGTERM reached it (seconds after its start).
 	Elapsed   int  `json:"elapsed,omitempty"`
 	TermAfter *int `json:"term_after,omitempty"`
+	// Requeued: the scheduler restarted the job on its own (after a node
+	// failure) and the wrapper ran nothing.
+	Requeued bool `json:"requeued,omitempty"`
 }
 
 // Outcome is outcome.json and the CLI's JSON line. For a run that is not

@@ -102,7 +102,8 @@ func DefaultTask() Task {
 	}
 }
 
-// TotalTasks is the number of tasks (ranks) the Task runs.
+// TotalTasks is the number of tasks (ranks) the Task runs: ntasks, else
+// nodes × ntasks_per_node, else one per node (Slurm's default).
 func (r Resources) TotalTasks() int {
 	switch {
 	case r.NTasks > 0:
@@ -110,7 +111,7 @@ func (r Resources) TotalTasks() int {
 	case r.NTasksPerNode > 0:
 		return max(r.Nodes, 1) * r.NTasksPerNode
 	default:
-		return 1
+		return max(r.Nodes, 1)
 	}
 }
 

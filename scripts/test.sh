@@ -9,8 +9,9 @@ step() { echo "== $* ($(( $(date +%s) - start ))s)" >&2; }
 step "dependencies"
 ./scripts/deps.sh
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-	step "test clusters (Slurm 22.05 and 24.11)"
+	step "test clusters (Slurm 22.05, 24.11 and the 3-node cluster)"
 	./testcluster/start.sh all
+	./testcluster/multinode.sh start
 else
 	step "not root on Debian: the Slurm tests use running test clusters or say what is missing"
 fi

@@ -89,6 +89,9 @@ func (e *cmdError) Error() string {
 	if msg == "" {
 		msg = e.err.Error()
 	}
+	if strings.HasPrefix(msg, e.name+":") {
+		return msg // Slurm's messages name the command already
+	}
 	return fmt.Sprintf("%s: %s", e.name, msg)
 }
 
@@ -234,16 +237,18 @@ func (b *Backend) Query(ctx context.Context, ids []backends.JobID) (map[backends
 			valid = append(valid, string(id))
 		}
 	}
-	args := []string{"-h", "-t", "all", "-O", squeueFormat}
-	if len(valid) > 0 {
-		args = append(args, "-j", strings.Join(valid, ","))
-	} else {
-		args = append(args, "-j", "0") // connectivity check, no jobs
+	if len(valid) == 0 {
+		// nothing to ask about: check that the controller answers
+		if _, err := b.run(ctx, "scontrol", "ping"); err != nil {
+			return nil, fmt.Errorf("%w: %w", backends.ErrUnavailable, err)
+		}
+		return out, nil
 	}
+	args := []string{"-h", "-t", "all", "-O", squeueFormat, "-j", strings.Join(valid, ",")}
 	raw, err := b.run(ctx, "squeue", args...)
 	var ce *cmdError
 	switch {
-	case errors.As(err, &ce) && strings.Contains(ce.stderr, "Invalid job id specified"):
+	case errors.As(err, &ce) && strings.Contains(ce.stderr, "Invalid job id"):
 		// none of the ids is in the controller any more
 	case err != nil:
 		return nil, err

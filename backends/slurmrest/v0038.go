@@ -66,6 +66,11 @@ func jobV0038(g gen.V0038JobResponseProperties) job {
 	j := job{ID: int64(*g.JobId), Reason: deref(g.StateReason), Nodes: deref(g.Nodes)}
 	if g.JobState != nil {
 		j.States = []string{*g.JobState}
+		// a job Slurm requeued itself (22.05's REST API ignores
+		// requeue=false) waits as PENDING with a restart count
+		if *g.JobState == "PENDING" && g.RestartCnt != nil && *g.RestartCnt > 0 {
+			j.States = []string{"REQUEUED"}
+		}
 	}
 	if g.SubmitTime != nil {
 		j.Submit = *g.SubmitTime

@@ -101,13 +101,19 @@ func sharedTether(tb testing.TB, shared string) string {
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			tb.Fatal(err)
 		}
-		data, err := os.ReadFile(tetherBin)
-		if err != nil {
-			tb.Fatal(err)
-		}
+		// a hard link, not a copy: a copy's write descriptor, inherited by
+		// a process another test forks meanwhile, makes exec fail with
+		// "text file busy"
 		tmp := fmt.Sprintf("%s.%d", dst, os.Getpid())
-		if err := os.WriteFile(tmp, data, 0o755); err != nil {
-			tb.Fatal(err)
+		os.Remove(tmp)
+		if err := os.Link(tetherBin, tmp); err != nil {
+			data, err := os.ReadFile(tetherBin)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			if err := os.WriteFile(tmp, data, 0o755); err != nil {
+				tb.Fatal(err)
+			}
 		}
 		if err := os.Rename(tmp, dst); err != nil {
 			tb.Fatal(err)

@@ -89,6 +89,7 @@ func scriptParams(t *testing.T, dir string) testscript.Params {
 			"waitfile": cmdWaitFile,
 			"jsonlast": cmdJSONLast,
 			"jsonvar":  cmdJSONVar,
+			"readvar":  cmdReadVar,
 		},
 	}
 }
@@ -166,6 +167,15 @@ func cmdJSONVar(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("%s has no string %s", args[0], args[1])
 	}
 	ts.Setenv(args[2], v)
+}
+
+// readvar VAR FILE: set $VAR to FILE's first line.
+func cmdReadVar(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: readvar var file")
+	}
+	line, _, _ := strings.Cut(ts.ReadFile(args[1]), "\n")
+	ts.Setenv(args[0], strings.TrimSpace(line))
 }
 
 // jsonlast FILE KEY VALUE: the last line of FILE (stdout for the last

@@ -151,13 +151,18 @@ func Start(t testing.TB, opts Options) *Server {
 	}
 	// Copies of the binary (not links) keep the instance independent of
 	// the build directory's lifetime.
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A hard link where possible: a copy is written through a file
+	// descriptor that a process forked meanwhile by a parallel test may
+	// still hold, and exec then fails with "text file busy".
 	self := filepath.Join(s.BinDir, "pbsemu")
-	if err := os.WriteFile(self, data, 0o755); err != nil {
-		t.Fatal(err)
+	if err := os.Link(bin, self); err != nil {
+		data, err := os.ReadFile(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(self, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, c := range pbsemu.Commands {
 		if err := os.Symlink("pbsemu", filepath.Join(s.BinDir, c)); err != nil {
