@@ -4,7 +4,7 @@ BIN      := bin/tether
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 
-.PHONY: build run test test-unit fuzz bench deps testcluster testcluster-stop generate clean
+.PHONY: build run test test-unit fuzz bench deps testcluster testcluster-stop generate refresh-specs clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/tether
@@ -43,6 +43,11 @@ testcluster-stop:
 
 generate:
 	$(GO) generate ./...
+
+# Fetch slurmrestd's OpenAPI specs from the running test clusters,
+# regenerate the REST clients and test them; review the diff.
+refresh-specs:
+	./scripts/refresh-specs.sh
 
 clean:
 	rm -rf bin

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -53,10 +52,8 @@ func Open(dir string) (*Store, error) {
 	return &Store{Dir: abs}, nil
 }
 
-var runIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-
 // ValidRunID reports whether s can be a run id (and so a directory name).
-func ValidRunID(s string) bool { return runIDRe.MatchString(s) && !strings.Contains(s, "..") }
+func ValidRunID(s string) bool { return schema.ValidName(s, 128) && !strings.Contains(s, "..") }
 
 // NewRunID makes a sortable, unique run id: <name>-<UTC time>-<random>.
 func NewRunID(name string, now time.Time) string {

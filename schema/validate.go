@@ -8,10 +8,42 @@ import (
 	"syscall"
 )
 
-var (
-	nameRe   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-	envKeyRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-)
+// ValidName reports whether s matches ^[A-Za-z0-9][A-Za-z0-9._-]{0,max-1}$:
+// the form of task, site and run names (they become file names). A loop,
+// not a regexp: compiling the bounded repetition cost every tether
+// process ~0.3 ms at start-up.
+func ValidName(s string, max int) bool {
+	if len(s) == 0 || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validEnvKey reports whether s matches ^[A-Za-z_][A-Za-z0-9_]*$.
+func validEnvKey(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c == '_':
+		case i > 0 && c >= '0' && c <= '9':
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // Signals maps the warn signal names tether accepts to their numbers.
 var signalNumbers = map[string]syscall.Signal{
@@ -58,7 +90,7 @@ func (t *Task) validate(site *Site) Errors {
 	switch {
 	case t.Name == "":
 		e("name", "is required")
-	case !nameRe.MatchString(t.Name):
+	case !ValidName(t.Name, 64):
 		e("name", "%q: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", t.Name)
 	}
 	switch {
@@ -79,7 +111,7 @@ func (t *Task) validate(site *Site) Errors {
 	}
 	for k, v := range t.Env {
 		switch {
-		case !envKeyRe.MatchString(k):
+		case !validEnvKey(k):
 			e("env."+k, "%q is not a valid environment variable name", k)
 		case strings.HasPrefix(k, "TETHER_"):
 			e("env."+k, "names starting with TETHER_ are reserved for tether")
@@ -178,7 +210,7 @@ func (s *Site) validate(src *source) Errors {
 	switch {
 	case s.Name == "":
 		e("name", "is required")
-	case !nameRe.MatchString(s.Name):
+	case !ValidName(s.Name, 64):
 		e("name", "%q: use 1-64 letters, digits, '.', '_' or '-'", s.Name)
 	}
 	sections := map[string]string{BackendSbatch: "sbatch", BackendSlurmREST: "slurmrest", BackendPBS: "pbs", BackendLocal: "local"}
@@ -207,7 +239,7 @@ func (s *Site) validate(src *source) Errors {
 		e("mpi.mpiexec_style", "unknown style %q (want hostfile or pals)", s.MPI.MpiexecStyle)
 	}
 	for k := range s.MPI.Env {
-		if !envKeyRe.MatchString(k) {
+		if !validEnvKey(k) {
 			e("mpi.env."+k, "%q is not a valid environment variable name", k)
 		}
 	}
