@@ -153,6 +153,8 @@ func TestLoadSiteErrors(t *testing.T) {
 		"poll bounds":       {"name='s'\nbackend='local'\n[poll]\nmin_interval='10s'\nmax_interval='1s'\n", "site.toml:4: poll.min_interval"},
 		"unknown key":       {"name='s'\nbackend='local'\nstate_directory='/x'\n", "site.toml:3: state_directory: unknown key (did you mean \"state_dir\"?)"},
 		"bad launcher":      {"name='s'\nbackend='local'\n[mpi]\nlauncher='auto'\n", "site.toml:4: mpi.launcher"},
+		"bad pbs place":     {"name='s'\nbackend='pbs'\n[pbs]\nplace='scatter:excl:pack'\n", "site.toml:4: pbs.place: \"scatter:excl:pack\""},
+		"pbs place typo":    {"name='s'\nbackend='pbs'\n[pbs]\nplace='scater'\n", "site.toml:4: pbs.place"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -161,6 +163,14 @@ func TestLoadSiteErrors(t *testing.T) {
 				t.Errorf("got %v, want %q", err, c.want)
 			}
 		})
+	}
+}
+
+func TestPBSPlaceAccepted(t *testing.T) {
+	for _, p := range []string{"scatter", "scatter:excl", "pack:shared", "vscatter:exclhost", "free:group=switch", "excl", "none"} {
+		if _, err := ParseSite("s.toml", []byte("name='s'\nbackend='pbs'\n[pbs]\nplace='"+p+"'\n")); err != nil {
+			t.Errorf("place %q: %v", p, err)
+		}
 	}
 }
 

@@ -98,6 +98,7 @@ type PBSConfig struct {
 	Server    string            `toml:"server" json:"server,omitempty" doc:"PBS server name (default the client's default)"`
 	ExtraArgs []string          `toml:"extra_args" json:"extra_args,omitempty" doc:"extra qsub arguments for every job"`
 	Env       map[string]string `toml:"env" json:"env,omitempty" doc:"environment for the PBS commands"`
+	Place     string            `toml:"place" json:"place,omitempty" doc:"-l place for jobs of more than one node: free, pack, scatter or vscatter, optionally :excl, :shared, :exclhost, :group=RES (default scatter; none leaves it to the server)"`
 }
 
 // LocalConfig configures the local process backend.

@@ -273,5 +273,37 @@ func (s *Site) validate(src *source) Errors {
 			e("slurmrest.api_version", "%q: want auto or a version such as v0.0.40", r.APIVersion)
 		}
 	}
+	if p := s.PBS.Place; p != "" && p != "none" && !validPlace(p) {
+		e("pbs.place", "%q: want free, pack, scatter or vscatter, optionally with :excl, :shared, :exclhost or :group=RESOURCE (or none)", p)
+	}
 	return errs
+}
+
+// validPlace checks a PBS place spec: an arrangement (free, pack, scatter,
+// vscatter), a sharing (excl, shared, exclhost) and a grouping
+// (group=RESOURCE), each at most once, joined by colons.
+func validPlace(p string) bool {
+	var arr, share, group bool
+	for _, part := range strings.Split(p, ":") {
+		switch {
+		case part == "free" || part == "pack" || part == "scatter" || part == "vscatter":
+			if arr {
+				return false
+			}
+			arr = true
+		case part == "excl" || part == "shared" || part == "exclhost":
+			if share {
+				return false
+			}
+			share = true
+		case strings.HasPrefix(part, "group=") && len(part) > len("group="):
+			if group {
+				return false
+			}
+			group = true
+		default:
+			return false
+		}
+	}
+	return true
 }

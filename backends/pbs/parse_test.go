@@ -92,10 +92,20 @@ func TestArgs(t *testing.T) {
 	req := backends.JobRequest{Name: "n", Stdout: "/r/out", Stderr: "/r/err", Script: "/r/job.sh",
 		Nodes: 2, NTasksPerNode: 4, CPUsPerTask: 2, GPUsPerTask: 1, MemoryMiB: 4096, Walltime: 90*time.Minute + time.Second,
 		Partition: "workq", Account: "proj", ExtraArgs: []string{"-W", "depend=afterok:1"}}
-	got := strings.Join(Args(req), " ")
+	got := strings.Join(Args(req, ""), " ")
 	want := "-N n -o /r/out -e /r/err -V -r n -l select=2:ncpus=8:mpiprocs=4:ngpus=4:mem=4096mb -l walltime=01:30:01 -l place=scatter -q workq -A proj -W depend=afterok:1 /r/job.sh"
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	if got := strings.Join(Args(req, "scatter:excl"), " "); !strings.Contains(got, " -l place=scatter:excl ") {
+		t.Errorf("site place: %s", got)
+	}
+	if got := strings.Join(Args(req, "none"), " "); strings.Contains(got, "place") {
+		t.Errorf("place none: %s", got)
+	}
+	req.Nodes = 1
+	if got := strings.Join(Args(req, "scatter:excl"), " "); strings.Contains(got, "place") {
+		t.Errorf("one node: %s", got)
 	}
 	if s := Select(backends.JobRequest{NTasks: 4}); s != "1:ncpus=4:mpiprocs=4" {
 		t.Errorf("select %s", s)

@@ -24,9 +24,12 @@ import (
 
 // Backend is the PBS backend.
 type Backend struct {
-	BinDir  string
-	Env     map[string]string
-	Server  string // appended to job ids qsub prints without one
+	BinDir string
+	Env    map[string]string
+	Server string // appended to job ids qsub prints without one
+	// Place is the -l place of multi-node jobs ("" = scatter, "none" = the
+	// server's default).
+	Place   string
 	Timeout time.Duration
 	calls   atomic.Int64
 }
@@ -99,8 +102,9 @@ func unreachable(r cmdResult) bool {
 		strings.Contains(s, "System call failure")
 }
 
-// Args builds the qsub command line for a request.
-func Args(req backends.JobRequest) []string {
+// Args builds the qsub command line for a request; place is the site's
+// -l place for multi-node jobs ("" = scatter, "none" = none).
+func Args(req backends.JobRequest, place string) []string {
 	a := []string{"-N", pbsName(req.Name), "-o", req.Stdout, "-e", req.Stderr, "-V"}
 	if req.Requeue {
 		a = append(a, "-r", "y")
@@ -112,8 +116,11 @@ func Args(req backends.JobRequest) []string {
 		s := int((req.Walltime + time.Second - 1) / time.Second)
 		a = append(a, "-l", fmt.Sprintf("walltime=%02d:%02d:%02d", s/3600, s/60%60, s%60))
 	}
-	if req.Nodes > 1 {
-		a = append(a, "-l", "place=scatter")
+	if place == "" {
+		place = "scatter"
+	}
+	if req.Nodes > 1 && place != "none" {
+		a = append(a, "-l", "place="+place)
 	}
 	if req.Partition != "" {
 		a = append(a, "-q", req.Partition)
@@ -157,7 +164,7 @@ func pbsName(n string) string {
 // Describe shows the qsub command line.
 func (b *Backend) Describe(req backends.JobRequest) string {
 	parts := []string{shellquote.Quote(b.bin("qsub"))}
-	for _, a := range Args(req) {
+	for _, a := range Args(req, b.Place) {
 		parts = append(parts, shellquote.Quote(a))
 	}
 	return strings.Join(parts, " ")
@@ -165,7 +172,7 @@ func (b *Backend) Describe(req backends.JobRequest) string {
 
 // Submit runs qsub.
 func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends.JobID, error) {
-	r, err := b.run(ctx, "qsub", Args(req)...)
+	r, err := b.run(ctx, "qsub", Args(req, b.Place)...)
 	if err != nil {
 		return "", err
 	}

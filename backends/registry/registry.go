@@ -33,7 +33,9 @@ func Open(site *schema.Site, opts Options) (backends.Backend, error) {
 	case schema.BackendSlurmREST:
 		return openREST(site, opts)
 	case schema.BackendPBS:
-		return pbs.New(site.PBS.BinDir, site.PBS.Server, site.PBS.Env), nil
+		b := pbs.New(site.PBS.BinDir, site.PBS.Server, site.PBS.Env)
+		b.Place = site.PBS.Place
+		return b, nil
 	case schema.BackendSbatch:
 		return sbatch.New(site.Sbatch.BinDir, site.Sbatch.Env, site.Sbatch.UseAccounting()), nil
 	case schema.BackendLocal:
