@@ -38,13 +38,14 @@ type Monitor struct {
 	mu       sync.Mutex
 	trackers map[string]*Tracker // site/run -> tracker
 	seen     map[string]bool     // site/run ids active in the last cycle
+	counted  map[string]bool     // decided runs whose outcome is counted but whose active mark remains
 	kick     map[string]chan struct{}
 }
 
 // NewMonitor prepares a monitor over sites; the metrics carry version.
 func NewMonitor(sites []*SiteRuntime, version string, now func() time.Time, log *slog.Logger) *Monitor {
 	m := &Monitor{Sites: sites, Metrics: NewMetrics(version), Now: now, Log: log,
-		trackers: map[string]*Tracker{}, seen: map[string]bool{}, kick: map[string]chan struct{}{}}
+		trackers: map[string]*Tracker{}, seen: map[string]bool{}, counted: map[string]bool{}, kick: map[string]chan struct{}{}}
 	for _, s := range sites {
 		m.kick[s.Site.Name] = make(chan struct{}, 1)
 		s.Engine.Poller.Backend = &instrumented{Backend: s.Engine.Poller.Backend, site: s.Site.Name, m: m.Metrics}
@@ -131,6 +132,11 @@ func (m *Monitor) Cycle(ctx context.Context, s *SiteRuntime, maxAge time.Duratio
 		}
 		if st.Outcome.Final {
 			m.ended(name, runID, &st.Outcome)
+			// A decider that died between writing the outcome and
+			// clearing the active mark leaves the run listed: clear it.
+			if err := s.Engine.ClearDecided(ctx, run); err != nil {
+				m.Log.Warn("cannot clear the active mark of a decided run", "site", name, "run", runID, "err", err)
+			}
 			changed = true
 			continue
 		}
@@ -143,6 +149,11 @@ func (m *Monitor) Cycle(ctx context.Context, s *SiteRuntime, maxAge time.Duratio
 	// Runs that left the active set since the last cycle were decided by
 	// another process: count their outcomes too.
 	m.mu.Lock()
+	for k := range m.counted {
+		if site, runID, _ := strings.Cut(k, "/"); site == name && !active[runID] {
+			delete(m.counted, k)
+		}
+	}
 	for k := range m.seen {
 		site, runID, _ := strings.Cut(k, "/")
 		if site != name {
@@ -188,6 +199,10 @@ func (m *Monitor) ended(site, runID string, o *schema.Outcome) {
 	k := key(site, runID)
 	delete(m.trackers, k)
 	delete(m.seen, k)
+	if m.counted[k] {
+		return // still listed as active: counted on an earlier cycle
+	}
+	m.counted[k] = true
 	m.count(site, o)
 }
 
@@ -208,7 +223,7 @@ func ts(t time.Time) float64 {
 // viewOf turns a live status into a run's metrics.
 func viewOf(site string, now time.Time, st Status, s *schema.Site) RunView {
 	o := st.Outcome
-	v := RunView{Site: site, RunID: o.RunID, JobID: o.JobID, Fraction: o.Fraction, Attempts: o.Attempts, RunDir: o.RunDir, State: "unknown"}
+	v := RunView{Site: site, RunID: o.RunID, JobID: o.JobID, Fraction: o.Fraction, Attempts: o.Attempts, RunDir: o.RunDir}
 	if st.Record != nil {
 		v.Name = st.Record.Task.Name
 		v.HeartbeatTimeout = st.Record.Task.HeartbeatTimeout.D().Seconds()
@@ -218,37 +233,11 @@ func viewOf(site string, now time.Time, st Status, s *schema.Site) RunView {
 	}
 	if st.Job != nil {
 		v.SchedulerState = string(st.Job.State)
-		switch st.Job.State {
-		case backends.Pending, backends.Requeued, backends.Configuring:
-			v.State = "pending"
-		case backends.Running:
-			v.State = "running"
-		case backends.Completing:
-			v.State = "completing"
-		case backends.Suspended:
-			v.State = "suspended"
-		}
-		if !st.Job.Start.IsZero() {
-			v.Start = ts(st.Job.Start)
-		}
-		v.Deadline = ts(st.Job.Deadline)
 	}
-	if st.Started != nil {
-		if v.State == "unknown" || v.State == "pending" {
-			v.State = "running"
-		}
-		if v.Start == 0 {
-			v.Start = ts(st.Started.Time)
-		}
-		if v.Deadline == 0 && st.Record != nil {
-			v.Deadline = ts(st.Started.Time.Add(st.Record.Task.Resources.Walltime.D()))
-		}
-	}
-	last := st.Summary.LastActivity
-	if st.Started != nil && st.Started.Time.After(last) {
-		last = st.Started.Time
-	}
-	v.LastProgress = ts(last)
+	v.State = Phase(st)
+	v.Start = ts(StartOf(st))
+	v.Deadline = ts(DeadlineOf(st))
+	v.LastProgress = ts(LastSignOfLife(st))
 	v.Stuck, v.StuckDetail = Stuck(now, st, s)
 	return v
 }

@@ -321,6 +321,21 @@ func (e *Engine) finish(ctx context.Context, run rundir.Run, n int, in Input, d 
 	return &o, nil
 }
 
+// ClearDecided removes the active mark of a run that has an outcome. The
+// mark is cleared under the run lock after checking the outcome again, so
+// a new attempt started meanwhile (a key reused after a failure) keeps it.
+func (e *Engine) ClearDecided(ctx context.Context, run rundir.Run) error {
+	lock, err := run.Lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	if _, ok, err := run.Outcome(); err != nil || !ok {
+		return err
+	}
+	return e.Store.ClearActive(run.ID)
+}
+
 func (e *Engine) retry(ctx context.Context, run rundir.Run, n int, in Input, d Decision) error {
 	lock, err := run.Lock(ctx)
 	if err != nil {

@@ -211,7 +211,9 @@ func (c runCollector) Collect(ch chan<- prometheus.Metric) {
 				}
 				g(descRunState, one, v.Site, v.RunID, s)
 			}
-			g(descSubmit, v.Submit, v.Site, v.RunID)
+			if v.Submit > 0 {
+				g(descSubmit, v.Submit, v.Site, v.RunID)
+			}
 			if v.Start > 0 {
 				g(descStart, v.Start, v.Site, v.RunID)
 			}
