@@ -16,8 +16,9 @@ import (
 	"github.com/tether-hpc/tether/rundir"
 )
 
-// cacheVersion is the format of poll/cache.json.
-const cacheVersion = 1
+// cacheVersion is the format of poll/cache.json (2: a sliding window of
+// query start times replaced the fixed per-minute window).
+const cacheVersion = 2
 
 // Snapshot is the site's last scheduler query, shared by every tether
 // process on the site through <state>/poll/cache.json.
@@ -35,9 +36,21 @@ type Snapshot struct {
 	ErrAt        time.Time `json:"err_at,omitempty"`
 	Failures     int       `json:"failures,omitempty"`
 	QueriesTotal int64     `json:"queries_total"`
-	// Window counts queries in the current minute for the site's cap.
-	WindowStart time.Time `json:"window_start"`
-	WindowCount int       `json:"window_count"`
+	// Recent holds the start times of the queries of the last minute, for
+	// the site's per-minute cap (a sliding window: no 60 s span ever
+	// holds more than the cap).
+	Recent []time.Time `json:"recent,omitempty"`
+}
+
+// recentSince returns the query start times after t.
+func (s *Snapshot) recentSince(t time.Time) []time.Time {
+	out := s.Recent[:0:0]
+	for _, q := range s.Recent {
+		if q.After(t) {
+			out = append(out, q)
+		}
+	}
+	return out
 }
 
 // covers reports whether the snapshot knows every id.
@@ -72,10 +85,9 @@ type Poller struct {
 	// monitor knows them), so the active index is not read again.
 	Complete bool
 
-	mu      sync.Mutex
-	last    Snapshot
-	lastMod time.Time
-	lastLen int64
+	mu     sync.Mutex
+	last   Snapshot
+	lastFi os.FileInfo
 }
 
 func (p *Poller) dir() string { return filepath.Join(p.Store.Dir, "poll") }
@@ -88,21 +100,27 @@ func (p *Poller) cachePath() string {
 
 // Cached returns the shared snapshot without querying. The file is
 // decoded again only when it changed; callers treat the maps as read-only.
-func (p *Poller) Cached() Snapshot {
+func (p *Poller) Cached() Snapshot { return p.cached(false) }
+
+// cached reads the shared snapshot; force decodes the file even when its
+// inode, mtime and size look unchanged (under the lock, where a stale
+// answer on a filesystem with coarse mtimes would cost an extra query).
+func (p *Poller) cached(force bool) Snapshot {
 	fi, err := os.Stat(p.cachePath())
 	if err != nil {
 		return Snapshot{V: cacheVersion}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.last.V == cacheVersion && fi.ModTime().Equal(p.lastMod) && fi.Size() == p.lastLen {
+	if !force && p.last.V == cacheVersion && p.lastFi != nil && os.SameFile(fi, p.lastFi) &&
+		fi.ModTime().Equal(p.lastFi.ModTime()) && fi.Size() == p.lastFi.Size() {
 		return p.last
 	}
 	var s Snapshot
 	if err := rundir.ReadJSON(p.cachePath(), &s); err != nil || s.V != cacheVersion {
 		return Snapshot{V: cacheVersion}
 	}
-	p.last, p.lastMod, p.lastLen = s, fi.ModTime(), fi.Size()
+	p.last, p.lastFi = s, fi
 	return s
 }
 
@@ -125,7 +143,7 @@ func (p *Poller) Status(ctx context.Context, ids []backends.JobID, maxAge time.D
 	}
 	defer lock.Unlock()
 	// Another process may have queried while this one waited for the lock.
-	snap = p.Cached()
+	snap = p.cached(true)
 	now = p.Now()
 	fresh := maxAge > 0 && now.Sub(snap.At) <= maxAge && snap.Err == ""
 	if snap.covers(ids) && fresh {
@@ -150,10 +168,7 @@ func (p *Poller) Status(ctx context.Context, ids []backends.JobID, maxAge time.D
 		return snap, err
 	}
 	snap.LastQuery = now
-	if now.Sub(snap.WindowStart) >= time.Minute {
-		snap.WindowStart, snap.WindowCount = now, 0
-	}
-	snap.WindowCount++
+	snap.Recent = append(snap.recentSince(now.Add(-time.Minute)), now)
 	snap.QueriesTotal++
 	jobs, qerr := p.Backend.Query(ctx, all)
 	done := p.Now()
@@ -188,8 +203,9 @@ func (p *Poller) spacing(s *Snapshot, now time.Time) time.Duration {
 		back := p.MinInterval << min(s.Failures, 5)
 		wait = max(wait, s.ErrAt.Add(back).Sub(now))
 	}
-	if p.MaxPerMinute > 0 && s.WindowCount >= p.MaxPerMinute && now.Sub(s.WindowStart) < time.Minute {
-		wait = max(wait, s.WindowStart.Add(time.Minute).Sub(now))
+	if recent := s.recentSince(now.Add(-time.Minute)); p.MaxPerMinute > 0 && len(recent) >= p.MaxPerMinute {
+		// the query may start once the oldest counted one is a minute old
+		wait = max(wait, recent[len(recent)-p.MaxPerMinute].Add(time.Minute).Sub(now))
 	}
 	return max(wait, 0)
 }
@@ -237,7 +253,7 @@ func (p *Poller) save(s *Snapshot) error {
 	}
 	if fi, err := os.Stat(p.cachePath()); err == nil {
 		p.mu.Lock()
-		p.last, p.lastMod, p.lastLen = *s, fi.ModTime(), fi.Size()
+		p.last, p.lastFi = *s, fi
 		p.mu.Unlock()
 	}
 	return nil

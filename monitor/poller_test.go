@@ -121,3 +121,86 @@ func TestPollerRateCap(t *testing.T) {
 		t.Errorf("%d queries in 10s with a cap of 3/min", n)
 	}
 }
+
+// timedBackend records when each query starts.
+type timedBackend struct {
+	backends.Backend
+	clk   *clock
+	mu    sync.Mutex
+	times []time.Time
+}
+
+func (b *timedBackend) Query(ctx context.Context, ids []backends.JobID) (map[backends.JobID]backends.JobStatus, error) {
+	b.mu.Lock()
+	b.times = append(b.times, b.clk.Now())
+	b.mu.Unlock()
+	return b.Backend.Query(ctx, ids)
+}
+
+// The per-minute cap holds in every 60-second span, not only per
+// calendar window: callers asking every second for 5 minutes never get a
+// fourth query within a minute of three others.
+func TestPollerRateCapSliding(t *testing.T) {
+	clk := &clock{t: time.Unix(1e9, 0)}
+	be := &timedBackend{Backend: fake.New(), clk: clk}
+	p, _ := newPoller(t, be, clk)
+	p.MinInterval, p.MaxPerMinute = 0, 3
+	id, _ := be.Submit(context.Background(), backends.JobRequest{})
+	for i := 0; i < 300; i++ {
+		p.Status(context.Background(), []backends.JobID{id}, 0)
+		if i%7 == 0 {
+			clk.Add(5 * time.Second) // uneven steps
+		} else {
+			clk.Add(time.Second)
+		}
+	}
+	if len(be.times) < 15 {
+		t.Fatalf("only %d queries in %v: the cap starves callers", len(be.times), clk.Now().Sub(time.Unix(1e9, 0)))
+	}
+	for i := range be.times {
+		n := 0
+		for _, q := range be.times[:i+1] {
+			if be.times[i].Sub(q) < time.Minute {
+				n++
+			}
+		}
+		if n > 3 {
+			t.Fatalf("%d queries in the minute before %v (cap 3): %v", n, be.times[i].Sub(time.Unix(1e9, 0)), be.times)
+		}
+	}
+}
+
+// Separate pollers sharing the state dir (as separate `tether wait`
+// processes do) still make one query per interval between them.
+func TestPollerOneQueryAcrossPollers(t *testing.T) {
+	be := fake.New()
+	clk := &clock{t: time.Unix(1e9, 0)}
+	first, store := newPoller(t, be, clk)
+	var ids []backends.JobID
+	for i := 0; i < 50; i++ {
+		id, _ := be.Submit(context.Background(), backends.JobRequest{})
+		ids = append(ids, id)
+		store.SetActive(fmt.Sprintf("run-%d", i), string(id), "")
+	}
+	pollers := []*Poller{first}
+	for i := 1; i < 50; i++ {
+		pollers = append(pollers, &Poller{Store: store, Backend: be, MinInterval: time.Second, Now: clk.Now})
+	}
+	for round := 0; round < 5; round++ {
+		var wg sync.WaitGroup
+		for i, p := range pollers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := p.Status(context.Background(), []backends.JobID{ids[i]}, time.Second); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		clk.Add(1500 * time.Millisecond) // every round finds the snapshot too old
+	}
+	if n := be.Queries.Load(); n != 5 {
+		t.Errorf("%d queries for 50 pollers over 5 intervals, want 5", n)
+	}
+}
