@@ -132,3 +132,15 @@ func FuzzParseQstat(f *testing.F) {
 		}
 	})
 }
+
+// Job names are made acceptable to OpenPBS's check_job_name.
+func TestPBSName(t *testing.T) {
+	for in, want := range map[string]string{
+		"sim-1.a_b": "sim-1.a_b", "9lives": "9lives", "a b/c@d:e": "a_b_c_d_e", "_x": "t_x", ".x": "t_x", "": "t",
+		"été": "t__t__", strings.Repeat("a", 300): strings.Repeat("a", 236),
+	} {
+		if got := pbsName(in); got != want {
+			t.Errorf("pbsName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

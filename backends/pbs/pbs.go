@@ -153,12 +153,27 @@ func Select(req backends.JobRequest) string {
 	return s
 }
 
-// pbsName keeps a job name PBS accepts (letters, digits, _ . -; 236 chars).
+// pbsName keeps a job name PBS accepts: letters, digits and - _ + .,
+// the first a letter or digit, at most 236 characters (OpenPBS
+// check_job_name); anything else becomes '_'.
 func pbsName(n string) string {
-	if len(n) > 236 {
-		n = n[:236]
+	b := []byte(n)
+	if len(b) > 236 {
+		b = b[:236]
 	}
-	return n
+	for i, c := range b {
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || !strings.ContainsRune("-_+.", rune(c))) {
+			b[i] = '_'
+		}
+	}
+	if len(b) == 0 || b[0] == '_' {
+		b = append([]byte("t"), b...)
+		if len(b) > 236 {
+			b = b[:236]
+		}
+	}
+	return string(b)
 }
 
 // Describe shows the qsub command line.

@@ -446,9 +446,10 @@ func TestDependencies(t *testing.T) {
 	}
 	sameKeys(t, "dependent", c, capturedKeys(t, "07_depend_afterok.txt", "9.pbshost"), "PBS_O_LANG")
 	f := e.wait(okC, "F", 10*time.Second)
-	if num(f, "Exit_status") != 0 || str(f, "Hold_Types") != "n" {
+	if num(f, "Exit_status") != 0 || str(f, "Hold_Types") != "n" || f["depend"] != nil {
 		t.Errorf("released child: %v", f)
 	}
+	sameKeys(t, "released child", f, capturedKeys(t, "14_qstat_x_f_json_all.txt", "9.pbshost"), "PBS_O_LANG")
 	f = e.wait(badC, "F", 10*time.Second)
 	if num(f, "substate") != 92 || f["Exit_status"] != nil || f["comment"] != nil || str(f, "Hold_Types") != "s" {
 		t.Errorf("child of failed parent: %v", f)
@@ -576,10 +577,11 @@ func TestInstancesAreIndependent(t *testing.T) {
 func TestMiscOptions(t *testing.T) {
 	e := newEnv(t, pbsemutest.Options{NCPUs: 4})
 	home := filepath.Join(filepath.Dir(e.srv.Home), "home")
-	e.script("env.sh", "#PBS -N envjob\necho EXPORTED=$EXPORTED_BY_V\n")
+	e.script("env.sh", "#PBS -N envjob\necho EXPORTED=$EXPORTED_BY_V\n[ \"$HOME\" = \"$PWD\" ] || echo HOME=$HOME PWD=$PWD\n[ \"$USER\" = \"$LOGNAME\" ] || echo USER=$USER LOGNAME=$LOGNAME\n")
 	cmd := e.srv.Command("qsub", "-V", "-k", "oe", "-W", "umask=022", "env.sh")
 	cmd.Dir = e.dir
-	cmd.Env = append(cmd.Env, "EXPORTED_BY_V=yes")
+	// -V exports these too, but the job gets its own (start_exec.c).
+	cmd.Env = append(cmd.Env, "EXPORTED_BY_V=yes", "HOME=/nonexistent-submit-home", "USER=submitter-user")
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatal(err)

@@ -172,6 +172,9 @@ func (j *Job) depString(server string) string {
 	byType := map[string][]string{}
 	var order []string
 	for _, d := range j.Depends {
+		if d.Done {
+			continue // a satisfied dependency leaves the attribute (07_depend_afterok-2)
+		}
 		if _, ok := byType[d.Type]; !ok {
 			order = append(order, d.Type)
 		}
@@ -218,8 +221,8 @@ func (j *Job) Attrs(cfg *Config, now time.Time) []Attr {
 	}
 	add("Checkpoint", j.Checkpoint)
 	add("ctime", strconv.FormatInt(j.Ctime, 10))
-	if len(j.Depends) > 0 {
-		add("depend", j.depString(cfg.ServerName))
+	if dep := j.depString(cfg.ServerName); dep != "" {
+		add("depend", dep)
 	}
 	add("Error_Path", j.ErrorPath)
 	if j.ExecHost != "" {
@@ -260,7 +263,9 @@ func (j *Job) Attrs(cfg *Config, now time.Time) []Attr {
 	if j.SessionID != 0 {
 		add("session_id", strconv.Itoa(j.SessionID))
 	}
-	if j.RunCount > 0 {
+	// jobdir comes with the session (substate 42) and stays once finished;
+	// a job still at substate 41 has neither (03_tiny_running).
+	if j.RunCount > 0 && (j.SessionID != 0 || j.State == "F") {
 		add("jobdir", j.Home)
 	}
 	add("substate", strconv.Itoa(j.Substate))

@@ -121,14 +121,17 @@ func (m *mom) env(nodefile, tmpdir string) []string {
 		env[k] = v
 	}
 	shell := m.shell()
-	env["HOME"] = j.Home
-	env["LOGNAME"] = j.User
-	env["USER"] = j.User
-	env["SHELL"] = shell
 	env["MAIL"] = "/var/mail/" + j.User
 	for _, kv := range j.VariableList {
 		env[kv.K] = kv.V
 	}
+	// Then the values that belong to this job, as start_exec.c does: the
+	// submitter's HOME, LOGNAME, USER and SHELL in Variable_List (qsub -V)
+	// do not survive.
+	env["HOME"] = j.Home
+	env["LOGNAME"] = j.User
+	env["USER"] = j.User
+	env["SHELL"] = shell
 	first := Chunk{Count: 1}
 	if len(j.Resources.Chunks) > 0 {
 		first = j.Resources.Chunks[0]

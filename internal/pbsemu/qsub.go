@@ -127,6 +127,22 @@ func parseQsubArgs(args []string, o *qsubOpts) (operands []string, dashdash bool
 	return nil, false, nil
 }
 
+// validJobName is OpenPBS's check_job_name: up to 236 characters, each a
+// letter, digit, '-', '_', '+' or '.', the first a letter or digit.
+func validJobName(v string) bool {
+	if v == "" || len(v) > 236 {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || !strings.ContainsRune("-_+.", rune(c))) {
+			return false
+		}
+	}
+	return true
+}
+
 func illegal(c byte) error { return optError(fmt.Sprintf("illegal -%c value", c)) }
 
 func (o *qsubOpts) apply(c byte, v string) error {
@@ -186,7 +202,7 @@ func (o *qsubOpts) apply(c byte, v string) error {
 	case 'M':
 		o.mailUsers = v
 	case 'N':
-		if v == "" || len(v) > 236 || strings.ContainsAny(v, " \t\n/@:") {
+		if !validJobName(v) {
 			return illegal(c)
 		}
 		o.name = v

@@ -118,10 +118,19 @@ func TestDirectivesAndOptions(t *testing.T) {
 	if v, _ := getKV(dir.res, "select"); v != "1:ncpus=2" {
 		t.Errorf("select = %q, directive must stay", v)
 	}
-	for _, bad := range [][]string{{"-j", "xx"}, {"-r", "maybe"}, {"-N", "a b"}, {"-W", "bogus=1"}, {"-p", "5000"}, {"-Y"}} {
+	for _, bad := range [][]string{{"-j", "xx"}, {"-r", "maybe"}, {"-N", "a b"}, {"-N", "sim[1]"}, {"-N", "a=b"}, {"-N", "x,y"}, {"-N", "job#1"}, {"-N", "été"}, {"-N", "-lead"}, {"-N", strings.Repeat("a", 237)}, {"-W", "bogus=1"}, {"-p", "5000"}, {"-Y"}} {
 		var o qsubOpts
 		if _, _, err := parseQsubArgs(bad, &o); err == nil {
 			t.Errorf("%v accepted", bad)
+		}
+	}
+}
+
+func TestJobNames(t *testing.T) {
+	for _, ok := range []string{"a", "9lives", "run-1.a_b+c", strings.Repeat("a", 236)} {
+		var o qsubOpts
+		if _, _, err := parseQsubArgs([]string{"-N", ok, "job.sh"}, &o); err != nil || o.name != ok {
+			t.Errorf("-N %q refused: %v", ok, err)
 		}
 	}
 }
