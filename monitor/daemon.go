@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -34,6 +35,11 @@ type Monitor struct {
 	Metrics *Metrics
 	Now     func() time.Time
 	Log     *slog.Logger
+	// StatOnly turns inotify off: run files are statted every StatEvery
+	// instead (also chosen by itself on NFS, Lustre and other shared
+	// filesystems, where inotify does not see other hosts' writes).
+	StatOnly  bool
+	StatEvery time.Duration
 
 	mu       sync.Mutex
 	trackers map[string]*Tracker // site/run -> tracker
@@ -185,6 +191,20 @@ func (m *Monitor) Cycle(ctx context.Context, s *SiteRuntime, maxAge time.Duratio
 	return changed, nil
 }
 
+// nearDeadline reports whether a running run of the site reaches its
+// walltime within d (or passed it less than DeadlineGrace ago).
+func (m *Monitor) nearDeadline(site string, d time.Duration) bool {
+	now := float64(m.Now().UnixNano()) / 1e9
+	m.Metrics.mu.Lock()
+	defer m.Metrics.mu.Unlock()
+	for _, v := range m.Metrics.views[site] {
+		if v.State == "running" && v.Deadline > 0 && v.Deadline-now < d.Seconds() && now-v.Deadline < DeadlineGrace.Seconds() {
+			return true
+		}
+	}
+	return false
+}
+
 func (m *Monitor) lastView(site, runID string) (RunView, bool) {
 	m.Metrics.mu.Lock()
 	defer m.Metrics.mu.Unlock()
@@ -273,15 +293,23 @@ func (m *Monitor) refresh(site, runID string) {
 // bounds: min_interval after a change, growing to max_interval while
 // nothing changes; new runs and run-dir changes wake a site at once.
 func (m *Monitor) Run(ctx context.Context) error {
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		m.Log.Warn("fsnotify unavailable; relying on polling", "err", err)
-	} else {
-		defer w.Close()
-		for _, s := range m.Sites {
-			w.Add(s.Store.ActiveDir())
+	var w *fsnotify.Watcher
+	if !m.StatOnly {
+		var err error
+		if w, err = fsnotify.NewWatcher(); err != nil {
+			m.Log.Warn("fsnotify unavailable; statting run files instead", "err", err)
+			w = nil
+		} else {
+			defer w.Close()
+			for _, s := range m.Sites {
+				w.Add(s.Store.ActiveDir())
+			}
+			go m.watch(ctx, w)
 		}
-		go m.watch(ctx, w)
+	}
+	every := m.StatEvery
+	if every <= 0 {
+		every = 5 * time.Second
 	}
 	var wg sync.WaitGroup
 	for _, s := range m.Sites {
@@ -290,9 +318,108 @@ func (m *Monitor) Run(ctx context.Context) error {
 			defer wg.Done()
 			m.loop(ctx, s, w)
 		}()
+		fs := rundir.NetworkFS(s.Store.Dir)
+		if w == nil || fs != "" {
+			why := "inotify is off"
+			if fs != "" {
+				why = "the state directory is on " + fs + ", where inotify does not see other hosts' writes"
+			}
+			m.Log.Info("statting active run files", "site", s.Site.Name, "every", every, "because", why)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				m.statLoop(ctx, s, every)
+			}()
+		}
 	}
 	wg.Wait()
 	return nil
+}
+
+// fileMark is what the stat fallback compares between looks.
+type fileMark struct {
+	size int64
+	mod  time.Time
+	exit bool
+}
+
+// statLoop is the fallback for filesystems without inotify: it stats the
+// status file and the exit file of every active run each tick.
+func (m *Monitor) statLoop(ctx context.Context, s *SiteRuntime, every time.Duration) {
+	marks := map[string]fileMark{}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		m.statOnce(s, marks)
+	}
+}
+
+// statOnce looks at each active run's status and exit files once:
+// a changed status file refreshes the run's metrics, a new exit file or a
+// new run wakes the site's cycle.
+func (m *Monitor) statOnce(s *SiteRuntime, marks map[string]fileMark) {
+	name := s.Site.Name
+	runs := m.activeAttempts(name)
+	poke := false
+	for runID, n := range runs {
+		run := s.Store.Run(runID)
+		var mk fileMark
+		if fi, err := os.Stat(run.Status()); err == nil {
+			mk.size, mk.mod = fi.Size(), fi.ModTime()
+		}
+		if _, err := os.Stat(run.ExitCode(n)); err == nil {
+			mk.exit = true
+		}
+		old, known := marks[runID]
+		marks[runID] = mk
+		if !known {
+			continue
+		}
+		if mk.size != old.size || !mk.mod.Equal(old.mod) {
+			m.refresh(name, runID)
+		}
+		if mk.exit && !old.exit {
+			poke = true
+		}
+	}
+	for runID := range marks {
+		if _, ok := runs[runID]; !ok {
+			delete(marks, runID)
+		}
+	}
+	if names, err := s.Store.ActiveNames(); err == nil && len(names) != len(runs) {
+		poke = true // runs appeared or ended since the last cycle
+	}
+	if poke {
+		m.poke(name)
+	}
+}
+
+// activeAttempts maps the site's active runs (as of the last cycle) to
+// their current attempt numbers.
+func (m *Monitor) activeAttempts(site string) map[string]int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]int{}
+	for k := range m.seen {
+		s, runID, _ := strings.Cut(k, "/")
+		if s != site {
+			continue
+		}
+		n := 0
+		if tr := m.trackers[k]; tr != nil && tr.rec != nil {
+			if cur := tr.rec.Current(); cur != nil {
+				n = cur.N
+			}
+		}
+		out[runID] = n
+	}
+	return out
 }
 
 func (m *Monitor) loop(ctx context.Context, s *SiteRuntime, w *fsnotify.Watcher) {
@@ -310,8 +437,8 @@ func (m *Monitor) loop(ctx context.Context, s *SiteRuntime, w *fsnotify.Watcher)
 		if w != nil {
 			m.watchRuns(s, w, watched)
 		}
-		if changed {
-			interval = minI
+		if changed || m.nearDeadline(s.Site.Name, 2*interval) {
+			interval = minI // after a change, and near a run's walltime: look more often
 		} else {
 			interval = min(time.Duration(float64(interval)*1.5), maxI)
 		}
@@ -332,15 +459,14 @@ func (m *Monitor) loop(ctx context.Context, s *SiteRuntime, w *fsnotify.Watcher)
 // current attempt), dropping those of ended runs. Where watches run out
 // (NFS, inotify limits) the cycles' reads are the fallback.
 func (m *Monitor) watchRuns(s *SiteRuntime, w *fsnotify.Watcher, watched map[string]bool) {
-	m.mu.Lock()
 	want := map[string]bool{}
-	for k := range m.seen {
-		site, runID, _ := strings.Cut(k, "/")
-		if site == s.Site.Name {
-			want[s.Store.Run(runID).Dir] = true
+	for runID, n := range m.activeAttempts(s.Site.Name) {
+		run := s.Store.Run(runID)
+		want[run.Dir] = true
+		if n > 0 {
+			want[run.AttemptDir(n)] = true
 		}
 	}
-	m.mu.Unlock()
 	for dir := range watched {
 		if !want[dir] {
 			w.Remove(dir)
@@ -385,6 +511,11 @@ func (m *Monitor) event(ev fsnotify.Event) {
 			case "status.jsonl":
 				m.refresh(s.Site.Name, runID)
 			case "outcome.json", "run.json":
+				m.poke(s.Site.Name)
+			}
+		case filepath.Base(filepath.Dir(dir)) == "attempts" && filepath.Dir(filepath.Dir(filepath.Dir(dir))) == filepath.Join(s.Store.Dir, "runs"):
+			// runs/<id>/attempts/<n>: the wrapper started or ended
+			if base == "exitcode" || base == "started" {
 				m.poke(s.Site.Name)
 			}
 		}

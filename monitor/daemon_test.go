@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tether-hpc/tether/backends"
@@ -68,5 +69,97 @@ tether_outcomes_total{outcome="succeeded",site="s"} 0
 `), "tether_outcomes_total"); err != nil {
 		buf.WriteString(err.Error())
 		t.Error(buf.String())
+	}
+}
+
+// slowSite cycles rarely, so what happens within a second of a file
+// change comes from inotify or the stat fallback, not from a cycle.
+func slowSite(t *testing.T, e *env) {
+	t.Helper()
+	site, err := schema.ParseSite("s.toml", []byte("name='s'\nbackend='sbatch'\n[poll]\nmin_interval='20s'\nmax_interval='1m'\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.site = site
+}
+
+func runningRun(t *testing.T, e *env, eng *monitor.Engine) (rundir.Run, string) {
+	t.Helper()
+	run := e.newRun(t, baseTask())
+	if _, err := eng.Step(context.Background(), run, 0, monitor.NewTracker(run)); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := run.Load()
+	id := rec.Current().JobID
+	e.be.Put(backends.JobStatus{ID: backends.JobID(id), State: backends.Running, Start: e.now})
+	return run, id
+}
+
+func eventually(t *testing.T, what string, within time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func progressOf(m *monitor.Monitor, runID string) float64 {
+	for _, v := range m.Metrics.Runs() {
+		if v.RunID == runID && v.Fraction != nil {
+			return *v.Fraction
+		}
+	}
+	return -1
+}
+
+// Without inotify (NFS, Lustre, --stat-only) the stat fallback notices a
+// status-file write and a new exit file between cycles.
+func TestMonitorStatFallback(t *testing.T) {
+	for _, statOnly := range []bool{true, false} {
+		t.Run(map[bool]string{true: "stat-only", false: "inotify"}[statOnly], func(t *testing.T) {
+			e := newEnv(t)
+			e.now = time.Now()
+			slowSite(t, e)
+			eng := e.engine()
+			run, id := runningRun(t, e, eng)
+			m := monitor.NewMonitor([]*monitor.SiteRuntime{{Site: e.site, Store: e.store, Engine: eng}}, "test", time.Now, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			m.StatOnly, m.StatEvery = statOnly, 50*time.Millisecond
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { m.Run(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
+			eventually(t, "first cycle", 2*time.Second, func() bool { return len(m.Metrics.Runs()) == 1 })
+			time.Sleep(200 * time.Millisecond) // the fallback has taken its first look
+
+			f := 0.25
+			rundir.AppendEvent(run.Status(), schema.Event{Type: schema.EventProgress, Fraction: &f, TS: time.Now()})
+			eventually(t, "progress metric", 2*time.Second, func() bool { return progressOf(m, run.ID) == 0.25 })
+
+			// The job ends: the wrapper's exit file wakes a cycle at once
+			// (the next scheduled one is 20 s away).
+			lastCycle := func() float64 {
+				for _, sv := range m.Metrics.Sites() {
+					if sv.Name == "s" {
+						return sv.LastCycle
+					}
+				}
+				return 0
+			}
+			before := lastCycle()
+			e.be.Set(backends.JobID(id), backends.Completed, 0)
+			if err := rundir.WriteJSON(run.ExitCode(1), schema.ExitFile{V: 1, Time: time.Now(), ExitCode: 0}); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "a cycle woken by the exit file", 2*time.Second, func() bool { return lastCycle() > before })
+		})
+	}
+}
+
+func TestNetworkFSLocal(t *testing.T) {
+	if fs := rundir.NetworkFS(t.TempDir()); fs != "" && fs != "fuse" && fs != "9p" {
+		t.Errorf("a test temp dir reads as network filesystem %q", fs)
 	}
 }

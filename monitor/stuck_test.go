@@ -80,3 +80,29 @@ func TestViewAgreesWithStuck(t *testing.T) {
 		t.Errorf("submit %v last progress %v", v.Submit, v.LastProgress)
 	}
 }
+
+// The monitor looks more often when a running run nears its walltime.
+func TestNearDeadline(t *testing.T) {
+	now := time.Unix(2e9, 0)
+	m := &Monitor{Metrics: NewMetrics("test"), Now: func() time.Time { return now }}
+	set := func(state string, deadline time.Time) {
+		m.Metrics.SetRuns("s", map[string]RunView{"r": {Site: "s", RunID: "r", State: state, Deadline: ts(deadline)}})
+	}
+	for _, c := range []struct {
+		state    string
+		deadline time.Time
+		want     bool
+	}{
+		{"running", now.Add(5 * time.Second), true},
+		{"running", now.Add(-time.Minute), true}, // just past: the end is due
+		{"running", now.Add(time.Hour), false},
+		{"running", now.Add(-time.Hour), false}, // long past: stuck, not imminent
+		{"pending", now.Add(5 * time.Second), false},
+		{"running", time.Time{}, false},
+	} {
+		set(c.state, c.deadline)
+		if got := m.nearDeadline("s", 20*time.Second); got != c.want {
+			t.Errorf("%s, deadline in %v: near = %v, want %v", c.state, c.deadline.Sub(now), got, c.want)
+		}
+	}
+}

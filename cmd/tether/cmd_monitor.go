@@ -15,7 +15,11 @@ import (
 )
 
 func (a *app) monitorCmd() *cobra.Command {
-	var listen string
+	var (
+		listen    string
+		statOnly  bool
+		statEvery time.Duration
+	)
 	c := &cobra.Command{
 		Use:   "monitor [flags] [SITE...]",
 		Short: "Watch every active run of the sites and serve Prometheus metrics",
@@ -58,6 +62,7 @@ local site is watched.`,
 				rts = append(rts, &monitor.SiteRuntime{Site: site, Store: s.store, Engine: s.engine})
 			}
 			m := monitor.NewMonitor(rts, version, a.now, a.log)
+			m.StatOnly, m.StatEvery = statOnly, statEvery
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
 				return usageError{fmt.Errorf("listen on %s: %w", listen, err)}
@@ -78,5 +83,7 @@ local site is watched.`,
 		},
 	}
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1:9464", "address for /metrics, /healthz and /runs")
+	c.Flags().BoolVar(&statOnly, "stat-only", false, "do not use inotify: stat the active runs' files every --stat-every (automatic on NFS, Lustre, GPFS and other shared filesystems)")
+	c.Flags().DurationVar(&statEvery, "stat-every", 5*time.Second, "how often the stat fallback looks at the active runs' status and exit files")
 	return c
 }
