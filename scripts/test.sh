@@ -15,8 +15,14 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
 else
 	step "not root on Debian: the Slurm tests use running test clusters or say what is missing"
 fi
-step "go vet"
+step "go vet, gofmt, go mod tidy"
 go vet ./...
+unformatted=$(gofmt -l .)
+if [ -n "$unformatted" ]; then
+	echo "gofmt needed: $unformatted" >&2
+	exit 1
+fi
+go mod tidy -diff
 if git rev-parse --git-dir >/dev/null 2>&1; then
 	step "generated slurmrestd clients are up to date"
 	go generate ./backends/slurmrest/internal/...
