@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -238,5 +239,48 @@ func TestPrometheusPendingTooLongSlurm(t *testing.T) {
 	o, _, _ = runCLI(t, bin, dir, filepath.Join(dir, "site.toml"), "status", runID)
 	if s, _ := o["stuck"].(string); !strings.Contains(s, "JobHeldUser") {
 		t.Errorf("tether status does not show the pending reason: %v", o)
+	}
+}
+
+// systemd stops the monitor with SIGTERM: it stops serving and exits 0.
+func TestMonitorStopsOnSIGTERM(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	env := append(os.Environ(), "XDG_STATE_HOME="+filepath.Join(dir, "state"))
+	addr := freeAddr(t)
+	cmd := exec.Command(tetherBin, "monitor", "--listen", addr)
+	cmd.Env = env
+	var out strings.Builder
+	cmd.Stderr = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	if !waitFor(20*time.Second, func() bool {
+		r, err := http.Get("http://" + addr + "/healthz")
+		if err != nil {
+			return false
+		}
+		r.Body.Close()
+		return r.StatusCode == 200
+	}) {
+		t.Fatal("the monitor did not answer /healthz")
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("monitor exited with %v after SIGTERM\n%s", err, out.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("monitor still running 10 s after SIGTERM\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "monitor stopped") {
+		t.Errorf("no clean stop in the log:\n%s", out.String())
+	}
+	if _, err := http.Get("http://" + addr + "/healthz"); err == nil {
+		t.Error("still serving after SIGTERM")
 	}
 }
