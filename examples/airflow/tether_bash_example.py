@@ -29,7 +29,7 @@ with DAG(dag_id="tether_bash_example", schedule=None, catchup=False, tags=["teth
     analysis = BashOperator(
         task_id="analysis",
         bash_command=f"tether run --site {SITE} --set env.MODE=fast {HERE / 'analysis.toml'}",
-        # skip_on_exit_code=99 is the default: a "skipped" outcome skips downstream
+        skip_on_exit_code=99,  # tether's "skipped" outcome skips downstream (also the default)
         retries=2,
         retry_delay=timedelta(minutes=1),
     )

@@ -85,22 +85,20 @@ def status_argv(tether_bin: str, run_id: str, site: str | None = None) -> list[s
 
 
 def last_json(stdout: str | bytes | None) -> dict[str, Any] | None:
-    """The last stdout line that is a JSON object (tether's contract), else None."""
+    """The last non-empty stdout line as a JSON object (tether's contract),
+    else None: an earlier JSON line is never taken for the outcome."""
     if not stdout:
         return None
     if isinstance(stdout, bytes):
         stdout = stdout.decode("utf-8", "replace")
-    for line in reversed(stdout.splitlines()):
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            return obj
-    return None
+    lines = [ln.strip() for ln in stdout.splitlines() if ln.strip()]
+    if not lines:
+        return None
+    try:
+        obj = json.loads(lines[-1])
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
 
 
 def airflow_key(dag_id: str, run_id: str, task_id: str, map_index: int | None = -1) -> str:

@@ -65,6 +65,7 @@ COSTS = {
     "test_timeout_skip_skips_task_and_downstream": 3.5,
     "test_retry_after_killed_try_reattaches_to_the_same_job": 3.7,
     "test_example_dags": 2.0,
+    "test_example_dag_through_the_airflow_cli": 8.0,
     "test_success_on_slurm_22_05": 2.0,
     "test_success": 0.8,
     "test_mapped_instances_get_their_own_jobs": 1.0,

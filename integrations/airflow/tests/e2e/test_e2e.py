@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TETHER_BIN, DagResult, Runner
+from conftest import AIRFLOW_HOME, REPO, TETHER_BIN, DagResult, Runner, read_run
 
 MODES = ["bash", "sync", "deferrable"]
 
@@ -259,6 +259,33 @@ def test_example_dags(runner: Runner, dag_id: str, mode: str):
     if mode != "bash":
         assert report == {"outcome": "succeeded", "mode": "fast" if mode == "sync" else "deferred"}
     assert got["site"] == "local"
+
+
+def test_example_dag_through_the_airflow_cli(runner: Runner):
+    """`airflow dags test` itself (the CLI the issue names), not dag.test():
+    the BashOperator example runs and hands its JSON line to `report`."""
+    import json
+    import sqlite3
+    import subprocess
+    import sys
+
+    p = subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "dags", "test", "tether_bash_example"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    con = sqlite3.connect(AIRFLOW_HOME / "airflow.db")
+    try:
+        (run_id,) = con.execute(
+            "SELECT run_id FROM dag_run WHERE dag_id='tether_bash_example' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    finally:
+        con.close()
+    got = read_run("tether_bash_example", run_id)
+    assert got["state"] == "success", got
+    assert got["tis"]["analysis"]["state"] == "success" and got["tis"]["report"]["state"] == "success", got
+    outcome = json.loads(got["xcom"]["analysis:return_value"])
+    assert outcome["outcome"] == "succeeded" and outcome["results"]["chunks"] == "5", outcome
 
 
 # --------------------------------------------------------------------------- provider registration

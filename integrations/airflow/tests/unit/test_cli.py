@@ -48,7 +48,10 @@ def test_argv():
 def test_last_json_takes_the_last_object_line():
     assert last_json('noise\n{"a":1}\n{"b":2}\n') == {"b": 2}
     assert last_json('{"a":1}\n\n  \n') == {"a": 1}
-    assert last_json('{"a":1}\n{torn\n') == {"a": 1}
+    # the contract is the LAST line: a torn last line is no outcome, and an
+    # earlier JSON line is never taken for it
+    assert last_json('{"a":1}\n{torn\n') is None
+    assert last_json('{"a":1}\nplain text\n') is None
     assert last_json(b'{"a":1}\n') == {"a": 1}
     assert last_json("") is None and last_json(None) is None and last_json("[1]\n") is None
 

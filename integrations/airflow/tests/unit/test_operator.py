@@ -119,7 +119,20 @@ def test_deferrable_submits_then_defers_to_the_trigger(fake):
     assert isinstance(t, TetherTrigger) and d.value.method_name == "execute_complete"
     assert t.serialize() == ("tether_provider.triggers.tether.TetherTrigger", {
         "run_id": "analysis-9", "site": "cluster", "tether_bin": str(fake.bin), "poll_interval": 5.0,
-        "env": {"A": "1"}, "max_status_errors": 2})
+        "env": {"A": "1"}, "max_status_errors": 2, "run_dir": "/state/runs/analysis-1",
+        "status_timeout": 300.0, "cancel_on_kill": False})
+    assert d.value.timeout is None  # no execution_timeout
+
+
+def test_deferral_is_bounded_by_execution_timeout(fake):
+    import datetime
+
+    fake.reply("submit", 0, outcome(outcome="pending", final=False, proceed=False))
+    o = op(fake, deferrable=True, cancel_on_kill=True, execution_timeout=datetime.timedelta(hours=12))
+    with pytest.raises(TaskDeferred) as d:
+        o.execute(context())
+    assert d.value.timeout == datetime.timedelta(hours=12)
+    assert d.value.trigger.cancel_on_kill is True
 
 
 def test_deferrable_finished_run_completes_without_deferring(fake):
@@ -165,7 +178,6 @@ def test_template_fields_and_bad_overrides(fake):
 
 
 def test_on_kill_cancels_only_when_asked(fake):
-    fake.reply("list", 0, stdout='[{"run_id":"analysis-1","key":"%s"},{"run_id":"other","key":"x"}]\n' % KEY)
     fake.reply("cancel", 0, outcome(outcome="cancelled"))
     o = op(fake)
     o._run_key = KEY
@@ -174,5 +186,4 @@ def test_on_kill_cancels_only_when_asked(fake):
     o = op(fake, cancel_on_kill=True, site="cluster")
     o._run_key = KEY
     o.on_kill()
-    assert fake.argvs() == [["tether", "list", "--active", "--json", "--site", "cluster"],
-                            ["tether", "cancel", "analysis-1", "--site", "cluster"]]
+    assert fake.argvs() == [["tether", "cancel", "--key", KEY, "--site", "cluster"]]

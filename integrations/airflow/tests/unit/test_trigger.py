@@ -32,7 +32,42 @@ def test_serialize_round_trip():
     again = import_string(classpath)(**kwargs)
     assert type(again) is TetherTrigger and again.serialize() == (classpath, kwargs)
     assert kwargs == {"run_id": "r", "site": "cluster", "tether_bin": "/opt/tether", "poll_interval": 60.0,
-                      "env": {"X": "1"}, "max_status_errors": 5}
+                      "env": {"X": "1"}, "max_status_errors": 5, "run_dir": None, "status_timeout": 300.0,
+                      "cancel_on_kill": False}
+
+
+def test_looks_the_run_up_by_its_directory(fake):
+    """The triggerer may have another TETHER_STATE_DIR/HOME than the worker:
+    the run directory from `tether submit` names the run wherever it runs."""
+    fake.reply("status", 0, outcome())
+    (e,) = collect(trig(fake, run_dir="/shared/state/runs/analysis-1"))
+    assert e.payload["returncode"] == 0
+    assert fake.argvs() == [["tether", "status", "/shared/state/runs/analysis-1"]]
+
+
+def test_run_not_found_is_retried_then_reported(fake):
+    fake.reply("status", 2, outcome(outcome="error", reason="no run analysis-1"))
+    fake.reply("status", 0, outcome())
+    (e,) = collect(trig(fake, max_status_errors=1))
+    assert e.payload["returncode"] == 0 and len(fake.argvs("status")) == 2
+    fake.reply("status", 2, outcome(outcome="error", reason="no run analysis-1"))
+    fake.reply("status", 2, outcome(outcome="error", reason="no run analysis-1"))
+    (e,) = collect(trig(fake, max_status_errors=1))
+    assert e.payload["returncode"] == 2
+
+
+def test_a_hung_status_call_is_killed_and_counted(fake):
+    fake.reply("status", 0, outcome(), sleep=30)
+    (e,) = collect(trig(fake, max_status_errors=0, status_timeout=0.5), timeout=10)
+    assert e.payload["returncode"] is None and "no answer within 0.5s" in e.payload["stderr"]
+
+
+def test_on_kill_cancels_only_when_asked(fake):
+    fake.reply("cancel", 0, outcome(outcome="cancelled"))
+    asyncio.run(trig(fake, run_dir="/s/runs/analysis-1").on_kill())
+    assert fake.argvs() == []
+    asyncio.run(trig(fake, run_dir="/s/runs/analysis-1", site="cluster", cancel_on_kill=True).on_kill())
+    assert fake.argvs() == [["tether", "cancel", "/s/runs/analysis-1", "--site", "cluster"]]
 
 
 def test_polls_until_finished(fake):
@@ -44,7 +79,7 @@ def test_polls_until_finished(fake):
     assert fake.argvs() == [["tether", "status", "analysis-1", "--site", "cluster"]] * 3
 
 
-@pytest.mark.parametrize("rc", [1, 2, 99])
+@pytest.mark.parametrize("rc", [1, 99])
 def test_final_codes_end_immediately(fake, rc):
     fake.reply("status", rc, outcome(outcome="x"))
     (e,) = collect(trig(fake))

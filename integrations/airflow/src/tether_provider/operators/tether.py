@@ -41,6 +41,7 @@ from airflow.sdk import BaseOperator
 from tether_provider._cli import (
     EXIT_NOT_FINISHED,
     AirflowException,
+    _tail,
     airflow_key,
     check_result,
     last_json,
@@ -76,11 +77,15 @@ class TetherOperator(BaseOperator):
     :param env: extra environment variables for tether, e.g.
         ``{"TETHER_SITE_PATH": "/etc/tether/sites"}``. (templated)
     :param max_status_errors: when deferrable, consecutive failed
-        `tether status` calls (exit 3, killed, no JSON) tolerated before the
-        try fails with a retryable error.
-    :param cancel_on_kill: when Airflow kills the running task (marked failed,
-        cleared), also `tether cancel` the job. Off by default: the job is left
-        running so that a retry reattaches to it.
+        `tether status` calls (exit 2 or 3, killed, no JSON, no answer)
+        tolerated before the try fails.
+    :param cancel_on_kill: also `tether cancel` the job when the task is
+        killed: in sync mode whenever Airflow kills the running task (marked
+        failed or success, cleared, execution_timeout, and a worker shut
+        down with SIGTERM); when deferred, only for a user's action (Airflow
+        calls the trigger's on_kill for those, not for triggerer restarts).
+        Off by default: the job is left running so that a retry reattaches
+        to it.
     """
 
     template_fields: Sequence[str] = ("task_file", "site", "overrides", "key", "env")
@@ -243,13 +248,17 @@ class TetherOperator(BaseOperator):
         self.defer(
             trigger=TetherTrigger(
                 run_id=run_id,
+                run_dir=result.get("run_dir") or None,
                 site=self._site(),
                 tether_bin=self.tether_bin,
                 poll_interval=self.poll_interval,
                 env=dict(self.env) if self.env else None,
                 max_status_errors=self.max_status_errors,
+                cancel_on_kill=self.cancel_on_kill,
             ),
             method_name="execute_complete",
+            # Airflow does not apply execution_timeout while deferred.
+            timeout=self.execution_timeout,
         )
         raise AssertionError("unreachable: defer() raises TaskDeferred")  # pragma: no cover
 
@@ -272,23 +281,12 @@ class TetherOperator(BaseOperator):
                 proc.kill()
         if not (self.cancel_on_kill and self._run_key):
             return
-        try:
-            p = subprocess.run(
-                [self.tether_bin, "list", "--active", "--json", *site_args(self._site())],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                env=self._env(),
-                check=False,
-                timeout=60,
-            )
-            runs = json.loads(p.stdout or "[]")
-        except (OSError, ValueError, subprocess.TimeoutExpired) as e:
-            self.log.warning("cancel_on_kill: cannot list tether runs: %s", e)
-            return
-        for run in runs:
-            if run.get("key") == self._run_key:
-                rc, _, _ = self._call(
-                    [self.tether_bin, "cancel", str(run["run_id"]), *site_args(self._site())]
-                )
-                self.log.info("cancel_on_kill: tether cancel %s exited %s", run["run_id"], rc)
+        rc, result, err = self._call(
+            [self.tether_bin, "cancel", "--key", self._run_key, *site_args(self._site())]
+        )
+        self.log.info(
+            "cancel_on_kill: tether cancel --key %s exited %s: %s",
+            self._run_key,
+            rc,
+            (result or {}).get("reason") or _tail(err) or "",
+        )

@@ -1,9 +1,10 @@
 """TetherTrigger: waits for a submitted tether run in the triggerer.
 
-It runs `tether status RUN` (one look, exit 75 while the run is not finished)
-every `poll_interval` seconds as an asyncio subprocess, so a 12-hour job holds
-no worker slot. The triggerer needs the `tether` binary, the site file and
-access to the site's state directory, just like the workers.
+It runs `tether status RUN_DIR` (one look, exit 75 while the run is not
+finished) every `poll_interval` seconds as an asyncio subprocess, so a 12-hour
+job holds no worker slot. The run is named by its directory, so the triggerer
+finds it whatever its own TETHER_STATE_DIR/XDG_STATE_HOME say; it needs the
+`tether` binary, the site file and read access to that directory.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from tether_provider._cli import EXIT_NOT_FINISHED, _tail, last_json, status_argv, subprocess_env
+from tether_provider._cli import EXIT_NOT_FINISHED, _tail, last_json, site_args, status_argv, subprocess_env
 
 # Exit codes of `tether status` that are a decision, not a hiccup:
-# 0 proceed, 1 failed/cancelled, 99 skipped, 2 unknown run / bad input.
-FINAL_CODES = frozenset({0, 1, 2, 99})
+# 0 proceed, 1 failed/cancelled, 99 skipped. Exit 2 (the run is not found)
+# counts as a failed look: on a triggerer it usually means an environment
+# that differs from the worker's, which retrying with a fixed set-up cures.
+FINAL_CODES = frozenset({0, 1, 99})
 
 
 class TetherTrigger(BaseTrigger):
@@ -29,12 +32,20 @@ class TetherTrigger(BaseTrigger):
     operator maps exactly like the exit code of `tether run`.
 
     :param run_id: the run id printed by `tether submit`.
+    :param run_dir: the run directory printed by `tether submit`; the
+        trigger looks the run up by it (falls back to run_id).
     :param site: site name or path (None: $TETHER_SITE, else the local site).
     :param tether_bin: the tether executable on the triggerer.
     :param poll_interval: seconds between two looks.
     :param env: extra environment variables for tether.
-    :param max_status_errors: consecutive failed looks (exit 3, a signal,
-        no JSON) tolerated before giving up with a retryable error.
+    :param max_status_errors: consecutive failed looks (exit 2 or 3, a
+        signal, no JSON, no answer within status_timeout) tolerated before
+        giving up; the operator then maps the last exit code.
+    :param status_timeout: seconds one `tether status` call may take (a
+        hung shared filesystem) before it is killed and counted as failed.
+    :param cancel_on_kill: when a user marks the deferred task failed or
+        success, or clears it, `tether cancel` the run (Airflow calls
+        on_kill() only for user actions, not for triggerer restarts).
     """
 
     def __init__(
@@ -45,9 +56,15 @@ class TetherTrigger(BaseTrigger):
         poll_interval: float = 30.0,
         env: dict[str, str] | None = None,
         max_status_errors: int = 3,
+        run_dir: str | None = None,
+        status_timeout: float = 300.0,
+        cancel_on_kill: bool = False,
     ) -> None:
         super().__init__()
         self.run_id = run_id
+        self.run_dir = run_dir or None
+        self.status_timeout = float(status_timeout)
+        self.cancel_on_kill = bool(cancel_on_kill)
         self.site = site
         self.tether_bin = tether_bin
         self.poll_interval = float(poll_interval)
@@ -64,14 +81,21 @@ class TetherTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "env": self.env,
                 "max_status_errors": self.max_status_errors,
+                "run_dir": self.run_dir,
+                "status_timeout": self.status_timeout,
+                "cancel_on_kill": self.cancel_on_kill,
             },
         )
+
+    @property
+    def _target(self) -> str:
+        return self.run_dir or self.run_id
 
     async def _status(self) -> tuple[int | None, str, str]:
         """One `tether status` call: (returncode, stdout, stderr)."""
         try:
             proc = await asyncio.create_subprocess_exec(
-                *status_argv(self.tether_bin, self.run_id, self.site),
+                *status_argv(self.tether_bin, self._target, self.site),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -80,7 +104,12 @@ class TetherTrigger(BaseTrigger):
         except OSError as e:  # tether not found / not executable on the triggerer
             return None, "", f"cannot run {self.tether_bin!r}: {e}"
         try:
-            out, err = await proc.communicate()
+            out, err = await asyncio.wait_for(proc.communicate(), timeout=self.status_timeout)
+        except TimeoutError:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            return None, "", f"tether status gave no answer within {self.status_timeout:g}s"
         except asyncio.CancelledError:
             # The trigger is being cancelled (task cleared, triggerer stopping):
             # don't leave a half-finished `tether status` behind. The job itself
@@ -131,6 +160,27 @@ class TetherTrigger(BaseTrigger):
                 yield TriggerEvent(self._event(rc, result, err))
                 return
             await asyncio.sleep(self.poll_interval)
+
+    async def on_kill(self) -> None:
+        """A user marked the deferred task failed/success or cleared it."""
+        if not self.cancel_on_kill:
+            return
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                self.tether_bin,
+                "cancel",
+                self._target,
+                *site_args(self.site),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=subprocess_env(self.env),
+            )
+            _, err = await asyncio.wait_for(proc.communicate(), timeout=25)
+        except (OSError, TimeoutError) as e:
+            self.log.warning("cancel_on_kill: tether cancel %s failed: %s", self._target, e)
+            return
+        self.log.info("cancel_on_kill: tether cancel %s exited %s %s", self.run_id, proc.returncode, _tail(err.decode("utf-8", "replace")))
 
     def _event(self, rc: int | None, result: dict[str, Any] | None, err: str) -> dict[str, Any]:
         return {"run_id": self.run_id, "returncode": rc, "result": result, "stderr": _tail(err, 20)}
