@@ -33,6 +33,8 @@ type Snapshot struct {
 	LastQuery time.Time `json:"last_query"`
 	// Err and ErrAt describe the latest failed query, cleared on success.
 	Err          string    `json:"err,omitempty"`
+	// AuthErr: the failure was the scheduler refusing tether's credentials.
+	AuthErr bool `json:"auth_err,omitempty"`
 	ErrAt        time.Time `json:"err_at,omitempty"`
 	Failures     int       `json:"failures,omitempty"`
 	QueriesTotal int64     `json:"queries_total"`
@@ -173,7 +175,7 @@ func (p *Poller) Status(ctx context.Context, ids []backends.JobID, maxAge time.D
 	jobs, qerr := p.Backend.Query(ctx, all)
 	done := p.Now()
 	if qerr != nil {
-		snap.Err, snap.ErrAt = qerr.Error(), done
+		snap.Err, snap.ErrAt, snap.AuthErr = qerr.Error(), done, errors.Is(qerr, backends.ErrAuth)
 		snap.Failures++
 		if werr := p.save(&snap); werr != nil {
 			return snap, errors.Join(fmt.Errorf("%w: %w", ErrQuery, qerr), werr)
@@ -192,7 +194,7 @@ func (p *Poller) Status(ctx context.Context, ids []backends.JobID, maxAge time.D
 		missing[id] = since
 	}
 	snap.Jobs, snap.Missing = jobs, missing
-	snap.At, snap.Err, snap.ErrAt, snap.Failures = done, "", time.Time{}, 0
+	snap.At, snap.Err, snap.ErrAt, snap.Failures, snap.AuthErr = done, "", time.Time{}, 0, false
 	return snap, p.save(&snap)
 }
 
@@ -211,6 +213,9 @@ func (p *Poller) spacing(s *Snapshot, now time.Time) time.Duration {
 }
 
 func snapErr(s Snapshot) error {
+	if s.Err != "" && s.AuthErr {
+		return fmt.Errorf("%w: %w: %s", ErrQuery, backends.ErrAuth, s.Err)
+	}
 	if s.Err != "" {
 		return fmt.Errorf("%w: %s", ErrQuery, s.Err)
 	}

@@ -204,3 +204,25 @@ func TestPollerOneQueryAcrossPollers(t *testing.T) {
 		t.Errorf("%d queries for 50 pollers over 5 intervals, want 5", n)
 	}
 }
+
+// A refused-credentials failure stays recognisable for every process that
+// reads it from the shared cache (`tether status` exits 3 on it).
+func TestPollerKeepsAuthErrorKind(t *testing.T) {
+	be := fake.New()
+	clk := &clock{t: time.Unix(1e9, 0)}
+	p, store := newPoller(t, be, clk)
+	id, _ := be.Submit(context.Background(), backends.JobRequest{})
+	be.Fail(fmt.Errorf("%w: token expired", backends.ErrAuth))
+	if _, err := p.Status(context.Background(), []backends.JobID{id}, 0); !errors.Is(err, backends.ErrAuth) {
+		t.Fatalf("direct: %v", err)
+	}
+	other := &Poller{Store: store, Backend: be, MinInterval: time.Second, Now: clk.Now}
+	if _, err := other.Status(context.Background(), []backends.JobID{id}, time.Minute); !errors.Is(err, backends.ErrAuth) || !errors.Is(err, ErrQuery) {
+		t.Fatalf("from the cache: %v", err)
+	}
+	be.Fail(errors.New("slurmctld down"))
+	clk.Add(time.Minute)
+	if _, err := other.Status(context.Background(), []backends.JobID{id}, 0); errors.Is(err, backends.ErrAuth) {
+		t.Fatalf("an outage read as an auth error: %v", err)
+	}
+}

@@ -89,7 +89,7 @@ type SlurmRESTConfig struct {
 	TokenFile    string   `toml:"token_file" json:"token_file,omitempty" doc:"file holding the JWT (reread when it changes)"`
 	TokenEnv     string   `toml:"token_env" json:"token_env,omitempty" doc:"environment variable holding the JWT"`
 	TokenCommand []string `toml:"token_command" json:"token_command,omitempty" doc:"command printing a JWT, e.g. [\"scontrol\",\"token\",\"lifespan=3600\"]"`
-	Timeout      Duration `toml:"timeout" json:"timeout,omitempty" doc:"deadline per HTTP call"`
+	Timeout      Duration `toml:"timeout" json:"timeout,omitempty" doc:"deadline for one operation (a submit, a poll, a cancel) including its retries (default 30s)"`
 }
 
 // PBSConfig configures the PBS backend.

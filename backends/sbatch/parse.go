@@ -32,7 +32,7 @@ func ParseSqueue(raw []byte) []backends.JobStatus {
 		}
 		st.State = slurm.MapState(st.Native)
 		if code, sig, ok := squeueExit(f[3]); ok && st.State.Terminal() {
-			st.ExitCode, st.Signal = &code, sig
+			setExit(&st, code, sig)
 		}
 		if lim := slurm.ParseLimit(f[8]); lim > 0 && !st.Start.IsZero() {
 			st.Deadline = st.Start.Add(lim)
@@ -65,7 +65,7 @@ func ParseSacct(raw []byte) map[backends.JobID]backends.JobStatus {
 		}
 		st.State = slurm.MapState(st.Native)
 		if code, sig, ok := slurm.ParseExitPair(f[2]); ok && st.State.Terminal() {
-			st.ExitCode, st.Signal = &code, sig
+			setExit(&st, code, sig)
 		}
 		if lim := slurm.ParseLimit(f[8]); lim > 0 && !st.Start.IsZero() {
 			st.Deadline = st.Start.Add(lim)
@@ -73,6 +73,15 @@ func ParseSacct(raw []byte) map[backends.JobID]backends.JobStatus {
 		out[st.ID] = st
 	}
 	return out
+}
+
+// setExit records how a job ended: a job killed by a signal has no exit
+// code of its own (Slurm shows 0 beside the signal), as the REST API says.
+func setExit(st *backends.JobStatus, code, sig int) {
+	st.Signal = sig
+	if sig == 0 {
+		st.ExitCode = &code
+	}
 }
 
 // squeueExit reads squeue's exit_code field: a raw wait status on 22.05

@@ -120,8 +120,15 @@ func TestParseSqueueOddLines(t *testing.T) {
 	if got[0].ExitCode != nil {
 		t.Errorf("a running job has no exit code yet")
 	}
-	if got[1].State != backends.Cancelled || got[1].Signal != 15 {
-		t.Errorf("cancelled: %+v", got[1])
+	if got[1].State != backends.Cancelled || got[1].Signal != 15 || got[1].ExitCode != nil {
+		t.Errorf("cancelled: %+v (a job killed by a signal has no exit code, as on REST)", got[1])
+	}
+	// 24.11's "code:signal" form, and sacct's
+	if q := ParseSqueue([]byte("16|FAILED|None|0:9|n1|N/A|N/A|N/A|2:00|\n")); len(q) != 1 || q[0].Signal != 9 || q[0].ExitCode != nil {
+		t.Errorf("0:9: %+v", q)
+	}
+	if s := ParseSacct([]byte("17|FAILED|0:9|None|n1|N/A|N/A|N/A|2:00\n")); s["17"].Signal != 9 || s["17"].ExitCode != nil {
+		t.Errorf("sacct 0:9: %+v", s["17"])
 	}
 	if got[2].State != backends.Completed || *got[2].ExitCode != 3 {
 		t.Errorf("raw wait status 768 is exit 3: %+v", got[2])

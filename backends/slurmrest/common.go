@@ -58,6 +58,8 @@ type job struct {
 	ExitSet  bool
 	ExitCode int
 	Signal   int
+	// Comment is the job's comment: tether's tag (tether:<run>:<attempt>).
+	Comment string
 }
 
 func unix(s int64) time.Time {
@@ -164,6 +166,9 @@ type v4x interface {
 	jobsState(ctx context.Context, ids []string) ([]stateItem, error)
 	// getJob returns found=false for a job the controller does not know.
 	getJob(ctx context.Context, id string) (j job, found bool, err error)
+	// listJobs reads the full records of the jobs updated since a time
+	// (every job when since is zero).
+	listJobs(ctx context.Context, since time.Time) ([]job, error)
 	submitDesc(ctx context.Context, d desc) (backends.JobID, error)
 	cancelJob(ctx context.Context, id string) error
 	pingOnce(ctx context.Context) error
@@ -171,7 +176,10 @@ type v4x interface {
 }
 
 // api4x implements api for v0.0.40+.
-type api4x struct{ v v4x }
+type api4x struct {
+	v   v4x
+	now func() time.Time // nil: time.Now
+}
 
 func (a api4x) submit(ctx context.Context, req backends.JobRequest, script string, env []string) (backends.JobID, error) {
 	d, err := newDesc(req, script, env)
@@ -181,8 +189,14 @@ func (a api4x) submit(ctx context.Context, req backends.JobRequest, script strin
 	return a.v.submitDesc(ctx, d)
 }
 
-// query asks jobs/state for every id in one request; only jobs that have
-// ended are read once more each, for their exit code, reason and nodes.
+// followUpWindow is how far back the follow-up read of ended jobs looks:
+// jobs that ended earlier (nobody polled meanwhile) are read one by one.
+const followUpWindow = 15 * time.Minute
+
+// query asks jobs/state for every id in one request. jobs/state has no
+// exit codes, so when some jobs have ended, ONE more request reads the full
+// records of the jobs updated in the last minutes; a job that ended before
+// that window is read by itself.
 func (a api4x) query(ctx context.Context, ids []backends.JobID) (map[backends.JobID]backends.JobStatus, error) {
 	out := map[backends.JobID]backends.JobStatus{}
 	if len(ids) == 0 {
@@ -198,6 +212,7 @@ func (a api4x) query(ctx context.Context, ids []backends.JobID) (map[backends.Jo
 	if err != nil {
 		return nil, err
 	}
+	var ended []backends.JobID
 	for _, it := range items {
 		if len(it.States) == 0 {
 			continue
@@ -205,18 +220,40 @@ func (a api4x) query(ctx context.Context, ids []backends.JobID) (map[backends.Jo
 		id := backends.JobID(it.ID)
 		st := backends.JobStatus{ID: id, State: slurm.MapState(it.States[0], it.States[1:]...), Native: strings.Join(it.States, "+")}
 		if st.State.Terminal() {
-			j, found, err := a.v.getJob(ctx, it.ID)
-			if err != nil {
-				return nil, err
-			}
-			if found {
-				st = j.status()
-			}
+			ended = append(ended, id)
 		}
 		out[id] = st
 	}
+	if len(ended) == 0 {
+		return out, nil
+	}
+	now := time.Now
+	if a.now != nil {
+		now = a.now
+	}
+	recent, err := a.v.listJobs(ctx, now().Add(-followUpWindow))
+	if err != nil {
+		return nil, err
+	}
+	full := make(map[backends.JobID]job, len(recent))
+	for _, j := range recent {
+		full[backends.JobID(strconv.FormatInt(j.ID, 10))] = j
+	}
+	for _, id := range ended {
+		j, found := full[id]
+		if !found {
+			if j, found, err = a.v.getJob(ctx, string(id)); err != nil {
+				return nil, err
+			}
+		}
+		if found {
+			out[id] = j.status()
+		}
+	}
 	return out, nil
 }
+
+func (a api4x) jobs(ctx context.Context) ([]job, error) { return a.v.listJobs(ctx, time.Time{}) }
 
 func (a api4x) cancel(ctx context.Context, id backends.JobID) error {
 	return a.v.cancelJob(ctx, string(id))

@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -41,6 +43,8 @@ type api interface {
 	ping(ctx context.Context) error
 	// node reads one node's state list (base state and flags) and reason.
 	node(ctx context.Context, name string) (states []string, reason string, err error)
+	// jobs reads every job the controller knows, with its comment.
+	jobs(ctx context.Context) ([]job, error)
 }
 
 // Config configures the backend.
@@ -66,6 +70,9 @@ type Backend struct {
 	mu      sync.Mutex
 	api     api
 	version string
+	// lostSubmitWait is the first pause before looking for a job whose
+	// submit answer was lost (then 2x, 3x).
+	lostSubmitWait time.Duration
 }
 
 // New returns a backend; the API version is negotiated on first use.
@@ -89,7 +96,7 @@ func New(cfg Config) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Backend{cfg: cfg, t: t}, nil
+	return &Backend{cfg: cfg, t: t, lostSubmitWait: time.Second}, nil
 }
 
 // Requests is how many HTTP requests the backend has sent (retries included).
@@ -245,9 +252,63 @@ func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends
 	if err != nil {
 		return "", fmt.Errorf("read the wrapper: %w", err)
 	}
+	sctx, cancel := b.ctx(sendOnce(ctx))
+	id, err := a.submit(sctx, req, string(script), b.jobEnv())
+	cancel()
+	if err == nil || !errors.Is(err, backends.ErrUnavailable) || req.Tag == "" {
+		return id, err
+	}
+	// The answer was lost, but the submit may have reached slurmctld: look
+	// for the job by its tag before sending it again.
+	for try := 1; try <= 3; try++ {
+		t := time.NewTimer(time.Duration(try) * b.lostSubmitWait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return "", err
+		case <-t.C:
+		}
+		found, ok, ferr := b.FindByTag(ctx, req.Tag)
+		if ferr != nil {
+			return "", err // still unreachable: the attempt's tag is looked up again later
+		}
+		if ok {
+			b.cfg.Log.Warn("slurmrestd's answer to a submit was lost; found the job by its tag", "job", found, "tag", req.Tag)
+			return found, nil
+		}
+		sctx, cancel := b.ctx(sendOnce(ctx))
+		id, err = a.submit(sctx, req, string(script), b.jobEnv())
+		cancel()
+		if err == nil || !errors.Is(err, backends.ErrUnavailable) {
+			return id, err
+		}
+	}
+	return "", err
+}
+
+// FindByTag finds the job tether submitted with a tag (its comment): after
+// a lost submit answer, and for an attempt whose submitter died.
+func (b *Backend) FindByTag(ctx context.Context, tag string) (backends.JobID, bool, error) {
+	a, err := b.apiFor(ctx)
+	if err != nil {
+		return "", false, err
+	}
 	ctx, cancel := b.ctx(ctx)
 	defer cancel()
-	return a.submit(ctx, req, string(script), b.jobEnv())
+	jobs, err := a.jobs(ctx)
+	if err != nil {
+		return "", false, err
+	}
+	var best int64
+	for _, j := range jobs {
+		if j.Comment == tag && j.ID > best {
+			best = j.ID
+		}
+	}
+	if best == 0 {
+		return "", false, nil
+	}
+	return backends.JobID(strconv.FormatInt(best, 10)), true, nil
 }
 
 // jobEnv is the environment a job gets, like sbatch's --export=ALL: the

@@ -104,8 +104,19 @@ func (c *CommandToken) Token(ctx context.Context) (string, error) {
 	cmd.Env = withoutJWT(os.Environ())
 	out, err := cmd.Output()
 	if err != nil {
-		// stdout may hold a token: never include it
-		return "", fmt.Errorf("token command %s failed: %w", c.Argv[0], errors.Unwrap(err))
+		// stdout may hold a token: never include it; stderr only when it
+		// does not look like one
+		msg := err.Error()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			if s := strings.TrimSpace(string(ee.Stderr)); s != "" && !strings.Contains(s, "eyJ") {
+				if len(s) > 300 {
+					s = s[:300] + "..."
+				}
+				msg += ": " + s
+			}
+		}
+		return "", fmt.Errorf("token command %s failed: %s", c.Argv[0], msg)
 	}
 	c.value, c.at = cleanToken(string(out)), time.Now()
 	if c.value == "" {

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
@@ -56,7 +57,7 @@ func newTransport(url, user string, token TokenSource, retries int) (*transport,
 		return nil, fmt.Errorf("slurmrest url %q: want http://, https:// or unix://", url)
 	}
 	rc := retryablehttp.NewClient()
-	rc.HTTPClient = &http.Client{Transport: base}
+	rc.HTTPClient = &http.Client{Transport: countingRT{base, &t.requests}}
 	rc.Logger = nil // URLs are harmless, but tether logs through slog only
 	rc.RetryMax = retries
 	rc.RetryWaitMin = 200 * time.Millisecond
@@ -77,6 +78,13 @@ func (t *transport) Do(req *http.Request) (*http.Response, error) {
 		resp.Body.Close()
 		t.token.Invalidate()
 		resp, err = t.do(req)
+	}
+	if err == nil && resp.StatusCode >= 500 {
+		// A proxy's 502/504 is not slurmrestd's JSON: keep the generated
+		// client from failing to decode it, so the status decides.
+		if !json.Valid(bytes.TrimSpace(peekBody(resp))) {
+			resp.Header.Set("Content-Type", "text/plain")
+		}
 	}
 	return resp, err
 }
@@ -116,13 +124,23 @@ func (t *transport) do(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	t.requests.Add(1)
 	resp, err := t.client.Do(rr)
 	if err != nil {
 		// retryablehttp's errors carry the URL and method only, never headers
 		return nil, fmt.Errorf("%w: slurmrestd at %s: %w", backends.ErrUnavailable, t.display, cleanNetErr(err))
 	}
 	return resp, nil
+}
+
+// countingRT counts the HTTP requests that go out, retries included.
+type countingRT struct {
+	next http.RoundTripper
+	n    *atomic.Int64
+}
+
+func (c countingRT) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return c.next.RoundTrip(r)
 }
 
 // jwtExpiry reads the exp claim of a JWT without verifying it.
@@ -162,9 +180,31 @@ func isAuthStatus(code int) bool {
 // a definite Slurm error (slurmrestd 22.05 answers 500 for a bad
 // partition or an unknown job: retrying those cannot help). 4xx answers
 // and auth failures are not retried.
+// sendOnceKey marks a request that must not reach slurmctld twice (a job
+// submit): it is retried only when it certainly was not sent.
+type sendOnceKey struct{}
+
+func sendOnce(ctx context.Context) context.Context {
+	return context.WithValue(ctx, sendOnceKey{}, true)
+}
+
+// notSent reports whether a transport error happened before the request
+// left this host (no connection was made).
+func notSent(err error) bool {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
+}
+
 func retryPolicy(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	if ctx.Err() != nil {
 		return false, ctx.Err()
+	}
+	if ctx.Value(sendOnceKey{}) != nil {
+		// a lost answer may hide a job that exists: the caller looks for it
+		return (err != nil && notSent(err)) || (resp != nil && resp.StatusCode == http.StatusTooManyRequests), nil
 	}
 	if err != nil {
 		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
@@ -295,7 +335,13 @@ func (t *transport) answerError(what string, status int, body []byte, rejected b
 			"renew the token (e.g. scontrol token lifespan=...) or fix slurmrest.user/token_* in the site file",
 			backends.ErrAuth, what, t.display, status, t.user, src, msg)
 	case kind == errTransient || (kind == errNone && status >= 500):
-		return fmt.Errorf("%w: %s: slurmrestd at %s answered HTTP %d: %s", backends.ErrUnavailable, what, t.display, status, msg)
+		hint := ""
+		if t.token != nil && (num == 5005 || num == -1) {
+			// 22.05 passes the token on to slurmctld, which drops the
+			// connection when it refuses it: the answer looks like an outage.
+			hint = fmt.Sprintf("; slurmrestd 22.05 answers this also when slurmctld refuses the token (wrong user %q, a bad signature or a changed JWT key): check the token from %s", t.user, t.token.Describe())
+		}
+		return fmt.Errorf("%w: %s: slurmrestd at %s answered HTTP %d: %s%s", backends.ErrUnavailable, what, t.display, status, msg, hint)
 	case rejected:
 		return fmt.Errorf("%w: %s: %s", backends.ErrRejected, what, msg)
 	}

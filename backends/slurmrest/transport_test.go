@@ -2,13 +2,16 @@ package slurmrest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -156,7 +159,180 @@ func TestTokenSources(t *testing.T) {
 		t.Fatal("failing command accepted")
 	}
 	noSecret(t, err)
+	if !strings.Contains(err.Error(), "exit status 1") {
+		t.Errorf("the error does not say how the command failed: %v", err)
+	}
+	why := &CommandToken{Argv: []string{"sh", "-c", "echo 'scontrol: error: JWT authentication disabled' >&2; echo " + secret + " >&2; exit 2"}}
+	if _, err := why.Token(context.Background()); err == nil || !strings.Contains(err.Error(), "exit status 2") {
+		t.Errorf("want the exit status: %v", err)
+	} else {
+		noSecret(t, err) // stderr with a token in it is left out
+	}
+	why2 := &CommandToken{Argv: []string{"sh", "-c", "echo 'scontrol: error: JWT authentication disabled' >&2; exit 2"}}
+	if _, err := why2.Token(context.Background()); err == nil || !strings.Contains(err.Error(), "JWT authentication disabled") {
+		t.Errorf("want the command's stderr: %v", err)
+	}
 	if _, err := (&FileToken{Path: "/nonexistent/jwt"}).Token(context.Background()); err == nil || !strings.Contains(err.Error(), "/nonexistent/jwt") {
 		t.Errorf("missing file: %v", err)
+	}
+}
+
+// fakeRest is a small slurmrestd v0.0.42: submits create jobs with their
+// comment; lose makes the n-th submit's answer get lost after the job was
+// created (504) or before (a reset, nothing created).
+type fakeRest struct {
+	mu       sync.Mutex
+	jobs     []map[string]any
+	submits  int
+	requests []string
+	lose     map[int]string // submit number -> "504" | "reset"
+}
+
+func (f *fakeRest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.requests = append(f.requests, r.Method+" "+r.URL.Path+"?"+r.URL.RawQuery)
+	w.Header().Set("Content-Type", "application/json")
+	switch {
+	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/job/submit"):
+		f.submits++
+		if f.lose[f.submits] == "reset" {
+			c, _, _ := w.(http.Hijacker).Hijack()
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+			return
+		}
+		var body struct {
+			Job struct {
+				Comment string `json:"comment"`
+			} `json:"job"`
+		}
+		json.NewDecoder(r.Body).Decode(&body)
+		id := 100 + len(f.jobs)
+		f.jobs = append(f.jobs, map[string]any{"job_id": id, "comment": body.Job.Comment, "job_state": []string{"PENDING"}})
+		if f.lose[f.submits] == "504" {
+			w.WriteHeader(http.StatusGatewayTimeout)
+			return
+		}
+		fmt.Fprintf(w, `{"job_id":%d}`, id)
+	case r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/jobs/state"):
+		var items []map[string]any
+		for _, j := range f.jobs {
+			items = append(items, map[string]any{"job_id": fmt.Sprint(j["job_id"]), "state": j["job_state"]})
+		}
+		json.NewEncoder(w).Encode(map[string]any{"jobs": items})
+	case r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/jobs/"):
+		json.NewEncoder(w).Encode(map[string]any{"jobs": f.jobs})
+	default:
+		w.WriteHeader(http.StatusNotFound)
+		w.Write([]byte(`{"errors":[{"error_number":2017,"error":"Invalid job id specified"}]}`))
+	}
+}
+
+func (f *fakeRest) count(prefix string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, r := range f.requests {
+		if strings.HasPrefix(r, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+func submitReq(t *testing.T) backends.JobRequest {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "job.sh"), []byte("#!/bin/bash\n"), 0o755)
+	return backends.JobRequest{Name: "t", Script: filepath.Join(dir, "job.sh"), Dir: dir, NTasks: 1, Walltime: time.Minute, Tag: "tether:run-1:1"}
+}
+
+// A submit whose answer is lost after slurmctld took the job is not sent
+// again: the job is found by its tag. Before, go-retryablehttp resent the
+// POST and each 504 left one more copy of the job running.
+func TestLostSubmitAnswerFindsTheJob(t *testing.T) {
+	f := &fakeRest{lose: map[int]string{1: "504"}}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	b := testBackend(t, srv.URL)
+	b.lostSubmitWait = time.Millisecond
+	id, err := b.Submit(context.Background(), submitReq(t))
+	if err != nil || id != "100" {
+		t.Fatalf("Submit = %q, %v; want the job the lost answer created (100)", id, err)
+	}
+	if f.submits != 1 || len(f.jobs) != 1 {
+		t.Errorf("%d submits, %d jobs: want 1 and 1", f.submits, len(f.jobs))
+	}
+}
+
+// A submit that never reached the server (reset before an answer, nothing
+// created) is looked up, not found, and sent again.
+func TestResetSubmitIsSentAgain(t *testing.T) {
+	f := &fakeRest{lose: map[int]string{1: "reset"}}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	b := testBackend(t, srv.URL)
+	b.lostSubmitWait = time.Millisecond
+	id, err := b.Submit(context.Background(), submitReq(t))
+	if err != nil || id != "100" || f.submits != 2 || len(f.jobs) != 1 {
+		t.Fatalf("Submit = %q, %v after %d submits, %d jobs", id, err, f.submits, len(f.jobs))
+	}
+	if got, ok, err := b.FindByTag(context.Background(), "tether:run-1:1"); err != nil || !ok || got != "100" {
+		t.Errorf("FindByTag = %q %v %v", got, ok, err)
+	}
+	if _, ok, _ := b.FindByTag(context.Background(), "tether:other:1"); ok {
+		t.Error("FindByTag found a job for another tag")
+	}
+}
+
+// Jobs that end in the same poll cost ONE follow-up request for their
+// exit codes, not one each.
+func TestEndedJobsOneFollowUp(t *testing.T) {
+	f := &fakeRest{}
+	for i := 0; i < 5; i++ {
+		f.jobs = append(f.jobs, map[string]any{"job_id": 100 + i, "job_state": []string{"COMPLETED"},
+			"exit_code": map[string]any{"status": []string{"SUCCESS"}, "return_code": map[string]any{"set": true, "infinite": false, "number": i}}})
+	}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	b := testBackend(t, srv.URL)
+	ids := []backends.JobID{"100", "101", "102", "103", "104"}
+	got, err := b.Query(context.Background(), ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range ids {
+		if got[id].State != backends.Completed || got[id].ExitCode == nil || *got[id].ExitCode != i {
+			t.Errorf("job %s: %+v", id, got[id])
+		}
+	}
+	if n := len(f.requests); n != 2 || f.count("GET /slurm/v0.0.42/jobs/?update_time=") != 1 {
+		t.Errorf("requests %v: want jobs/state and one jobs?update_time", f.requests)
+	}
+}
+
+// 22.05 answers a token slurmctld refuses like an outage (5005, -1): the
+// error says that the token may be the cause.
+func TestRefusedTokenHint22(t *testing.T) {
+	b := testBackend(t, "http://127.0.0.1:1")
+	err := b.t.answerError("submit job", 500, []byte(`{"errors":[{"error_number":5005,"error":"Zero Bytes were transmitted or received"}]}`), true)
+	if !errors.Is(err, backends.ErrUnavailable) || !strings.Contains(err.Error(), "refuses the token") {
+		t.Errorf("%v", err)
+	}
+	noSecret(t, err)
+}
+
+// Requests counts what goes on the wire, retries included.
+func TestRequestsCountsRetries(t *testing.T) {
+	var n atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	b := testBackend(t, srv.URL)
+	b.Query(context.Background(), []backends.JobID{"1"})
+	if b.Requests() != n.Load() || n.Load() != 4 {
+		t.Errorf("Requests() = %d, the server saw %d", b.Requests(), n.Load())
 	}
 }

@@ -37,6 +37,21 @@ func (v v0038) query(ctx context.Context, ids []backends.JobID) (map[backends.Jo
 	for _, id := range ids {
 		want[id] = true
 	}
+	all, err := v.jobs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, j := range all {
+		if st := j.status(); want[st.ID] {
+			out[st.ID] = st
+		}
+	}
+	return out, nil
+}
+
+// jobs reads the job list (v0.0.38 has no per-id query: the list is the
+// one request of a poll).
+func (v v0038) jobs(ctx context.Context) ([]job, error) {
 	r, err := v.c.SlurmV0038GetJobsWithResponse(ctx, nil)
 	if err != nil {
 		return nil, err
@@ -45,16 +60,12 @@ func (v v0038) query(ctx context.Context, ids []backends.JobID) (map[backends.Jo
 		return nil, v.t.answerError("list jobs", r.StatusCode(), r.Body, false)
 	}
 	if r.JSON200.Jobs == nil {
-		return out, nil
+		return nil, nil
 	}
+	out := make([]job, 0, len(*r.JSON200.Jobs))
 	for _, g := range *r.JSON200.Jobs {
-		if g.JobId == nil {
-			continue
-		}
-		j := jobV0038(g)
-		st := j.status()
-		if want[st.ID] {
-			out[st.ID] = st
+		if g.JobId != nil {
+			out = append(out, jobV0038(g))
 		}
 	}
 	return out, nil
@@ -63,7 +74,7 @@ func (v v0038) query(ctx context.Context, ids []backends.JobID) (map[backends.Jo
 // jobV0038 reads a v0.0.38 job record. exit_code is the raw wait status
 // (exit 3 arrives as 768); 4294967295 (NO_VAL) means none.
 func jobV0038(g gen.V0038JobResponseProperties) job {
-	j := job{ID: int64(*g.JobId), Reason: deref(g.StateReason), Nodes: deref(g.Nodes)}
+	j := job{ID: int64(*g.JobId), Reason: deref(g.StateReason), Nodes: deref(g.Nodes), Comment: deref(g.Comment)}
 	if g.JobState != nil {
 		j.States = []string{*g.JobState}
 		// a job Slurm requeued itself (22.05's REST API ignores

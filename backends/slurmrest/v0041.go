@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/tether-hpc/tether/backends"
 	gen "github.com/tether-hpc/tether/backends/slurmrest/internal/v0041"
@@ -55,6 +56,25 @@ func (v v0041) getJob(ctx context.Context, id string) (job, bool, error) {
 		return job{}, false, v.t.answerError("read job "+id, r.StatusCode(), r.Body, false)
 	}
 	return jobV0041(r.JSON200.Jobs[0]), true, nil
+}
+
+func (v v0041) listJobs(ctx context.Context, since time.Time) ([]job, error) {
+	var p *gen.SlurmV0041GetJobsParams
+	if !since.IsZero() {
+		p = &gen.SlurmV0041GetJobsParams{UpdateTime: strPtr(strconv.FormatInt(since.Unix(), 10))}
+	}
+	r, err := v.c.SlurmV0041GetJobsWithResponse(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if r.StatusCode() != http.StatusOK || r.JSON200 == nil {
+		return nil, v.t.answerError("list jobs", r.StatusCode(), r.Body, false)
+	}
+	out := make([]job, 0, len(r.JSON200.Jobs))
+	for _, g := range r.JSON200.Jobs {
+		out = append(out, jobV0041(g))
+	}
+	return out, nil
 }
 
 func (v v0041) submitDesc(ctx context.Context, d desc) (backends.JobID, error) {
@@ -147,6 +167,9 @@ func jobV0041(g gen.V0041OpenapiJobInfoResp_Jobs) job {
 	j := job{}
 	if g.JobId != nil {
 		j.ID = *g.JobId
+	}
+	if g.Comment != nil {
+		j.Comment = *g.Comment
 	}
 	if g.JobState != nil {
 		for _, s := range *g.JobState {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 	"strings"
 
 	"github.com/tether-hpc/tether/backends"
@@ -56,6 +57,25 @@ func (v v0042) getJob(ctx context.Context, id string) (job, bool, error) {
 		return job{}, false, v.t.answerError("read job "+id, r.StatusCode(), r.Body, false)
 	}
 	return jobV0042(r.JSON200.Jobs[0]), true, nil
+}
+
+func (v v0042) listJobs(ctx context.Context, since time.Time) ([]job, error) {
+	var p *gen.SlurmV0042GetJobsParams
+	if !since.IsZero() {
+		p = &gen.SlurmV0042GetJobsParams{UpdateTime: strPtr(strconv.FormatInt(since.Unix(), 10))}
+	}
+	r, err := v.c.SlurmV0042GetJobsWithResponse(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if r.StatusCode() != http.StatusOK || r.JSON200 == nil {
+		return nil, v.t.answerError("list jobs", r.StatusCode(), r.Body, false)
+	}
+	out := make([]job, 0, len(r.JSON200.Jobs))
+	for _, g := range r.JSON200.Jobs {
+		out = append(out, jobV0042(g))
+	}
+	return out, nil
 }
 
 func (v v0042) submitDesc(ctx context.Context, d desc) (backends.JobID, error) {
@@ -183,6 +203,9 @@ func jobV0042(g gen.V0042JobInfo) job {
 	j := job{}
 	if g.JobId != nil {
 		j.ID = *g.JobId
+	}
+	if g.Comment != nil {
+		j.Comment = *g.Comment
 	}
 	if g.JobState != nil {
 		j.States = *g.JobState

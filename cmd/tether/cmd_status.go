@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -33,6 +34,14 @@ code (0 proceed, 1 failed or cancelled, 99 skip).`,
 			}
 			if st.PollErr != nil {
 				a.logf("scheduler query failed (%v); showing the last known state", st.PollErr)
+				if errors.Is(st.PollErr, backends.ErrAuth) && !st.Outcome.Final {
+					// not "still running" (75): nothing will change until
+					// someone fixes the credentials
+					o := st.Outcome
+					o.Reason = st.PollErr.Error()
+					printJSON(a.stdout, o)
+					return withCode(ExitInfra, st.PollErr)
+				}
 			}
 			return a.finalJSON(&st.Outcome)
 		},

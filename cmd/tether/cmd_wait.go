@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tether-hpc/tether/backends"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -38,6 +39,10 @@ func (a *app) waitCmd() *cobra.Command {
 }
 
 // waitRun waits with a progress display on stderr and prints the outcome.
+// authGiveUp is how long `tether wait` and `tether run` keep waiting while
+// the scheduler refuses tether's credentials (an expired or revoked JWT).
+const authGiveUp = 10 * time.Minute
+
 func (a *app) waitRun(ctx context.Context, s *session, run rundir.Run, timeout time.Duration) error {
 	if timeout > 0 {
 		var cancel context.CancelFunc
@@ -47,8 +52,22 @@ func (a *app) waitRun(ctx context.Context, s *session, run rundir.Run, timeout t
 	p := newProgress(a.stderr, run.ID)
 	warned := time.Time{}
 	var last *monitor.Status
+	ctx, giveUp := context.WithCancelCause(ctx)
+	defer giveUp(nil)
+	var authSince time.Time
 	out, err := s.engine.Wait(ctx, run, func(st monitor.Status) {
 		last = &st
+		// Refused credentials do not heal by waiting: after authGiveUp,
+		// exit 3 (the job keeps running; a retry reattaches to it).
+		if errors.Is(st.PollErr, backends.ErrAuth) {
+			if authSince.IsZero() {
+				authSince = a.now()
+			} else if a.now().Sub(authSince) >= authGiveUp {
+				giveUp(st.PollErr)
+			}
+		} else {
+			authSince = time.Time{}
+		}
 		if st.PollErr != nil && time.Since(warned) > time.Minute {
 			warned = time.Now()
 			p.clear()
@@ -62,6 +81,9 @@ func (a *app) waitRun(ctx context.Context, s *session, run rundir.Run, timeout t
 			why := "interrupted"
 			if errors.Is(err, context.DeadlineExceeded) {
 				why = fmt.Sprintf("gave up after --timeout %s", timeout)
+			}
+			if cause := context.Cause(ctx); errors.Is(cause, backends.ErrAuth) {
+				why = fmt.Sprintf("gave up after %s of refused credentials (%v)", authGiveUp, cause)
 			}
 			err = withCode(ExitInfra, fmt.Errorf("%s while waiting for run %s; the job keeps running (tether wait %s)", why, run.ID, run.ID))
 			if last != nil {

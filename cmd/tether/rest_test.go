@@ -125,6 +125,9 @@ type faultProxy struct {
 	faults   atomic.Int64
 	outage   atomic.Bool
 	inOutage atomic.Int64
+	// loseSubmits: this many job submits reach slurmrestd, but their
+	// answers are replaced by a 504 (the job exists; tether does not know)
+	loseSubmits atomic.Int64
 }
 
 func newFaultProxy(t *testing.T, upstream string) *faultProxy {
@@ -140,6 +143,10 @@ func newFaultProxy(t *testing.T, upstream string) *faultProxy {
 		case p.outage.Load():
 			p.inOutage.Add(1)
 			w.WriteHeader(http.StatusServiceUnavailable)
+		case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/job/submit") && p.loseSubmits.Add(-1) >= 0:
+			p.faults.Add(1)
+			rp.ServeHTTP(httptest.NewRecorder(), r)
+			w.WriteHeader(http.StatusGatewayTimeout)
 		case n%4 == 1:
 			p.faults.Add(1)
 			w.WriteHeader(http.StatusBadGateway)
@@ -187,9 +194,25 @@ func TestRESTFaultProxy(t *testing.T) {
 				"ok.toml":    "name='ok'\ncommand=['bash','-c','sleep 12']\n[resources]\nwalltime='2m'\n",
 			})
 			site := filepath.Join(dir, "site.toml")
+			p.loseSubmits.Store(1)
 			o, code, _ := runCLI(t, bin, dir, site, "run", "exit3.toml")
 			if code != 1 || o["exit_code"] != 3.0 || o["outcome"] != "failed" {
 				t.Errorf("exit3 through faults: exit %d, %v", code, o)
+			}
+			// The submit's answer was lost after Slurm took the job: there is
+			// exactly one job with the attempt's tag, and it is the run's.
+			out, err := exec.Command(filepath.Join(c.get("TESTCLUSTER_BIN_DIR"), "squeue"), "-h", "-t", "all", "-o", "%i %k").Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var tagged []string
+			for _, l := range strings.Split(string(out), "\n") {
+				if id, tag, ok := strings.Cut(strings.TrimSpace(l), " "); ok && tag == fmt.Sprintf("tether:%s:1", o["run_id"]) {
+					tagged = append(tagged, id)
+				}
+			}
+			if len(tagged) != 1 || tagged[0] != o["job_id"] {
+				t.Errorf("jobs tagged for run %v: %v, want exactly its job %v", o["run_id"], tagged, o["job_id"])
 			}
 			if p.faults.Load() == 0 {
 				t.Fatal("no faults were injected")

@@ -34,17 +34,19 @@ case $release in
 *) echo "refresh-specs.sh: unknown release '$release' (want 22.05 or 24.11)" >&2; usage ;;
 esac
 
-curl_args=(--fail --silent --show-error --max-time 60 -H 'Accept: application/json')
-[ -n "${SLURMREST_USER_NAME:-}" ] && curl_args+=(-H "X-SLURM-USER-NAME: $SLURMREST_USER_NAME")
-[ -n "${SLURMREST_USER_TOKEN:-}" ] && curl_args+=(-H "X-SLURM-USER-TOKEN: $SLURMREST_USER_TOKEN")
+tmp=$(mktemp)
+hdr=$(mktemp) # the headers go to curl in a 0600 file, never in argv (ps)
+trap 'rm -f "$tmp" "$hdr"' EXIT
+chmod 600 "$hdr"
+echo 'Accept: application/json' >"$hdr"
+[ -n "${SLURMREST_USER_NAME:-}" ] && echo "X-SLURM-USER-NAME: $SLURMREST_USER_NAME" >>"$hdr"
+[ -n "${SLURMREST_USER_TOKEN:-}" ] && echo "X-SLURM-USER-TOKEN: $SLURMREST_USER_TOKEN" >>"$hdr"
+curl_args=(--fail --silent --show-error --max-time 60 -H "@$hdr")
 case $url in
 unix://*) curl_args+=(--unix-socket "${url#unix://}"); base=http://localhost ;;
 http://* | https://*) base=$url ;;
 *) echo "refresh-specs.sh: URL must be http(s)://host:port or unix:///path.sock, got '$url'" >&2; exit 2 ;;
 esac
-
-tmp=$(mktemp)
-trap 'rm -f "$tmp"' EXIT
 
 # Both 22.05 and 24.11 serve the spec at /openapi/v3 (22.05 also at
 # /openapi, /openapi.json; the content depends on the -s plugins loaded).
