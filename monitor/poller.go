@@ -32,9 +32,9 @@ type Snapshot struct {
 	// LastQuery is when any query was last started (rate limiting).
 	LastQuery time.Time `json:"last_query"`
 	// Err and ErrAt describe the latest failed query, cleared on success.
-	Err          string    `json:"err,omitempty"`
+	Err string `json:"err,omitempty"`
 	// AuthErr: the failure was the scheduler refusing tether's credentials.
-	AuthErr bool `json:"auth_err,omitempty"`
+	AuthErr      bool      `json:"auth_err,omitempty"`
 	ErrAt        time.Time `json:"err_at,omitempty"`
 	Failures     int       `json:"failures,omitempty"`
 	QueriesTotal int64     `json:"queries_total"`

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"time"
 	"strings"
+	"time"
 
 	"github.com/tether-hpc/tether/backends"
 	gen "github.com/tether-hpc/tether/backends/slurmrest/internal/v0042"
