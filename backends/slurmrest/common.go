@@ -166,9 +166,9 @@ type v4x interface {
 	jobsState(ctx context.Context, ids []string) ([]stateItem, error)
 	// getJob returns found=false for a job the controller does not know.
 	getJob(ctx context.Context, id string) (j job, found bool, err error)
-	// listJobs reads the full records of the jobs updated since a time
-	// (every job when since is zero).
-	listJobs(ctx context.Context, since time.Time) ([]job, error)
+	// listJobs reads the full records of the jobs updated within the last
+	// window (every job when window is 0).
+	listJobs(ctx context.Context, window time.Duration) ([]job, error)
 	submitDesc(ctx context.Context, d desc) (backends.JobID, error)
 	cancelJob(ctx context.Context, id string) error
 	pingOnce(ctx context.Context) error
@@ -176,10 +176,7 @@ type v4x interface {
 }
 
 // api4x implements api for v0.0.40+.
-type api4x struct {
-	v   v4x
-	now func() time.Time // nil: time.Now
-}
+type api4x struct{ v v4x }
 
 func (a api4x) submit(ctx context.Context, req backends.JobRequest, script string, env []string) (backends.JobID, error) {
 	d, err := newDesc(req, script, env)
@@ -227,11 +224,7 @@ func (a api4x) query(ctx context.Context, ids []backends.JobID) (map[backends.Jo
 	if len(ended) == 0 {
 		return out, nil
 	}
-	now := time.Now
-	if a.now != nil {
-		now = a.now
-	}
-	recent, err := a.v.listJobs(ctx, now().Add(-followUpWindow))
+	recent, err := a.v.listJobs(ctx, followUpWindow)
 	if err != nil {
 		return nil, err
 	}
@@ -253,7 +246,15 @@ func (a api4x) query(ctx context.Context, ids []backends.JobID) (map[backends.Jo
 	return out, nil
 }
 
-func (a api4x) jobs(ctx context.Context) ([]job, error) { return a.v.listJobs(ctx, time.Time{}) }
+func (a api4x) jobs(ctx context.Context) ([]job, error) { return a.v.listJobs(ctx, 0) }
+
+// updateSince is the update_time of a job list for the last window, in
+// Slurm's relative time form: slurmrestd 24.11 refuses a unix timestamp
+// on v0.0.40 and v0.0.41 ("Parsing of 1795740744 for timestamp failed",
+// HTTP 422) and takes "now-15minutes" on every version.
+func updateSince(window time.Duration) string {
+	return fmt.Sprintf("now-%dminutes", int((window+time.Minute-1)/time.Minute))
+}
 
 func (a api4x) cancel(ctx context.Context, id backends.JobID) error {
 	return a.v.cancelJob(ctx, string(id))

@@ -306,7 +306,7 @@ func TestEndedJobsOneFollowUp(t *testing.T) {
 			t.Errorf("job %s: %+v", id, got[id])
 		}
 	}
-	if n := len(f.requests); n != 2 || f.count("GET /slurm/v0.0.42/jobs/?update_time=") != 1 {
+	if n := len(f.requests); n != 2 || f.count("GET /slurm/v0.0.42/jobs/?update_time=now-15minutes") != 1 {
 		t.Errorf("requests %v: want jobs/state and one jobs?update_time", f.requests)
 	}
 }

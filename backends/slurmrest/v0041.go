@@ -58,10 +58,10 @@ func (v v0041) getJob(ctx context.Context, id string) (job, bool, error) {
 	return jobV0041(r.JSON200.Jobs[0]), true, nil
 }
 
-func (v v0041) listJobs(ctx context.Context, since time.Time) ([]job, error) {
+func (v v0041) listJobs(ctx context.Context, window time.Duration) ([]job, error) {
 	var p *gen.SlurmV0041GetJobsParams
-	if !since.IsZero() {
-		p = &gen.SlurmV0041GetJobsParams{UpdateTime: strPtr(strconv.FormatInt(since.Unix(), 10))}
+	if window > 0 {
+		p = &gen.SlurmV0041GetJobsParams{UpdateTime: strPtr(updateSince(window))}
 	}
 	r, err := v.c.SlurmV0041GetJobsWithResponse(ctx, p)
 	if err != nil {
