@@ -102,19 +102,16 @@ func (p *Poller) cachePath() string {
 
 // Cached returns the shared snapshot without querying. The file is
 // decoded again only when it changed; callers treat the maps as read-only.
-func (p *Poller) Cached() Snapshot { return p.cached(false) }
-
-// cached reads the shared snapshot; force decodes the file even when its
-// inode, mtime and size look unchanged (under the lock, where a stale
-// answer on a filesystem with coarse mtimes would cost an extra query).
-func (p *Poller) cached(force bool) Snapshot {
+// The file is keyed by inode as well as mtime and size: every save renames
+// a new file in, so a change shows even where mtimes are coarse (Lustre).
+func (p *Poller) Cached() Snapshot {
 	fi, err := os.Stat(p.cachePath())
 	if err != nil {
 		return Snapshot{V: cacheVersion}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !force && p.last.V == cacheVersion && p.lastFi != nil && os.SameFile(fi, p.lastFi) &&
+	if p.last.V == cacheVersion && p.lastFi != nil && os.SameFile(fi, p.lastFi) &&
 		fi.ModTime().Equal(p.lastFi.ModTime()) && fi.Size() == p.lastFi.Size() {
 		return p.last
 	}
@@ -145,7 +142,7 @@ func (p *Poller) Status(ctx context.Context, ids []backends.JobID, maxAge time.D
 	}
 	defer lock.Unlock()
 	// Another process may have queried while this one waited for the lock.
-	snap = p.cached(true)
+	snap = p.Cached()
 	now = p.Now()
 	fresh := maxAge > 0 && now.Sub(snap.At) <= maxAge && snap.Err == ""
 	if snap.covers(ids) && fresh {
