@@ -148,6 +148,13 @@ func waitAlert(t *testing.T, promURL, alertname, runID string, d time.Duration) 
 func startMonitor(t *testing.T, env []string, sites ...string) string {
 	addr := freeAddr(t)
 	startProcess(t, env, tetherBin, append([]string{"monitor", "-v", "--listen", addr}, sites...)...)
+	waitHealthy(t, addr)
+	return addr
+}
+
+// waitHealthy waits for a monitor's /healthz to answer 200.
+func waitHealthy(t *testing.T, addr string) {
+	t.Helper()
 	if !waitFor(20*time.Second, func() bool {
 		r, err := http.Get("http://" + addr + "/healthz")
 		if err != nil {
@@ -158,7 +165,6 @@ func startMonitor(t *testing.T, env []string, sites ...string) string {
 	}) {
 		t.Fatal("the monitor did not answer /healthz")
 	}
-	return addr
 }
 
 // A real Prometheus scraping tether monitor sees TetherRunHung fire for a
@@ -256,16 +262,7 @@ func TestMonitorStopsOnSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	if !waitFor(20*time.Second, func() bool {
-		r, err := http.Get("http://" + addr + "/healthz")
-		if err != nil {
-			return false
-		}
-		r.Body.Close()
-		return r.StatusCode == 200
-	}) {
-		t.Fatal("the monitor did not answer /healthz")
-	}
+	waitHealthy(t, addr)
 	cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
