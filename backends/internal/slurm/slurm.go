@@ -56,16 +56,29 @@ func MapState(native string, flags ...string) backends.State {
 	if !ok {
 		return backends.Unknown
 	}
-	// A job that has ended but is still completing is not final yet.
-	if base.Terminal() {
-		for _, f := range append(parts[1:], flags...) {
-			if strings.ToUpper(f) == "COMPLETING" {
+	// Flags win over the base state in the order Slurm's own
+	// job_state_string() applies them (what squeue prints): a COMPLETED job
+	// still COMPLETING is not final, PENDING+REQUEUED is a requeue,
+	// RUNNING+CONFIGURING still boots its nodes, RUNNING+STOPPED is stopped.
+	set := map[string]bool{}
+	for _, f := range append(parts[1:], flags...) {
+		set[strings.ToUpper(strings.TrimSpace(f))] = true
+	}
+	for _, f := range flagOrder {
+		if set[f] {
+			if f == "COMPLETING" {
 				return backends.Completing
 			}
+			return states[f]
 		}
 	}
 	return base
 }
+
+// flagOrder is the precedence of job state flags in Slurm's
+// job_state_string().
+var flagOrder = []string{"COMPLETING", "STAGE_OUT", "CONFIGURING", "RESIZING", "REQUEUED", "REQUEUE_FED",
+	"REQUEUE_HOLD", "SPECIAL_EXIT", "STOPPED", "REVOKED", "RESV_DEL_HOLD", "SIGNALING"}
 
 // KnownStates lists the Slurm base states MapState knows.
 func KnownStates() []string {

@@ -28,6 +28,26 @@ func TestMapState(t *testing.T) {
 	if MapState("FAILED", "COMPLETING") != backends.Completing {
 		t.Error("REST flag COMPLETING not seen")
 	}
+	// REST v0.0.40+ state lists: the flags win as in squeue's output
+	for _, c := range []struct {
+		base  string
+		flags []string
+		want  backends.State
+	}{
+		{"COMPLETED", []string{"STAGE_OUT"}, backends.Running}, // burst buffer stage-out: not final
+		{"PENDING", []string{"REQUEUED"}, backends.Requeued},
+		{"PENDING", []string{"REQUEUE_HOLD"}, backends.Requeued},
+		{"RUNNING", []string{"CONFIGURING"}, backends.Configuring},
+		{"RUNNING", []string{"STOPPED"}, backends.Suspended},
+		{"RUNNING", []string{"SIGNALING"}, backends.Running},
+		{"FAILED", []string{"REQUEUED", "COMPLETING"}, backends.Completing},
+		{"PENDING", []string{"RESV_DEL_HOLD"}, backends.Pending},
+		{"RUNNING", []string{"UNKNOWN_FLAG"}, backends.Running},
+	} {
+		if got := MapState(c.base, c.flags...); got != c.want {
+			t.Errorf("MapState(%s, %v) = %s, want %s", c.base, c.flags, got, c.want)
+		}
+	}
 	for _, s := range KnownStates() {
 		if MapState(s) == backends.Unknown {
 			t.Errorf("%s unmapped", s)
