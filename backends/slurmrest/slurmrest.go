@@ -107,6 +107,8 @@ func (b *Backend) Version(ctx context.Context) (string, error) {
 	if _, err := b.apiFor(ctx); err != nil {
 		return "", err
 	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	return b.version, nil
 }
 
@@ -242,19 +244,52 @@ func (b *Backend) ctx(ctx context.Context) (context.Context, context.CancelFunc)
 	return context.WithTimeout(ctx, b.cfg.Timeout)
 }
 
+// withAPI runs op with the negotiated API under the per-operation deadline.
+// When slurmrestd no longer serves the version (upgraded while the choice
+// was cached), it negotiates again and runs op once more.
+func withAPI[T any](ctx context.Context, b *Backend, op func(context.Context, api) (T, error)) (T, error) {
+	var zero T
+	for try := 0; ; try++ {
+		a, err := b.apiFor(ctx)
+		if err != nil {
+			return zero, err
+		}
+		cctx, cancel := b.ctx(ctx)
+		v, err := op(cctx, a)
+		cancel()
+		if try == 0 && errors.Is(err, errAPIGone) && b.cfg.APIVersion == "auto" {
+			b.forgetVersion(err)
+			continue
+		}
+		return v, err
+	}
+}
+
+// forgetVersion drops the negotiated version and its cache file.
+func (b *Backend) forgetVersion(why error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.cfg.Log.Warn("slurmrestd no longer serves the negotiated API version; negotiating again", "version", b.version, "err", why)
+	b.api, b.version = nil, ""
+	if p := b.cachePath(); p != "" {
+		os.Remove(p)
+	}
+}
+
 // Submit sends the wrapper script and the job description.
 func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends.JobID, error) {
-	a, err := b.apiFor(ctx)
-	if err != nil {
-		return "", err
-	}
 	script, err := os.ReadFile(req.Script)
 	if err != nil {
 		return "", fmt.Errorf("read the wrapper: %w", err)
 	}
-	sctx, cancel := b.ctx(sendOnce(ctx))
-	id, err := a.submit(sctx, req, string(script), b.jobEnv())
-	cancel()
+	var a api
+	id, err := withAPI(ctx, b, func(ctx context.Context, api api) (backends.JobID, error) {
+		a = api
+		return api.submit(sendOnce(ctx), req, string(script), b.jobEnv())
+	})
+	if a == nil {
+		return "", err
+	}
 	if err == nil || !errors.Is(err, backends.ErrUnavailable) || req.Tag == "" {
 		return id, err
 	}
@@ -289,13 +324,7 @@ func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends
 // FindByTag finds the job tether submitted with a tag (its comment): after
 // a lost submit answer, and for an attempt whose submitter died.
 func (b *Backend) FindByTag(ctx context.Context, tag string) (backends.JobID, bool, error) {
-	a, err := b.apiFor(ctx)
-	if err != nil {
-		return "", false, err
-	}
-	ctx, cancel := b.ctx(ctx)
-	defer cancel()
-	jobs, err := a.jobs(ctx)
+	jobs, err := withAPI(ctx, b, func(ctx context.Context, a api) ([]job, error) { return a.jobs(ctx) })
 	if err != nil {
 		return "", false, err
 	}
@@ -328,42 +357,28 @@ func (b *Backend) jobEnv() []string {
 // Query asks for every id in one request (v0.0.38: the job list; v0.0.40+:
 // jobs/state, plus one job read per job that has ended, for its exit code).
 func (b *Backend) Query(ctx context.Context, ids []backends.JobID) (map[backends.JobID]backends.JobStatus, error) {
-	a, err := b.apiFor(ctx)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := b.ctx(ctx)
-	defer cancel()
-	return a.query(ctx, ids)
+	return withAPI(ctx, b, func(ctx context.Context, a api) (map[backends.JobID]backends.JobStatus, error) {
+		return a.query(ctx, ids)
+	})
 }
 
 // Cancel cancels a job; an unknown or finished job needs no cancel.
 func (b *Backend) Cancel(ctx context.Context, id backends.JobID) error {
-	a, err := b.apiFor(ctx)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := b.ctx(ctx)
-	defer cancel()
-	return a.cancel(ctx, id)
+	_, err := withAPI(ctx, b, func(ctx context.Context, a api) (struct{}, error) { return struct{}{}, a.cancel(ctx, id) })
+	return err
 }
 
 // Ping checks connectivity and auth, and reports the API version.
 func (b *Backend) Ping(ctx context.Context) (string, error) {
-	a, err := b.apiFor(ctx)
-	if err != nil {
-		return "", err
-	}
-	ctx, cancel := b.ctx(ctx)
-	defer cancel()
-	if err := a.ping(ctx); err != nil {
+	if _, err := withAPI(ctx, b, func(ctx context.Context, a api) (struct{}, error) { return struct{}{}, a.ping(ctx) }); err != nil {
 		return "", err
 	}
 	auth := "local auth (unix socket)"
 	if b.cfg.Token != nil {
 		auth = "JWT from " + b.cfg.Token.Describe()
 	}
-	return fmt.Sprintf("slurmrestd at %s answers, API %s, %s", b.cfg.URL, b.version, auth), nil
+	v, _ := b.Version(ctx)
+	return fmt.Sprintf("slurmrestd at %s answers, API %s, %s", b.cfg.URL, v, auth), nil
 }
 
 // Describe shows the REST request a submit would send (without the token).

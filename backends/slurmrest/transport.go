@@ -312,7 +312,21 @@ func slurmErrorOf(body []byte) (int, string) {
 // answerError turns a non-2xx answer into an error: ErrAuth, ErrUnavailable
 // or ErrRejected (definite Slurm errors, when rejected is true) or a plain
 // error. The token never appears in it.
+// errAPIGone: slurmrestd does not serve the API version's paths (it was
+// upgraded under a cached choice); its 404 is plain text, not the JSON of
+// an unknown job.
+var errAPIGone = errors.New("slurmrestd does not serve this API version")
+
+// unknownJob: a 404 that names a job Slurm does not know (a JSON answer),
+// not a path slurmrestd does not serve (plain text).
+func unknownJob(status int, body []byte) bool {
+	return status == http.StatusNotFound && json.Valid(bytes.TrimSpace(body))
+}
+
 func (t *transport) answerError(what string, status int, body []byte, rejected bool) error {
+	if status == http.StatusNotFound && !unknownJob(status, body) {
+		return fmt.Errorf("%w: %s: slurmrestd at %s answered HTTP 404: %s", errAPIGone, what, t.display, strings.TrimSpace(string(body)))
+	}
 	num, text := slurmErrorOf(body)
 	msg := text
 	if msg == "" {

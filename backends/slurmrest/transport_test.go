@@ -336,3 +336,49 @@ func TestRequestsCountsRetries(t *testing.T) {
 		t.Errorf("Requests() = %d, the server saw %d", b.Requests(), n.Load())
 	}
 }
+
+// A version cached before slurmrestd was upgraded (its paths now answer a
+// plain-text 404) is negotiated again instead of failing every call.
+func TestStaleVersionIsNegotiatedAgain(t *testing.T) {
+	var gone atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/openapi/v3":
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"openapi":"3.0.3","paths":{"/slurm/v0.0.42/jobs/state/":{}}}`))
+		case strings.HasPrefix(r.URL.Path, "/slurm/v0.0.42/jobs/state"):
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"jobs":[{"job_id":"7","state":["RUNNING"]}]}`))
+		default:
+			gone.Add(1)
+			w.Header().Set("Content-Type", "text/plain")
+			w.WriteHeader(http.StatusNotFound)
+			w.Write([]byte("Unable find requested URL. Please view /openapi/v3 for API reference."))
+		}
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	b, err := New(Config{URL: srv.URL, APIVersion: "auto", User: "alice", Token: tokenFile(t), Timeout: 10 * time.Second, Retries: 1, CacheDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// the choice cached a minute ago, before the upgrade
+	os.MkdirAll(filepath.Dir(b.cachePath()), 0o755)
+	os.WriteFile(b.cachePath(), []byte(fmt.Sprintf(`{"v":1,"url":%q,"version":"v0.0.40","offered":["v0.0.40"],"at":%q}`,
+		srv.URL, time.Now().Add(-time.Minute).UTC().Format(time.RFC3339))), 0o644)
+	got, err := b.Query(context.Background(), []backends.JobID{"7"})
+	if err != nil || got["7"].State != backends.Running {
+		t.Fatalf("Query = %v, %v", got, err)
+	}
+	if v, _ := b.Version(context.Background()); v != "v0.0.42" || gone.Load() != 1 {
+		t.Errorf("version %s after %d stale requests", v, gone.Load())
+	}
+	var c versionCache
+	if raw, _ := os.ReadFile(b.cachePath()); json.Unmarshal(raw, &c) != nil || c.Version != "v0.0.42" {
+		t.Errorf("cache not renewed: %s", raw)
+	}
+	// an unknown job's JSON 404 is still just an unknown job
+	if !unknownJob(404, []byte(`{"errors":[{"error_number":2017}]}`)) || unknownJob(404, []byte("Unable find requested URL")) {
+		t.Error("unknownJob")
+	}
+}

@@ -49,7 +49,7 @@ func (v v0041) getJob(ctx context.Context, id string) (job, bool, error) {
 	if err != nil {
 		return job{}, false, err
 	}
-	if r.StatusCode() == http.StatusNotFound {
+	if unknownJob(r.StatusCode(), r.Body) {
 		return job{}, false, nil
 	}
 	if r.StatusCode() != http.StatusOK || r.JSON200 == nil || len(r.JSON200.Jobs) == 0 {
@@ -138,7 +138,7 @@ func (v v0041) cancelJob(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if r.StatusCode() != http.StatusOK && r.StatusCode() != http.StatusNotFound {
+	if r.StatusCode() != http.StatusOK && !unknownJob(r.StatusCode(), r.Body) {
 		return v.t.answerError("cancel job "+id, r.StatusCode(), r.Body, false)
 	}
 	return nil

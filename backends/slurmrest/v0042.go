@@ -50,7 +50,7 @@ func (v v0042) getJob(ctx context.Context, id string) (job, bool, error) {
 	if err != nil {
 		return job{}, false, err
 	}
-	if r.StatusCode() == http.StatusNotFound {
+	if unknownJob(r.StatusCode(), r.Body) {
 		return job{}, false, nil
 	}
 	if r.StatusCode() != http.StatusOK || r.JSON200 == nil || len(r.JSON200.Jobs) == 0 {
@@ -141,7 +141,7 @@ func (v v0042) cancelJob(ctx context.Context, id string) error {
 		return err
 	}
 	if r.StatusCode() != http.StatusOK {
-		if r.StatusCode() == http.StatusNotFound {
+		if unknownJob(r.StatusCode(), r.Body) {
 			return nil
 		}
 		return v.t.answerError("cancel job "+id, r.StatusCode(), r.Body, false)
