@@ -282,20 +282,15 @@ func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends
 	if err != nil {
 		return "", fmt.Errorf("read the wrapper: %w", err)
 	}
-	var a api
-	id, err := withAPI(ctx, b, func(ctx context.Context, api api) (backends.JobID, error) {
-		a = api
-		return api.submit(sendOnce(ctx), req, string(script), b.jobEnv())
-	})
-	if a == nil {
-		return "", err
+	send := func() (backends.JobID, error) {
+		return withAPI(ctx, b, func(ctx context.Context, a api) (backends.JobID, error) {
+			return a.submit(sendOnce(ctx), req, string(script), b.jobEnv())
+		})
 	}
-	if err == nil || !errors.Is(err, backends.ErrUnavailable) || req.Tag == "" {
-		return id, err
-	}
+	id, err := send()
 	// The answer was lost, but the submit may have reached slurmctld: look
 	// for the job by its tag before sending it again.
-	for try := 1; try <= 3; try++ {
+	for try := 1; err != nil && errors.Is(err, backends.ErrUnavailable) && req.Tag != "" && try <= 3; try++ {
 		t := time.NewTimer(time.Duration(try) * b.lostSubmitWait)
 		select {
 		case <-ctx.Done():
@@ -311,14 +306,9 @@ func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends
 			b.cfg.Log.Warn("slurmrestd's answer to a submit was lost; found the job by its tag", "job", found, "tag", req.Tag)
 			return found, nil
 		}
-		sctx, cancel := b.ctx(sendOnce(ctx))
-		id, err = a.submit(sctx, req, string(script), b.jobEnv())
-		cancel()
-		if err == nil || !errors.Is(err, backends.ErrUnavailable) {
-			return id, err
-		}
+		id, err = send()
 	}
-	return "", err
+	return id, err
 }
 
 // FindByTag finds the job tether submitted with a tag (its comment): after

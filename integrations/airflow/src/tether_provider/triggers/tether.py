@@ -91,11 +91,12 @@ class TetherTrigger(BaseTrigger):
     def _target(self) -> str:
         return self.run_dir or self.run_id
 
-    async def _status(self) -> tuple[int | None, str, str]:
-        """One `tether status` call: (returncode, stdout, stderr)."""
+    async def _tether(self, argv: list[str], timeout: float) -> tuple[int | None, str, str]:
+        """Run one tether command: (returncode, stdout, stderr); returncode is
+        None when it could not run or gave no answer within timeout."""
         try:
             proc = await asyncio.create_subprocess_exec(
-                *status_argv(self.tether_bin, self._target, self.site),
+                *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -104,21 +105,25 @@ class TetherTrigger(BaseTrigger):
         except OSError as e:  # tether not found / not executable on the triggerer
             return None, "", f"cannot run {self.tether_bin!r}: {e}"
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout=self.status_timeout)
+            out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
         except TimeoutError:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
-            return None, "", f"tether status gave no answer within {self.status_timeout:g}s"
+            return None, "", f"tether {argv[1]} gave no answer within {timeout:g}s"
         except asyncio.CancelledError:
             # The trigger is being cancelled (task cleared, triggerer stopping):
-            # don't leave a half-finished `tether status` behind. The job itself
+            # don't leave a half-finished tether call behind. The job itself
             # keeps running; the next try reattaches to it by its key.
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
             raise
         return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+    async def _status(self) -> tuple[int | None, str, str]:
+        """One `tether status` call: (returncode, stdout, stderr)."""
+        return await self._tether(status_argv(self.tether_bin, self._target, self.site), self.status_timeout)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         errors = 0
@@ -165,22 +170,8 @@ class TetherTrigger(BaseTrigger):
         """A user marked the deferred task failed/success or cleared it."""
         if not self.cancel_on_kill:
             return
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                self.tether_bin,
-                "cancel",
-                self._target,
-                *site_args(self.site),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=subprocess_env(self.env),
-            )
-            _, err = await asyncio.wait_for(proc.communicate(), timeout=25)
-        except (OSError, TimeoutError) as e:
-            self.log.warning("cancel_on_kill: tether cancel %s failed: %s", self._target, e)
-            return
-        self.log.info("cancel_on_kill: tether cancel %s exited %s %s", self.run_id, proc.returncode, _tail(err.decode("utf-8", "replace")))
+        rc, _, err = await self._tether([self.tether_bin, "cancel", self._target, *site_args(self.site)], 25)
+        self.log.info("cancel_on_kill: tether cancel %s exited %s %s", self.run_id, rc, _tail(err))
 
     def _event(self, rc: int | None, result: dict[str, Any] | None, err: str) -> dict[str, Any]:
         return {"run_id": self.run_id, "returncode": rc, "result": result, "stderr": _tail(err, 20)}
