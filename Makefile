@@ -31,7 +31,7 @@ deps:
 	./scripts/deps.sh
 
 # Start (or check) the Slurm 22.05 and 24.11 test clusters; stop them.
-testcluster:
+testcluster: build
 	./testcluster/start.sh all
 	./testcluster/multinode.sh start
 	./testcluster/pbs.sh start
