@@ -33,6 +33,11 @@ const (
 	OutOfMemory State = "OUT_OF_MEMORY"
 	BootFail    State = "BOOT_FAIL"
 	Deadline    State = "DEADLINE"
+	// SpecialExit is Slurm's SPECIAL_EXIT: the Task exited with a code the
+	// site requeues with a hold. The attempt is over, but the held job
+	// stays in the queue until someone cancels or releases it, so tether
+	// cancels it before deciding.
+	SpecialExit State = "SPECIAL_EXIT"
 	// Unknown is a job the scheduler no longer knows (vanished) or whose
 	// state cannot be mapped. It is never treated as Completed: the exit
 	// file decides, after a grace window.
@@ -41,12 +46,12 @@ const (
 
 // AllStates lists every normalized state.
 var AllStates = []State{Pending, Configuring, Running, Completing, Suspended, Requeued,
-	Completed, Failed, Timeout, Cancelled, NodeFail, Preempted, OutOfMemory, BootFail, Deadline, Unknown}
+	Completed, Failed, Timeout, Cancelled, NodeFail, Preempted, OutOfMemory, BootFail, Deadline, SpecialExit, Unknown}
 
 // Terminal reports whether the job has ended.
 func (s State) Terminal() bool {
 	switch s {
-	case Completed, Failed, Timeout, Cancelled, NodeFail, Preempted, OutOfMemory, BootFail, Deadline:
+	case Completed, Failed, Timeout, Cancelled, NodeFail, Preempted, OutOfMemory, BootFail, Deadline, SpecialExit:
 		return true
 	}
 	return false
@@ -173,6 +178,10 @@ var (
 	// ErrUnavailable: the scheduler could not be reached or answered with
 	// an error. Retrying later may work: exit 3.
 	ErrUnavailable = errors.New("scheduler unavailable")
+	// ErrNotSent wraps an ErrUnavailable error when the request certainly
+	// never reached the scheduler (no connection, API negotiation failed,
+	// the command could not start): a submit may be sent again at once.
+	ErrNotSent = errors.New("request not sent")
 	// ErrAuth: credentials were refused or expired: exit 3, and the admin
 	// must fix the site's auth.
 	ErrAuth = errors.New("scheduler refused the credentials")

@@ -42,23 +42,49 @@ func (s *Submitter) Submit(ctx context.Context, run rundir.Run, rec *schema.RunR
 // Recover finishes an attempt whose job id was never recorded (the
 // submitter died): it looks the job up by tag where the backend can,
 // and submits it otherwise.
-func (s *Submitter) Recover(ctx context.Context, run rundir.Run, rec *schema.RunRecord) (*schema.Attempt, error) {
+// Find looks for the current attempt's job by its tag (backends that can)
+// and records the job id when found. Callers hold the run lock.
+func (s *Submitter) Find(ctx context.Context, run rundir.Run, rec *schema.RunRecord) (backends.JobID, bool, error) {
+	cur := rec.Current()
+	if cur == nil {
+		return "", false, nil
+	}
+	if cur.JobID != "" {
+		return backends.JobID(cur.JobID), true, nil
+	}
+	f, ok := s.Backend.(backends.Finder)
+	if !ok {
+		return "", false, nil
+	}
+	id, found, err := f.FindByTag(ctx, Tag(run.ID, cur.N))
+	if err != nil {
+		return "", false, fmt.Errorf("look for the job of attempt %d: %w", cur.N, err)
+	}
+	if !found {
+		return "", false, nil
+	}
+	cur.JobID, cur.Unsent = string(id), false
+	if err := run.Save(rec); err != nil {
+		return "", false, err
+	}
+	return id, true, s.Store.SetActive(run.ID, cur.JobID, s.Site.Name)
+}
+
+// Recover completes an attempt whose job id was never recorded (its
+// submitter died, or the submit's answer was lost): it looks for the job
+// by its tag, and submits the attempt again only when send is set (the
+// caller knows the job never reached the scheduler, or the recovery
+// window has passed without a sign of it). Callers hold the run lock.
+func (s *Submitter) Recover(ctx context.Context, run rundir.Run, rec *schema.RunRecord, send bool) (*schema.Attempt, error) {
 	cur := rec.Current()
 	if cur == nil || cur.JobID != "" {
 		return cur, nil
 	}
-	if f, ok := s.Backend.(backends.Finder); ok {
-		id, found, err := f.FindByTag(ctx, Tag(run.ID, cur.N))
-		if err != nil {
-			return nil, fmt.Errorf("look for the job of attempt %d: %w", cur.N, err)
-		}
-		if found {
-			cur.JobID = string(id)
-			if err := run.Save(rec); err != nil {
-				return nil, err
-			}
-			return cur, s.Store.SetActive(run.ID, cur.JobID, s.Site.Name)
-		}
+	if _, found, err := s.Find(ctx, run, rec); err != nil || found {
+		return cur, err
+	}
+	if !send {
+		return cur, nil
 	}
 	return s.submitCurrent(ctx, run, rec)
 }
@@ -86,18 +112,34 @@ func (s *Submitter) submitCurrent(ctx context.Context, run rundir.Run, rec *sche
 	if err := rundir.WriteFileReplace(run.Script(cur.N), plan.Script, 0o755); err != nil {
 		return nil, err
 	}
+	cur.Unsent = false
 	if err := run.Save(rec); err != nil {
+		return nil, err
+	}
+	// The run is active before its job can exist, so a crash anywhere
+	// after the submit still leaves it in front of the monitors.
+	if err := s.Store.SetActive(run.ID, "", s.Site.Name); err != nil {
 		return nil, err
 	}
 	id, err := s.Backend.Submit(ctx, plan.Request)
 	if err != nil {
-		if !errors.Is(err, backends.ErrUnavailable) {
-			// Nothing was submitted: forget the attempt.
+		switch {
+		case errors.Is(err, backends.ErrRejected):
+			// A definite refusal: nothing was submitted, forget the attempt.
 			rec.Attempts = rec.Attempts[:len(rec.Attempts)-1]
 			if serr := run.Save(rec); serr != nil {
 				return nil, errors.Join(err, serr)
 			}
+		case errors.Is(err, backends.ErrNotSent):
+			// It never left: the next look may send it again at once.
+			cur.Unsent = true
+			if serr := run.Save(rec); serr != nil {
+				return nil, errors.Join(err, serr)
+			}
 		}
+		// Anything else may have reached the scheduler: the attempt
+		// stays without a job id, to be found by its tag or sent again
+		// after the recovery window.
 		return nil, err
 	}
 	cur.JobID = string(id)

@@ -47,7 +47,7 @@ func BenchmarkMonitorCycle100k(b *testing.B) {
 		total, _ = strconv.Atoi(v)
 	}
 	e := &env{}
-	site, _ := schema.ParseSite("s.toml", []byte("name='s'\nbackend='sbatch'\n[poll]\nmin_interval='1ms'\nmax_interval='10ms'\n"))
+	site, _ := schema.ParseSite("s.toml", []byte("name='s'\nbackend='sbatch'\n[poll]\nmin_interval='1ms'\nmax_interval='10ms'\nevidence_grace='0s'\n"))
 	store, err := rundir.Open(filepath.Join(b.TempDir(), "state"))
 	if err != nil {
 		b.Fatal(err)

@@ -32,7 +32,7 @@ func TestMonitorStaleActiveMarkCountedOnce(t *testing.T) {
 	}
 	jobID := rec.Current().JobID
 	// The outcome is written, the active mark stays (the decider died).
-	if err := rundir.WriteJSON(run.OutcomeFile(), schema.Outcome{V: 1, RunID: run.ID, Outcome: "failed", Final: true, Reason: "lost: job gone"}); err != nil {
+	if err := rundir.WriteJSON(run.OutcomeFile(), schema.Outcome{V: 1, RunID: run.ID, Outcome: "failed", Final: true, Reason: "lost: job gone", Cause: schema.CauseLost}); err != nil {
 		t.Fatal(err)
 	}
 	e.be.Set(backends.JobID(jobID), backends.Failed, 1)
@@ -76,7 +76,7 @@ tether_outcomes_total{outcome="succeeded",site="s"} 0
 // change comes from inotify or the stat fallback, not from a cycle.
 func slowSite(t *testing.T, e *env) {
 	t.Helper()
-	site, err := schema.ParseSite("s.toml", []byte("name='s'\nbackend='sbatch'\n[poll]\nmin_interval='20s'\nmax_interval='1m'\n"))
+	site, err := schema.ParseSite("s.toml", []byte("name='s'\nbackend='sbatch'\n[poll]\nmin_interval='20s'\nmax_interval='1m'\nevidence_grace='0s'\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

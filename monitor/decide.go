@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,10 +20,17 @@ const (
 	Retry
 	// Finish: the run is over with Decision.Outcome.
 	Finish
+	// Submit: the run has no attempt yet; submit the first one.
+	Submit
+	// Recover: the current attempt has no job id (its submitter died or
+	// the answer was lost): find the job by its tag, and send it again
+	// only when it certainly never reached the scheduler, or when the
+	// recovery window has passed with no sign of it.
+	Recover
 )
 
 func (a Action) String() string {
-	return [...]string{"wait", "retry", "finish"}[a]
+	return [...]string{"wait", "retry", "finish", "submit", "recover"}[a]
 }
 
 // Evidence is what the Task's checkpoints prove.
@@ -53,8 +61,32 @@ type Input struct {
 	// DownNodes are the job's nodes the scheduler reports down, with why.
 	DownNodes map[string]string
 
+	// EndedFor is how long the scheduler has reported the job ended (in
+	// scheduler time: between the first answer that showed it ended and
+	// the latest answer); EvidenceGrace is how long a terminal state
+	// without an exit file waits for the file to become visible (NFS and
+	// Lustre attribute caches).
+	EndedFor      time.Duration
+	EvidenceGrace time.Duration
+
+	// NoAttempt: the run has no attempt yet. NoJob: the current attempt
+	// has no job id; Unsent says its submit certainly never left, and
+	// SubmitAge is how long ago it was made (RecoverAfter is the window
+	// after which a job that find-by-tag cannot see is taken as never
+	// submitted). Started: the wrapper's started file exists.
+	NoAttempt    bool
+	NoJob        bool
+	Unsent       bool
+	SubmitAge    time.Duration
+	RecoverAfter time.Duration
+	Started      bool
+
 	Exit            *schema.ExitFile // nil when the wrapper wrote none
 	CancelRequested bool
+	// CancelSentFor is how long before the latest scheduler answer a
+	// cancel of this job was accepted (nil: never). A cancel is sent
+	// again while the job lives on after the scheduler has answered.
+	CancelSentFor *time.Duration
 	// SchedulerRequeue: the site lets the scheduler requeue jobs itself.
 	SchedulerRequeue bool
 	Evidence         Evidence
@@ -67,8 +99,10 @@ type Input struct {
 
 // Decision is the verdict.
 type Decision struct {
-	Action   Action
-	Outcome  string // for Finish
+	Action  Action
+	Outcome string // for Finish
+	// Cause is the typed reason (for Finish and Retry); Reason the sentence.
+	Cause    schema.Cause
 	Reason   string
 	ExitCode *int // the Task's exit code, when known
 	Signal   int
@@ -77,9 +111,14 @@ type Decision struct {
 	// FailedNodes are the nodes a NODE_FAIL attempt ran on.
 	FailedNodes []string
 	// CancelJob: end the scheduler's job before acting (a job the
-	// scheduler requeued although tether owns retries).
+	// scheduler requeued although tether owns retries, a held
+	// SPECIAL_EXIT job, or a requested cancel not yet taken).
 	CancelJob bool
 }
+
+// cancelResend is how long a live job may outlast an accepted cancel (in
+// scheduler time) before the cancel is sent again.
+const cancelResend = 30 * time.Second
 
 // ExitCode is the CLI exit code of a final outcome: 0 proceed, 1 failed
 // or cancelled, 99 skip downstream.
@@ -98,18 +137,51 @@ func ExitCode(outcome string) int {
 func Decide(in Input) Decision {
 	code, sig := in.exitStatus()
 	d := Decision{ExitCode: code, Signal: sig}
-	finish := func(outcome, reason string) Decision {
-		d.Action, d.Outcome, d.Reason = Finish, outcome, reason
+	finish := func(outcome string, cause schema.Cause, reason string) Decision {
+		d.Action, d.Outcome, d.Cause, d.Reason = Finish, outcome, cause, reason
+		return d
+	}
+	if in.NoAttempt {
+		if in.CancelRequested {
+			return finish(schema.OutcomeCancelled, schema.CauseCancelled, "cancelled before a job was submitted")
+		}
+		d.Action, d.Reason = Submit, "no attempt yet: submitting the first"
+		return d
+	}
+	if in.NoJob && in.Exit == nil {
+		switch {
+		case in.Started:
+			// the job runs (the wrapper started) but its id is unknown
+			d.Action, d.Reason = Recover, "the job started but its id was never recorded; looking for it by its tag"
+		case in.Unsent || in.SubmitAge >= in.RecoverAfter:
+			d.Action = Recover
+			d.Reason = "the submit never reached the scheduler; looking for the job by its tag, then sending it again"
+			if !in.Unsent {
+				d.Reason = fmt.Sprintf("no job id recorded %s after the submit; looking for the job by its tag, then sending it again", in.SubmitAge.Round(time.Second))
+			}
+			if in.CancelRequested {
+				d.Reason = "cancel requested before the job id was recorded; looking for the job by its tag"
+			}
+		default:
+			d.Action = Recover
+			d.Reason = fmt.Sprintf("the submit's answer was lost; looking for the job by its tag (sent again only after %s)", in.RecoverAfter)
+		}
 		return d
 	}
 	state := in.State
-	if in.Missing || state == backends.Unknown || state == "" {
+	if in.CancelRequested && (state == "" || !state.Terminal()) && !in.Missing && !in.NoJob {
+		// the job lives on: make sure the scheduler was told
+		if state != "" && state != backends.Unknown && (in.CancelSentFor == nil || *in.CancelSentFor >= cancelResend) {
+			d.CancelJob = true
+		}
+	}
+	if in.Missing || in.NoJob || state == backends.Unknown || state == "" {
 		if in.Exit == nil {
 			if in.Missing && in.MissingFor >= in.Grace {
 				if in.CancelRequested {
-					return finish(schema.OutcomeCancelled, "cancelled; the job left the scheduler without an exit file")
+					return finish(schema.OutcomeCancelled, schema.CauseCancelled, "cancelled; the job left the scheduler without an exit file")
 				}
-				return finish(schema.OutcomeFailed, fmt.Sprintf("lost: the job vanished from the scheduler and left no exit file within %s", in.Grace))
+				return finish(schema.OutcomeFailed, schema.CauseLost, fmt.Sprintf("lost: the job vanished from the scheduler and left no exit file within %s", in.Grace))
 			}
 			if in.Missing {
 				d.Reason = fmt.Sprintf("gone from the scheduler %s ago; waiting up to %s for the exit file", in.MissingFor.Round(time.Second), in.Grace)
@@ -118,52 +190,72 @@ func Decide(in Input) Decision {
 			}
 			return d
 		}
-		// Vanished, but the wrapper's exit file tells how it ended.
-		if in.CancelRequested {
-			return finish(schema.OutcomeCancelled, "cancelled by request")
+		// Vanished (or never known), but the wrapper's exit file tells how it ended.
+		if in.CancelRequested && !(*code == 0 && sig == 0) {
+			return finish(schema.OutcomeCancelled, schema.CauseCancelled, "cancelled by request")
 		}
 		if in.walltimeKill() {
 			return in.timeout(d, backends.Timeout)
 		}
-		if *code == 0 {
-			return finish(schema.OutcomeSucceeded, "completed (exit code 0, decided from the exit file)")
+		if *code == 0 && sig == 0 {
+			return finish(schema.OutcomeSucceeded, schema.CauseCompleted, "completed (exit code 0, decided from the exit file)")
 		}
-		return in.failure(d, fmt.Sprintf("%s (decided from the exit file; the job left the scheduler)", describeExit(code, sig, in.Exit)))
+		return in.failure(d, in.exitCause(), fmt.Sprintf("%s (decided from the exit file; the job left the scheduler)", describeExit(code, sig, in.Exit)))
 	}
 	if state == backends.Requeued && !in.SchedulerRequeue && !in.CancelRequested {
 		// tether owns retries: cancel the scheduler's restart and retry
-		in.SchedNote = "the scheduler requeued the job; tether retries instead"
-		d = in.lostResources(d, backends.NodeFail)
+		d = in.requeued(d, "the scheduler requeued the job; tether retries instead")
 		d.CancelJob = true
 		return d
 	}
 	if !state.Terminal() {
 		d.Reason = "job is " + strings.ToLower(string(state))
+		if d.CancelJob || in.CancelRequested {
+			d.Reason += "; cancel requested"
+		}
 		return d
+	}
+	if in.Exit == nil && in.EndedFor < in.EvidenceGrace && !in.CancelRequested && expectsExitFile(state) {
+		// The job ended, but the wrapper's files may not be visible here
+		// yet (a shared filesystem's attribute cache): wait a little.
+		d.Reason = fmt.Sprintf("job ended %s; waiting up to %s for the exit file", state, in.EvidenceGrace)
+		return d
+	}
+	if state == backends.SpecialExit {
+		// held in the queue: end it, then decide from the Task's exit
+		d.CancelJob = true
 	}
 	if in.Exit != nil && in.Exit.Requeued && !in.CancelRequested {
 		// the scheduler restarted the job itself after losing a node
-		in.SchedNote = "the scheduler requeued the job; tether retries instead"
-		return in.lostResources(d, backends.NodeFail)
+		return in.requeued(d, "the scheduler requeued the job; tether retries instead")
 	}
-	if in.CancelRequested && state != backends.Completed {
-		return finish(schema.OutcomeCancelled, "cancelled by request")
+	if in.CancelRequested && (state != backends.Completed || (code != nil && *code != 0) || sig != 0) {
+		// a requested cancel wins over a Task killed by the cancel's SIGTERM
+		return finish(schema.OutcomeCancelled, schema.CauseCancelled, "cancelled by request")
 	}
 	switch state {
-	case backends.Completed:
-		if code == nil || *code == 0 {
-			return finish(schema.OutcomeSucceeded, "completed with exit code 0")
+	case backends.Completed, backends.SpecialExit:
+		if (code == nil || *code == 0) && sig == 0 && state == backends.Completed {
+			return finish(schema.OutcomeSucceeded, schema.CauseCompleted, "completed with exit code 0")
 		}
-		return in.failure(d, describeExit(code, sig, in.Exit))
+		what := describeExit(code, sig, in.Exit)
+		if state == backends.SpecialExit {
+			what += " (SPECIAL_EXIT: the scheduler held the job; tether cancelled it)"
+		}
+		return in.failure(d, in.exitCause(), what)
 	case backends.Failed, backends.OutOfMemory:
 		what := describeExit(code, sig, in.Exit)
+		cause := in.exitCause()
 		if state == backends.OutOfMemory {
-			what = "ran out of memory; " + what
+			what, cause = "ran out of memory; "+what, schema.CauseOOM
 		}
 		if code != nil && *code == 0 && state == backends.Failed {
 			what = "the scheduler reports FAILED although the Task exited 0"
 		}
-		return in.failure(d, what)
+		if in.SchedNote != "" && state == backends.Failed && in.Exit == nil {
+			what += " (" + in.SchedNote + ")"
+		}
+		return in.failure(d, cause, what)
 	case backends.Timeout, backends.Deadline:
 		return in.timeout(d, state)
 	case backends.NodeFail, backends.Preempted, backends.BootFail:
@@ -173,9 +265,27 @@ func Decide(in Input) Decision {
 		if in.SchedNote != "" {
 			why += " (" + in.SchedNote + ")"
 		}
-		return finish(schema.OutcomeCancelled, why)
+		return finish(schema.OutcomeCancelled, schema.CauseSchedCancel, why)
 	}
-	return finish(schema.OutcomeFailed, fmt.Sprintf("unexpected scheduler state %s", in.Native))
+	return finish(schema.OutcomeFailed, schema.CauseUnexpected, fmt.Sprintf("unexpected scheduler state %s", in.Native))
+}
+
+// expectsExitFile: the wrapper writes an exit file when a job ends this
+// way (not when its node died or the scheduler took the job away).
+func expectsExitFile(s backends.State) bool {
+	switch s {
+	case backends.Completed, backends.Failed, backends.Timeout, backends.Deadline, backends.OutOfMemory, backends.SpecialExit:
+		return true
+	}
+	return false
+}
+
+// exitCause is the cause of a failed Task: a wrapper failure or its exit.
+func (in Input) exitCause() schema.Cause {
+	if in.Exit != nil && in.Exit.Error != "" {
+		return schema.CauseWrapper
+	}
+	return schema.CauseExit
 }
 
 // walltimeKill tells, from the exit file alone, that SIGTERM came at the
@@ -219,9 +329,9 @@ func describeExit(code *int, sig int, exit *schema.ExitFile) string {
 }
 
 // policyOutcome applies an on_failure/on_timeout policy to the evidence.
-func (in Input) policyOutcome(d Decision, policy, what string) Decision {
+func (in Input) policyOutcome(d Decision, cause schema.Cause, policy, what string) Decision {
 	ev := in.Evidence
-	d.Action = Finish
+	d.Action, d.Cause = Finish, cause
 	switch {
 	case policy == schema.PolicyAlways:
 		d.Outcome, d.Reason = schema.OutcomePartial, what+"; proceeding (policy always)"
@@ -237,8 +347,8 @@ func (in Input) policyOutcome(d Decision, policy, what string) Decision {
 	return d
 }
 
-func (in Input) failure(d Decision, what string) Decision {
-	return in.policyOutcome(d, in.Proceed.OnFailure, what)
+func (in Input) failure(d Decision, cause schema.Cause, what string) Decision {
+	return in.policyOutcome(d, cause, in.Proceed.OnFailure, what)
 }
 
 func (in Input) budgetLeft() bool { return in.Attempts < in.Retry.MaxAttempts }
@@ -256,14 +366,39 @@ func (in Input) timeout(d Decision, state backends.State) Decision {
 	}
 	ev := in.Evidence
 	if in.Proceed.OnTimeout == schema.PolicyAlways || ((in.Proceed.OnTimeout == schema.PolicyCheckpoint || in.Proceed.OnTimeout == schema.PolicySkip) && ev.Satisfied) {
-		return in.policyOutcome(d, in.Proceed.OnTimeout, what)
+		return in.policyOutcome(d, schema.CauseTimeout, in.Proceed.OnTimeout, what)
 	}
 	if in.Retry.OnTimeout && ev.Resume != "" && in.budgetLeft() {
-		d.Action, d.ResumeFrom = Retry, ev.Resume
+		d.Action, d.ResumeFrom, d.Cause = Retry, ev.Resume, schema.CauseTimeout
 		d.Reason = fmt.Sprintf("%s; retrying from checkpoint %q (attempt %d of %d)", what, ev.Resume, in.Attempts+1, in.Retry.MaxAttempts)
 		return d
 	}
-	return in.policyOutcome(d, in.Proceed.OnTimeout, what)
+	return in.policyOutcome(d, schema.CauseTimeout, in.Proceed.OnTimeout, what)
+}
+
+// requeued decides an attempt the scheduler requeued itself: a node it
+// reports down makes it a node failure, a preemption follows
+// on_preempted, and anything else is an administrator's requeue, which
+// is retried while the budget lasts (someone asked for the job to run
+// again).
+func (in Input) requeued(d Decision, note string) Decision {
+	in.SchedNote = note
+	switch {
+	case len(in.DownNodes) > 0:
+		return in.lostResources(d, backends.NodeFail)
+	case strings.Contains(strings.ToUpper(in.Native), "PREEMPT"):
+		return in.lostResources(d, backends.Preempted)
+	}
+	what := "the job was requeued (by an administrator or the scheduler): " + note
+	if in.budgetLeft() {
+		d.Action, d.ResumeFrom, d.Cause = Retry, in.Evidence.Resume, schema.CauseRequeued
+		d.Reason = fmt.Sprintf("%s; retrying (attempt %d of %d)", what, in.Attempts+1, in.Retry.MaxAttempts)
+		return d
+	}
+	if in.Retry.MaxAttempts > 1 {
+		what += fmt.Sprintf("; retries exhausted after %d attempts", in.Attempts)
+	}
+	return in.failure(d, schema.CauseRequeued, what)
 }
 
 func (in Input) lostResources(d Decision, state backends.State) Decision {
@@ -272,8 +407,13 @@ func (in Input) lostResources(d Decision, state backends.State) Decision {
 		backends.Preempted: "the job was preempted",
 		backends.BootFail:  "a node failed to boot",
 	}[state]
+	cause := schema.CauseNodeFail
+	if state == backends.Preempted {
+		cause = schema.CausePreempted
+	}
 	switch {
 	case len(in.DownNodes) > 0:
+		// only nodes the scheduler reports down are excluded next time
 		var names, whys []string
 		for _, n := range in.Nodes {
 			if why, down := in.DownNodes[n]; down {
@@ -285,17 +425,18 @@ func (in Input) lostResources(d Decision, state backends.State) Decision {
 			for n, why := range in.DownNodes {
 				names, whys = append(names, n), append(whys, n+" "+why)
 			}
+			slices.Sort(names)
+			slices.Sort(whys)
 		}
 		what = fmt.Sprintf("node %s failed (%s)", strings.Join(names, ","), strings.Join(whys, "; "))
 		if state == backends.BootFail {
 			what = fmt.Sprintf("node %s failed to boot (%s)", strings.Join(names, ","), strings.Join(whys, "; "))
 		}
-		d.FailedNodes = names
+		if state != backends.Preempted {
+			d.FailedNodes = names
+		}
 	case len(in.Nodes) > 0:
 		what += " (nodes " + strings.Join(in.Nodes, ",") + ")"
-		if state != backends.Preempted {
-			d.FailedNodes = append([]string(nil), in.Nodes...)
-		}
 	}
 	if in.SchedNote != "" {
 		what += ": " + in.SchedNote
@@ -305,7 +446,7 @@ func (in Input) lostResources(d Decision, state backends.State) Decision {
 		allowed = in.Retry.OnPreempted
 	}
 	if allowed && in.budgetLeft() {
-		d.Action, d.ResumeFrom = Retry, in.Evidence.Resume
+		d.Action, d.ResumeFrom, d.Cause = Retry, in.Evidence.Resume, cause
 		from := ""
 		if d.ResumeFrom != "" {
 			from = fmt.Sprintf(" from checkpoint %q", d.ResumeFrom)
@@ -316,5 +457,5 @@ func (in Input) lostResources(d Decision, state backends.State) Decision {
 	if in.Attempts >= in.Retry.MaxAttempts && in.Retry.MaxAttempts > 1 {
 		what += fmt.Sprintf("; retries exhausted after %d attempts", in.Attempts)
 	}
-	return in.failure(d, what)
+	return in.failure(d, cause, what)
 }

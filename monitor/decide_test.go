@@ -136,9 +136,15 @@ func TestDecideTable(t *testing.T) {
 }
 
 func TestDecideRetryCarriesResumeAndNodes(t *testing.T) {
-	d := Decide(Input{State: backends.NodeFail, Nodes: []string{"n2"}, Evidence: Evidence{Resume: "ck-7"}, Retry: retries(3), Attempts: 1, Proceed: policy("checkpoint", "never")})
-	if d.Action != Retry || d.ResumeFrom != "ck-7" || len(d.FailedNodes) != 1 || d.FailedNodes[0] != "n2" {
+	d := Decide(Input{State: backends.NodeFail, Nodes: []string{"n1", "n2"}, DownNodes: map[string]string{"n2": "not responding"},
+		Evidence: Evidence{Resume: "ck-7"}, Retry: retries(3), Attempts: 1, Proceed: policy("checkpoint", "never")})
+	if d.Action != Retry || d.Cause != schema.CauseNodeFail || d.ResumeFrom != "ck-7" || len(d.FailedNodes) != 1 || d.FailedNodes[0] != "n2" {
 		t.Errorf("%+v", d)
+	}
+	// only nodes the scheduler reports down are excluded next time
+	d = Decide(Input{State: backends.NodeFail, Nodes: []string{"n1", "n2"}, Retry: retries(3), Attempts: 1, Proceed: policy("checkpoint", "never")})
+	if d.Action != Retry || len(d.FailedNodes) != 0 {
+		t.Errorf("without down nodes: %+v", d)
 	}
 }
 

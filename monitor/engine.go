@@ -15,10 +15,16 @@ import (
 	"github.com/tether-hpc/tether/schema"
 )
 
-// Submitter starts attempts; launcher.Submitter implements it.
+// Submitter starts attempts; launcher.Submitter implements it. Callers
+// hold the run lock.
 type Submitter interface {
+	// Submit appends the attempt next and submits it.
 	Submit(ctx context.Context, run rundir.Run, rec *schema.RunRecord, next schema.Attempt) (*schema.Attempt, error)
-	Recover(ctx context.Context, run rundir.Run, rec *schema.RunRecord) (*schema.Attempt, error)
+	// Recover looks for the current attempt's job by its tag and records
+	// it; when none is found and send is set, it submits the attempt again.
+	Recover(ctx context.Context, run rundir.Run, rec *schema.RunRecord, send bool) (*schema.Attempt, error)
+	// Find looks for the current attempt's job by its tag and records it.
+	Find(ctx context.Context, run rundir.Run, rec *schema.RunRecord) (backends.JobID, bool, error)
 }
 
 // Engine polls, decides and acts for the runs of one site.
@@ -90,6 +96,9 @@ type Status struct {
 	Deadline time.Time
 	// PollErr is a scheduler query failure; the run is not decided on it.
 	PollErr error
+	// ActErr is a failed action (a cancel or a submit the scheduler did
+	// not take); the next acting look tries again.
+	ActErr error
 	// What the look saw, for metrics and stuck detection (live runs).
 	Record     *schema.RunRecord
 	Started    *schema.Started
@@ -98,73 +107,142 @@ type Status struct {
 	MissingFor time.Duration
 }
 
-// Step looks at a run once: it reads the run directory, asks the shared
-// poller (accepting an answer up to maxAge old), decides and acts. A run
-// whose outcome is already written is returned as it is.
+// A look at a run has three steps with small types between them:
+//
+//	observe: read the run's files and the scheduler snapshot into an Input
+//	         (nothing is written);
+//	Decide:  the pure decision table (decide.go);
+//	act:     carry the decision out under the run lock (finish, retry,
+//	         submit, recover, cancel), re-checking the run first.
+//
+// Look stops after Decide (tether status); Step and StepWith act (tether
+// run, wait, step, cancel and the monitor).
+
+// Look observes and decides a run without acting: nothing of the run is
+// written (the shared poll cache may be refreshed). A run that has ended
+// but is not decided yet is shown live, with the decision that an acting
+// look would take in its reason.
+func (e *Engine) Look(ctx context.Context, run rundir.Run, maxAge time.Duration, tr *Tracker) (Status, error) {
+	return e.step(ctx, run, nil, nil, maxAge, tr, false)
+}
+
+// Step looks at a run once and acts: it reads the run directory, asks the
+// shared poller (accepting an answer up to maxAge old), decides and
+// carries the decision out. A run whose outcome is already written is
+// returned as it is.
 func (e *Engine) Step(ctx context.Context, run rundir.Run, maxAge time.Duration, tr *Tracker) (Status, error) {
-	rec, st, done, err := e.prepare(ctx, run, tr)
-	if done || err != nil {
-		return st, err
-	}
-	snap, perr := e.Poller.Status(ctx, []backends.JobID{backends.JobID(rec.Current().JobID)}, maxAge)
-	if perr != nil && !errors.Is(perr, ErrQuery) {
-		return Status{}, perr
-	}
-	return e.decide(ctx, run, rec, &snap, perr, tr)
+	return e.step(ctx, run, nil, nil, maxAge, tr, true)
 }
 
 // StepWith is Step with a snapshot the caller already has: the monitor
-// polls once for every run of a site, then steps each run. The caller has
-// just refreshed the tracker's run record (Tracker.Refresh); a run another
-// process decided meanwhile comes back with its outcome from finish.
+// polls once for every run of a site, then steps each run.
 func (e *Engine) StepWith(ctx context.Context, run rundir.Run, snap *Snapshot, perr error, tr *Tracker) (Status, error) {
-	rec := tr.rec
-	if rec == nil || rec.Current() == nil || rec.Current().JobID == "" {
-		var st Status
-		var done bool
-		var err error
-		if rec, st, done, err = e.prepare(ctx, run, tr); done || err != nil {
-			return st, err
-		}
-	}
-	return e.decide(ctx, run, rec, snap, perr, tr)
+	return e.step(ctx, run, snap, perr, 0, tr, true)
 }
 
 // Refresh re-reads run.json if it changed and returns it.
 func (t *Tracker) Refresh(run rundir.Run) (*schema.RunRecord, error) { return t.record(run) }
 
-// prepare returns the run's record, or done with the outcome of a run that
-// is already decided. A run without a submitted job gets one.
-func (e *Engine) prepare(ctx context.Context, run rundir.Run, tr *Tracker) (*schema.RunRecord, Status, bool, error) {
+func (e *Engine) step(ctx context.Context, run rundir.Run, snap *Snapshot, perr error, maxAge time.Duration, tr *Tracker, act bool) (Status, error) {
 	if o, ok, err := run.Outcome(); err != nil {
-		return nil, Status{}, true, err
+		return Status{}, err
 	} else if ok {
-		return nil, Status{Outcome: *o}, true, nil
+		return Status{Outcome: *o}, nil
 	}
 	rec, err := tr.record(run)
 	if err != nil {
-		return nil, Status{}, true, err
+		return Status{}, err
 	}
-	if cur := rec.Current(); cur == nil || cur.JobID == "" {
-		if err := e.ensureSubmitted(ctx, run); err != nil {
-			return nil, Status{}, true, err
+	if snap == nil {
+		var s Snapshot
+		if cur := rec.Current(); cur != nil && cur.JobID != "" {
+			s, perr = e.Poller.Status(ctx, []backends.JobID{backends.JobID(cur.JobID)}, maxAge)
+			if perr != nil && !errors.Is(perr, ErrQuery) {
+				return Status{}, perr
+			}
+		} else {
+			s = e.Poller.Cached() // nothing to ask the scheduler about
+		}
+		snap = &s
+	}
+	obs := e.observe(ctx, run, rec, snap, perr, tr)
+	d := Decide(obs.in)
+	st := obs.st
+	st.Decision = d
+	if act && (d.Action != Wait || d.CancelJob) {
+		o, aerr := e.act(ctx, run, obs, d)
+		if aerr != nil {
+			if !retryable(aerr) {
+				return st, aerr
+			}
+			e.Log.Warn("could not act on the run; trying again at the next look", "run", run.ID, "action", d.Action.String(), "err", aerr)
+			st.ActErr = aerr
+		}
+		if o != nil {
+			st.Outcome = *o
+			return st, nil
 		}
 		tr.forget()
-		if rec, err = tr.record(run); err != nil {
-			return nil, Status{}, true, err
+		if r, err := tr.record(run); err == nil {
+			rec, st.Record = r, r
 		}
 	}
-	return rec, Status{}, false, nil
+	st.Outcome = e.live(run, rec, st, st.Summary, st.Started)
+	if !act && d.Action != Wait && d.Action != Submit && d.Action != Recover {
+		st.Outcome.Reason = "ended, not decided yet (tether run, wait, step or monitor decides): would " + d.Action.String() + ": " + d.Reason
+	}
+	return st, nil
 }
 
-// decide weighs the run's files against the scheduler's answer and acts.
-func (e *Engine) decide(ctx context.Context, run rundir.Run, rec *schema.RunRecord, snap *Snapshot, perr error, tr *Tracker) (Status, error) {
+// retryable reports whether a failed action is left for the next look
+// rather than returned as the command's error: everything but an
+// interrupted command. A failed action never decides the run (a scheduler
+// or state-directory error during a retry is not a failure of the Task).
+func retryable(err error) bool {
+	return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+}
+
+// observation is what observe read: the decision's input, and the
+// status that shows it.
+type observation struct {
+	in  Input
+	st  Status
+	cur *schema.Attempt // nil without an attempt
+	at  time.Time       // the scheduler answer the input is from
+}
+
+// observe builds the decision's Input from the run's files and the
+// scheduler snapshot. It reads, and writes nothing.
+func (e *Engine) observe(ctx context.Context, run rundir.Run, rec *schema.RunRecord, snap *Snapshot, perr error, tr *Tracker) observation {
 	cur := rec.Current()
+	in := Input{
+		CancelRequested:  rec.CancelRequested != nil,
+		Proceed:          rec.Task.Proceed,
+		Retry:            rec.Task.Retry,
+		Walltime:         rec.Task.Resources.Walltime.D(),
+		Grace:            e.Site.Poll.VanishGrace.D(),
+		EvidenceGrace:    e.Site.Poll.EvidenceGrace.D(),
+		RecoverAfter:     e.Site.Poll.RecoverAfter.D(),
+		SchedulerRequeue: e.Site.Retry.Requeue,
+	}
+	st := Status{PollErr: perr, Record: rec}
+	obs := observation{cur: cur, at: snap.At}
+	if cur == nil {
+		in.NoAttempt = true
+		obs.in, obs.st = in, st
+		return obs
+	}
+	in.Attempts = attemptsIn(rec, cur.Generation)
+	id := backends.JobID(cur.JobID)
+	js, known := snap.Jobs[id]
+	if cur.JobID == "" {
+		known = false
+		in.NoJob, in.Unsent = true, cur.Unsent
+		in.SubmitAge = e.Now().Sub(cur.SubmittedAt)
+	}
 	// Scheduler state first, then the exit file, then the status file: a
 	// Task writes its last checkpoint before it exits and the job ends, so
 	// evidence read in this order is never older than the state it explains.
-	id := backends.JobID(cur.JobID)
-	js, known := snap.Jobs[id]
 	var exit *schema.ExitFile
 	if !known || js.State.Terminal() || js.State == backends.Unknown {
 		// a live job is not decided on its exit file: read it only now
@@ -178,66 +256,39 @@ func (e *Engine) decide(ctx context.Context, run rundir.Run, rec *schema.RunReco
 		e.Log.Warn("cannot read the status file", "run", run.ID, "err", err)
 	}
 	sum := tr.status.Summary
-
-	in := Input{
-		Exit:            exit,
-		CancelRequested: rec.CancelRequested != nil,
-		Evidence:        Weigh(sum, &rec.Task),
-		Proceed:         rec.Task.Proceed,
-		Retry:           rec.Task.Retry,
-		Attempts:        attemptsIn(rec, cur.Generation),
-		Walltime:        rec.Task.Resources.Walltime.D(),
-		Grace:           e.Site.Poll.VanishGrace.D(),
-
-		SchedulerRequeue: e.Site.Retry.Requeue,
-	}
-	st := Status{PollErr: perr, Record: rec, Started: started, Summary: sum}
+	in.Exit, in.Started = exit, started != nil
+	in.Evidence = Weigh(sum, &rec.Task)
+	st.Started, st.Summary = started, sum
 	if known {
 		j := js
 		st.Job = &j
 		in.State, in.Native, in.SchedExit, in.SchedSig, in.SchedNote, in.Nodes = js.State, js.Native, js.ExitCode, js.Signal, js.Reason, js.Nodes
 		st.Deadline = js.Deadline
-	} else if since, gone := snap.Missing[id]; gone {
-		in.Missing, in.MissingFor = true, e.Now().Sub(since)
+		if since, ok := snap.Ended[id]; ok && js.State.Terminal() {
+			in.EndedFor = snap.At.Sub(since)
+		}
+	} else if since, gone := snap.Missing[id]; gone && cur.JobID != "" {
+		// missing ages in scheduler time: an outage ages nothing
+		in.Missing, in.MissingFor = true, max(snap.At.Sub(since), 0)
 		st.Missing, st.MissingFor = true, in.MissingFor
+	}
+	if cur.CancelSentAt != nil {
+		f := max(snap.At.Sub(*cur.CancelSentAt), 0)
+		in.CancelSentFor = &f
 	}
 	if len(in.Nodes) == 0 && started != nil && started.Nodes != "" {
 		in.Nodes = strings.Split(started.Nodes, ",")
 	}
-	if in.State == backends.NodeFail || in.State == backends.BootFail {
+	if in.State == backends.NodeFail || in.State == backends.BootFail || in.State == backends.Requeued || (exit != nil && exit.Requeued) {
 		// name the node that failed (one extra call, only now)
-		if nc, ok := e.Backend.(backends.NodeChecker); ok {
+		if nc, ok := e.Backend.(backends.NodeChecker); ok && len(in.Nodes) > 0 {
 			if down, err := nc.DownNodes(ctx, in.Nodes); err == nil {
 				in.DownNodes = down
 			}
 		}
 	}
-	d := Decide(in)
-	st.Decision = d
-	if d.CancelJob && d.Action != Wait {
-		if err := e.Backend.Cancel(ctx, id); err != nil {
-			return st, fmt.Errorf("cancel the requeued job %s: %w", id, err)
-		}
-	}
-	switch d.Action {
-	case Finish:
-		o, err := e.finish(ctx, run, cur.N, in, d, sum)
-		if err != nil {
-			return st, err
-		}
-		st.Outcome = *o
-		return st, nil
-	case Retry:
-		if err := e.retry(ctx, run, cur.N, in, d); err != nil {
-			return st, err
-		}
-		tr.forget()
-		if r, err := tr.record(run); err == nil {
-			rec, st.Record = r, r
-		}
-	}
-	st.Outcome = e.live(run, rec, st, sum, started)
-	return st, nil
+	obs.in, obs.st = in, st
+	return obs
 }
 
 func attemptsIn(rec *schema.RunRecord, gen int) int {
@@ -250,40 +301,20 @@ func attemptsIn(rec *schema.RunRecord, gen int) int {
 	return n
 }
 
-// ensureSubmitted submits the first attempt, or recovers one whose job id
-// was never recorded.
-func (e *Engine) ensureSubmitted(ctx context.Context, run rundir.Run) error {
-	lock, err := run.Lock(ctx)
-	if err != nil {
-		return err
+// sameAttempt reports whether the run's current attempt is still the one
+// a decision was made about.
+func sameAttempt(a, b *schema.Attempt) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
 	}
-	defer lock.Unlock()
-	rec, err := run.Load()
-	if err != nil {
-		return err
-	}
-	if cur := rec.Current(); cur == nil {
-		_, err = e.Submitter.Submit(ctx, run, rec, schema.Attempt{Reason: "first attempt", Generation: 1})
-	} else if cur.JobID == "" {
-		_, err = e.Submitter.Recover(ctx, run, rec)
-	}
-	return err
+	return a.N == b.N && a.JobID == b.JobID
 }
 
-// endAttempt records how an attempt ended.
-func endAttempt(a *schema.Attempt, in Input, d Decision, now time.Time) {
-	t := now.UTC()
-	a.EndedAt = &t
-	a.State = string(in.State)
-	if in.Missing {
-		a.State = "VANISHED"
-	}
-	a.ExitCode = d.ExitCode
-	a.Nodes = in.Nodes
-	a.Decision = d.Action.String() + ": " + d.Reason
-}
-
-func (e *Engine) finish(ctx context.Context, run rundir.Run, n int, in Input, d Decision, sum rundir.Summary) (*schema.Outcome, error) {
+// act carries a decision out under the run lock. It re-reads the run
+// first: a run decided or changed by another process meanwhile is left as
+// it is, and a cancel requested since the look is decided again with it.
+// It returns the outcome when the run is finished.
+func (e *Engine) act(ctx context.Context, run rundir.Run, obs observation, d Decision) (*schema.Outcome, error) {
 	lock, err := run.Lock(ctx)
 	if err != nil {
 		return nil, err
@@ -297,15 +328,99 @@ func (e *Engine) finish(ctx context.Context, run rundir.Run, n int, in Input, d 
 		return nil, err
 	}
 	cur := rec.Current()
-	if cur == nil || cur.N != n {
-		return nil, fmt.Errorf("run %s changed while deciding; look again", run.ID)
+	if !sameAttempt(cur, obs.cur) {
+		return nil, nil // another process moved the run on: look again
 	}
-	endAttempt(cur, in, d, e.Now())
+	in := obs.in
+	if rec.CancelRequested != nil && !in.CancelRequested {
+		in.CancelRequested = true
+		d = Decide(in)
+	}
+	if d.CancelJob && cur != nil && cur.JobID != "" {
+		if err := e.Backend.Cancel(ctx, backends.JobID(cur.JobID)); err != nil {
+			// Neither retry nor finish while the job may live on: the
+			// next look sends the cancel again.
+			return nil, fmt.Errorf("cancel job %s: %w", cur.JobID, err)
+		}
+		t := e.Now().UTC()
+		cur.CancelSentAt = &t
+		if err := run.Save(rec); err != nil {
+			return nil, err
+		}
+		e.Log.Info("cancelled the job", "run", run.ID, "job", cur.JobID, "why", d.Reason)
+	}
+	switch d.Action {
+	case Finish:
+		return e.finish(run, rec, in, d, obs.st.Summary)
+	case Retry:
+		return e.retry(ctx, run, rec, in, d, obs.st.Summary)
+	case Submit:
+		_, err := e.Submitter.Submit(ctx, run, rec, schema.Attempt{Reason: "first attempt", Generation: 1})
+		return nil, err
+	case Recover:
+		return e.recover(ctx, run, rec, in, obs.st.Summary)
+	}
+	return nil, nil
+}
+
+// recover handles an attempt without a job id: find the job by its tag;
+// send it again only when it certainly never reached the scheduler or the
+// recovery window has passed without a sign of it; with a cancel
+// requested, never send anything.
+func (e *Engine) recover(ctx context.Context, run rundir.Run, rec *schema.RunRecord, in Input, sum rundir.Summary) (*schema.Outcome, error) {
+	noSign := (in.Unsent || in.SubmitAge >= in.RecoverAfter) && !in.Started
+	if !in.CancelRequested {
+		_, err := e.Submitter.Recover(ctx, run, rec, noSign)
+		return nil, err
+	}
+	cur := rec.Current()
+	id, found, err := e.Submitter.Find(ctx, run, rec)
+	if err != nil {
+		return nil, err
+	}
+	if found {
+		e.Log.Info("found the job of a cancelled run", "run", run.ID, "job", id)
+		if err := e.Backend.Cancel(ctx, id); err != nil {
+			return nil, fmt.Errorf("cancel job %s: %w", id, err)
+		}
+		t := e.Now().UTC()
+		cur.CancelSentAt = &t
+		return nil, run.Save(rec)
+	}
+	if !noSign {
+		return nil, nil // the job may still show up: look again later
+	}
+	d := Decision{Action: Finish, Outcome: schema.OutcomeCancelled, Cause: schema.CauseCancelled,
+		Reason: "cancelled before the scheduler took a job"}
+	return e.finish(run, rec, in, d, sum)
+}
+
+// endAttempt records how an attempt ended.
+func endAttempt(a *schema.Attempt, in Input, d Decision, now time.Time) {
+	t := now.UTC()
+	a.EndedAt = &t
+	a.State = string(in.State)
+	if in.Missing {
+		a.State = "VANISHED"
+	}
+	a.ExitCode = d.ExitCode
+	a.Nodes = in.Nodes
+	a.Decision = d.Action.String() + ": " + d.Reason
+	a.Cause = d.Cause
+}
+
+// finish writes the outcome (callers hold the run lock and have checked
+// that no outcome exists).
+func (e *Engine) finish(run rundir.Run, rec *schema.RunRecord, in Input, d Decision, sum rundir.Summary) (*schema.Outcome, error) {
+	cur := rec.Current()
 	now := e.Now().UTC()
 	o := e.outcomeBase(run, rec, sum)
-	o.Outcome, o.Final, o.Proceed, o.Reason = d.Outcome, true, schema.Proceeds(d.Outcome), d.Reason
+	if cur != nil {
+		endAttempt(cur, in, d, now)
+		o.SchedulerState = cur.State
+	}
+	o.Outcome, o.Final, o.Proceed, o.Reason, o.Cause = d.Outcome, true, schema.Proceeds(d.Outcome), d.Reason, d.Cause
 	o.ExitCode, o.Signal = d.ExitCode, d.Signal
-	o.SchedulerState = cur.State
 	o.Nodes = in.Nodes
 	o.DecidedAt, o.DecidedBy = &now, e.Actor
 	if err := rundir.WriteJSON(run.OutcomeFile(), o); err != nil {
@@ -317,7 +432,7 @@ func (e *Engine) finish(ctx context.Context, run rundir.Run, n int, in Input, d 
 	if err := e.Store.ClearActive(run.ID); err != nil {
 		e.Log.Warn("cannot clear the active mark", "run", run.ID, "err", err)
 	}
-	e.Log.Info("run decided", "run", run.ID, "outcome", o.Outcome, "reason", o.Reason)
+	e.Log.Info("run decided", "run", run.ID, "outcome", o.Outcome, "cause", o.Cause, "reason", o.Reason)
 	return &o, nil
 }
 
@@ -336,23 +451,12 @@ func (e *Engine) ClearDecided(ctx context.Context, run rundir.Run) error {
 	return e.Store.ClearActive(run.ID)
 }
 
-func (e *Engine) retry(ctx context.Context, run rundir.Run, n int, in Input, d Decision) error {
-	lock, err := run.Lock(ctx)
-	if err != nil {
-		return err
-	}
-	defer lock.Unlock()
-	if _, ok, err := run.Outcome(); err != nil || ok {
-		return err
-	}
-	rec, err := run.Load()
-	if err != nil {
-		return err
-	}
+// retry ends the current attempt and submits the next (callers hold the
+// run lock). Only a definite refusal of the new job fails the run; any
+// other submit error leaves the attempt without a job id for the next
+// look to recover.
+func (e *Engine) retry(ctx context.Context, run rundir.Run, rec *schema.RunRecord, in Input, d Decision, sum rundir.Summary) (*schema.Outcome, error) {
 	cur := rec.Current()
-	if cur == nil || cur.N != n {
-		return nil // another process already started the next attempt
-	}
 	endAttempt(cur, in, d, e.Now())
 	next := schema.Attempt{Reason: d.Reason, Generation: cur.Generation, ResumeFrom: d.ResumeFrom}
 	if e.Site.Retry.ExcludeFailedNodes {
@@ -360,20 +464,19 @@ func (e *Engine) retry(ctx context.Context, run rundir.Run, n int, in Input, d D
 		slices.Sort(next.Exclude)
 		next.Exclude = slices.Compact(next.Exclude)
 	}
-	e.Log.Info("retrying", "run", run.ID, "attempt", n+1, "reason", d.Reason)
-	if _, err := e.Submitter.Submit(ctx, run, rec, next); err != nil {
-		if errors.Is(err, backends.ErrUnavailable) {
-			return nil // recorded as a marker; the next step recovers it
-		}
-		// The retry cannot be submitted: the run fails with the reason.
-		fd := d
-		fd.Action, fd.Outcome = Finish, schema.OutcomeFailed
-		fd.Reason = d.Reason + "; but the retry was refused: " + err.Error()
-		lock.Unlock()
-		_, ferr := e.finish(ctx, run, n, in, fd, rundir.Summary{})
-		return ferr
+	e.Log.Info("retrying", "run", run.ID, "attempt", cur.N+1, "cause", d.Cause, "reason", d.Reason)
+	_, err := e.Submitter.Submit(ctx, run, rec, next)
+	if err == nil {
+		return nil, nil
 	}
-	return nil
+	if !errors.Is(err, backends.ErrRejected) {
+		return nil, err // the attempt is kept without a job id: recovered later
+	}
+	// The retry was refused: the run fails with the reason.
+	fd := d
+	fd.Action, fd.Outcome, fd.Cause = Finish, schema.OutcomeFailed, schema.CauseRefused
+	fd.Reason = d.Reason + "; but the retry was refused: " + err.Error()
+	return e.finish(run, rec, in, fd, sum)
 }
 
 // outcomeBase fills the fields every outcome line has.

@@ -28,7 +28,7 @@ func (e *env) Now() time.Time { return e.now }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	site, err := schema.ParseSite("s.toml", []byte("name='s'\nbackend='sbatch'\n[poll]\nmin_interval='1ms'\nmax_interval='10ms'\nvanish_grace='1m'\n"))
+	site, err := schema.ParseSite("s.toml", []byte("name='s'\nbackend='sbatch'\n[poll]\nmin_interval='1ms'\nmax_interval='10ms'\nvanish_grace='1m'\nevidence_grace='0s'\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

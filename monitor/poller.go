@@ -17,8 +17,8 @@ import (
 )
 
 // cacheVersion is the format of poll/cache.json (2: a sliding window of
-// query start times replaced the fixed per-minute window).
-const cacheVersion = 2
+// query start times replaced the fixed per-minute window; 3: Ended).
+const cacheVersion = 3
 
 // Snapshot is the site's last scheduler query, shared by every tether
 // process on the site through <state>/poll/cache.json.
@@ -29,6 +29,9 @@ type Snapshot struct {
 	Jobs map[backends.JobID]backends.JobStatus `json:"jobs"`
 	// Missing holds jobs the scheduler no longer knew, since when.
 	Missing map[backends.JobID]time.Time `json:"missing"`
+	// Ended holds, for jobs in a terminal state, the answer that first
+	// showed them ended (so evidence waits count scheduler time).
+	Ended map[backends.JobID]time.Time `json:"ended,omitempty"`
 	// LastQuery is when any query was last started (rate limiting).
 	LastQuery time.Time `json:"last_query"`
 	// Err and ErrAt describe the latest failed query, cleared on success.
@@ -190,7 +193,18 @@ func (p *Poller) Status(ctx context.Context, ids []backends.JobID, maxAge time.D
 		}
 		missing[id] = since
 	}
-	snap.Jobs, snap.Missing = jobs, missing
+	ended := map[backends.JobID]time.Time{}
+	for id, js := range jobs {
+		if !js.State.Terminal() {
+			continue
+		}
+		since, was := snap.Ended[id]
+		if !was || snap.Jobs[id].State != js.State {
+			since = done
+		}
+		ended[id] = since
+	}
+	snap.Jobs, snap.Missing, snap.Ended = jobs, missing, ended
 	snap.At, snap.Err, snap.ErrAt, snap.Failures, snap.AuthErr = done, "", time.Time{}, 0, false
 	return snap, p.save(&snap)
 }

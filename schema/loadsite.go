@@ -20,10 +20,15 @@ func LoadSite(path string) (*Site, error) {
 
 // ParseSite decodes and validates site data; file names it in errors.
 func ParseSite(file string, data []byte) (*Site, error) {
-	s := Site{Version: SiteVersion}
+	// -1 marks an evidence grace the file leaves out ("0s" turns it off)
+	s := Site{Version: SiteVersion, Poll: Poll{EvidenceGrace: -1}}
 	src, errs, decoded := decodeStrict(file, data, &s)
 	if !decoded {
 		return nil, errs
+	}
+	graceUnset := s.Poll.EvidenceGrace == -1
+	if graceUnset {
+		s.Poll.EvidenceGrace = 0
 	}
 	s.File = file
 	errs = append(errs, s.validate(src)...)
@@ -32,6 +37,12 @@ func ParseSite(file string, data []byte) (*Site, error) {
 		return nil, err
 	}
 	s.applyDefaults()
+	if graceUnset {
+		s.Poll.EvidenceGrace = Duration(10 * time.Second)
+		if s.Backend == BackendLocal {
+			s.Poll.EvidenceGrace = Duration(time.Second)
+		}
+	}
 	return &s, nil
 }
 
@@ -47,6 +58,7 @@ func (s *Site) applyDefaults() {
 		setD(&s.Poll.MinInterval, 200*time.Millisecond)
 		setD(&s.Poll.MaxInterval, 2*time.Second)
 		setD(&s.Poll.VanishGrace, 5*time.Second)
+		setD(&s.Poll.RecoverAfter, 10*time.Second)
 	case BackendPBS:
 		setD(&s.Poll.MinInterval, 5*time.Second)
 		setD(&s.Poll.MaxInterval, 60*time.Second)
@@ -59,6 +71,7 @@ func (s *Site) applyDefaults() {
 	if s.Poll.MaxInterval < s.Poll.MinInterval {
 		s.Poll.MaxInterval = s.Poll.MinInterval
 	}
+	setD(&s.Poll.RecoverAfter, 2*time.Minute)
 	setD(&s.Poll.PendingAlertAfter, time.Hour)
 	setD(&s.Local.KillWait, 5*time.Second)
 	setD(&s.SlurmREST.Timeout, 30*time.Second)

@@ -47,6 +47,32 @@ const (
 	OutcomeSkipped   = "skipped"
 )
 
+// Cause is the typed reason of a decision: metrics, alerts and scripts
+// read it; Reason stays the human sentence. The words are part of the
+// outcome format (README, "Outcomes and exit codes").
+type Cause string
+
+// The causes.
+const (
+	CauseCompleted   Cause = "completed"    // the Task exited 0
+	CauseExit        Cause = "exit"         // the Task exited non-zero or was killed
+	CauseTimeout     Cause = "timeout"      // the walltime (or a deadline) was reached
+	CauseNodeFail    Cause = "node_fail"    // a node failed or did not boot
+	CausePreempted   Cause = "preempted"    // the scheduler preempted the job
+	CauseRequeued    Cause = "requeued"     // an administrator or the scheduler requeued the job
+	CauseOOM         Cause = "oom"          // the job ran out of memory
+	CauseCancelled   Cause = "cancelled"    // tether cancel (a requested cancel)
+	CauseSchedCancel Cause = "sched_cancel" // cancelled by the scheduler or an administrator
+	CauseLost        Cause = "lost"         // gone from the scheduler without an exit file
+	CauseRefused     Cause = "refused"      // the scheduler refused a retry's submission
+	CauseWrapper     Cause = "wrapper"      // the wrapper failed before the Task started
+	CauseUnexpected  Cause = "unexpected"   // a scheduler state tether cannot map
+)
+
+// Causes lists every cause, for documentation and tests.
+var Causes = []Cause{CauseCompleted, CauseExit, CauseTimeout, CauseNodeFail, CausePreempted, CauseRequeued,
+	CauseOOM, CauseCancelled, CauseSchedCancel, CauseLost, CauseRefused, CauseWrapper, CauseUnexpected}
+
 // Proceeds reports whether downstream steps may go on after an outcome.
 func Proceeds(outcome string) bool {
 	return outcome == OutcomeSucceeded || outcome == OutcomePartial
@@ -69,6 +95,19 @@ type RunRecord struct {
 	CancelRequested *time.Time `json:"cancel_requested,omitempty"`
 }
 
+// CurrentGen returns the attempts of the current generation.
+func (r *RunRecord) CurrentGen() []Attempt {
+	cur := r.Current()
+	if cur == nil {
+		return nil
+	}
+	i := len(r.Attempts) - 1
+	for i > 0 && r.Attempts[i-1].Generation == cur.Generation {
+		i--
+	}
+	return r.Attempts[i:]
+}
+
 // Attempt is one scheduler job of a run.
 type Attempt struct {
 	N           int       `json:"n"`
@@ -82,12 +121,21 @@ type Attempt struct {
 	Generation int      `json:"generation"`
 	ResumeFrom string   `json:"resume_from,omitempty"`
 	Exclude    []string `json:"exclude,omitempty"`
+	// Unsent: the last submit of this attempt certainly never reached the
+	// scheduler (it failed before sending), so it may be sent again at
+	// once. Without it, an attempt with no job id waits for find-by-tag
+	// and the recovery window before anything is sent again.
+	Unsent bool `json:"unsent,omitempty"`
+	// CancelSentAt is when the scheduler last accepted a cancel of this
+	// attempt's job.
+	CancelSentAt *time.Time `json:"cancel_sent_at,omitempty"`
 	// Filled when the attempt ends.
 	EndedAt  *time.Time `json:"ended_at,omitempty"`
 	State    string     `json:"state,omitempty"`
 	ExitCode *int       `json:"exit_code,omitempty"`
 	Nodes    []string   `json:"nodes,omitempty"`
 	Decision string     `json:"decision,omitempty"`
+	Cause    Cause      `json:"cause,omitempty"`
 }
 
 // Current returns the last attempt, or nil.
@@ -141,6 +189,7 @@ type Outcome struct {
 	Final          bool              `json:"final"`
 	Proceed        bool              `json:"proceed"`
 	Reason         string            `json:"reason"`
+	Cause          Cause             `json:"cause,omitempty"`
 	ExitCode       *int              `json:"exit_code"`
 	Signal         int               `json:"signal,omitempty"`
 	SchedulerState string            `json:"scheduler_state"`

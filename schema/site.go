@@ -60,6 +60,8 @@ type Poll struct {
 	MaxInterval         Duration `toml:"max_interval" json:"max_interval,omitempty" doc:"longest interval while nothing changes"`
 	MaxQueriesPerMinute int      `toml:"max_queries_per_minute" json:"max_queries_per_minute,omitempty" doc:"hard cap on scheduler queries per minute for the whole site" min:"0"`
 	VanishGrace         Duration `toml:"vanish_grace" json:"vanish_grace,omitempty" doc:"how long a job may be missing from the scheduler before the run is lost (when no exit file exists)"`
+	EvidenceGrace       Duration `toml:"evidence_grace" json:"evidence_grace,omitempty" doc:"how long a job the scheduler reports ended waits for its exit file to become visible (shared filesystems cache attributes) before it is decided without it"`
+	RecoverAfter        Duration `toml:"recover_after" json:"recover_after,omitempty" doc:"how long after a submit whose answer was lost tether waits for the job to show up (find by tag) before it sends the job again"`
 	PendingAlertAfter   Duration `toml:"pending_alert_after" json:"pending_alert_after,omitempty" doc:"a job pending longer than this is reported as stuck"`
 }
 

@@ -137,61 +137,41 @@ func (a *app) submitAndMaybeWait(parent context.Context, taskFile string, o subm
 }
 
 // prepareRun creates or finds the run for a key and makes sure it has a
-// live attempt. It returns a finished outcome to replay instead when the
-// key's run already ended in a way that may proceed.
+// live attempt (monitor.Engine.Start). It returns a finished outcome to
+// replay instead when the key's run already ended in a way that may
+// proceed.
 func (a *app) prepareRun(ctx context.Context, s *session, task *schema.Task, taskFile, key string) (rundir.Run, *schema.Outcome, error) {
-	hash := launcher.SpecHash(task, s.site)
-	if key != "" {
-		lock, err := s.store.KeyLock(ctx, key)
-		if err != nil {
-			return rundir.Run{}, nil, err
-		}
-		defer lock.Unlock()
-		if id, ok, err := s.store.LookupKey(key); err != nil {
-			return rundir.Run{}, nil, err
-		} else if ok {
-			run := s.store.Run(id)
-			rec, err := run.Load()
-			if err == nil {
-				return a.reuseRun(ctx, s, run, rec, hash, key)
-			}
-			if !errors.Is(err, rundir.ErrNoRun) {
-				return rundir.Run{}, nil, err
-			}
-			// The run directory was removed: the key is free again.
-		}
-	}
 	abs, _ := filepath.Abs(taskFile)
-	rec := &schema.RunRecord{
-		RunID: rundir.NewRunID(task.Name, a.now()), Key: key, SpecHash: hash,
-		Site: s.site.Name, SiteFile: absOrEmpty(s.site.File), Backend: s.site.Backend,
-		TaskFile: abs, Task: *task, CreatedAt: a.now().UTC(),
-	}
-	run, err := s.store.CreateRun(rec)
-	if err != nil {
-		return rundir.Run{}, nil, err
-	}
+	var before *schema.RunRecord
 	if key != "" {
-		if err := s.store.BindKey(key, rec.RunID); err != nil {
-			return rundir.Run{}, nil, err
+		if id, ok, _ := s.store.LookupKey(key); ok {
+			before, _ = s.store.Run(id).Load()
 		}
 	}
-	lock, err := run.Lock(ctx)
+	run, replay, err := s.engine.Start(ctx, monitor.StartRequest{
+		Task: task, TaskFile: abs, SiteFile: absOrEmpty(s.site.File), Key: key, SpecHash: launcher.SpecHash(task, s.site),
+	})
 	if err != nil {
-		return rundir.Run{}, nil, err
-	}
-	defer lock.Unlock()
-	if _, err := s.submitter.Submit(ctx, run, rec, schema.Attempt{Reason: "first attempt", Generation: 1}); err != nil {
-		if len(rec.Attempts) == 0 {
-			// Nothing ran: remove the empty run so the key stays free.
-			os.RemoveAll(run.Dir)
-			if key != "" {
-				s.store.UnbindKey(key)
-			}
+		if errors.Is(err, monitor.ErrKeyConflict) {
+			return run, nil, withCode(ExitBadInput, err)
 		}
-		return rundir.Run{}, nil, fmt.Errorf("submit: %w", err)
+		return run, nil, err
 	}
-	a.logf("submitted run %s as job %s on %s", rec.RunID, rec.Current().JobID, s.site.Name)
+	if replay != nil {
+		return run, replay, nil
+	}
+	rec, err := run.Load()
+	if err != nil {
+		return run, nil, err
+	}
+	switch {
+	case before == nil || before.RunID != rec.RunID:
+		a.logf("submitted run %s as job %s on %s", rec.RunID, jobOf(rec), s.site.Name)
+	case len(before.Attempts) == len(rec.Attempts):
+		a.logf("reattaching to run %s (job %s)", rec.RunID, jobOf(rec))
+	default:
+		a.logf("run %s ended before; started attempt %d", rec.RunID, rec.Current().N)
+	}
 	return run, nil, nil
 }
 
@@ -203,44 +183,6 @@ func absOrEmpty(p string) string {
 		return abs
 	}
 	return p
-}
-
-// reuseRun applies the idempotency rules to a key's existing run.
-func (a *app) reuseRun(ctx context.Context, s *session, run rundir.Run, rec *schema.RunRecord, hash, key string) (rundir.Run, *schema.Outcome, error) {
-	if rec.SpecHash != hash {
-		return rundir.Run{}, nil, withCode(ExitBadInput, fmt.Errorf(
-			"key %q belongs to run %s, which was made from a different spec (task file, --set or site changed); use another --key", key, rec.RunID))
-	}
-	lock, err := run.Lock(ctx)
-	if err != nil {
-		return rundir.Run{}, nil, err
-	}
-	defer lock.Unlock()
-	out, done, err := run.Outcome()
-	if err != nil {
-		return rundir.Run{}, nil, err
-	}
-	if !done {
-		a.logf("reattaching to run %s (job %s)", rec.RunID, jobOf(rec))
-		return run, nil, nil
-	}
-	if out.Proceed {
-		return run, out, nil
-	}
-	// Finished without proceeding: a new attempt, as a new generation.
-	cur := rec.Current()
-	archived := filepath.Join(run.Dir, fmt.Sprintf("outcome.%d.json", cur.N))
-	if err := os.Rename(run.OutcomeFile(), archived); err != nil {
-		return rundir.Run{}, nil, fmt.Errorf("archive the previous outcome: %w", err)
-	}
-	rec.CancelRequested = nil
-	next := schema.Attempt{Reason: fmt.Sprintf("run again with key %q after outcome %s", key, out.Outcome), Generation: cur.Generation + 1}
-	if _, err := s.submitter.Submit(ctx, run, rec, next); err != nil {
-		os.Rename(archived, run.OutcomeFile())
-		return rundir.Run{}, nil, fmt.Errorf("submit: %w", err)
-	}
-	a.logf("run %s ended %s before; started attempt %d", rec.RunID, out.Outcome, rec.Current().N)
-	return run, nil, nil
 }
 
 func jobOf(rec *schema.RunRecord) string {

@@ -10,17 +10,38 @@ import (
 )
 
 func (a *app) statusCmd() *cobra.Command {
-	var key string
-	c := &cobra.Command{
-		Use:   "status [flags] RUN | --key KEY",
-		Short: "Look at a run once, decide it if it has ended, and print JSON",
-		Long: `status polls the run once (through the site's shared poll cache), decides
-the outcome when the job has ended (starting a retry attempt when the policy
-asks for one) and prints the run as one JSON line.
+	return a.lookCmd("status", "Look at a run once without acting, and print it as JSON",
+		`status looks at the run once (through the site's shared poll cache) and
+prints it as one JSON line. It only looks: it never submits, retries,
+cancels or writes an outcome. A run whose job has ended but that nobody has
+decided yet is shown as not finished, with the decision an acting command
+would take in its reason; tether run, wait, step or the monitor decide it.
+
+Exit codes: 75 while the run is not finished (or not decided yet); when it
+is, the outcome's code (0 proceed, 1 failed or cancelled, 99 skip).`, false)
+}
+
+func (a *app) stepCmd() *cobra.Command {
+	return a.lookCmd("step", "Look at a run once, decide and act, and print it as JSON",
+		`step looks at the run once like status, then carries the decision out as
+tether run and the monitor do: it writes the outcome of a run whose job has
+ended, submits a retry when the policy asks for one, recovers an attempt
+whose submit answer was lost, and re-sends a cancel the scheduler has not
+taken. Airflow's deferrable TetherTrigger calls it on every poll, so a
+deferred run is decided without a monitor.
 
 Exit codes: 75 while the run is not finished; when it is, the outcome's
-code (0 proceed, 1 failed or cancelled, 99 skip).`,
-		Args: usageArgs(cobra.MaximumNArgs(1)),
+code (0 proceed, 1 failed or cancelled, 99 skip).`, true)
+}
+
+// lookCmd is status (act false) or step (act true).
+func (a *app) lookCmd(name, short, long string, act bool) *cobra.Command {
+	var key string
+	c := &cobra.Command{
+		Use:   name + " [flags] RUN | --key KEY",
+		Short: short,
+		Long:  long,
+		Args:  usageArgs(cobra.MaximumNArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx, stop := signalContext(c.Context())
 			defer stop()
@@ -28,9 +49,16 @@ code (0 proceed, 1 failed or cancelled, 99 skip).`,
 			if err != nil {
 				return a.failJSON(err, nil)
 			}
-			st, err := s.engine.Step(ctx, run, s.site.Poll.MinInterval.D(), newTrackerFor(run))
+			look := s.engine.Look
+			if act {
+				look = s.engine.Step
+			}
+			st, err := look(ctx, run, s.site.Poll.MinInterval.D(), newTrackerFor(run))
 			if err != nil {
 				return a.failJSON(err, s.site)
+			}
+			if st.ActErr != nil {
+				a.logf("could not act on the run (%v); the next look tries again", st.ActErr)
 			}
 			if st.PollErr != nil {
 				a.logf("scheduler query failed (%v); showing the last known state", st.PollErr)
@@ -55,7 +83,12 @@ func (a *app) cancelCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "cancel [flags] RUN | --key KEY",
 		Short: "Cancel a run's job; the run ends cancelled",
-		Args:  usageArgs(cobra.MaximumNArgs(1)),
+		Long: `cancel records the request in the run, tells the scheduler, and looks at
+the run once. It never submits a job. When the scheduler cannot be told now
+(it is unreachable, or the job id is not known yet), the request stays
+recorded, no new attempt starts, and every acting look (tether run, wait,
+step, the monitor) sends the cancel again; cancel then exits 3.`,
+		Args: usageArgs(cobra.MaximumNArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx, stop := signalContext(c.Context())
 			defer stop()
@@ -69,33 +102,21 @@ func (a *app) cancelCmd() *cobra.Command {
 				a.logf("run %s already finished (%s)", run.ID, o.Outcome)
 				return printJSON(a.stdout, o)
 			}
-			lock, err := run.Lock(ctx)
+			st, err := s.engine.Cancel(ctx, run)
 			if err != nil {
 				return a.failJSON(err, s.site)
 			}
-			rec, err := run.Load()
-			if err != nil {
-				lock.Unlock()
-				return a.failJSON(err, s.site)
+			if err := printJSON(a.stdout, st.Outcome); err != nil {
+				return err
 			}
-			now := a.now().UTC()
-			rec.CancelRequested = &now
-			err = run.Save(rec)
-			lock.Unlock()
-			if err != nil {
-				return a.failJSON(err, s.site)
+			if st.ActErr != nil && !st.Outcome.Final {
+				a.logf("the cancel is recorded, but the scheduler did not take it yet (%v); it is sent again by the next tether run, wait, step or monitor look", st.ActErr)
+				return withCode(ExitInfra, errSilent)
 			}
-			if cur := rec.Current(); cur != nil && cur.JobID != "" {
-				if err := s.backend.Cancel(ctx, backends.JobID(cur.JobID)); err != nil {
-					return a.failJSON(fmt.Errorf("cancel job %s: %w", cur.JobID, err), s.site)
-				}
-				a.logf("cancelled job %s of run %s", cur.JobID, run.ID)
+			if j := st.Outcome.JobID; j != "" {
+				a.logf("cancelled job %s of run %s", j, run.ID)
 			}
-			st, err := s.engine.Step(ctx, run, 0, newTrackerFor(run))
-			if err != nil {
-				return a.failJSON(err, s.site)
-			}
-			return printJSON(a.stdout, st.Outcome)
+			return nil
 		},
 	}
 	c.Flags().StringVar(&key, "key", "", "find the run by its idempotency key instead of its id")

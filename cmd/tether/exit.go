@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"os"
-	"syscall"
 
 	"github.com/tether-hpc/tether/backends"
 	"github.com/tether-hpc/tether/monitor"
@@ -58,9 +56,8 @@ func exitCode(err error) int {
 		errors.Is(err, backends.ErrRejected):
 		return ExitBadInput
 	case errors.Is(err, rundir.ErrStateDir):
-		if errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.ENOTDIR) {
-			return ExitBadInput
-		}
+		// unusable now (EACCES, EROFS, ESTALE, EIO, ...): an admin or a
+		// later try can fix it, the request itself is fine
 		return ExitInfra
 	case errors.Is(err, backends.ErrUnavailable), errors.Is(err, backends.ErrAuth),
 		errors.Is(err, monitor.ErrQuery), errors.Is(err, context.DeadlineExceeded):

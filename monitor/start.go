@@ -1,0 +1,192 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/rundir"
+	"github.com/tether-hpc/tether/schema"
+)
+
+// ErrKeyConflict: an idempotency key names a run made from another spec.
+var ErrKeyConflict = errors.New("idempotency key conflict")
+
+// StartRequest is what `tether run` and `tether submit` ask for.
+type StartRequest struct {
+	Task     *schema.Task
+	TaskFile string // absolute path, for the record
+	SiteFile string
+	Key      string // idempotency key, "" for none
+	SpecHash string // identity of the spec under the key
+}
+
+// Start creates the run for a request, or finds the key's run, and makes
+// sure it has a live attempt. It returns a finished outcome to replay
+// instead when the key's run already ended in a way that may proceed. It
+// never submits while a cancel is requested, and never a second job for
+// a key whose current attempt is not decided.
+func (e *Engine) Start(ctx context.Context, req StartRequest) (rundir.Run, *schema.Outcome, error) {
+	if req.Key != "" {
+		lock, err := e.Store.KeyLock(ctx, req.Key)
+		if err != nil {
+			return rundir.Run{}, nil, err
+		}
+		defer lock.Unlock()
+		if id, ok, err := e.Store.LookupKey(req.Key); err != nil {
+			return rundir.Run{}, nil, err
+		} else if ok {
+			run := e.Store.Run(id)
+			rec, err := run.Load()
+			if err == nil {
+				return e.reuse(ctx, run, rec, req)
+			}
+			if !errors.Is(err, rundir.ErrNoRun) {
+				return rundir.Run{}, nil, err
+			}
+			// The run directory was removed: the key is free again.
+		}
+	}
+	rec := &schema.RunRecord{
+		RunID: rundir.NewRunID(req.Task.Name, e.Now()), Key: req.Key, SpecHash: req.SpecHash,
+		Site: e.Site.Name, SiteFile: req.SiteFile, Backend: e.Site.Backend,
+		TaskFile: req.TaskFile, Task: *req.Task, CreatedAt: e.Now().UTC(),
+	}
+	run, err := e.Store.CreateRun(rec)
+	if err != nil {
+		return rundir.Run{}, nil, err
+	}
+	if req.Key != "" {
+		if err := e.Store.BindKey(req.Key, rec.RunID); err != nil {
+			return rundir.Run{}, nil, err
+		}
+	}
+	lock, err := run.Lock(ctx)
+	if err != nil {
+		return rundir.Run{}, nil, err
+	}
+	defer lock.Unlock()
+	if rec, err = run.Load(); err != nil { // a cancel may have come first
+		return rundir.Run{}, nil, err
+	}
+	if rec.CancelRequested != nil {
+		return run, nil, nil // the next look decides it cancelled
+	}
+	if _, err := e.Submitter.Submit(ctx, run, rec, schema.Attempt{Reason: "first attempt", Generation: 1}); err != nil {
+		if len(rec.Attempts) == 0 {
+			// Refused, nothing ran: remove the empty run so the key stays free.
+			e.Store.ClearActive(run.ID)
+			os.RemoveAll(run.Dir)
+			if req.Key != "" {
+				e.Store.UnbindKey(req.Key)
+			}
+		}
+		return run, nil, fmt.Errorf("submit: %w", err)
+	}
+	return run, nil, nil
+}
+
+// reuse applies the idempotency rules to a key's existing run (the key
+// lock is held).
+func (e *Engine) reuse(ctx context.Context, run rundir.Run, rec *schema.RunRecord, req StartRequest) (rundir.Run, *schema.Outcome, error) {
+	if rec.SpecHash != req.SpecHash {
+		return rundir.Run{}, nil, fmt.Errorf("%w: key %q belongs to run %s, which was made from a different spec (task file, --set or site changed); use another --key",
+			ErrKeyConflict, req.Key, rec.RunID)
+	}
+	lock, err := run.Lock(ctx)
+	if err != nil {
+		return rundir.Run{}, nil, err
+	}
+	defer lock.Unlock()
+	out, done, err := run.Outcome()
+	if err != nil {
+		return rundir.Run{}, nil, err
+	}
+	if !done {
+		return run, nil, nil // reattach: the acting looks carry it on
+	}
+	if out.Proceed {
+		return run, out, nil
+	}
+	if rec, err = run.Load(); err != nil {
+		return rundir.Run{}, nil, err
+	}
+	// Finished without proceeding: a new attempt, as a new generation.
+	cur := rec.Current()
+	n := 0
+	if cur != nil {
+		n = cur.N
+	}
+	archived := filepath.Join(run.Dir, fmt.Sprintf("outcome.%d.json", n))
+	if err := os.Rename(run.OutcomeFile(), archived); err != nil {
+		return rundir.Run{}, nil, fmt.Errorf("archive the previous outcome: %w", err)
+	}
+	rec.CancelRequested = nil
+	gen := 1
+	if cur != nil {
+		gen = cur.Generation + 1
+	}
+	next := schema.Attempt{Reason: fmt.Sprintf("run again with key %q after outcome %s", req.Key, out.Outcome), Generation: gen}
+	if _, err := e.Submitter.Submit(ctx, run, rec, next); err != nil {
+		if errors.Is(err, backends.ErrRejected) {
+			os.Rename(archived, run.OutcomeFile())
+			e.Store.ClearActive(run.ID)
+		}
+		return run, nil, fmt.Errorf("submit: %w", err)
+	}
+	return run, nil, nil
+}
+
+// Cancel records a cancel request, tells the scheduler at once when the
+// job is known, and looks at the run (acting). The request is never lost:
+// it is in run.json before anything else happens, every acting look
+// re-checks it before it submits, and a cancel the scheduler did not take
+// is sent again by the next acting look (Status.ActErr says so).
+func (e *Engine) Cancel(ctx context.Context, run rundir.Run) (Status, error) {
+	lock, err := run.Lock(ctx)
+	if err != nil {
+		return Status{}, err
+	}
+	if o, ok, err := run.Outcome(); err != nil || ok {
+		lock.Unlock()
+		if ok {
+			return Status{Outcome: *o}, nil
+		}
+		return Status{}, err
+	}
+	rec, err := run.Load()
+	if err != nil {
+		lock.Unlock()
+		return Status{}, err
+	}
+	if rec.CancelRequested == nil {
+		now := e.Now().UTC()
+		rec.CancelRequested = &now
+		if err := run.Save(rec); err != nil {
+			lock.Unlock()
+			return Status{}, err
+		}
+	}
+	var cerr error
+	if cur := rec.Current(); cur != nil && cur.JobID != "" && cur.CancelSentAt == nil {
+		if cerr = e.Backend.Cancel(ctx, backends.JobID(cur.JobID)); cerr == nil {
+			t := e.Now().UTC()
+			cur.CancelSentAt = &t
+			cerr = run.Save(rec)
+		} else {
+			cerr = fmt.Errorf("cancel job %s: %w", cur.JobID, cerr)
+		}
+	}
+	lock.Unlock()
+	st, err := e.Step(ctx, run, 0, NewTracker(run))
+	if err != nil {
+		return st, err
+	}
+	if st.ActErr == nil && cerr != nil && !st.Outcome.Final {
+		st.ActErr = cerr
+	}
+	return st, nil
+}
