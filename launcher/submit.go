@@ -104,12 +104,12 @@ func (s *Submitter) submitCurrent(ctx context.Context, run rundir.Run, rec *sche
 		return nil, fmt.Errorf("%w: %w", rundir.ErrStateDir, err)
 	}
 	if plan.TaskScript != nil {
-		if err := rundir.WriteFileReplace(run.TaskScript(cur.N), plan.TaskScript, 0o755); err != nil {
+		if err := run.WriteScript(run.TaskScript(cur.N), plan.TaskScript); err != nil {
 			return nil, err
 		}
 	}
 	// the scheduler reads the scripts at submit: no fsync needed
-	if err := rundir.WriteFileReplace(run.Script(cur.N), plan.Script, 0o755); err != nil {
+	if err := run.WriteScript(run.Script(cur.N), plan.Script); err != nil {
 		return nil, err
 	}
 	cur.Unsent = false

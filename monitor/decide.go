@@ -148,8 +148,10 @@ func Decide(in Input) Decision {
 		d.Action, d.Reason = Submit, "no attempt yet: submitting the first"
 		return d
 	}
-	if in.NoJob && in.Exit == nil {
+	if in.NoJob {
 		switch {
+		case in.Exit != nil:
+			d.Action, d.Reason = Recover, "the job ended but its id was never recorded; looking for it by its tag"
 		case in.Started:
 			// the job runs (the wrapper started) but its id is unknown
 			d.Action, d.Reason = Recover, "the job started but its id was never recorded; looking for it by its tag"
@@ -169,13 +171,13 @@ func Decide(in Input) Decision {
 		return d
 	}
 	state := in.State
-	if in.CancelRequested && (state == "" || !state.Terminal()) && !in.Missing && !in.NoJob {
+	if in.CancelRequested && (state == "" || !state.Terminal()) && !in.Missing {
 		// the job lives on: make sure the scheduler was told
 		if state != "" && state != backends.Unknown && (in.CancelSentFor == nil || *in.CancelSentFor >= cancelResend) {
 			d.CancelJob = true
 		}
 	}
-	if in.Missing || in.NoJob || state == backends.Unknown || state == "" {
+	if in.Missing || state == backends.Unknown || state == "" {
 		if in.Exit == nil {
 			if in.Missing && in.MissingFor >= in.Grace {
 				if in.CancelRequested {

@@ -368,8 +368,8 @@ func (e *Engine) act(ctx context.Context, run rundir.Run, obs observation, d Dec
 // recovery window has passed without a sign of it; with a cancel
 // requested, never send anything.
 func (e *Engine) recover(ctx context.Context, run rundir.Run, rec *schema.RunRecord, in Input, sum rundir.Summary) (*schema.Outcome, error) {
-	noSign := (in.Unsent || in.SubmitAge >= in.RecoverAfter) && !in.Started
-	if !in.CancelRequested {
+	noSign := (in.Unsent || in.SubmitAge >= in.RecoverAfter) && !in.Started && in.Exit == nil
+	if !in.CancelRequested && in.Exit == nil {
 		_, err := e.Submitter.Recover(ctx, run, rec, noSign)
 		return nil, err
 	}
@@ -377,6 +377,22 @@ func (e *Engine) recover(ctx context.Context, run rundir.Run, rec *schema.RunRec
 	id, found, err := e.Submitter.Find(ctx, run, rec)
 	if err != nil {
 		return nil, err
+	}
+	if found && in.Exit != nil {
+		return nil, nil // recorded: the next look decides with the scheduler's word
+	}
+	if in.Exit != nil {
+		// The scheduler has forgotten the job (it answered, and knows no
+		// job with this tag), but the wrapper's exit file tells how it
+		// ended: decide from it, as for a vanished job.
+		in.NoJob, in.Missing, in.MissingFor = false, true, in.Grace
+		switch d := Decide(in); d.Action {
+		case Finish:
+			return e.finish(run, rec, in, d, sum)
+		case Retry:
+			return e.retry(ctx, run, rec, in, d, sum)
+		}
+		return nil, nil
 	}
 	if found {
 		e.Log.Info("found the job of a cancelled run", "run", run.ID, "job", id)
@@ -423,7 +439,7 @@ func (e *Engine) finish(run rundir.Run, rec *schema.RunRecord, in Input, d Decis
 	o.ExitCode, o.Signal = d.ExitCode, d.Signal
 	o.Nodes = in.Nodes
 	o.DecidedAt, o.DecidedBy = &now, e.Actor
-	if err := rundir.WriteJSON(run.OutcomeFile(), o); err != nil {
+	if err := run.WriteOutcome(&o); err != nil {
 		return nil, err
 	}
 	if err := run.Save(rec); err != nil {

@@ -264,6 +264,7 @@ func (p *Poller) save(s *Snapshot) error {
 	if err != nil {
 		return err
 	}
+	p.Store.Cut(p.cachePath())
 	if err := rundir.WriteFileAtomic(p.cachePath(), b, 0o644); err != nil {
 		return err
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 
 	"github.com/tether-hpc/tether/backends"
 	"github.com/tether-hpc/tether/rundir"
@@ -79,7 +77,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (rundir.Run, *sche
 		if len(rec.Attempts) == 0 {
 			// Refused, nothing ran: remove the empty run so the key stays free.
 			e.Store.ClearActive(run.ID)
-			os.RemoveAll(run.Dir)
+			e.Store.RemoveRun(run)
 			if req.Key != "" {
 				e.Store.UnbindKey(req.Key)
 			}
@@ -120,9 +118,9 @@ func (e *Engine) reuse(ctx context.Context, run rundir.Run, rec *schema.RunRecor
 	if cur != nil {
 		n = cur.N
 	}
-	archived := filepath.Join(run.Dir, fmt.Sprintf("outcome.%d.json", n))
-	if err := os.Rename(run.OutcomeFile(), archived); err != nil {
-		return rundir.Run{}, nil, fmt.Errorf("archive the previous outcome: %w", err)
+	archived, err := run.ArchiveOutcome(n)
+	if err != nil {
+		return rundir.Run{}, nil, err
 	}
 	rec.CancelRequested = nil
 	gen := 1
@@ -132,7 +130,7 @@ func (e *Engine) reuse(ctx context.Context, run rundir.Run, rec *schema.RunRecor
 	next := schema.Attempt{Reason: fmt.Sprintf("run again with key %q after outcome %s", req.Key, out.Outcome), Generation: gen}
 	if _, err := e.Submitter.Submit(ctx, run, rec, next); err != nil {
 		if errors.Is(err, backends.ErrRejected) {
-			os.Rename(archived, run.OutcomeFile())
+			run.RestoreOutcome(archived)
 			e.Store.ClearActive(run.ID)
 		}
 		return run, nil, fmt.Errorf("submit: %w", err)
@@ -146,41 +144,13 @@ func (e *Engine) reuse(ctx context.Context, run rundir.Run, rec *schema.RunRecor
 // re-checks it before it submits, and a cancel the scheduler did not take
 // is sent again by the next acting look (Status.ActErr says so).
 func (e *Engine) Cancel(ctx context.Context, run rundir.Run) (Status, error) {
-	lock, err := run.Lock(ctx)
-	if err != nil {
-		return Status{}, err
-	}
-	if o, ok, err := run.Outcome(); err != nil || ok {
-		lock.Unlock()
-		if ok {
+	o, cerr, err := e.requestCancel(ctx, run)
+	if err != nil || o != nil {
+		if o != nil {
 			return Status{Outcome: *o}, nil
 		}
 		return Status{}, err
 	}
-	rec, err := run.Load()
-	if err != nil {
-		lock.Unlock()
-		return Status{}, err
-	}
-	if rec.CancelRequested == nil {
-		now := e.Now().UTC()
-		rec.CancelRequested = &now
-		if err := run.Save(rec); err != nil {
-			lock.Unlock()
-			return Status{}, err
-		}
-	}
-	var cerr error
-	if cur := rec.Current(); cur != nil && cur.JobID != "" && cur.CancelSentAt == nil {
-		if cerr = e.Backend.Cancel(ctx, backends.JobID(cur.JobID)); cerr == nil {
-			t := e.Now().UTC()
-			cur.CancelSentAt = &t
-			cerr = run.Save(rec)
-		} else {
-			cerr = fmt.Errorf("cancel job %s: %w", cur.JobID, cerr)
-		}
-	}
-	lock.Unlock()
 	st, err := e.Step(ctx, run, 0, NewTracker(run))
 	if err != nil {
 		return st, err
@@ -189,4 +159,40 @@ func (e *Engine) Cancel(ctx context.Context, run rundir.Run) (Status, error) {
 		st.ActErr = cerr
 	}
 	return st, nil
+}
+
+// requestCancel records the cancel request under the run lock and tells
+// the scheduler when the job is known. It returns the outcome of a run
+// that is already decided, and cerr when the scheduler did not take the
+// cancel.
+func (e *Engine) requestCancel(ctx context.Context, run rundir.Run) (o *schema.Outcome, cerr, err error) {
+	lock, err := run.Lock(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer lock.Unlock()
+	if o, ok, err := run.Outcome(); err != nil || ok {
+		return o, nil, err
+	}
+	rec, err := run.Load()
+	if err != nil {
+		return nil, nil, err
+	}
+	if rec.CancelRequested == nil {
+		now := e.Now().UTC()
+		rec.CancelRequested = &now
+		if err := run.Save(rec); err != nil {
+			return nil, nil, err
+		}
+	}
+	cur := rec.Current()
+	if cur == nil || cur.JobID == "" || cur.CancelSentAt != nil {
+		return nil, nil, nil
+	}
+	if err := e.Backend.Cancel(ctx, backends.JobID(cur.JobID)); err != nil {
+		return nil, fmt.Errorf("cancel job %s: %w", cur.JobID, err), nil
+	}
+	t := e.Now().UTC()
+	cur.CancelSentAt = &t
+	return nil, nil, run.Save(rec)
 }

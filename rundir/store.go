@@ -27,6 +27,18 @@ var ErrStateDir = errors.New("state directory unusable")
 // Store is a site's state directory.
 type Store struct {
 	Dir string
+	// CutPoint, when set, is called before every write of a state file
+	// (run.json, outcome.json, job scripts, the key and active indexes,
+	// the poll cache) with the file's path. The fault simulation crashes
+	// an actor there; nil in production.
+	CutPoint func(path string)
+}
+
+// Cut marks a cut point before a write of path (see CutPoint).
+func (s *Store) Cut(path string) {
+	if s.CutPoint != nil {
+		s.CutPoint(path)
+	}
 }
 
 // Open prepares the state directory and checks that it is writable.
@@ -63,12 +75,22 @@ func NewRunID(name string, now time.Time) string {
 }
 
 // Run returns the layout of one run directory.
-func (s *Store) Run(id string) Run { return Run{Dir: filepath.Join(s.Dir, "runs", id), ID: id} }
+func (s *Store) Run(id string) Run {
+	return Run{Dir: filepath.Join(s.Dir, "runs", id), ID: id, cut: s.CutPoint}
+}
 
 // Run is one run directory.
 type Run struct {
 	Dir string
 	ID  string
+	cut func(path string)
+}
+
+// Cut marks a cut point before a write of path (see Store.CutPoint).
+func (r Run) Cut(path string) {
+	if r.cut != nil {
+		r.cut(path)
+	}
 }
 
 func (r Run) RunJSON() string     { return filepath.Join(r.Dir, "run.json") }
@@ -86,7 +108,10 @@ func (r Run) Stdout(n int) string     { return filepath.Join(r.AttemptDir(n), "s
 func (r Run) Stderr(n int) string     { return filepath.Join(r.AttemptDir(n), "stderr") }
 
 // Lock takes the run's lock (submit and decide hold it).
-func (r Run) Lock(ctx context.Context) (*Lock, error) { return LockFile(ctx, r.LockFile()) }
+func (r Run) Lock(ctx context.Context) (*Lock, error) {
+	r.Cut(r.LockFile())
+	return LockFile(ctx, r.LockFile())
+}
 
 // Load reads run.json.
 func (r Run) Load() (*schema.RunRecord, error) {
@@ -106,7 +131,38 @@ func (r Run) Load() (*schema.RunRecord, error) {
 // Save writes run.json atomically.
 func (r Run) Save(rec *schema.RunRecord) error {
 	rec.V = schema.RunVersion
+	r.Cut(r.RunJSON())
 	return WriteJSON(r.RunJSON(), rec)
+}
+
+// WriteOutcome writes outcome.json atomically.
+func (r Run) WriteOutcome(o *schema.Outcome) error {
+	r.Cut(r.OutcomeFile())
+	return WriteJSON(r.OutcomeFile(), o)
+}
+
+// ArchiveOutcome moves outcome.json aside as outcome.<n>.json (a key's run
+// starts a new generation) and returns the archive's path.
+func (r Run) ArchiveOutcome(n int) (string, error) {
+	archived := filepath.Join(r.Dir, fmt.Sprintf("outcome.%d.json", n))
+	r.Cut(r.OutcomeFile())
+	if err := os.Rename(r.OutcomeFile(), archived); err != nil {
+		return "", fmt.Errorf("archive the previous outcome: %w", err)
+	}
+	return archived, nil
+}
+
+// RestoreOutcome undoes ArchiveOutcome.
+func (r Run) RestoreOutcome(archived string) error {
+	r.Cut(r.OutcomeFile())
+	return os.Rename(archived, r.OutcomeFile())
+}
+
+// WriteScript writes one of an attempt's scripts (not synced: the
+// scheduler reads it at submit).
+func (r Run) WriteScript(path string, data []byte) error {
+	r.Cut(path)
+	return WriteFileReplace(path, data, 0o755)
 }
 
 // Outcome reads outcome.json; ok is false when the run is not decided.
@@ -154,6 +210,7 @@ func (s *Store) CreateRun(rec *schema.RunRecord) (Run, error) {
 		return Run{}, fmt.Errorf("invalid run id %q", rec.RunID)
 	}
 	r := s.Run(rec.RunID)
+	s.Cut(r.Dir)
 	if err := os.MkdirAll(filepath.Join(r.Dir, "attempts"), 0o755); err != nil {
 		return Run{}, fmt.Errorf("%w: create run directory: %w", ErrStateDir, err)
 	}
@@ -177,7 +234,7 @@ func (s *Store) Find(arg string) (Run, error) {
 		if err != nil {
 			return Run{}, err
 		}
-		r := Run{Dir: abs, ID: filepath.Base(abs)}
+		r := Run{Dir: abs, ID: filepath.Base(abs), cut: s.CutPoint}
 		if _, err := os.Stat(r.RunJSON()); err != nil {
 			return Run{}, fmt.Errorf("%w: %s has no run.json", ErrNoRun, arg)
 		}
@@ -191,6 +248,12 @@ func (s *Store) Find(arg string) (Run, error) {
 		return Run{}, fmt.Errorf("%w: %s (in %s)", ErrNoRun, arg, s.Dir)
 	}
 	return r, nil
+}
+
+// RemoveRun removes a run directory that never had a job.
+func (s *Store) RemoveRun(r Run) error {
+	s.Cut(r.Dir)
+	return os.RemoveAll(r.Dir)
 }
 
 // ListRuns returns all run ids, oldest first.
@@ -240,11 +303,13 @@ func (s *Store) LookupKey(key string) (string, bool, error) {
 
 // BindKey binds key to a run id (callers hold KeyLock).
 func (s *Store) BindKey(key, runID string) error {
+	s.Cut(keyPath(s.Dir, key))
 	return WriteFileAtomic(keyPath(s.Dir, key), []byte(runID+"\n"+key+"\n"), 0o644)
 }
 
 // UnbindKey frees a key (callers hold KeyLock).
 func (s *Store) UnbindKey(key string) error {
+	s.Cut(keyPath(s.Dir, key))
 	err := os.Remove(keyPath(s.Dir, key))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -254,11 +319,13 @@ func (s *Store) UnbindKey(key string) error {
 
 // SetActive marks a run of a site active with its current job id.
 func (s *Store) SetActive(runID, jobID, site string) error {
+	s.Cut(filepath.Join(s.Dir, "active", runID))
 	return WriteFileReplace(filepath.Join(s.Dir, "active", runID), []byte(jobID+"\n"+site+"\n"), 0o644)
 }
 
 // ClearActive marks a run no longer active.
 func (s *Store) ClearActive(runID string) error {
+	s.Cut(filepath.Join(s.Dir, "active", runID))
 	err := os.Remove(filepath.Join(s.Dir, "active", runID))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil

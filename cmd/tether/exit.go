@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"syscall"
 
 	"github.com/tether-hpc/tether/backends"
 	"github.com/tether-hpc/tether/monitor"
@@ -56,6 +57,9 @@ func exitCode(err error) int {
 		errors.Is(err, backends.ErrRejected):
 		return ExitBadInput
 	case errors.Is(err, rundir.ErrStateDir):
+		if errors.Is(err, syscall.ENOTDIR) {
+			return ExitBadInput // a path below a regular file never works
+		}
 		// unusable now (EACCES, EROFS, ESTALE, EIO, ...): an admin or a
 		// later try can fix it, the request itself is fine
 		return ExitInfra
