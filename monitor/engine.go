@@ -174,6 +174,7 @@ func (e *Engine) decide(ctx context.Context, run rundir.Run, rec *schema.RunReco
 		}
 	}
 	started := tr.startedFile(run, cur.N)
+	tr.status.FromAttempt, tr.status.Since = rundir.EvidenceWindow(rec) // only the current generation's evidence
 	if _, err := tr.status.Update(); err != nil {
 		e.Log.Warn("cannot read the status file", "run", run.ID, "err", err)
 	}
@@ -182,7 +183,7 @@ func (e *Engine) decide(ctx context.Context, run rundir.Run, rec *schema.RunReco
 	in := Input{
 		Exit:            exit,
 		CancelRequested: rec.CancelRequested != nil,
-		Evidence:        Weigh(sum, &rec.Task),
+		Evidence:        Weigh(sum, &rec.Task, rundir.GenerationStart(rec)),
 		Proceed:         rec.Task.Proceed,
 		Retry:           rec.Task.Retry,
 		Attempts:        attemptsIn(rec, cur.Generation),

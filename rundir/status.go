@@ -164,39 +164,65 @@ func (r *StatusReader) Update() (changed bool, err error) {
 }
 
 // EvidenceWindow returns the StatusReader window of the run's current
-// generation: the number of its first attempt, and the earliest time its
-// evidence (untagged status events, output files' mtimes) may carry.
+// generation: the number of its first attempt, and the earliest ts an
+// event without an attempt number may carry (GenerationStart). In the
+// first generation status.jsonl holds nothing older, so since is zero there:
+// a compute node whose clock lags the login node's loses no events. A
+// record without attempts gives (0, zero time): no filter.
+func EvidenceWindow(rec *schema.RunRecord) (fromAttempt int, since time.Time) {
+	first, since, earlier := generation(rec)
+	if first == nil {
+		return 0, time.Time{}
+	}
+	if !earlier {
+		since = time.Time{}
+	}
+	return first.N, since
+}
+
+// GenerationStart is the earliest time evidence of the run's current
+// generation may date from: output files' mtimes (monitor.Weigh) and, after
+// the first generation, untagged status events (EvidenceWindow).
 //
-// That time is the first attempt's SubmittedAt (recorded before the job is
-// submitted, so nothing of the generation can be older) less ClockSlack,
+// It is the generation's first attempt's SubmittedAt (recorded before the
+// job is submitted, so nothing the job writes is older) less ClockSlack,
 // for coarse filesystem mtimes (1-2 s on some filesystems, NFS times set by
 // the server's clock) and clock skew between the login and compute nodes.
 // When the previous generation ended (its last attempt's EndedAt) later
 // than that, the end is used instead, up to SubmittedAt: everything of the
-// earlier generation was written before it was decided, so a new
-// generation started within ClockSlack of the old one's decision does not
-// count the old evidence. A record without attempts gives (0, zero time):
-// no filter.
-func EvidenceWindow(rec *schema.RunRecord) (fromAttempt int, since time.Time) {
+// earlier generation was written before it was decided, so a generation
+// started within ClockSlack of the old one's decision does not count the
+// old evidence. Zero when unknown (no attempts, no SubmittedAt).
+func GenerationStart(rec *schema.RunRecord) time.Time {
+	_, since, _ := generation(rec)
+	return since
+}
+
+// generation finds the current generation's first attempt, its start less
+// the allowances, and whether an earlier generation exists.
+func generation(rec *schema.RunRecord) (first *schema.Attempt, since time.Time, earlier bool) {
 	cur := rec.Current()
 	if cur == nil {
-		return 0, time.Time{}
+		return nil, time.Time{}, false
 	}
-	var first *schema.Attempt
 	var prevEnd time.Time
 	for i := range rec.Attempts {
 		a := &rec.Attempts[i]
-		if a.Generation == cur.Generation {
+		switch {
+		case a.Generation == cur.Generation:
 			if first == nil {
 				first = a
 			}
-		} else if a.Generation < cur.Generation && a.EndedAt != nil && a.EndedAt.After(prevEnd) {
-			prevEnd = *a.EndedAt
+		case a.Generation < cur.Generation:
+			earlier = true
+			if a.EndedAt != nil && a.EndedAt.After(prevEnd) {
+				prevEnd = *a.EndedAt
+			}
 		}
 	}
 	start := first.SubmittedAt
 	if start.IsZero() {
-		return first.N, time.Time{}
+		return first, time.Time{}, earlier
 	}
 	since = start.Add(-ClockSlack)
 	if prevEnd.After(since) {
@@ -205,11 +231,11 @@ func EvidenceWindow(rec *schema.RunRecord) (fromAttempt int, since time.Time) {
 	if since.After(start) {
 		since = start
 	}
-	return first.N, since
+	return first, since, earlier
 }
 
 // ClockSlack is how much older than its generation's start evidence may
-// look and still count (see EvidenceWindow).
+// look and still count (see GenerationStart).
 const ClockSlack = 2 * time.Second
 
 // ReadStatus reads a whole status file.

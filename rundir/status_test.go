@@ -264,40 +264,49 @@ func TestStatusReaderWindowChangeRereads(t *testing.T) {
 func TestEvidenceWindow(t *testing.T) {
 	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	ended := func(d time.Duration) *time.Time { e := t0.Add(d); return &e }
+	none := time.Time{}
 	cases := []struct {
 		name  string
 		rec   schema.RunRecord
 		from  int
-		since time.Time
+		since time.Time // EvidenceWindow's
+		start time.Time // GenerationStart
 	}{
-		{"no attempts", schema.RunRecord{}, 0, time.Time{}},
-		{"one generation with a retry", schema.RunRecord{Attempts: []schema.Attempt{
+		{"no attempts", schema.RunRecord{}, 0, none, none},
+		{"one generation with a retry: no event filter", schema.RunRecord{Attempts: []schema.Attempt{
 			{N: 1, Generation: 1, SubmittedAt: t0, EndedAt: ended(time.Hour)},
 			{N: 2, Generation: 1, SubmittedAt: t0.Add(time.Hour)},
-		}}, 1, t0.Add(-ClockSlack)},
+		}}, 1, none, t0.Add(-ClockSlack)},
 		{"second generation long after the first", schema.RunRecord{Attempts: []schema.Attempt{
 			{N: 1, Generation: 1, SubmittedAt: t0.Add(-2 * time.Hour), EndedAt: ended(-time.Hour)},
 			{N: 2, Generation: 2, SubmittedAt: t0, EndedAt: ended(time.Minute)},
 			{N: 3, Generation: 2, SubmittedAt: t0.Add(time.Minute)},
-		}}, 2, t0.Add(-ClockSlack)},
+		}}, 2, t0.Add(-ClockSlack), t0.Add(-ClockSlack)},
 		{"second generation right after the first was decided", schema.RunRecord{Attempts: []schema.Attempt{
 			{N: 1, Generation: 1, SubmittedAt: t0.Add(-time.Minute), EndedAt: ended(-500 * time.Millisecond)},
 			{N: 2, Generation: 2, SubmittedAt: t0},
-		}}, 2, t0.Add(-500 * time.Millisecond)},
+		}}, 2, t0.Add(-500 * time.Millisecond), t0.Add(-500 * time.Millisecond)},
 		{"previous end after the start (clock step): capped at the start", schema.RunRecord{Attempts: []schema.Attempt{
 			{N: 1, Generation: 1, SubmittedAt: t0.Add(-time.Minute), EndedAt: ended(time.Second)},
 			{N: 2, Generation: 2, SubmittedAt: t0},
-		}}, 2, t0},
+		}}, 2, t0, t0},
+		{"previous generation never recorded its end", schema.RunRecord{Attempts: []schema.Attempt{
+			{N: 1, Generation: 1, SubmittedAt: t0.Add(-time.Minute)},
+			{N: 2, Generation: 2, SubmittedAt: t0},
+		}}, 2, t0.Add(-ClockSlack), t0.Add(-ClockSlack)},
 		{"third generation", schema.RunRecord{Attempts: []schema.Attempt{
 			{N: 1, Generation: 1, SubmittedAt: t0.Add(-time.Hour), EndedAt: ended(-50 * time.Minute)},
 			{N: 2, Generation: 2, SubmittedAt: t0.Add(-time.Minute), EndedAt: ended(-1500 * time.Millisecond)},
 			{N: 3, Generation: 3, SubmittedAt: t0},
-		}}, 3, t0.Add(-1500 * time.Millisecond)},
+		}}, 3, t0.Add(-1500 * time.Millisecond), t0.Add(-1500 * time.Millisecond)},
 	}
 	for _, c := range cases {
 		from, since := EvidenceWindow(&c.rec)
 		if from != c.from || !since.Equal(c.since) {
-			t.Errorf("%s: got (%d, %v), want (%d, %v)", c.name, from, since, c.from, c.since)
+			t.Errorf("%s: EvidenceWindow (%d, %v), want (%d, %v)", c.name, from, since, c.from, c.since)
+		}
+		if start := GenerationStart(&c.rec); !start.Equal(c.start) {
+			t.Errorf("%s: GenerationStart %v, want %v", c.name, start, c.start)
 		}
 	}
 }
