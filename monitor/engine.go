@@ -252,12 +252,13 @@ func (e *Engine) observe(ctx context.Context, run rundir.Run, rec *schema.RunRec
 		}
 	}
 	started := tr.startedFile(run, cur.N)
+	tr.status.FromAttempt, tr.status.Since = rundir.EvidenceWindow(rec) // only the current generation's evidence
 	if _, err := tr.status.Update(); err != nil {
 		e.Log.Warn("cannot read the status file", "run", run.ID, "err", err)
 	}
 	sum := tr.status.Summary
 	in.Exit, in.Started = exit, started != nil
-	in.Evidence = Weigh(sum, &rec.Task)
+	in.Evidence = Weigh(sum, &rec.Task, rundir.GenerationStart(rec))
 	st.Started, st.Summary = started, sum
 	if known {
 		j := js

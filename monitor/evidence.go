@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/tether-hpc/tether/rundir"
 	"github.com/tether-hpc/tether/schema"
@@ -15,7 +16,17 @@ import (
 // the paths it names must exist, and every require_outputs glob (relative
 // to the workdir) must match a file. Without require_outputs a checkpoint
 // event is needed at all.
-func Weigh(sum rundir.Summary, task *schema.Task) Evidence {
+//
+// Evidence counts only from the current generation: sum must come from a
+// StatusReader with the generation's window, and files (checkpoint paths
+// and require_outputs matches) count only when their mtime is not before
+// since, so outputs left by an earlier generation of the same key, or by
+// anything before the run, prove nothing. since is rundir.GenerationStart:
+// the generation's first SubmittedAt less rundir.ClockSlack (2 s, for
+// coarse filesystem mtimes and clock skew between the nodes), never before
+// the previous generation's end. A zero since checks existence only. A directory counts by its own mtime, which
+// changes when entries are created, removed or renamed in it.
+func Weigh(sum rundir.Summary, task *schema.Task, since time.Time) Evidence {
 	p := task.Proceed
 	ev := Evidence{}
 	if sum.Resumable != nil {
@@ -42,8 +53,10 @@ func Weigh(sum rundir.Summary, task *schema.Task) Evidence {
 			if !filepath.IsAbs(path) {
 				path = filepath.Join(task.Workdir, path)
 			}
-			if _, err := os.Stat(path); err != nil {
+			if fi, err := os.Stat(path); err != nil {
 				problems = append(problems, "checkpoint output "+path+" is missing")
+			} else if !fresh(fi, since) {
+				problems = append(problems, "checkpoint output "+path+" was written before this generation started")
 			}
 		}
 	case p.MinFraction > 0:
@@ -54,8 +67,18 @@ func Weigh(sum rundir.Summary, task *schema.Task) Evidence {
 		if !filepath.IsAbs(pattern) {
 			pattern = filepath.Join(task.Workdir, g)
 		}
-		if m, _ := filepath.Glob(pattern); len(m) == 0 {
+		m, _ := filepath.Glob(pattern)
+		n := 0
+		for _, path := range m {
+			if fi, err := os.Stat(path); err == nil && fresh(fi, since) {
+				n++
+			}
+		}
+		switch {
+		case len(m) == 0:
 			problems = append(problems, fmt.Sprintf("required output %q does not exist", g))
+		case n == 0:
+			problems = append(problems, fmt.Sprintf("required output %q was written only before this generation started", g))
 		}
 	}
 	if len(problems) == 0 {
@@ -75,6 +98,11 @@ func Weigh(sum rundir.Summary, task *schema.Task) Evidence {
 		ev.Why = strings.Join(problems, "; ")
 	}
 	return ev
+}
+
+// fresh reports whether a file was written in the current generation.
+func fresh(fi os.FileInfo, since time.Time) bool {
+	return since.IsZero() || !fi.ModTime().Before(since)
 }
 
 func pct(f float64) string {

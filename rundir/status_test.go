@@ -170,3 +170,143 @@ func FuzzStatusReader(f *testing.F) {
 		}
 	})
 }
+
+// A key reused after a failed run starts a new generation in the same run
+// directory: status.jsonl keeps the old generation's events, which must
+// not count for the new one.
+func TestStatusReaderIgnoresEarlierGenerations(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "status.jsonl")
+	gen2 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) time.Time { return gen2.Add(d) }
+	// generation 1 (attempt 1): checkpoint 0.9, heartbeats, a result, an
+	// untagged progress line written by the Task itself
+	for _, ev := range []schema.Event{
+		{TS: at(-time.Hour), Type: schema.EventHeartbeat, Attempt: 1},
+		{TS: at(-time.Hour), Type: schema.EventProgress, Fraction: ptr(0.5), Message: "old progress"},
+		{TS: at(-time.Hour), Type: schema.EventCheckpoint, Attempt: 1, Fraction: ptr(0.9), Resume: "step=9", Paths: []string{"/old"}},
+		{TS: at(-time.Hour), Type: schema.EventResult, Attempt: 1, Results: map[string]string{"rows": "9", "old": "x"}},
+		// generation 2 (attempt 2)
+		{TS: at(time.Second), Type: schema.EventHeartbeat, Attempt: 2},
+		{TS: at(2 * time.Second), Type: schema.EventMessage, Message: "new, untagged"},
+		{TS: at(3 * time.Second), Type: schema.EventResult, Attempt: 2, Results: map[string]string{"rows": "1"}},
+	} {
+		if err := AppendEvent(p, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Without a window everything counts (this is the stale evidence).
+	all, err := ReadStatus(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all.Events != 7 || all.Checkpoint == nil {
+		t.Fatalf("unfiltered: events=%d checkpoint=%v", all.Events, all.Checkpoint)
+	}
+
+	r := StatusReader{Path: p, FromAttempt: 2, Since: gen2}
+	if _, err := r.Update(); err != nil {
+		t.Fatal(err)
+	}
+	s := r.Summary
+	if s.Checkpoint != nil || s.Resumable != nil || s.Fraction != nil {
+		t.Errorf("generation 1's checkpoint counted: checkpoint=%+v resumable=%+v fraction=%v", s.Checkpoint, s.Resumable, s.Fraction)
+	}
+	if s.Events != 3 || s.Old != 4 || s.Bad != 0 {
+		t.Errorf("events=%d old=%d bad=%d, want 3, 4 and 0", s.Events, s.Old, s.Bad)
+	}
+	if !s.LastHeartbeat.Equal(at(time.Second)) || !s.LastActivity.Equal(at(3*time.Second)) {
+		t.Errorf("heartbeat %v, activity %v: want generation 2's", s.LastHeartbeat, s.LastActivity)
+	}
+	if s.Message != "new, untagged" || len(s.Results) != 1 || s.Results["rows"] != "1" {
+		t.Errorf("message %q results %v: want generation 2's only", s.Message, s.Results)
+	}
+
+	// Appended later: a stray line of attempt 1 still does not count, an
+	// untagged one older than Since neither; attempt 2's checkpoint does.
+	AppendEvent(p, schema.Event{TS: at(4 * time.Second), Type: schema.EventCheckpoint, Attempt: 1, Fraction: ptr(0.95)})
+	AppendEvent(p, schema.Event{TS: at(-time.Millisecond), Type: schema.EventCheckpoint, Fraction: ptr(0.96)})
+	if changed, _ := r.Update(); changed || r.Summary.Checkpoint != nil || r.Summary.Old != 6 {
+		t.Errorf("stray old lines: changed=%v checkpoint=%+v old=%d", changed, r.Summary.Checkpoint, r.Summary.Old)
+	}
+	AppendEvent(p, schema.Event{TS: at(5 * time.Second), Type: schema.EventCheckpoint, Attempt: 2, Fraction: ptr(0.2)})
+	AppendEvent(p, schema.Event{TS: at(6 * time.Second), Type: schema.EventProgress, Fraction: ptr(0.3)})
+	if changed, _ := r.Update(); !changed || r.Summary.Checkpoint == nil || *r.Summary.Checkpoint.Fraction != 0.2 || *r.Summary.Fraction != 0.3 {
+		t.Errorf("generation 2's checkpoint: changed=%v %+v fraction=%v", changed, r.Summary.Checkpoint, r.Summary.Fraction)
+	}
+}
+
+// A reader that was built before the window was known (or for the previous
+// generation) reads the file again when the window changes.
+func TestStatusReaderWindowChangeRereads(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "status.jsonl")
+	gen2 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	AppendEvent(p, schema.Event{TS: gen2.Add(-time.Minute), Type: schema.EventCheckpoint, Attempt: 1, Fraction: ptr(0.9)})
+	AppendEvent(p, schema.Event{TS: gen2.Add(-time.Minute), Type: schema.EventHeartbeat})
+	AppendEvent(p, schema.Event{TS: gen2.Add(time.Second), Type: schema.EventHeartbeat, Attempt: 2})
+	r := StatusReader{Path: p}
+	r.Update()
+	if r.Summary.Checkpoint == nil || r.Summary.Events != 3 {
+		t.Fatalf("no window: %+v", r.Summary)
+	}
+	r.FromAttempt, r.Since = 2, gen2
+	changed, err := r.Update()
+	if err != nil || !changed {
+		t.Fatalf("window change: changed=%v err=%v", changed, err)
+	}
+	if r.Summary.Checkpoint != nil || r.Summary.Events != 1 || r.Summary.Old != 2 || !r.Summary.LastHeartbeat.Equal(gen2.Add(time.Second)) {
+		t.Errorf("after the window change: %+v", r.Summary)
+	}
+	if changed, _ := r.Update(); changed {
+		t.Errorf("same window, nothing appended: changed")
+	}
+}
+
+func TestEvidenceWindow(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	ended := func(d time.Duration) *time.Time { e := t0.Add(d); return &e }
+	none := time.Time{}
+	cases := []struct {
+		name  string
+		rec   schema.RunRecord
+		from  int
+		since time.Time // EvidenceWindow's
+		start time.Time // GenerationStart
+	}{
+		{"no attempts", schema.RunRecord{}, 0, none, none},
+		{"one generation with a retry: no event filter", schema.RunRecord{Attempts: []schema.Attempt{
+			{N: 1, Generation: 1, SubmittedAt: t0, EndedAt: ended(time.Hour)},
+			{N: 2, Generation: 1, SubmittedAt: t0.Add(time.Hour)},
+		}}, 1, none, t0.Add(-ClockSlack)},
+		{"second generation long after the first", schema.RunRecord{Attempts: []schema.Attempt{
+			{N: 1, Generation: 1, SubmittedAt: t0.Add(-2 * time.Hour), EndedAt: ended(-time.Hour)},
+			{N: 2, Generation: 2, SubmittedAt: t0, EndedAt: ended(time.Minute)},
+			{N: 3, Generation: 2, SubmittedAt: t0.Add(time.Minute)},
+		}}, 2, t0.Add(-ClockSlack), t0.Add(-ClockSlack)},
+		{"second generation right after the first was decided", schema.RunRecord{Attempts: []schema.Attempt{
+			{N: 1, Generation: 1, SubmittedAt: t0.Add(-time.Minute), EndedAt: ended(-500 * time.Millisecond)},
+			{N: 2, Generation: 2, SubmittedAt: t0},
+		}}, 2, t0.Add(-500 * time.Millisecond), t0.Add(-500 * time.Millisecond)},
+		{"previous end after the start (clock step): capped at the start", schema.RunRecord{Attempts: []schema.Attempt{
+			{N: 1, Generation: 1, SubmittedAt: t0.Add(-time.Minute), EndedAt: ended(time.Second)},
+			{N: 2, Generation: 2, SubmittedAt: t0},
+		}}, 2, t0, t0},
+		{"previous generation never recorded its end", schema.RunRecord{Attempts: []schema.Attempt{
+			{N: 1, Generation: 1, SubmittedAt: t0.Add(-time.Minute)},
+			{N: 2, Generation: 2, SubmittedAt: t0},
+		}}, 2, t0.Add(-ClockSlack), t0.Add(-ClockSlack)},
+		{"third generation", schema.RunRecord{Attempts: []schema.Attempt{
+			{N: 1, Generation: 1, SubmittedAt: t0.Add(-time.Hour), EndedAt: ended(-50 * time.Minute)},
+			{N: 2, Generation: 2, SubmittedAt: t0.Add(-time.Minute), EndedAt: ended(-1500 * time.Millisecond)},
+			{N: 3, Generation: 3, SubmittedAt: t0},
+		}}, 3, t0.Add(-1500 * time.Millisecond), t0.Add(-1500 * time.Millisecond)},
+	}
+	for _, c := range cases {
+		from, since := EvidenceWindow(&c.rec)
+		if from != c.from || !since.Equal(c.since) {
+			t.Errorf("%s: EvidenceWindow (%d, %v), want (%d, %v)", c.name, from, since, c.from, c.since)
+		}
+		if start := GenerationStart(&c.rec); !start.Equal(c.start) {
+			t.Errorf("%s: GenerationStart %v, want %v", c.name, start, c.start)
+		}
+	}
+}

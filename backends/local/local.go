@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -43,6 +44,10 @@ type Job struct {
 	ExitCode   *int                `json:"exit_code,omitempty"`
 	Signal     int                 `json:"signal,omitempty"`
 	Host       string              `json:"host,omitempty"`
+	// CancelAt is set by Cancel: a supervisor that has not started the
+	// wrapper yet does not start it, and a job whose supervisor is gone
+	// without a final state was cancelled.
+	CancelAt time.Time `json:"cancel_at,omitzero"`
 }
 
 // Backend is the local process backend.
@@ -103,7 +108,14 @@ func (b *Backend) nextID(ctx context.Context) (string, error) {
 	return strconv.Itoa(n), nil
 }
 
-// Submit records the job and starts its detached supervisor.
+// afterShimStart, when a test sets it, runs in Submit right after the
+// supervisor has started, before Submit records its pid.
+var afterShimStart func(ctx context.Context, jobPath string)
+
+// Submit records the job and starts its detached supervisor. Once the
+// supervisor runs, the job exists: Submit returns its id whatever happens
+// next (the supervisor records its own pid, and Query keeps a fresh job
+// without one pending meanwhile), so a started job is never forgotten.
 func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends.JobID, error) {
 	if len(b.Shim) == 0 {
 		return "", errors.New("local backend: no supervisor command configured")
@@ -115,37 +127,44 @@ func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends
 	if err != nil {
 		return "", err
 	}
+	// the log first: a job record is written only for a job that starts
+	logf, err := os.OpenFile(filepath.Join(b.jobsDir(), id+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return "", fmt.Errorf("local backend: %w", err)
+	}
+	defer logf.Close()
 	host, _ := os.Hostname()
 	path := b.jobPath(id)
 	j := &Job{ID: id, Request: req, KillWait: b.KillWait, State: backends.Pending, Submit: b.Now().UTC(), Host: host}
 	if err := writeJob(path, j); err != nil {
-		return "", err
+		return "", fmt.Errorf("local backend: %w", err)
 	}
-	logf, err := os.OpenFile(filepath.Join(b.jobsDir(), id+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return "", err
-	}
-	defer logf.Close()
 	cmd := exec.Command(b.Shim[0], append(append([]string{}, b.Shim[1:]...), path)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Dir = "/"
 	if err := cmd.Start(); err != nil {
-		update(ctx, path, func(j *Job) {
+		// a record without a supervisor would look pending for a while
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		update(uctx, path, func(j *Job) {
 			j.State, j.Reason, j.End = backends.Failed, "cannot start the supervisor: "+err.Error(), b.Now().UTC()
 		})
 		return "", fmt.Errorf("local backend: start supervisor: %w", err)
 	}
 	pid := cmd.Process.Pid
 	go cmd.Wait() // reap the shim if this process outlives it
+	if afterShimStart != nil {
+		afterShimStart(ctx, path)
+	}
+	// Best effort: the supervisor records its pid itself as it starts.
+	// Failing here (a cancelled ctx, a busy lock) must not lose the job.
 	start := startTime(pid)
-	if _, err := update(ctx, path, func(j *Job) {
+	update(ctx, path, func(j *Job) {
 		if j.ShimPID == 0 {
 			j.ShimPID, j.ShimStart = pid, start
 		}
-	}); err != nil {
-		return "", err
-	}
+	})
 	return backends.JobID(id), nil
 }
 
@@ -169,7 +188,11 @@ func (b *Backend) Query(ctx context.Context, ids []backends.JobID) (map[backends
 		}
 		if !j.State.Terminal() {
 			supervised := j.ShimPID == 0 && b.Now().Sub(j.Submit) < 10*time.Second || alive(j.ShimPID, j.ShimStart)
-			if !supervised {
+			switch {
+			case !supervised && !j.CancelAt.IsZero():
+				// the supervisor died of the cancel before it could record it
+				j.State, j.Reason = backends.Cancelled, "cancelled; the supervisor ended without a final state"
+			case !supervised:
 				continue // vanished: the exit file decides
 			}
 		}
@@ -195,45 +218,77 @@ func (j *Job) status() backends.JobStatus {
 
 // Cancel asks the job's supervisor to end it (SIGTERM, then SIGKILL after
 // kill_wait). A job whose supervisor has vanished has its processes killed
-// directly.
+// directly; one whose supervisor has not started yet never starts. The
+// decision is taken under the job's lock, so it cannot race the supervisor
+// starting. Cancelling a finished job, or an id this backend does not
+// know, is not an error.
 func (b *Backend) Cancel(ctx context.Context, id backends.JobID) error {
 	if !validID(string(id)) {
 		return fmt.Errorf("local backend: invalid job id %q", id)
 	}
 	path := b.jobPath(string(id))
-	j, err := readJob(path)
-	if err != nil {
+	if j, err := readJob(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
 		return fmt.Errorf("local backend: job %s: %w", id, err)
-	}
-	if j.State.Terminal() {
+	} else if j.State.Terminal() {
 		return nil
 	}
-	if alive(j.ShimPID, j.ShimStart) {
-		return syscall.Kill(j.ShimPID, syscall.SIGTERM)
-	}
-	if j.ShimPID > 0 {
-		killSession(j.ShimPID, syscall.SIGKILL)
-	}
-	_, err = update(ctx, path, func(j *Job) {
-		if !j.State.Terminal() {
+	signal := 0
+	_, err := update(ctx, path, func(j *Job) {
+		if j.State.Terminal() {
+			return
+		}
+		if j.CancelAt.IsZero() {
+			j.CancelAt = b.Now().UTC()
+		}
+		switch {
+		case alive(j.ShimPID, j.ShimStart):
+			signal = j.ShimPID
+		case j.ShimPID == 0:
+			// the supervisor has not recorded itself: it sees this first
+			j.State, j.Reason, j.End = backends.Cancelled, "cancelled before start", b.Now().UTC()
+		default:
+			killSession(j.ShimPID, syscall.SIGKILL)
 			j.State, j.Reason, j.End = backends.Cancelled, "cancelled; the supervisor had vanished", b.Now().UTC()
 		}
 	})
-	return err
+	if err != nil {
+		return fmt.Errorf("local backend: cancel job %s: %w", id, err)
+	}
+	if signal > 0 {
+		if err := syscall.Kill(signal, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("local backend: cancel job %s: %w", id, err)
+		}
+	}
+	return nil
 }
 
-// FindByTag finds the job of a run attempt by its request tag.
+// FindByTag finds the job of a run attempt by its request tag, newest job
+// first. A spool without jobs has none.
 func (b *Backend) FindByTag(ctx context.Context, tag string) (backends.JobID, bool, error) {
 	ents, err := os.ReadDir(b.jobsDir())
-	if err != nil {
-		return "", false, err
+	if errors.Is(err, os.ErrNotExist) {
+		return "", false, nil
 	}
-	for i := len(ents) - 1; i >= 0; i-- {
-		name := ents[i].Name()
-		if !strings.HasSuffix(name, ".json") {
-			continue
+	if err != nil {
+		return "", false, fmt.Errorf("local backend: %w", err)
+	}
+	var ids []uint64
+	for _, e := range ents {
+		if n, ok := strings.CutSuffix(e.Name(), ".json"); ok {
+			if v, err := strconv.ParseUint(n, 10, 64); err == nil {
+				ids = append(ids, v)
+			}
 		}
-		j, err := readJob(filepath.Join(b.jobsDir(), name))
+	}
+	slices.Sort(ids)
+	for i := len(ids) - 1; i >= 0; i-- {
+		if err := ctx.Err(); err != nil {
+			return "", false, err
+		}
+		id := strconv.FormatUint(ids[i], 10)
+		j, err := readJob(b.jobPath(id))
 		if err == nil && j.Request.Tag == tag {
 			return backends.JobID(j.ID), true, nil
 		}

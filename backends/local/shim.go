@@ -43,6 +43,9 @@ func RunShim(ctx context.Context, jobPath string) error {
 		})
 		return err
 	}
+	if !j.CancelAt.IsZero() { // cancelled while the supervisor was starting
+		return finish(backends.Cancelled, "cancelled before start", nil, 0)
+	}
 	select {
 	case <-sigs:
 		return finish(backends.Cancelled, "cancelled before start", nil, 0)
