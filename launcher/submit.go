@@ -123,15 +123,9 @@ func (s *Submitter) submitCurrent(ctx context.Context, run rundir.Run, rec *sche
 	}
 	id, err := s.Backend.Submit(ctx, plan.Request)
 	if err != nil {
-		switch {
-		case errors.Is(err, backends.ErrRejected):
-			// A definite refusal: nothing was submitted, forget the attempt.
-			rec.Attempts = rec.Attempts[:len(rec.Attempts)-1]
-			if serr := run.Save(rec); serr != nil {
-				return nil, errors.Join(err, serr)
-			}
-		case errors.Is(err, backends.ErrNotSent):
-			// It never left: the next look may send it again at once.
+		if errors.Is(err, backends.ErrRejected) || errors.Is(err, backends.ErrNotSent) {
+			// It never reached the scheduler (or was refused, which the
+			// caller decides on): it may be sent again at once.
 			cur.Unsent = true
 			if serr := run.Save(rec); serr != nil {
 				return nil, errors.Join(err, serr)

@@ -177,7 +177,13 @@ func Decide(in Input) Decision {
 			d.CancelJob = true
 		}
 	}
-	if in.Missing || state == backends.Unknown || state == "" {
+	if state == "" && !in.Missing {
+		// the scheduler has not answered about this job yet: nothing is
+		// decided from silence, not even from an exit file
+		d.Reason = "submitted; waiting for the scheduler's first report"
+		return d
+	}
+	if in.Missing || state == backends.Unknown {
 		if in.Exit == nil {
 			if in.Missing && in.MissingFor >= in.Grace {
 				if in.CancelRequested {

@@ -357,7 +357,7 @@ func (e *Engine) act(ctx context.Context, run rundir.Run, obs observation, d Dec
 		return e.retry(ctx, run, rec, in, d, obs.st.Summary)
 	case Submit:
 		_, err := e.Submitter.Submit(ctx, run, rec, schema.Attempt{Reason: "first attempt", Generation: 1})
-		return nil, err
+		return e.refusedOr(run, rec, in, d, obs.st.Summary, err)
 	case Recover:
 		return e.recover(ctx, run, rec, in, obs.st.Summary)
 	}
@@ -372,7 +372,7 @@ func (e *Engine) recover(ctx context.Context, run rundir.Run, rec *schema.RunRec
 	noSign := (in.Unsent || in.SubmitAge >= in.RecoverAfter) && !in.Started && in.Exit == nil
 	if !in.CancelRequested && in.Exit == nil {
 		_, err := e.Submitter.Recover(ctx, run, rec, noSign)
-		return nil, err
+		return e.refusedOr(run, rec, in, Decision{Reason: "the job was sent again"}, sum, err)
 	}
 	cur := rec.Current()
 	id, found, err := e.Submitter.Find(ctx, run, rec)
@@ -483,17 +483,27 @@ func (e *Engine) retry(ctx context.Context, run rundir.Run, rec *schema.RunRecor
 	}
 	e.Log.Info("retrying", "run", run.ID, "attempt", cur.N+1, "cause", d.Cause, "reason", d.Reason)
 	_, err := e.Submitter.Submit(ctx, run, rec, next)
-	if err == nil {
-		return nil, nil
+	return e.refusedOr(run, rec, in, d, sum, err)
+}
+
+// refusedOr finishes the run failed when the scheduler definitely
+// refused the job just sent (the request must change: retrying cannot
+// help), and returns any other submit error as it is: such an attempt
+// stays without a job id, to be found by its tag or sent again later.
+func (e *Engine) refusedOr(run rundir.Run, rec *schema.RunRecord, in Input, d Decision, sum rundir.Summary, err error) (*schema.Outcome, error) {
+	if err == nil || !errors.Is(err, backends.ErrRejected) {
+		return nil, err
 	}
-	if !errors.Is(err, backends.ErrRejected) {
-		return nil, err // the attempt is kept without a job id: recovered later
-	}
-	// The retry was refused: the run fails with the reason.
 	fd := d
 	fd.Action, fd.Outcome, fd.Cause = Finish, schema.OutcomeFailed, schema.CauseRefused
-	fd.Reason = d.Reason + "; but the retry was refused: " + err.Error()
-	return e.finish(run, rec, in, fd, sum)
+	fd.Reason = "the scheduler refused the job: " + err.Error()
+	if d.Reason != "" && d.Action == Retry {
+		fd.Reason = d.Reason + "; but the retry was refused: " + err.Error()
+	}
+	// the refused attempt never ran: it has no scheduler state of its own
+	rin := in
+	rin.State, rin.Missing, rin.Nodes = "", false, nil
+	return e.finish(run, rec, rin, fd, sum)
 }
 
 // outcomeBase fills the fields every outcome line has.

@@ -57,6 +57,11 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (rundir.Run, *sche
 	if err != nil {
 		return rundir.Run{}, nil, err
 	}
+	// active from the start: a run whose creator dies before or during
+	// the first submit is carried on by the monitor
+	if err := e.Store.SetActive(run.ID, "", e.Site.Name); err != nil {
+		return rundir.Run{}, nil, err
+	}
 	if req.Key != "" {
 		if err := e.Store.BindKey(req.Key, rec.RunID); err != nil {
 			return rundir.Run{}, nil, err
@@ -70,12 +75,14 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (rundir.Run, *sche
 	if rec, err = run.Load(); err != nil { // a cancel may have come first
 		return rundir.Run{}, nil, err
 	}
-	if rec.CancelRequested != nil {
-		return run, nil, nil // the next look decides it cancelled
+	if rec.CancelRequested != nil || len(rec.Attempts) > 0 {
+		// cancelled already (the next look decides it), or a monitor
+		// found the new run and submitted it first
+		return run, nil, nil
 	}
 	if _, err := e.Submitter.Submit(ctx, run, rec, schema.Attempt{Reason: "first attempt", Generation: 1}); err != nil {
-		if len(rec.Attempts) == 0 {
-			// Refused, nothing ran: remove the empty run so the key stays free.
+		if errors.Is(err, backends.ErrRejected) {
+			// Refused, nothing ran: remove the run so the key stays free.
 			e.Store.ClearActive(run.ID)
 			e.Store.RemoveRun(run)
 			if req.Key != "" {
@@ -113,22 +120,36 @@ func (e *Engine) reuse(ctx context.Context, run rundir.Run, rec *schema.RunRecor
 		return rundir.Run{}, nil, err
 	}
 	// Finished without proceeding: a new attempt, as a new generation.
+	// Its attempt is recorded before the outcome is archived, so a crash
+	// in between leaves the old decision in place (and the next rerun
+	// carries on with the recorded attempt) instead of an undecided run
+	// that would be decided a second time.
 	cur := rec.Current()
-	n := 0
-	if cur != nil {
-		n = cur.N
+	if cur == nil || out.Attempts >= len(rec.Attempts) {
+		gen := 1
+		if cur != nil {
+			gen = cur.Generation + 1
+		}
+		rec.CancelRequested = nil
+		rec.Attempts = append(rec.Attempts, schema.Attempt{
+			N: len(rec.Attempts) + 1, SubmittedAt: e.Now().UTC(), Generation: gen, Unsent: true,
+			Reason: fmt.Sprintf("run again with key %q after outcome %s", req.Key, out.Outcome),
+		})
+		if err := run.Save(rec); err != nil {
+			return rundir.Run{}, nil, err
+		}
 	}
+	// active before the old outcome goes: the monitor carries the new
+	// attempt on if this process dies now
+	if err := e.Store.SetActive(run.ID, "", e.Site.Name); err != nil {
+		return rundir.Run{}, nil, err
+	}
+	n := max(out.Attempts, 1)
 	archived, err := run.ArchiveOutcome(n)
 	if err != nil {
 		return rundir.Run{}, nil, err
 	}
-	rec.CancelRequested = nil
-	gen := 1
-	if cur != nil {
-		gen = cur.Generation + 1
-	}
-	next := schema.Attempt{Reason: fmt.Sprintf("run again with key %q after outcome %s", req.Key, out.Outcome), Generation: gen}
-	if _, err := e.Submitter.Submit(ctx, run, rec, next); err != nil {
+	if _, err := e.Submitter.Recover(ctx, run, rec, true); err != nil {
 		if errors.Is(err, backends.ErrRejected) {
 			run.RestoreOutcome(archived)
 			e.Store.ClearActive(run.ID)

@@ -1,0 +1,28 @@
+package sim
+
+import (
+	"fmt"
+	"os"
+)
+
+// recorder collects a schedule's failures off the test goroutine; the
+// test goroutine reports them (no t.Error from workers' schedules).
+type recorder struct{ errs []string }
+
+func (r *recorder) Errorf(format string, args ...any) { r.errs = append(r.errs, fmt.Sprintf(format, args...)) }
+func (r *recorder) Helper()                           {}
+
+func runSchedule2(tb TB, seed uint64, steps int, dir string) (Stats, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Stats{}, err
+	}
+	defer os.RemoveAll(dir)
+	w := New(tb, seed, dir)
+	for i := 0; i < steps && !w.Failed(); i++ {
+		w.Step()
+	}
+	if !w.Failed() {
+		w.Quiesce()
+	}
+	return w.Stats(), nil
+}

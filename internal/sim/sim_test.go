@@ -1,0 +1,101 @@
+package sim
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	flagSeed  = flag.Uint64("sim.seed", 0, "replay one schedule (its seed)")
+	flagSeeds = flag.Int("sim.seeds", 1500, "how many schedules TestSimulation explores")
+	flagSteps = flag.Int("sim.steps", 120, "steps per schedule before it quiesces")
+	flagFirst = flag.Uint64("sim.first", 1, "the first seed of the range")
+)
+
+// simDir is a fresh directory, in memory where the machine has one.
+func simDir(t *testing.T) string {
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		d, err := os.MkdirTemp("/dev/shm", "tether-sim-")
+		if err == nil {
+			t.Cleanup(func() { os.RemoveAll(d) })
+			return d
+		}
+	}
+	return t.TempDir()
+}
+
+// runSchedule runs one seeded schedule to its end.
+func runSchedule(t *testing.T, seed uint64, steps int, dir string, verbose bool) (Stats, []string) {
+	w := New(t, seed, dir)
+	for i := 0; i < steps && !w.Failed(); i++ {
+		w.Step()
+	}
+	if !w.Failed() {
+		w.Quiesce()
+	}
+	if verbose {
+		return w.Stats(), w.history
+	}
+	return w.Stats(), nil
+}
+
+// TestSimulation explores generated fault schedules against the real
+// engine; every invariant is checked after every step. A failure prints
+// the seed; -sim.seed=N replays that schedule (with -v, its history).
+func TestSimulation(t *testing.T) {
+	if *flagSeed != 0 {
+		st, hist := runSchedule(t, *flagSeed, *flagSteps, simDir(t), testing.Verbose())
+		for _, h := range hist {
+			t.Log(h)
+		}
+		t.Logf("seed %d: %+v", *flagSeed, st)
+		return
+	}
+	n := *flagSeeds
+	if testing.Short() {
+		n = min(n, 200)
+	}
+	workers := max(runtime.GOMAXPROCS(0), 1)
+	var mu sync.Mutex
+	var total Stats
+	failures := 0
+	start := time.Now()
+	seeds := make(chan uint64)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for seed := range seeds {
+				dir := filepath.Join(simDir(t), "s")
+				rt := &recorder{}
+				st, _ := runSchedule2(rt, seed, *flagSteps, dir)
+				mu.Lock()
+				total.Steps += st.Steps
+				total.Crashes += st.Crashes
+				total.Interleavings += st.Interleavings
+				total.Decisions += st.Decisions
+				total.Jobs += st.Jobs
+				if len(rt.errs) > 0 && failures < 3 {
+					failures++
+					for _, e := range rt.errs {
+						t.Error(e)
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := range n {
+		seeds <- *flagFirst + uint64(i)
+	}
+	close(seeds)
+	wg.Wait()
+	t.Logf("%d schedules, %d steps, %d crashes, %d interleavings, %d decisions, %d jobs in %s",
+		n, total.Steps, total.Crashes, total.Interleavings, total.Decisions, total.Jobs, time.Since(start).Round(time.Millisecond))
+}
