@@ -370,7 +370,7 @@ func (e *Engine) act(ctx context.Context, run rundir.Run, obs observation, d Dec
 // requested, never send anything.
 func (e *Engine) recover(ctx context.Context, run rundir.Run, rec *schema.RunRecord, in Input, sum rundir.Summary) (*schema.Outcome, error) {
 	noSign := (in.Unsent || in.SubmitAge >= in.RecoverAfter) && !in.Started && in.Exit == nil
-	if !in.CancelRequested && in.Exit == nil {
+	if !in.CancelRequested && in.Exit == nil && !in.Started {
 		_, err := e.Submitter.Recover(ctx, run, rec, noSign)
 		return e.refusedOr(run, rec, in, Decision{Reason: "the job was sent again"}, sum, err)
 	}
@@ -379,13 +379,24 @@ func (e *Engine) recover(ctx context.Context, run rundir.Run, rec *schema.RunRec
 	if err != nil {
 		return nil, err
 	}
-	if found && in.Exit != nil {
-		return nil, nil // recorded: the next look decides with the scheduler's word
+	if found {
+		if !in.CancelRequested {
+			return nil, nil // recorded: the next look decides with the scheduler's word
+		}
+		e.Log.Info("found the job of a cancelled run", "run", run.ID, "job", id)
+		if err := e.Backend.Cancel(ctx, id); err != nil {
+			return nil, fmt.Errorf("cancel job %s: %w", id, err)
+		}
+		t := e.Now().UTC()
+		cur.CancelSentAt = &t
+		return nil, run.Save(rec)
 	}
-	if in.Exit != nil {
-		// The scheduler has forgotten the job (it answered, and knows no
-		// job with this tag), but the wrapper's exit file tells how it
-		// ended: decide from it, as for a vanished job.
+	// The scheduler answered and knows no job with this tag.
+	gone := in.Exit != nil ||
+		in.Started && in.Walltime > 0 && in.SubmitAge >= in.Walltime+in.RecoverAfter
+	if gone {
+		// It ran and is forgotten (purged, no accounting): decide as for
+		// a vanished job, from the exit file or as lost.
 		in.NoJob, in.Missing, in.MissingFor = false, true, in.Grace
 		switch d := Decide(in); d.Action {
 		case Finish:
@@ -395,16 +406,7 @@ func (e *Engine) recover(ctx context.Context, run rundir.Run, rec *schema.RunRec
 		}
 		return nil, nil
 	}
-	if found {
-		e.Log.Info("found the job of a cancelled run", "run", run.ID, "job", id)
-		if err := e.Backend.Cancel(ctx, id); err != nil {
-			return nil, fmt.Errorf("cancel job %s: %w", id, err)
-		}
-		t := e.Now().UTC()
-		cur.CancelSentAt = &t
-		return nil, run.Save(rec)
-	}
-	if !noSign {
+	if !in.CancelRequested || !noSign {
 		return nil, nil // the job may still show up: look again later
 	}
 	d := Decision{Action: Finish, Outcome: schema.OutcomeCancelled, Cause: schema.CauseCancelled,

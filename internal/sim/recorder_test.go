@@ -9,8 +9,10 @@ import (
 // test goroutine reports them (no t.Error from workers' schedules).
 type recorder struct{ errs []string }
 
-func (r *recorder) Errorf(format string, args ...any) { r.errs = append(r.errs, fmt.Sprintf(format, args...)) }
-func (r *recorder) Helper()                           {}
+func (r *recorder) Errorf(format string, args ...any) {
+	r.errs = append(r.errs, fmt.Sprintf(format, args...))
+}
+func (r *recorder) Helper() {}
 
 func runSchedule2(tb TB, seed uint64, steps int, dir string) (Stats, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {

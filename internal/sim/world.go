@@ -66,10 +66,10 @@ type World struct {
 	stats    Stats
 
 	// truth
-	refused   map[string]bool           // run -> its last submit was refused
+	refused   map[string]bool            // run -> its last submit was refused
 	best      map[string]map[int]float64 // run -> attempt -> best checkpoint
 	decisions map[string]map[int]string  // run -> generation -> decided_at
-	cancelled map[string]bool           // runs whose cancel returned
+	cancelled map[string]bool            // runs whose cancel returned
 }
 
 // actor is one tether process: its own store (with its crash point), its
@@ -253,7 +253,10 @@ func (w *World) Step() {
 		if id, ok := w.pickRun(); ok {
 			a := w.actors[2+w.rng.IntN(2)]
 			w.note("%s: looks at %s (acting)", a.name, id)
-			w.runOp(a, func(ctx context.Context) error { _, err := a.eng.Step(ctx, a.store.Run(id), 0, monitor.NewTracker(a.store.Run(id))); return err })
+			w.runOp(a, func(ctx context.Context) error {
+				_, err := a.eng.Step(ctx, a.store.Run(id), 0, monitor.NewTracker(a.store.Run(id)))
+				return err
+			})
 		}
 	case r < 42:
 		m := w.monitors[w.rng.IntN(2)]
@@ -448,8 +451,10 @@ func (w *World) checkDecision(id string, rec *schema.RunRecord, o *schema.Outcom
 		}
 	}
 	if o.Cause == schema.CauseLost {
-		if j := w.sched.jobs[backends.JobID(cur.JobID)]; j == nil || !j.purged {
-			w.fail("3 nothing decided from silence", "run %s decided lost but its job is still known to the scheduler", id)
+		for _, jid := range w.sched.order {
+			if j := w.sched.jobs[jid]; j.runID == id && j.attempt == cur.N && !j.purged {
+				w.fail("3 nothing decided from silence", "run %s decided lost but its job %s is still known to the scheduler", id, jid)
+			}
 		}
 	}
 	if o.Outcome == schema.OutcomePartial {
