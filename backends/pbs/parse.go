@@ -58,12 +58,84 @@ func ParseQstat(raw []byte) (map[backends.JobID]backends.JobStatus, error) {
 	return out, nil
 }
 
-// PBS exit statuses below zero are the server's JOB_EXEC_* codes.
+// substateTerminated is JOB_SUBSTATE_TERMINATED (OpenPBS job.h): the
+// job was deleted, whatever its Exit_status says. (92 is FINISHED, 93
+// FAILED: Exit_status tells those apart well enough.)
+const substateTerminated = 91
+
+// Exit_status values below zero are the special exit values the MoM and
+// the server set (OpenPBS src/include/job.h, JOB_EXEC_*; checked against
+// the v23.06.06 tag). There is no -31: job.h ends at -30.
 const (
-	execKillMem      = -27
-	execKillWalltime = -29
-	execMomFail      = -20 // mother superior connection failed: node failure
+	jobExecFail1          = -1  // JOB_EXEC_FAIL1: exec failed, before files, no retry
+	jobExecFail2          = -2  // JOB_EXEC_FAIL2: exec failed, after files, no retry
+	jobExecRetry          = -3  // JOB_EXEC_RETRY: exec failed, do retry
+	jobExecInitAbt        = -4  // JOB_EXEC_INITABT: aborted on MoM initialization
+	jobExecInitRst        = -5  // JOB_EXEC_INITRST: aborted on MoM init, checkpointed, no migrate
+	jobExecInitRmg        = -6  // JOB_EXEC_INITRMG: aborted on MoM init, checkpointed, ok migrate
+	jobExecBadResrt       = -7  // JOB_EXEC_BADRESRT: restart failed
+	jobExecFailUID        = -10 // JOB_EXEC_FAILUID: invalid uid/gid for the job
+	jobExecRerun          = -11 // JOB_EXEC_RERUN: rerun (qrerun, node busy)
+	jobExecChkp           = -12 // JOB_EXEC_CHKP: checkpointed and killed
+	jobExecFailPassword   = -13 // JOB_EXEC_FAIL_PASSWORD: bad password
+	jobExecRerunSisFail   = -14 // JOB_EXEC_RERUN_SIS_FAIL: a sister node failed (rerun, or exit with -r n)
+	jobExecQueRst         = -15 // JOB_EXEC_QUERST: requeue for restart from checkpoint
+	jobExecFailHookRerun  = -16 // JOB_EXEC_FAILHOOK_RERUN: a hook rejected the job, requeue
+	jobExecFailHookDelete = -17 // JOB_EXEC_FAILHOOK_DELETE: a hook rejected the job, delete
+	jobExecHookRerun      = -18 // JOB_EXEC_HOOK_RERUN: a hook asked for a requeue
+	jobExecHookDelete     = -19 // JOB_EXEC_HOOK_DELETE: a hook asked for a delete
+	jobExecRerunMSFail    = -20 // JOB_EXEC_RERUN_MS_FAIL: mother superior connection failed
+	jobExecFailSecurity   = -21 // JOB_EXEC_FAIL_SECURITY: security breach in the PBS directory
+	jobExecHookError      = -22 // JOB_EXEC_HOOKERROR: hook exception or timeout
+	jobExecFailKRB5       = -23 // JOB_EXEC_FAIL_KRB5: no kerberos credentials
+	jobExecKillNCPUsBurst = -24 // JOB_EXEC_KILL_NCPUS_BURST: exceeded ncpus (burst)
+	jobExecKillNCPUsSum   = -25 // JOB_EXEC_KILL_NCPUS_SUM: exceeded ncpus (sum)
+	jobExecKillVmem       = -26 // JOB_EXEC_KILL_VMEM: exceeded vmem
+	jobExecKillMem        = -27 // JOB_EXEC_KILL_MEM: exceeded mem
+	jobExecKillCPUT       = -28 // JOB_EXEC_KILL_CPUT: exceeded cput
+	jobExecKillWalltime   = -29 // JOB_EXEC_KILL_WALLTIME: exceeded walltime
+	jobExecJoinJob        = -30 // JOB_EXEC_JOINJOB: join job error
 )
+
+// jobExec is what tether makes of one JOB_EXEC_* value.
+type jobExec struct {
+	name   string // the job.h constant
+	state  backends.State
+	reason string
+}
+
+// jobExecs maps the JOB_EXEC_* values onto states; values not listed are
+// failures of PBS itself (Failed).
+var jobExecs = map[int]jobExec{
+	jobExecFail1:          {"JOB_EXEC_FAIL1", backends.Failed, "PBS could not start the job (before its files were set up)"},
+	jobExecFail2:          {"JOB_EXEC_FAIL2", backends.Failed, "PBS could not start the job (after its files were set up)"},
+	jobExecRetry:          {"JOB_EXEC_RETRY", backends.Failed, "PBS could not start the job (retryable)"},
+	jobExecInitAbt:        {"JOB_EXEC_INITABT", backends.Failed, "the MoM aborted the job when it restarted"},
+	jobExecInitRst:        {"JOB_EXEC_INITRST", backends.Failed, "the MoM aborted the checkpointed job when it restarted"},
+	jobExecInitRmg:        {"JOB_EXEC_INITRMG", backends.Failed, "the MoM aborted the checkpointed job when it restarted"},
+	jobExecBadResrt:       {"JOB_EXEC_BADRESRT", backends.Failed, "the job could not be restarted from its checkpoint"},
+	jobExecFailUID:        {"JOB_EXEC_FAILUID", backends.Failed, "invalid uid or gid for the job on the execution host"},
+	jobExecRerun:          {"JOB_EXEC_RERUN", backends.Failed, "PBS asked to rerun the job, which is not rerunnable"},
+	jobExecChkp:           {"JOB_EXEC_CHKP", backends.Failed, "the job was checkpointed and killed"},
+	jobExecFailPassword:   {"JOB_EXEC_FAIL_PASSWORD", backends.Failed, "the job's password was refused"},
+	jobExecRerunSisFail:   {"JOB_EXEC_RERUN_SIS_FAIL", backends.NodeFail, "a sister node of the job failed"},
+	jobExecQueRst:         {"JOB_EXEC_QUERST", backends.Failed, "the job was requeued for a restart from its checkpoint"},
+	jobExecFailHookRerun:  {"JOB_EXEC_FAILHOOK_RERUN", backends.Failed, "a hook rejected the job"},
+	jobExecFailHookDelete: {"JOB_EXEC_FAILHOOK_DELETE", backends.Failed, "a hook rejected the job"},
+	jobExecHookRerun:      {"JOB_EXEC_HOOK_RERUN", backends.Failed, "a hook asked to requeue the job"},
+	jobExecHookDelete:     {"JOB_EXEC_HOOK_DELETE", backends.Failed, "a hook asked to delete the job"},
+	jobExecRerunMSFail:    {"JOB_EXEC_RERUN_MS_FAIL", backends.NodeFail, "PBS lost the connection to the job's mother superior node"},
+	jobExecFailSecurity:   {"JOB_EXEC_FAIL_SECURITY", backends.Failed, "PBS found a security problem in the job's directory"},
+	jobExecHookError:      {"JOB_EXEC_HOOKERROR", backends.Failed, "a hook failed or timed out"},
+	jobExecFailKRB5:       {"JOB_EXEC_FAIL_KRB5", backends.Failed, "no kerberos credentials for the job"},
+	jobExecKillNCPUsBurst: {"JOB_EXEC_KILL_NCPUS_BURST", backends.Failed, "PBS killed the job for using more CPUs than it asked for (ncpus, burst)"},
+	jobExecKillNCPUsSum:   {"JOB_EXEC_KILL_NCPUS_SUM", backends.Failed, "PBS killed the job for using more CPUs than it asked for (ncpus, sum)"},
+	jobExecKillVmem:       {"JOB_EXEC_KILL_VMEM", backends.OutOfMemory, "PBS killed the job for exceeding its virtual memory limit (vmem)"},
+	jobExecKillMem:        {"JOB_EXEC_KILL_MEM", backends.OutOfMemory, "PBS killed the job for exceeding its memory limit (mem)"},
+	jobExecKillCPUT:       {"JOB_EXEC_KILL_CPUT", backends.Failed, "PBS killed the job for exceeding its CPU time limit (cput)"},
+	jobExecKillWalltime:   {"JOB_EXEC_KILL_WALLTIME", backends.Timeout, "PBS killed the job at its walltime limit"},
+	jobExecJoinJob:        {"JOB_EXEC_JOINJOB", backends.Failed, "the job failed to join its sister nodes"},
+}
 
 func (j qstatJob) status(id string) backends.JobStatus {
 	st := backends.JobStatus{ID: backends.JobID(id), Native: j.JobState, Reason: j.Comment}
@@ -102,7 +174,11 @@ func (j qstatJob) status(id string) backends.JobStatus {
 	case "S", "U":
 		st.State = backends.Suspended
 	case "F", "X":
-		st.State, st.ExitCode, st.Signal = finished(j.ExitStatus, sub)
+		var why string
+		st.State, st.ExitCode, st.Signal, why = finished(j.ExitStatus, sub)
+		if why != "" {
+			st.Reason = why
+		}
 	default:
 		st.State = backends.Unknown
 	}
@@ -116,30 +192,40 @@ func firstNonEmpty(a, b string) string {
 	return b
 }
 
-// finished maps a finished job's Exit_status (and substate) to a state.
-func finished(exit *int, substate int) (backends.State, *int, int) {
+// finished maps a finished job's Exit_status and substate to a state, the
+// scheduler's exit code and signal, and a reason ("" keeps the comment).
+func finished(exit *int, substate int) (backends.State, *int, int, string) {
+	if substate == substateTerminated {
+		// Deleted. Exit_status is whatever the job's top shell ended
+		// with: 271 (256+SIGTERM) as captured, 0 as on another 23.06
+		// server, 143 from a wrapper that traps SIGTERM. Substate 91 is
+		// what says "deleted", so it decides.
+		switch {
+		case exit == nil:
+			return backends.Cancelled, nil, 0, ""
+		case *exit > 256:
+			return backends.Cancelled, nil, *exit - 256, ""
+		case *exit < 0:
+			return backends.Cancelled, nil, 0, ""
+		}
+		return backends.Cancelled, exit, 0, ""
+	}
 	if exit == nil {
-		// deleted while queued or held (substate 91), or by the server
-		return backends.Cancelled, nil, 0
+		// deleted by the server (an afterok child of a failed parent)
+		return backends.Cancelled, nil, 0, ""
 	}
 	e := *exit
 	switch {
 	case e == 0:
-		return backends.Completed, exit, 0
-	case e == execKillWalltime:
-		return backends.Timeout, nil, 0
-	case e == execKillMem || e == -28:
-		return backends.OutOfMemory, nil, 0
-	case e == execMomFail:
-		return backends.NodeFail, nil, 0
+		return backends.Completed, exit, 0, ""
 	case e < 0:
-		return backends.Failed, nil, 0
-	case e > 256:
-		sig := e - 256
-		if substate == 91 {
-			return backends.Cancelled, nil, sig // qdel
+		x, ok := jobExecs[e]
+		if !ok {
+			return backends.Failed, nil, 0, fmt.Sprintf("PBS ended the job with special exit status %d", e)
 		}
-		return backends.Failed, nil, sig
+		return x.state, nil, 0, fmt.Sprintf("%s (Exit_status %d, %s)", x.reason, e, x.name)
+	case e > 256:
+		return backends.Failed, nil, e - 256, ""
 	}
-	return backends.Failed, exit, 0
+	return backends.Failed, exit, 0, ""
 }
