@@ -2,6 +2,7 @@ package pbs
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -30,6 +31,108 @@ type qstatJob struct {
 	ResourceList json.RawMessage `json:"Resource_List"`
 }
 
+// decodeQstat decodes qstat's JSON. Some qstat builds print invalid JSON
+// for odd values of job variables (qsub -V copies the whole environment):
+// backslashes JSON does not know ("\\'", "\\,") or raw control characters
+// inside strings (OpenPBS issues 2541, pull 2049). Those are repaired and
+// the document decoded again, so one such job does not hide all others.
+func decodeQstat(raw []byte, v any) error {
+	err := json.Unmarshal(raw, v)
+	if err == nil {
+		return nil
+	}
+	if json.Unmarshal(repairJSON(raw), v) == nil {
+		return nil
+	}
+	return fmt.Errorf("qstat printed no JSON document: %w", err)
+}
+
+// repairJSON escapes stray backslashes and control characters inside the
+// strings of a JSON document.
+func repairJSON(raw []byte) []byte {
+	out := make([]byte, 0, len(raw)+64)
+	in := false
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		switch {
+		case !in:
+			in = c == '"'
+			out = append(out, c)
+		case c == '"':
+			in = false
+			out = append(out, c)
+		case c == '\\' && i+1 < len(raw) && validEscape(raw[i+1:]):
+			out = append(out, c, raw[i+1])
+			i++
+		case c == '\\':
+			out = append(out, '\\', '\\')
+		case c < 0x20:
+			out = append(out, fmt.Sprintf("\\u%04x", c)...)
+		default:
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// validEscape reports whether what follows a backslash is a JSON escape.
+func validEscape(b []byte) bool {
+	switch b[0] {
+	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		return true
+	case 'u':
+		if len(b) < 5 {
+			return false
+		}
+		for _, h := range b[1:5] {
+			if !strings.ContainsRune("0123456789abcdefABCDEF", rune(h)) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// taggedJob is what FindByTag reads of a job.
+type taggedJob struct {
+	Ctime        string         `json:"ctime"`
+	VariableList map[string]any `json:"Variable_List"`
+}
+
+// findTagged finds the job whose Variable_List has TETHER_TAG=tag in a
+// `qstat -x -f -F json` document; of several, the first submitted.
+func findTagged(raw []byte, tag string) (backends.JobID, bool, error) {
+	if len(strings.TrimSpace(string(raw))) == 0 {
+		return "", false, errors.New("qstat printed nothing")
+	}
+	var doc struct {
+		Jobs map[string]taggedJob `json:"Jobs"`
+	}
+	if err := decodeQstat(raw, &doc); err != nil {
+		return "", false, err
+	}
+	var best string
+	var bestT time.Time
+	for id, j := range doc.Jobs {
+		if v, _ := j.VariableList[tagVar].(string); v != tag {
+			continue
+		}
+		t := pbsTime(j.Ctime)
+		if best == "" || t.Before(bestT) || t.Equal(bestT) && seqOf(id) < seqOf(best) {
+			best, bestT = id, t
+		}
+	}
+	return backends.JobID(best), best != "", nil
+}
+
+// seqOf is the sequence number of a job id ("12.pbshost" -> 12).
+func seqOf(id string) uint64 {
+	seq, _, _ := strings.Cut(id, ".")
+	n, _ := strconv.ParseUint(seq, 10, 64)
+	return n
+}
+
 // PBS times: "Thu Nov 26 19:59:18 2026", in the server's local time.
 func pbsTime(s string) time.Time {
 	t, err := time.ParseInLocation("Mon Jan 2 15:04:05 2006", strings.Join(strings.Fields(s), " "), time.Local)
@@ -48,8 +151,8 @@ func ParseQstat(raw []byte) (map[backends.JobID]backends.JobStatus, error) {
 		return map[backends.JobID]backends.JobStatus{}, nil
 	}
 	var doc qstatDoc
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		return nil, fmt.Errorf("qstat printed no JSON document: %w", err)
+	if err := decodeQstat(raw, &doc); err != nil {
+		return nil, err
 	}
 	out := make(map[backends.JobID]backends.JobStatus, len(doc.Jobs))
 	for id, j := range doc.Jobs {

@@ -646,3 +646,125 @@ func TestMiscOptions(t *testing.T) {
 		t.Errorf("qselect: %+v", r)
 	}
 }
+
+// waitFile waits until a file exists (a job's marker).
+func (e *env) waitFile(path string) {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s did not appear within 10s", path)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A job deleted while running is F/91 with the comment "terminated by";
+// its Exit_status depends on the server: 271 as in capture 06 (the top
+// shell killed by SIGTERM), 0 as in capture 16, or the script's own status
+// (143 from a script that traps TERM and exits).
+func TestQdelExitStatusVariants(t *testing.T) {
+	for _, c := range []struct {
+		mode string
+		want float64
+	}{{"", 271}, {pbsemu.QdelExitSignal, 271}, {pbsemu.QdelExitZero, 0}, {pbsemu.QdelExitJob, 143}} {
+		t.Run("mode="+c.mode, func(t *testing.T) {
+			e := newEnv(t, pbsemutest.Options{Configure: func(cfg *pbsemu.Config) { cfg.QdelExitStatus = c.mode }})
+			marker := filepath.Join(e.dir, "trapping")
+			id := e.qsub("-N", "trapper", e.script("trap.sh", "#!/bin/bash\ntrap 'echo got TERM; exit 143' TERM\ntouch "+marker+"\nwhile :; do sleep 0.1; done\n"))
+			e.waitFile(marker)
+			if r := e.run("qdel", id); r.Code != 0 {
+				t.Fatalf("qdel: %+v", r)
+			}
+			f := e.wait(id, "F", 10*time.Second)
+			if num(f, "substate") != 91 || num(f, "Exit_status") != c.want || !strings.HasSuffix(str(f, "comment"), " and terminated by root@pbshost") {
+				t.Errorf("deleted: substate %v Exit_status %v comment %q; want 91 %v", f["substate"], f["Exit_status"], f["comment"], c.want)
+			}
+			out, _ := os.ReadFile(filepath.Join(e.dir, "trapper.o"+strings.TrimSuffix(id, ".pbshost")))
+			if c.mode == pbsemu.QdelExitJob && string(out) != "got TERM\n" {
+				t.Errorf("the script's trap did not run: %q", out)
+			}
+		})
+	}
+	in := pbsemu.Instance{Home: t.TempDir()}
+	if err := in.WriteConfig(pbsemu.Config{QdelExitStatus: "sometimes"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.LoadConfig(); err == nil || !strings.Contains(err.Error(), "qdel_exit_status") {
+		t.Errorf("unknown qdel_exit_status accepted: %v", err)
+	}
+}
+
+// countJobs counts the jobs of qstat -x -f -F json (history included).
+func (e *env) countJobs() int {
+	e.t.Helper()
+	r := e.run("qstat", "-x", "-f", "-F", "json")
+	var doc qstatJSON
+	if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &doc) != nil {
+		e.t.Fatalf("qstat -x -f -F json: %+v", r)
+	}
+	return len(doc.Jobs)
+}
+
+// The qsub_fault knob loses qsub's answer after the server queued the job:
+// the job exists (with its -v variables) although qsub failed, hung or
+// printed nothing.
+func TestQsubFaults(t *testing.T) {
+	e := newEnv(t, pbsemutest.Options{})
+	e.script("t.sh", "#PBS -N faulty\nsleep 30\n")
+
+	e.srv.Configure(func(c *pbsemu.Config) { c.QsubFault = pbsemu.QsubFaultFail })
+	if r := e.run("qsub", "-v", "TETHER_TAG=tether:r:1", "t.sh"); r.Code != 183 || r.Stderr != "qsub: Batch protocol error\n" || r.Stdout != "" {
+		t.Errorf("fail: %+v", r)
+	}
+	if n := e.countJobs(); n != 1 {
+		t.Errorf("fail: %d jobs, want 1", n)
+	}
+	j, _ := e.stat("0.pbshost", true)
+	if sub(j, "Variable_List", "TETHER_TAG") != "tether:r:1" {
+		t.Errorf("Variable_List of the job: %v", j["Variable_List"])
+	}
+
+	e.srv.Configure(func(c *pbsemu.Config) { c.QsubFault = pbsemu.QsubFaultSilent })
+	if r := e.run("qsub", "t.sh"); r.Code != 0 || r.Stdout != "" || r.Stderr != "" {
+		t.Errorf("silent: %+v", r)
+	}
+	if n := e.countJobs(); n != 2 {
+		t.Errorf("silent: %d jobs, want 2", n)
+	}
+
+	e.srv.Configure(func(c *pbsemu.Config) { c.QsubFault = pbsemu.QsubFaultHang })
+	cmd := e.srv.Command("qsub", "t.sh")
+	cmd.Dir = e.dir
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.countJobs() != 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("hang: the job was never queued")
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("hang: qsub returned (%v)", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	select {
+	case err := <-exited:
+		t.Fatalf("hang: qsub returned (%v) after queueing the job", err)
+	default:
+	}
+	_ = cmd.Process.Kill()
+	<-exited
+
+	e.srv.Configure(func(c *pbsemu.Config) { c.QsubFault = "" })
+	if id := e.qsub("t.sh"); id != "3.pbshost" {
+		t.Errorf("after the faults: %s", id)
+	}
+}

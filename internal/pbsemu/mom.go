@@ -269,7 +269,7 @@ func (m *mom) run(sigs chan os.Signal) error {
 	var killTimer <-chan time.Time
 	killing, forced := false, false
 	var killStart time.Time
-	beginKill := func(force bool) {
+	beginKill := func(force, qdel bool) {
 		if force {
 			forced = true
 			signalSession(pid, syscall.SIGKILL)
@@ -279,7 +279,13 @@ func (m *mom) run(sigs chan os.Signal) error {
 			return
 		}
 		killing, killStart = true, time.Now()
-		signalSession(pid, syscall.SIGTERM)
+		if qdel && m.cfg.QdelExitStatus == QdelExitJob && j.Executable == "" {
+			// The top shell outlives the SIGTERM and exits with the
+			// script's status (143 for a wrapper that traps TERM).
+			signalSessionExcept(pid, pid, syscall.SIGTERM)
+		} else {
+			signalSession(pid, syscall.SIGTERM)
+		}
 		killTimer = time.After(m.cfg.KillDelay.D())
 	}
 	limit := j.Resources.Walltime
@@ -289,7 +295,7 @@ loop:
 		case <-waitErr:
 			break loop
 		case s := <-sigs:
-			beginKill(s == syscall.SIGUSR2)
+			beginKill(s == syscall.SIGUSR2, true)
 		case <-killTimer:
 			signalSession(pid, syscall.SIGKILL)
 		case <-check.C:
@@ -302,7 +308,7 @@ loop:
 			if limit >= 0 && used > limit && m.state.Reason == "" {
 				fmt.Fprintf(errF, "=>> PBS: job killed: walltime %d exceeded limit %d\n", used, limit)
 				m.state.Reason = "walltime"
-				beginKill(false)
+				beginKill(false, false)
 			}
 			m.write()
 		}
@@ -443,6 +449,15 @@ func signalSession(sid int, sig syscall.Signal) {
 	_ = syscall.Kill(-sid, sig)
 	for _, pid := range sessionPids(sid) {
 		_ = syscall.Kill(pid, sig)
+	}
+}
+
+// signalSessionExcept signals every process of the session but one.
+func signalSessionExcept(sid, spare int, sig syscall.Signal) {
+	for _, pid := range sessionPids(sid) {
+		if pid != spare {
+			_ = syscall.Kill(pid, sig)
+		}
 	}
 }
 

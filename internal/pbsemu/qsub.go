@@ -646,6 +646,18 @@ func Qsub(in Instance, args []string, o IO) int {
 		fmt.Fprintf(o.Stderr, "qsub: %s\n", resp.Msg)
 		return exitCode(resp.Errno)
 	}
+	// The job is queued; a configured fault loses the answer.
+	switch cfg.QsubFault {
+	case QsubFaultHang:
+		for {
+			time.Sleep(time.Hour)
+		}
+	case QsubFaultFail:
+		fmt.Fprintf(o.Stderr, "qsub: %s\n", pbseText(pbseProtocol))
+		return exitCode(pbseProtocol)
+	case QsubFaultSilent:
+		return 0
+	}
 	if !opts.noPrint {
 		fmt.Fprintln(o.Stdout, resp.ID)
 	}

@@ -791,6 +791,9 @@ func (s *server) finish(j *Job, m *momState, now time.Time) {
 		j.Comment = j.RunComment + " and exceeded resource walltime"
 	case j.Deleted:
 		j.Substate = subTerminated
+		if s.cfg.QdelExitStatus == QdelExitZero {
+			exit = 0 // as a second 23.06.06 server reported (capture 16)
+		}
 	case exit == 0:
 		j.Substate = subFinished
 		j.Comment = j.RunComment + " and finished"

@@ -1,0 +1,195 @@
+package pbs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/internal/pbsemu"
+	"github.com/tether-hpc/tether/internal/pbsemu/pbsemutest"
+)
+
+// emu is a backend on an emulator instance, with a directory for scripts.
+type emu struct {
+	t   *testing.T
+	srv *pbsemutest.Server
+	be  *Backend
+	dir string
+}
+
+func newEmu(t *testing.T, opts pbsemutest.Options) *emu {
+	t.Parallel()
+	srv := pbsemutest.Start(t, opts)
+	return &emu{t: t, srv: srv, be: New(srv.BinDir, "", map[string]string{"PBSEMU_HOME": srv.Home}), dir: t.TempDir()}
+}
+
+func (e *emu) request(name, body, tag string) backends.JobRequest {
+	e.t.Helper()
+	script := filepath.Join(e.dir, name+".sh")
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	return backends.JobRequest{Name: name, Script: script, Stdout: filepath.Join(e.dir, name+".out"),
+		Stderr: filepath.Join(e.dir, name+".err"), Walltime: time.Minute, Tag: tag}
+}
+
+// allJobs lists every job the server has, history included.
+func (e *emu) allJobs() []string {
+	e.t.Helper()
+	r := e.srv.Run(e.dir, "qstat", "-x", "-f", "-F", "json")
+	var doc struct {
+		Jobs map[string]json.RawMessage `json:"Jobs"`
+	}
+	if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &doc) != nil {
+		e.t.Fatalf("qstat -x -f -F json: %+v", r)
+	}
+	var ids []string
+	for id := range doc.Jobs {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// waitFor polls the backend until the job's state satisfies ok.
+func (e *emu) waitFor(id backends.JobID, what string, ok func(backends.JobStatus) bool) backends.JobStatus {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var last backends.JobStatus
+	for time.Now().Before(deadline) {
+		got, err := e.be.Query(context.Background(), []backends.JobID{id})
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if st, found := got[id]; found {
+			last = st
+			if ok(st) {
+				return st
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	e.t.Fatalf("job %s: not %s within 30s; last %+v", id, what, last)
+	return last
+}
+
+func waitFile(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not appear within 30s", path)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A qdel'd running job is Cancelled whatever Exit_status its server
+// records: 271 (capture 06), 0 (capture 16), or the script's own 143 when
+// it traps SIGTERM.
+func TestCancelRunningIsCancelled(t *testing.T) {
+	for _, c := range []struct {
+		mode string
+		code int // -1: none
+		sig  int
+	}{{pbsemu.QdelExitSignal, -1, 15}, {pbsemu.QdelExitZero, 0, 0}, {pbsemu.QdelExitJob, 143, 0}} {
+		t.Run(c.mode, func(t *testing.T) {
+			e := newEmu(t, pbsemutest.Options{Configure: func(cfg *pbsemu.Config) { cfg.QdelExitStatus = c.mode }})
+			marker := filepath.Join(e.dir, "trapping")
+			req := e.request("trapper", "#!/bin/bash\ntrap 'echo got TERM; exit 143' TERM\ntouch "+marker+"\nwhile :; do sleep 0.1; done\n", "tether:trap:1")
+			ctx := context.Background()
+			id, err := e.be.Submit(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitFile(t, marker)
+			if err := e.be.Cancel(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			st := e.waitFor(id, "ended", func(st backends.JobStatus) bool { return st.State.Terminal() })
+			if st.State != backends.Cancelled || st.Native != "F/91" {
+				t.Errorf("state %s (%s), want CANCELLED (F/91)", st.State, st.Native)
+			}
+			if c.code == -1 && st.ExitCode != nil || c.code >= 0 && (st.ExitCode == nil || *st.ExitCode != c.code) || st.Signal != c.sig {
+				t.Errorf("exit code %v signal %d, want %d %d", st.ExitCode, st.Signal, c.code, c.sig)
+			}
+		})
+	}
+}
+
+// A qsub whose answer is lost after the server queued the job (it hangs
+// past the backend's timeout, fails with an unknown error, or prints no id)
+// is ErrUnavailable, never ErrRejected; FindByTag then finds exactly that
+// job, the only one, with ONE qstat, and still finds it once it finished.
+func TestLostSubmitFoundByTag(t *testing.T) {
+	for _, fault := range []string{pbsemu.QsubFaultHang, pbsemu.QsubFaultFail, pbsemu.QsubFaultSilent} {
+		t.Run(fault, func(t *testing.T) {
+			e := newEmu(t, pbsemutest.Options{Configure: func(cfg *pbsemu.Config) { cfg.QsubFault = fault }})
+			e.be.Timeout = 3 * time.Second
+			ctx := context.Background()
+			tag := "tether:lost-" + fault + ":1"
+			_, err := e.be.Submit(ctx, e.request("lost", "#!/bin/bash\necho done\n", tag))
+			if !errors.Is(err, backends.ErrUnavailable) || errors.Is(err, backends.ErrRejected) {
+				t.Fatalf("lost answer: %v, want ErrUnavailable", err)
+			}
+			jobs := e.allJobs()
+			if len(jobs) != 1 {
+				t.Fatalf("jobs on the server: %v, want exactly one", jobs)
+			}
+			calls := e.be.Calls()
+			id, found, err := e.be.FindByTag(ctx, tag)
+			if err != nil || !found || string(id) != jobs[0] {
+				t.Fatalf("FindByTag: %q %v %v, want %s", id, found, err, jobs[0])
+			}
+			if n := e.be.Calls() - calls; n != 1 {
+				t.Errorf("FindByTag ran %d commands, want 1", n)
+			}
+			if _, found, err := e.be.FindByTag(ctx, "tether:lost-"+fault+":2"); found || err != nil {
+				t.Errorf("another attempt's tag: %v %v", found, err)
+			}
+			e.waitFor(id, "completed", func(st backends.JobStatus) bool { return st.State == backends.Completed })
+			if again, found, err := e.be.FindByTag(ctx, tag); err != nil || !found || again != id {
+				t.Errorf("FindByTag of the finished job: %q %v %v", again, found, err)
+			}
+			if jobs := e.allJobs(); len(jobs) != 1 {
+				t.Errorf("jobs on the server: %v, want exactly one", jobs)
+			}
+		})
+	}
+}
+
+// Definite refusals are ErrRejected and create no job; a server that is
+// down is ErrUnavailable, for qsub and for FindByTag.
+func TestSubmitRefusals(t *testing.T) {
+	e := newEmu(t, pbsemutest.Options{Queues: []pbsemu.QueueConfig{{Name: "workq", ResourcesMax: map[string]string{"walltime": "00:10:00"}}}})
+	ctx := context.Background()
+	for name, change := range map[string]func(*backends.JobRequest){
+		"unknown queue":  func(r *backends.JobRequest) { r.Partition = "nosuchq" },
+		"over the limit": func(r *backends.JobRequest) { r.Walltime = time.Hour },
+		"bad resource":   func(r *backends.JobRequest) { r.Constraint = "foo=2" },
+		"bad option":     func(r *backends.JobRequest) { r.ExtraArgs = []string{"-j", "xx"} },
+	} {
+		req := e.request("refused", "#!/bin/bash\ntrue\n", "tether:refused:1")
+		change(&req)
+		if _, err := e.be.Submit(ctx, req); !errors.Is(err, backends.ErrRejected) || errors.Is(err, backends.ErrUnavailable) {
+			t.Errorf("%s: %v, want ErrRejected", name, err)
+		}
+	}
+	if jobs := e.allJobs(); len(jobs) != 0 {
+		t.Errorf("refused submissions created jobs: %v", jobs)
+	}
+	e.srv.Down() // the cleanup brings it up to kill its jobs
+	if _, err := e.be.Submit(ctx, e.request("down", "#!/bin/bash\ntrue\n", "tether:down:1")); !errors.Is(err, backends.ErrUnavailable) {
+		t.Errorf("server down: %v, want ErrUnavailable", err)
+	}
+	if _, _, err := e.be.FindByTag(ctx, "tether:down:1"); !errors.Is(err, backends.ErrUnavailable) {
+		t.Errorf("FindByTag with the server down: %v, want ErrUnavailable", err)
+	}
+}
