@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -191,5 +192,43 @@ func TestSubmitRefusals(t *testing.T) {
 	}
 	if _, _, err := e.be.FindByTag(ctx, "tether:down:1"); !errors.Is(err, backends.ErrUnavailable) {
 		t.Errorf("FindByTag with the server down: %v, want ErrUnavailable", err)
+	}
+}
+
+// Jobs the MoM kills for a limit: cput (JOB_EXEC_KILL_CPUT, -28) is a
+// failure naming the CPU time limit, not out of memory; mem (-27) is out
+// of memory; walltime (-29) a timeout.
+func TestLimitKills(t *testing.T) {
+	e := newEmu(t, pbsemutest.Options{WalltimeCheckInterval: 500 * time.Millisecond,
+		Configure: func(c *pbsemu.Config) { c.EnforceMem = true }})
+	ctx := context.Background()
+	cpu := e.request("burner", "#!/bin/bash\nwhile :; do :; done\n", "tether:cpu:1")
+	cpu.ExtraArgs = []string{"-l", "cput=00:00:01"}
+	mem := e.request("hog", "#!/bin/bash\nx=$(head -c 64000000 /dev/zero | tr '\\0' a)\nsleep 60\n", "tether:mem:1")
+	mem.MemoryMiB = 16
+	wall := e.request("sleeper", "#!/bin/bash\nsleep 60\n", "tether:wall:1")
+	wall.Walltime = time.Second
+	cases := []struct {
+		req    backends.JobRequest
+		state  backends.State
+		reason string
+		id     backends.JobID
+	}{
+		{req: cpu, state: backends.Failed, reason: "CPU time limit (cput) (Exit_status -28, JOB_EXEC_KILL_CPUT)"},
+		{req: mem, state: backends.OutOfMemory, reason: "memory limit (mem) (Exit_status -27, JOB_EXEC_KILL_MEM)"},
+		{req: wall, state: backends.Timeout, reason: "walltime limit (Exit_status -29, JOB_EXEC_KILL_WALLTIME)"},
+	}
+	for i := range cases {
+		id, err := e.be.Submit(ctx, cases[i].req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cases[i].id = id
+	}
+	for _, c := range cases {
+		st := e.waitFor(c.id, "ended", func(st backends.JobStatus) bool { return st.State.Terminal() })
+		if st.State != c.state || !strings.Contains(st.Reason, c.reason) || st.ExitCode != nil {
+			t.Errorf("%s: %s %q exit %v, want %s with %q", c.req.Name, st.State, st.Reason, st.ExitCode, c.state, c.reason)
+		}
 	}
 }

@@ -123,6 +123,12 @@ type Config struct {
 	// once that process is gone: test instances clean up after a crash.
 	OwnerPID int `json:"owner_pid,omitempty"`
 
+	// EnforceMem is the MoM's "$enforce mem": kill a job whose resident
+	// memory exceeds its mem request (Exit_status -27, JOB_EXEC_KILL_MEM).
+	// Off by default, as in OpenPBS. cput requests are always enforced
+	// (-28, JOB_EXEC_KILL_CPUT).
+	EnforceMem bool `json:"enforce_mem,omitempty"`
+
 	// QdelExitStatus is what a job deleted while running records as
 	// Exit_status; its substate is 91 (terminated) in every case.
 	// "signal" (the default): the MoM's SIGTERM kills the job's top shell,

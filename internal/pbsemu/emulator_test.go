@@ -768,3 +768,30 @@ func TestQsubFaults(t *testing.T) {
 		t.Errorf("after the faults: %s", id)
 	}
 }
+
+// The MoM kills a job over its cput request (always) or its mem request
+// (with $enforce mem): F/93, JOB_EXEC_KILL_CPUT -28 / JOB_EXEC_KILL_MEM -27,
+// "and exceeded resource cput|mem", and the MoM's line on stderr.
+func TestResourceLimitKills(t *testing.T) {
+	e := newEnv(t, pbsemutest.Options{NCPUs: 2, WalltimeCheckInterval: 500 * time.Millisecond,
+		Configure: func(c *pbsemu.Config) { c.EnforceMem = true }})
+	cpu := e.qsub("-N", "burner", "-l", "cput=00:00:01", e.script("burn.sh", "#!/bin/bash\nwhile :; do :; done\n"))
+	mem := e.qsub("-N", "hog", "-l", "select=1:ncpus=1:mem=16mb", e.script("hog.sh", "#!/bin/bash\nx=$(head -c 64000000 /dev/zero | tr '\\0' a)\nsleep 60\n"))
+	for _, c := range []struct {
+		id, name, res string
+		exit          float64
+		line          string
+	}{
+		{cpu, "burner", "cput", -28, `^=>> PBS: job killed: cput \d+ exceeded limit 1\n$`},
+		{mem, "hog", "mem", -27, `^=>> PBS: job killed: mem \d+kb exceeded limit 16384kb\n$`},
+	} {
+		f := e.wait(c.id, "F", 30*time.Second)
+		if num(f, "substate") != 93 || num(f, "Exit_status") != c.exit || !strings.HasSuffix(str(f, "comment"), " and exceeded resource "+c.res) {
+			t.Errorf("%s: substate %v Exit_status %v comment %q", c.res, f["substate"], f["Exit_status"], f["comment"])
+		}
+		errf, _ := os.ReadFile(filepath.Join(e.dir, c.name+".e"+strings.TrimSuffix(c.id, ".pbshost")))
+		if !regexp.MustCompile(c.line).Match(errf) {
+			t.Errorf("%s: stderr %q", c.res, errf)
+		}
+	}
+}

@@ -21,8 +21,12 @@ const (
 	subFailed     = 93
 )
 
-// JOB_EXEC_KILL_WALLTIME: Exit_status of a job killed for its walltime.
-const execKillWalltime = -29
+// Exit_status of a job the MoM killed for a limit (job.h JOB_EXEC_KILL_*).
+const (
+	execKillMem      = -27 // JOB_EXEC_KILL_MEM
+	execKillCPUT     = -28 // JOB_EXEC_KILL_CPUT
+	execKillWalltime = -29 // JOB_EXEC_KILL_WALLTIME
+)
 
 // jobFormatVersion is the format version of jobs/<seq>/job.json.
 const jobFormatVersion = 1
@@ -102,6 +106,7 @@ type Job struct {
 	Force      bool   `json:"force,omitempty"`
 	Signaled   bool   `json:"signaled,omitempty"`
 	Walltimed  bool   `json:"walltimed,omitempty"`
+	LimitKill  string `json:"limit_kill,omitempty"` // walltime, cput or mem
 	Lost       bool   `json:"lost,omitempty"`
 	RunComment string `json:"run_comment,omitempty"`
 }

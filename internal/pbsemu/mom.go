@@ -289,6 +289,14 @@ func (m *mom) run(sigs chan os.Signal) error {
 		killTimer = time.After(m.cfg.KillDelay.D())
 	}
 	limit := j.Resources.Walltime
+	cputLimit := -1
+	if sec, ok := parseDuration(j.Resources.List["cput"]); ok {
+		cputLimit = sec
+	}
+	var memLimit int64 // bytes; 0: not enforced
+	if m.cfg.EnforceMem {
+		memLimit, _ = parseSize(j.Resources.List["mem"])
+	}
 loop:
 	for {
 		select {
@@ -305,10 +313,24 @@ loop:
 				m.state.CPUT = cput
 			}
 			m.state.MemKB, m.state.VmemKB = mem, vmem
-			if limit >= 0 && used > limit && m.state.Reason == "" {
-				fmt.Fprintf(errF, "=>> PBS: job killed: walltime %d exceeded limit %d\n", used, limit)
-				m.state.Reason = "walltime"
-				beginKill(false, false)
+			// In the MoM's order (mom_main.c job_over_limit): mem (only
+			// with $enforce mem), cput, walltime. The stderr line is the
+			// MoM's log_buffer after "job killed: ".
+			if m.state.Reason == "" {
+				switch {
+				case memLimit > 0 && mem*1024 > memLimit:
+					fmt.Fprintf(errF, "=>> PBS: job killed: mem %dkb exceeded limit %dkb\n", mem, memLimit/1024)
+					m.state.Reason = "mem"
+				case cputLimit >= 0 && m.state.CPUT > cputLimit:
+					fmt.Fprintf(errF, "=>> PBS: job killed: cput %d exceeded limit %d\n", m.state.CPUT, cputLimit)
+					m.state.Reason = "cput"
+				case limit >= 0 && used > limit:
+					fmt.Fprintf(errF, "=>> PBS: job killed: walltime %d exceeded limit %d\n", used, limit)
+					m.state.Reason = "walltime"
+				}
+				if m.state.Reason != "" {
+					beginKill(false, false)
+				}
 			}
 			m.write()
 		}

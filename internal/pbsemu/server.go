@@ -647,7 +647,7 @@ type momState struct {
 	Start      int64  `json:"start"`
 	End        int64  `json:"end,omitempty"`
 	ExitStatus int    `json:"exit_status"`
-	Reason     string `json:"reason,omitempty"` // walltime
+	Reason     string `json:"reason,omitempty"` // the limit the job was killed for: walltime, cput, mem
 	CPUT       int    `json:"cput"`
 	MemKB      int64  `json:"mem_kb"`
 	VmemKB     int64  `json:"vmem_kb"`
@@ -763,6 +763,10 @@ func (s *server) follow(j *Job, now time.Time) {
 		j.Walltimed = true
 		changed = true
 	}
+	if m.Reason != "" && j.LimitKill == "" {
+		j.LimitKill = m.Reason
+		changed = true
+	}
 	if (m.Phase == "exiting" || m.Phase == "done") && j.State == "R" {
 		j.State, j.Substate = "E", subStageout
 		j.ExitingSince = now.UnixMilli()
@@ -789,6 +793,10 @@ func (s *server) finish(j *Job, m *momState, now time.Time) {
 		exit = execKillWalltime
 		j.Substate = subFailed
 		j.Comment = j.RunComment + " and exceeded resource walltime"
+	case j.LimitKill == "cput" || j.LimitKill == "mem":
+		exit = map[string]int{"cput": execKillCPUT, "mem": execKillMem}[j.LimitKill]
+		j.Substate = subFailed
+		j.Comment = j.RunComment + " and exceeded resource " + j.LimitKill
 	case j.Deleted:
 		j.Substate = subTerminated
 		if s.cfg.QdelExitStatus == QdelExitZero {
