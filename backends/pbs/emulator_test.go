@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -230,5 +231,43 @@ func TestLimitKills(t *testing.T) {
 		if st.State != c.state || !strings.Contains(st.Reason, c.reason) || st.ExitCode != nil {
 			t.Errorf("%s: %s %q exit %v, want %s with %q", c.req.Name, st.State, st.Reason, st.ExitCode, c.state, c.reason)
 		}
+	}
+}
+
+// A job whose mother superior is lost (the emulated MoM and the job die
+// without an obit: JOB_EXEC_RERUN_MS_FAIL, -20) is a node failure, which
+// tether may retry.
+func TestMotherSuperiorLostIsNodeFail(t *testing.T) {
+	e := newEmu(t, pbsemutest.Options{})
+	ctx := context.Background()
+	marker := filepath.Join(e.dir, "running")
+	id, err := e.be.Submit(ctx, e.request("victim", "#!/bin/bash\ntouch "+marker+"\nsleep 300\n", "tether:victim:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, marker)
+	seq, _, _ := strings.Cut(string(id), ".")
+	var job struct {
+		MomPID int `json:"mom_pid"`
+	}
+	var mom struct {
+		SessionID int `json:"session_id"`
+	}
+	for file, v := range map[string]any{"job.json": &job, "mom.json": &mom} {
+		b, err := os.ReadFile(filepath.Join(e.srv.Home, "jobs", seq, file))
+		if err != nil || json.Unmarshal(b, v) != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+	}
+	if job.MomPID <= 0 || mom.SessionID <= 0 {
+		t.Fatalf("no MoM (%d) or session (%d)", job.MomPID, mom.SessionID)
+	}
+	// The node goes away: its MoM and the job's whole session (which this
+	// test started) die at once.
+	_ = syscall.Kill(job.MomPID, syscall.SIGKILL)
+	_ = syscall.Kill(-mom.SessionID, syscall.SIGKILL)
+	st := e.waitFor(id, "ended", func(st backends.JobStatus) bool { return st.State.Terminal() })
+	if st.State != backends.NodeFail || !strings.Contains(st.Reason, "JOB_EXEC_RERUN_MS_FAIL") {
+		t.Errorf("%s %q (%s), want NODE_FAIL from JOB_EXEC_RERUN_MS_FAIL", st.State, st.Reason, st.Native)
 	}
 }

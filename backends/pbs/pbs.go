@@ -219,15 +219,15 @@ func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends
 
 // qsubResult reads the job id qsub printed, or classifies its failure.
 func (b *Backend) qsubResult(r cmdResult) (backends.JobID, error) {
-	msg := strings.TrimSpace(string(r.stderr))
+	msg := qsubMessage(r.stderr)
 	switch {
 	case r.code == 0:
 	case unreachable(r):
-		return "", fmt.Errorf("%w: qsub: %s", backends.ErrUnavailable, msg)
+		return "", fmt.Errorf("%w: %s", backends.ErrUnavailable, msg)
 	case qsubRefused(r):
-		return "", fmt.Errorf("%w: qsub: %s (exit %d)", backends.ErrRejected, firstLine(msg), r.code)
+		return "", fmt.Errorf("%w: %s (exit %d)", backends.ErrRejected, msg, r.code)
 	default:
-		return "", fmt.Errorf("%w: qsub: %s (exit %d; the job may have been queued)", backends.ErrUnavailable, msg, r.code)
+		return "", fmt.Errorf("%w: %s (exit %d; the job may have been queued)", backends.ErrUnavailable, msg, r.code)
 	}
 	id := jobIDLine(string(r.stdout))
 	if id == "" {
@@ -252,9 +252,24 @@ func jobIDLine(out string) string {
 	return ""
 }
 
-func firstLine(s string) string {
-	l, _, _ := strings.Cut(s, "\n")
-	return l
+// qsubMessage is qsub's stderr on one line, without its usage text, and
+// starting with "qsub:".
+func qsubMessage(stderr []byte) string {
+	var parts []string
+	for _, l := range strings.Split(strings.TrimSpace(string(stderr)), "\n") {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, "usage:") {
+			break
+		}
+		if l != "" {
+			parts = append(parts, l)
+		}
+	}
+	msg := strings.Join(parts, " ")
+	if !strings.HasPrefix(msg, "qsub") {
+		msg = "qsub: " + msg
+	}
+	return msg
 }
 
 // qsubRefusals are the messages of a qsub that refused the job for good:

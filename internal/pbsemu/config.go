@@ -16,6 +16,14 @@ import (
 // state directory. Several instances run side by side with different values.
 const EnvHome = "PBSEMU_HOME"
 
+// EnvQsubFault, when set in qsub's environment, overrides the qsub_fault
+// of config.json for that one command (tests that share an instance).
+const EnvQsubFault = "PBSEMU_QSUB_FAULT"
+
+// EnvQdelExitStatus, when set in qsub's environment, gives the job its own
+// qdel_exit_status (tests that share an instance).
+const EnvQdelExitStatus = "PBSEMU_QDEL_EXIT_STATUS"
+
 // ConfigFile is the name of the configuration file inside the state directory.
 const ConfigFile = "config.json"
 

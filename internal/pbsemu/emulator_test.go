@@ -668,13 +668,20 @@ func (e *env) waitFile(path string) {
 // (143 from a script that traps TERM and exits).
 func TestQdelExitStatusVariants(t *testing.T) {
 	for _, c := range []struct {
-		mode string
-		want float64
-	}{{"", 271}, {pbsemu.QdelExitSignal, 271}, {pbsemu.QdelExitZero, 0}, {pbsemu.QdelExitJob, 143}} {
-		t.Run("mode="+c.mode, func(t *testing.T) {
+		mode, env string // config.json, PBSEMU_QDEL_EXIT_STATUS of qsub
+		want      float64
+	}{{"", "", 271}, {pbsemu.QdelExitSignal, "", 271}, {pbsemu.QdelExitZero, "", 0}, {pbsemu.QdelExitJob, "", 143},
+		{pbsemu.QdelExitZero, pbsemu.QdelExitJob, 143}, {"", pbsemu.QdelExitZero, 0}} {
+		t.Run("mode="+c.mode+",env="+c.env, func(t *testing.T) {
 			e := newEnv(t, pbsemutest.Options{Configure: func(cfg *pbsemu.Config) { cfg.QdelExitStatus = c.mode }})
 			marker := filepath.Join(e.dir, "trapping")
-			id := e.qsub("-N", "trapper", e.script("trap.sh", "#!/bin/bash\ntrap 'echo got TERM; exit 143' TERM\ntouch "+marker+"\nwhile :; do sleep 0.1; done\n"))
+			cmd := e.srv.Command("qsub", "-N", "trapper", e.script("trap.sh", "#!/bin/bash\ntrap 'echo got TERM; exit 143' TERM\ntouch "+marker+"\nwhile :; do sleep 0.1; done\n"))
+			cmd.Dir, cmd.Env = e.dir, append(cmd.Env, pbsemu.EnvQdelExitStatus+"="+c.env)
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("qsub: %v", err)
+			}
+			id := strings.TrimSpace(string(out))
 			e.waitFile(marker)
 			if r := e.run("qdel", id); r.Code != 0 {
 				t.Fatalf("qdel: %+v", r)
@@ -683,8 +690,8 @@ func TestQdelExitStatusVariants(t *testing.T) {
 			if num(f, "substate") != 91 || num(f, "Exit_status") != c.want || !strings.HasSuffix(str(f, "comment"), " and terminated by root@pbshost") {
 				t.Errorf("deleted: substate %v Exit_status %v comment %q; want 91 %v", f["substate"], f["Exit_status"], f["comment"], c.want)
 			}
-			out, _ := os.ReadFile(filepath.Join(e.dir, "trapper.o"+strings.TrimSuffix(id, ".pbshost")))
-			if c.mode == pbsemu.QdelExitJob && string(out) != "got TERM\n" {
+			out, _ = os.ReadFile(filepath.Join(e.dir, "trapper.o"+strings.TrimSuffix(id, ".pbshost")))
+			if c.want == 143 && string(out) != "got TERM\n" {
 				t.Errorf("the script's trap did not run: %q", out)
 			}
 		})
@@ -766,6 +773,17 @@ func TestQsubFaults(t *testing.T) {
 	e.srv.Configure(func(c *pbsemu.Config) { c.QsubFault = "" })
 	if id := e.qsub("t.sh"); id != "3.pbshost" {
 		t.Errorf("after the faults: %s", id)
+	}
+	// PBSEMU_QSUB_FAULT sets the fault for one command.
+	cmd = e.srv.Command("qsub", "t.sh")
+	cmd.Dir, cmd.Env = e.dir, append(cmd.Env, pbsemu.EnvQsubFault+"="+pbsemu.QsubFaultSilent)
+	if out, err := cmd.Output(); err != nil || len(out) != 0 || e.countJobs() != 5 {
+		t.Errorf("PBSEMU_QSUB_FAULT=silent: %q %v, %d jobs", out, err, e.countJobs())
+	}
+	cmd = e.srv.Command("qsub", "t.sh")
+	cmd.Dir, cmd.Env = e.dir, append(cmd.Env, pbsemu.EnvQsubFault+"=sometimes")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "PBSEMU_QSUB_FAULT") || e.countJobs() != 5 {
+		t.Errorf("bad PBSEMU_QSUB_FAULT: %q %v, %d jobs", out, err, e.countJobs())
 	}
 }
 

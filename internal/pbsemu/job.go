@@ -107,6 +107,7 @@ type Job struct {
 	Signaled   bool   `json:"signaled,omitempty"`
 	Walltimed  bool   `json:"walltimed,omitempty"`
 	LimitKill  string `json:"limit_kill,omitempty"` // walltime, cput or mem
+	QdelExit   string `json:"qdel_exit,omitempty"`  // qdel_exit_status of this job ("": the server's)
 	Lost       bool   `json:"lost,omitempty"`
 	RunComment string `json:"run_comment,omitempty"`
 }
@@ -171,6 +172,14 @@ func (j *Job) removeHold(h byte) {
 }
 
 func (j *Job) finished() bool { return j.State == "F" }
+
+// qdelExit is the qdel_exit_status that applies to the job.
+func (j *Job) qdelExit(cfg *Config) string {
+	if j.QdelExit != "" {
+		return j.QdelExit
+	}
+	return cfg.QdelExitStatus
+}
 
 // depString prints the depend attribute: "afterok:8.pbshost@pbshost".
 func (j *Job) depString(server string) string {

@@ -279,7 +279,7 @@ func (m *mom) run(sigs chan os.Signal) error {
 			return
 		}
 		killing, killStart = true, time.Now()
-		if qdel && m.cfg.QdelExitStatus == QdelExitJob && j.Executable == "" {
+		if qdel && j.qdelExit(&m.cfg) == QdelExitJob && j.Executable == "" {
 			// The top shell outlives the SIGTERM and exits with the
 			// script's status (143 for a wrapper that traps TERM).
 			signalSessionExcept(pid, pid, syscall.SIGTERM)

@@ -345,7 +345,7 @@ func (s *server) submit(r *SubmitRequest, now time.Time) (string, int, string) {
 		Rerunable: r.Rerunable == nil || *r.Rerunable, MailUsers: r.MailUsers,
 		ShellPath: r.ShellPath, Umask: r.Umask, Resources: rr,
 		SubmitArgs: r.SubmitArgs, SubmitHost: host, Workdir: r.Cwd,
-		Home: r.Home, Shell: r.Shell, Executable: r.Executable, Args: r.Args,
+		Home: r.Home, Shell: r.Shell, Executable: r.Executable, Args: r.Args, QdelExit: r.QdelExit,
 		Ctime: t, Qtime: t, Mtime: t,
 	}
 	if cfg.HomeDir != "" {
@@ -799,7 +799,7 @@ func (s *server) finish(j *Job, m *momState, now time.Time) {
 		j.Comment = j.RunComment + " and exceeded resource " + j.LimitKill
 	case j.Deleted:
 		j.Substate = subTerminated
-		if s.cfg.QdelExitStatus == QdelExitZero {
+		if j.qdelExit(&s.cfg) == QdelExitZero {
 			exit = 0 // as a second 23.06.06 server reported (capture 16)
 		}
 	case exit == 0:
