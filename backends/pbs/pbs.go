@@ -1,7 +1,9 @@
 // Package pbs submits and watches jobs on PBS Professional / OpenPBS:
 // qsub with the wrapper, ONE `qstat -x -f -F json` per poll for every job of
 // the site, qdel to cancel. PBS has no warning signal before the walltime,
-// so the wrapper runs its own timer.
+// so the wrapper runs its own timer. Each job carries its request's tag as
+// the job variable TETHER_TAG (qsub -v, shown in Variable_List), so a job
+// whose qsub answer was lost is found again (FindByTag).
 package pbs
 
 import (
@@ -33,6 +35,13 @@ type Backend struct {
 	Timeout time.Duration
 	calls   atomic.Int64
 }
+
+var (
+	_ backends.Backend   = (*Backend)(nil)
+	_ backends.Finder    = (*Backend)(nil)
+	_ backends.Describer = (*Backend)(nil)
+	_ backends.Pinger    = (*Backend)(nil)
+)
 
 // New returns a backend.
 func New(binDir, server string, env map[string]string) *Backend {
