@@ -1,7 +1,9 @@
 package pbs
 
 import (
+	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +36,8 @@ func TestParseQstatCaptured(t *testing.T) {
 		{"05_walltime_exceeded-1", "5.pbshost", backends.Timeout, -1, 0},
 		{"06_qdel_running-1", "6.pbshost", backends.Running, -1, 0}, // R for a while after qdel
 		{"06_qdel_running-2", "6.pbshost", backends.Cancelled, -1, 15},
+		// the same qdel on another 23.06.06 server: F/91 with Exit_status 0
+		{"16_qdel_running_exit0-1", "27.pbshost", backends.Cancelled, 0, 0},
 		{"06_qdel_queued_held-1", "7.pbshost", backends.Pending, -1, 0},
 		{"06_qdel_queued_held-2", "7.pbshost", backends.Cancelled, -1, 0},
 		{"08_depend_afterok_failed_parent-2", "11.pbshost", backends.Cancelled, -1, 0},
@@ -74,6 +78,104 @@ func TestParseQstatCaptured(t *testing.T) {
 	}
 	if held, _ := ParseQstat(load(t, "06_qdel_queued_held-1")); held["7.pbshost"].Reason == "" {
 		t.Error("a held job gives a reason")
+	}
+}
+
+// finishedJob is a qstat -x -f -F json document with one finished job.
+func finishedJob(substate int, exit string) []byte {
+	e := ""
+	if exit != "" {
+		e = `,"Exit_status":` + exit
+	}
+	return []byte(`{"timestamp":1,"pbs_version":"23.06.06","pbs_server":"pbshost","Jobs":{"1.pbshost":{` +
+		`"job_state":"F","comment":"Job run at Thu Nov 26 at 19:59 on (pbshost:ncpus=1) and x",` +
+		`"ctime":"Thu Nov 26 19:59:42 2026","substate":` + strconv.Itoa(substate) + e + `}}}`)
+}
+
+// A deleted job (substate 91) is Cancelled whatever Exit_status says: 271
+// as captured, 0 as another 23.06 server reported, 143 from a wrapper that
+// traps SIGTERM, none when it never ran.
+func TestParseDeletedIsCancelled(t *testing.T) {
+	for _, c := range []struct {
+		exit string
+		code int // -1: none
+		sig  int
+	}{{"271", -1, 15}, {"0", 0, 0}, {"143", 143, 0}, {"", -1, 0}, {"265", -1, 9}} {
+		got, err := ParseQstat(finishedJob(91, c.exit))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := got["1.pbshost"]
+		if st.State != backends.Cancelled {
+			t.Errorf("Exit_status %q, substate 91: %s, want CANCELLED", c.exit, st.State)
+		}
+		if c.code == -1 && st.ExitCode != nil || c.code >= 0 && (st.ExitCode == nil || *st.ExitCode != c.code) || st.Signal != c.sig {
+			t.Errorf("Exit_status %q: exit code %v signal %d, want %d %d", c.exit, st.ExitCode, st.Signal, c.code, c.sig)
+		}
+	}
+	// Exit_status 0 without the deletion substate is still a success.
+	if got, _ := ParseQstat(finishedJob(92, "0")); got["1.pbshost"].State != backends.Completed {
+		t.Errorf("F/92 exit 0: %s", got["1.pbshost"].State)
+	}
+}
+
+// The JOB_EXEC_* values of OpenPBS job.h (v23.06.06) map onto states, with
+// a reason naming the limit or failure.
+func TestParseJobExecCodes(t *testing.T) {
+	for _, c := range []struct {
+		exit   int
+		state  backends.State
+		reason string
+	}{
+		{-1, backends.Failed, "JOB_EXEC_FAIL1"},
+		{-2, backends.Failed, "JOB_EXEC_FAIL2"},
+		{-10, backends.Failed, "JOB_EXEC_FAILUID"},
+		{-14, backends.NodeFail, "sister node"},
+		{-20, backends.NodeFail, "mother superior"},
+		{-24, backends.Failed, "ncpus, burst"},
+		{-25, backends.Failed, "ncpus, sum"},
+		{-26, backends.OutOfMemory, "virtual memory limit (vmem)"},
+		{-27, backends.OutOfMemory, "memory limit (mem)"},
+		{-28, backends.Failed, "CPU time limit (cput)"},
+		{-29, backends.Timeout, "walltime"},
+		{-30, backends.Failed, "JOB_EXEC_JOINJOB"},
+		{-31, backends.Failed, "special exit status -31"}, // not in job.h
+		{-99, backends.Failed, "special exit status -99"},
+	} {
+		got, err := ParseQstat(finishedJob(93, strconv.Itoa(c.exit)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := got["1.pbshost"]
+		if st.State != c.state || !strings.Contains(st.Reason, c.reason) {
+			t.Errorf("Exit_status %d: %s %q, want %s with %q", c.exit, st.State, st.Reason, c.state, c.reason)
+		}
+		if st.ExitCode != nil {
+			t.Errorf("Exit_status %d: exit code %d; PBS's own codes are no task exit code", c.exit, *st.ExitCode)
+		}
+		if x, ok := jobExecs[c.exit]; ok && !strings.Contains(st.Reason, fmt.Sprintf("Exit_status %d, %s", c.exit, x.name)) {
+			t.Errorf("Exit_status %d: reason %q does not name %s", c.exit, st.Reason, x.name)
+		}
+	}
+	// Every constant is in the table, under its job.h name.
+	for code, name := range map[int]string{
+		jobExecFail1: "JOB_EXEC_FAIL1", jobExecFail2: "JOB_EXEC_FAIL2", jobExecRetry: "JOB_EXEC_RETRY",
+		jobExecInitAbt: "JOB_EXEC_INITABT", jobExecInitRst: "JOB_EXEC_INITRST", jobExecInitRmg: "JOB_EXEC_INITRMG",
+		jobExecBadResrt: "JOB_EXEC_BADRESRT", jobExecFailUID: "JOB_EXEC_FAILUID", jobExecRerun: "JOB_EXEC_RERUN",
+		jobExecChkp: "JOB_EXEC_CHKP", jobExecFailPassword: "JOB_EXEC_FAIL_PASSWORD", jobExecRerunSisFail: "JOB_EXEC_RERUN_SIS_FAIL",
+		jobExecQueRst: "JOB_EXEC_QUERST", jobExecFailHookRerun: "JOB_EXEC_FAILHOOK_RERUN", jobExecFailHookDelete: "JOB_EXEC_FAILHOOK_DELETE",
+		jobExecHookRerun: "JOB_EXEC_HOOK_RERUN", jobExecHookDelete: "JOB_EXEC_HOOK_DELETE", jobExecRerunMSFail: "JOB_EXEC_RERUN_MS_FAIL",
+		jobExecFailSecurity: "JOB_EXEC_FAIL_SECURITY", jobExecHookError: "JOB_EXEC_HOOKERROR", jobExecFailKRB5: "JOB_EXEC_FAIL_KRB5",
+		jobExecKillNCPUsBurst: "JOB_EXEC_KILL_NCPUS_BURST", jobExecKillNCPUsSum: "JOB_EXEC_KILL_NCPUS_SUM",
+		jobExecKillVmem: "JOB_EXEC_KILL_VMEM", jobExecKillMem: "JOB_EXEC_KILL_MEM", jobExecKillCPUT: "JOB_EXEC_KILL_CPUT",
+		jobExecKillWalltime: "JOB_EXEC_KILL_WALLTIME", jobExecJoinJob: "JOB_EXEC_JOINJOB",
+	} {
+		if jobExecs[code].name != name {
+			t.Errorf("%d: %q, want %s", code, jobExecs[code].name, name)
+		}
+	}
+	if len(jobExecs) != 28 {
+		t.Errorf("%d JOB_EXEC_* values, job.h has 28 below zero", len(jobExecs))
 	}
 }
 

@@ -1,7 +1,9 @@
 // Package pbs submits and watches jobs on PBS Professional / OpenPBS:
 // qsub with the wrapper, ONE `qstat -x -f -F json` per poll for every job of
 // the site, qdel to cancel. PBS has no warning signal before the walltime,
-// so the wrapper runs its own timer.
+// so the wrapper runs its own timer. Each job carries its request's tag as
+// the job variable TETHER_TAG (qsub -v, shown in Variable_List), so a job
+// whose qsub answer was lost is found again (FindByTag).
 package pbs
 
 import (
@@ -34,6 +36,13 @@ type Backend struct {
 	calls   atomic.Int64
 }
 
+var (
+	_ backends.Backend   = (*Backend)(nil)
+	_ backends.Finder    = (*Backend)(nil)
+	_ backends.Describer = (*Backend)(nil)
+	_ backends.Pinger    = (*Backend)(nil)
+)
+
 // New returns a backend.
 func New(binDir, server string, env map[string]string) *Backend {
 	return &Backend{BinDir: binDir, Server: server, Env: env, Timeout: 60 * time.Second}
@@ -49,8 +58,19 @@ func (b *Backend) bin(name string) string {
 	return filepath.Join(b.BinDir, name)
 }
 
+// tagVar is the job variable (qsub -v, Variable_List in qstat -f) that
+// carries the request's tag, so FindByTag can find the job again.
+const tagVar = "TETHER_TAG"
+
 func (b *Backend) environ() []string {
-	env := os.Environ()
+	var env []string
+	for _, kv := range os.Environ() {
+		// qsub -V would copy a TETHER_TAG of our own environment (tether
+		// running inside a tether job) next to the -v one.
+		if !strings.HasPrefix(kv, tagVar+"=") {
+			env = append(env, kv)
+		}
+	}
 	keys := make([]string, 0, len(b.Env))
 	for k := range b.Env {
 		keys = append(keys, k)
@@ -79,6 +99,9 @@ func (b *Backend) run(ctx context.Context, name string, args ...string) (cmdResu
 	cmd.Env = b.environ()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
+	// A process the command left behind holding its output open must not
+	// hold the backend too.
+	cmd.WaitDelay = 5 * time.Second
 	err := cmd.Run()
 	r := cmdResult{stdout: out.Bytes(), stderr: errb.Bytes()}
 	var ee *exec.ExitError
@@ -88,6 +111,8 @@ func (b *Backend) run(ctx context.Context, name string, args ...string) (cmdResu
 		return r, fmt.Errorf("%w: %s timed out", backends.ErrUnavailable, name)
 	case errors.As(err, &ee):
 		r.code = ee.ExitCode()
+	case errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil:
+		r.code = cmd.ProcessState.ExitCode()
 	default:
 		return r, fmt.Errorf("%w: cannot run %s: %w", backends.ErrUnavailable, b.bin(name), err)
 	}
@@ -106,6 +131,11 @@ func unreachable(r cmdResult) bool {
 // -l place for multi-node jobs ("" = scatter, "none" = none).
 func Args(req backends.JobRequest, place string) []string {
 	a := []string{"-N", pbsName(req.Name), "-o", req.Stdout, "-e", req.Stderr, "-V"}
+	if req.Tag != "" && !strings.ContainsAny(req.Tag, ",'\"\\ \t\n") {
+		// qsub -v splits at commas and strips quotes; tether's tags
+		// ("tether:<run id>:<attempt>") have neither.
+		a = append(a, "-v", tagVar+"="+req.Tag)
+	}
 	if req.Requeue {
 		a = append(a, "-r", "y")
 	} else {
@@ -185,25 +215,114 @@ func (b *Backend) Describe(req backends.JobRequest) string {
 	return strings.Join(parts, " ")
 }
 
-// Submit runs qsub.
+// Submit runs qsub. Only qsub's definite refusals are ErrRejected; a qsub
+// that timed out, printed no job id or failed in a way not known to be a
+// refusal may have queued the job: ErrUnavailable, and FindByTag finds it.
 func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends.JobID, error) {
 	r, err := b.run(ctx, "qsub", Args(req, b.Place)...)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%w (the job may have been queued)", err)
 	}
-	msg := strings.TrimSpace(string(r.stderr))
+	return b.qsubResult(r)
+}
+
+// qsubResult reads the job id qsub printed, or classifies its failure.
+func (b *Backend) qsubResult(r cmdResult) (backends.JobID, error) {
+	msg := qsubMessage(r.stderr)
 	switch {
 	case r.code == 0:
 	case unreachable(r):
-		return "", fmt.Errorf("%w: qsub: %s", backends.ErrUnavailable, msg)
+		return "", fmt.Errorf("%w: %s", backends.ErrUnavailable, msg)
+	case qsubRefused(r):
+		return "", fmt.Errorf("%w: %s (exit %d)", backends.ErrRejected, msg, r.code)
 	default:
-		return "", fmt.Errorf("%w: qsub: %s (exit %d)", backends.ErrRejected, msg, r.code)
+		return "", fmt.Errorf("%w: %s (exit %d; the job may have been queued)", backends.ErrUnavailable, msg, r.code)
 	}
-	id := strings.TrimSpace(string(r.stdout))
-	if id == "" || strings.ContainsAny(id, " \n") {
-		return "", fmt.Errorf("%w: qsub printed %q, not a job id", backends.ErrUnavailable, r.stdout)
+	id := jobIDLine(string(r.stdout))
+	if id == "" {
+		return "", fmt.Errorf("%w: qsub printed %q, not a job id (the job may have been queued)", backends.ErrUnavailable, r.stdout)
+	}
+	if !strings.Contains(id, ".") && b.Server != "" {
+		id += "." + b.Server
 	}
 	return backends.JobID(id), nil
+}
+
+// jobIDLine finds the job id ("12.pbshost") in qsub's stdout: the last line
+// that is one (hooks and profiles may print other lines).
+func jobIDLine(out string) string {
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		l := strings.TrimSpace(lines[i])
+		if validID(l) {
+			return l
+		}
+	}
+	return ""
+}
+
+// qsubMessage is qsub's stderr on one line, without its usage text, and
+// starting with "qsub:".
+func qsubMessage(stderr []byte) string {
+	var parts []string
+	for _, l := range strings.Split(strings.TrimSpace(string(stderr)), "\n") {
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, "usage:") {
+			break
+		}
+		if l != "" {
+			parts = append(parts, l)
+		}
+	}
+	msg := strings.Join(parts, " ")
+	if !strings.HasPrefix(msg, "qsub") {
+		msg = "qsub: " + msg
+	}
+	return msg
+}
+
+// qsubRefusals are the messages of a qsub that refused the job for good:
+// the request must change. They are the texts of the PBS errors in OpenPBS
+// pbs_messages.c (PBSE_UNKQUE, PBSE_BADATVAL, PBSE_UNKRESC, PBSE_EXCQRESC,
+// ...), qsub's own option errors, and Torque's wording of PBSE_EXCQRESC.
+// Anything else (queue disabled, limits on queued jobs, a server shutting
+// down, a lost connection) may work later.
+var qsubRefusals = []string{
+	"Unknown queue",
+	"Illegal attribute or resource value",
+	"Unknown resource",
+	"Job violates queue and/or server resource limits",
+	"Job exceeds queue resource limits",
+	"Resource limit exceeds allowable",
+	"Bad UID for job execution",
+	"Bad GID for job execution",
+	"Access to queue is denied",
+	"Unauthorized Request",
+	"Invalid Account",
+	"Invalid Job Dependency",
+	"Job rejected by all possible destinations",
+	"Resource invalid in \"select\" specification",
+	"cannot be used with \"select\" or \"place\"",
+	"Cannot have \"place\" without \"select\"",
+	"duplicated resource within a section of a select specification",
+	"node(s) specification error",
+	"No default queue specified",
+	"Unknown Job Id", // a -W depend on a job the server does not know
+}
+
+// qsubRefused recognises a definite refusal: a known PBS message, or
+// qsub's usage error for an option it cannot parse (exit 2).
+func qsubRefused(r cmdResult) bool {
+	s := string(r.stderr)
+	if r.code == 2 && strings.Contains(s, "usage: qsub") {
+		return true
+	}
+	for _, m := range qsubRefusals {
+		if strings.Contains(s, "qsub: "+m) {
+			return true
+		}
+	}
+	return false
 }
 
 // Query polls every id with ONE `qstat -x -f -F json`. Unknown ids (no
@@ -238,6 +357,28 @@ func (b *Backend) Query(ctx context.Context, ids []backends.JobID) (map[backends
 		return nil, fmt.Errorf("%w: %w", backends.ErrUnavailable, err)
 	}
 	return out, nil
+}
+
+// FindByTag finds the job of a request by its tag (the TETHER_TAG job
+// variable) with ONE `qstat -x -f -F json` of every job, history included,
+// so a job that has already finished is found too. If several jobs carry
+// the tag (a Task that ran qsub -V itself), the first submitted is tether's.
+func (b *Backend) FindByTag(ctx context.Context, tag string) (backends.JobID, bool, error) {
+	if tag == "" {
+		return "", false, nil
+	}
+	r, err := b.run(ctx, "qstat", "-x", "-f", "-F", "json")
+	if err != nil {
+		return "", false, err
+	}
+	if r.code != 0 {
+		return "", false, fmt.Errorf("%w: qstat: %s (exit %d)", backends.ErrUnavailable, strings.TrimSpace(string(r.stderr)), r.code)
+	}
+	id, ok, err := findTagged(r.stdout, tag)
+	if err != nil {
+		return "", false, fmt.Errorf("%w: %w", backends.ErrUnavailable, err)
+	}
+	return id, ok, nil
 }
 
 // onlyUnknown reports whether every stderr line is about an unknown or

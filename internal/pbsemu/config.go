@@ -16,6 +16,14 @@ import (
 // state directory. Several instances run side by side with different values.
 const EnvHome = "PBSEMU_HOME"
 
+// EnvQsubFault, when set in qsub's environment, overrides the qsub_fault
+// of config.json for that one command (tests that share an instance).
+const EnvQsubFault = "PBSEMU_QSUB_FAULT"
+
+// EnvQdelExitStatus, when set in qsub's environment, gives the job its own
+// qdel_exit_status (tests that share an instance).
+const EnvQdelExitStatus = "PBSEMU_QDEL_EXIT_STATUS"
+
 // ConfigFile is the name of the configuration file inside the state directory.
 const ConfigFile = "config.json"
 
@@ -122,6 +130,54 @@ type Config struct {
 	// OwnerPID, when set, makes the server shut down (killing its jobs)
 	// once that process is gone: test instances clean up after a crash.
 	OwnerPID int `json:"owner_pid,omitempty"`
+
+	// EnforceMem is the MoM's "$enforce mem": kill a job whose resident
+	// memory exceeds its mem request (Exit_status -27, JOB_EXEC_KILL_MEM).
+	// Off by default, as in OpenPBS. cput requests are always enforced
+	// (-28, JOB_EXEC_KILL_CPUT).
+	EnforceMem bool `json:"enforce_mem,omitempty"`
+
+	// QdelExitStatus is what a job deleted while running records as
+	// Exit_status; its substate is 91 (terminated) in every case.
+	// "signal" (the default): the MoM's SIGTERM kills the job's top shell,
+	// 256+15 = 271 (capture 06). "zero": 0, as a second OpenPBS 23.06.06
+	// server reported (capture 16). "job": SIGTERM reaches the job's
+	// processes but not its top shell, which exits with the script's own
+	// status: 143 for a wrapper that traps TERM and exits 128+15.
+	QdelExitStatus string `json:"qdel_exit_status,omitempty"`
+
+	// QsubFault is a fault for tests of lost submit answers: the server
+	// queues the job, then the qsub client loses the answer. "hang": qsub
+	// never returns (a client stuck on a dead connection). "fail": qsub
+	// prints "qsub: Batch protocol error" (PBSE_PROTOCOL) and exits 183.
+	// "silent": qsub exits 0 without printing the job id.
+	QsubFault string `json:"qsub_fault,omitempty"`
+}
+
+// Values of Config.QdelExitStatus and Config.QsubFault.
+const (
+	QdelExitSignal = "signal"
+	QdelExitZero   = "zero"
+	QdelExitJob    = "job"
+
+	QsubFaultHang   = "hang"
+	QsubFaultFail   = "fail"
+	QsubFaultSilent = "silent"
+)
+
+// check rejects values the emulator does not know.
+func (c *Config) check() error {
+	switch c.QdelExitStatus {
+	case "", QdelExitSignal, QdelExitZero, QdelExitJob:
+	default:
+		return fmt.Errorf("qdel_exit_status %q: want %q, %q or %q", c.QdelExitStatus, QdelExitSignal, QdelExitZero, QdelExitJob)
+	}
+	switch c.QsubFault {
+	case "", QsubFaultHang, QsubFaultFail, QsubFaultSilent:
+	default:
+		return fmt.Errorf("qsub_fault %q: want %q, %q or %q", c.QsubFault, QsubFaultHang, QsubFaultFail, QsubFaultSilent)
+	}
+	return nil
 }
 
 func boolp(b bool) *bool { return &b }
@@ -265,6 +321,9 @@ func (in Instance) LoadConfig() (Config, error) {
 		}
 	}
 	c.fill()
+	if err := c.check(); err != nil {
+		return c, fmt.Errorf("%s: %w", in.path(ConfigFile), err)
+	}
 	return c, nil
 }
 

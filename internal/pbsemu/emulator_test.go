@@ -646,3 +646,170 @@ func TestMiscOptions(t *testing.T) {
 		t.Errorf("qselect: %+v", r)
 	}
 }
+
+// waitFile waits until a file exists (a job's marker).
+func (e *env) waitFile(path string) {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s did not appear within 10s", path)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A job deleted while running is F/91 with the comment "terminated by";
+// its Exit_status depends on the server: 271 as in capture 06 (the top
+// shell killed by SIGTERM), 0 as in capture 16, or the script's own status
+// (143 from a script that traps TERM and exits).
+func TestQdelExitStatusVariants(t *testing.T) {
+	for _, c := range []struct {
+		mode, env string // config.json, PBSEMU_QDEL_EXIT_STATUS of qsub
+		want      float64
+	}{{"", "", 271}, {pbsemu.QdelExitSignal, "", 271}, {pbsemu.QdelExitZero, "", 0}, {pbsemu.QdelExitJob, "", 143},
+		{pbsemu.QdelExitZero, pbsemu.QdelExitJob, 143}, {"", pbsemu.QdelExitZero, 0}} {
+		t.Run("mode="+c.mode+",env="+c.env, func(t *testing.T) {
+			e := newEnv(t, pbsemutest.Options{Configure: func(cfg *pbsemu.Config) { cfg.QdelExitStatus = c.mode }})
+			marker := filepath.Join(e.dir, "trapping")
+			cmd := e.srv.Command("qsub", "-N", "trapper", e.script("trap.sh", "#!/bin/bash\ntrap 'echo got TERM; exit 143' TERM\ntouch "+marker+"\nwhile :; do sleep 0.1; done\n"))
+			cmd.Dir, cmd.Env = e.dir, append(cmd.Env, pbsemu.EnvQdelExitStatus+"="+c.env)
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("qsub: %v", err)
+			}
+			id := strings.TrimSpace(string(out))
+			e.waitFile(marker)
+			if r := e.run("qdel", id); r.Code != 0 {
+				t.Fatalf("qdel: %+v", r)
+			}
+			f := e.wait(id, "F", 10*time.Second)
+			if num(f, "substate") != 91 || num(f, "Exit_status") != c.want || !strings.HasSuffix(str(f, "comment"), " and terminated by root@pbshost") {
+				t.Errorf("deleted: substate %v Exit_status %v comment %q; want 91 %v", f["substate"], f["Exit_status"], f["comment"], c.want)
+			}
+			out, _ = os.ReadFile(filepath.Join(e.dir, "trapper.o"+strings.TrimSuffix(id, ".pbshost")))
+			if c.want == 143 && string(out) != "got TERM\n" {
+				t.Errorf("the script's trap did not run: %q", out)
+			}
+		})
+	}
+	in := pbsemu.Instance{Home: t.TempDir()}
+	if err := in.WriteConfig(pbsemu.Config{QdelExitStatus: "sometimes"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.LoadConfig(); err == nil || !strings.Contains(err.Error(), "qdel_exit_status") {
+		t.Errorf("unknown qdel_exit_status accepted: %v", err)
+	}
+}
+
+// countJobs counts the jobs of qstat -x -f -F json (history included).
+func (e *env) countJobs() int {
+	e.t.Helper()
+	r := e.run("qstat", "-x", "-f", "-F", "json")
+	var doc qstatJSON
+	if r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &doc) != nil {
+		e.t.Fatalf("qstat -x -f -F json: %+v", r)
+	}
+	return len(doc.Jobs)
+}
+
+// The qsub_fault knob loses qsub's answer after the server queued the job:
+// the job exists (with its -v variables) although qsub failed, hung or
+// printed nothing.
+func TestQsubFaults(t *testing.T) {
+	e := newEnv(t, pbsemutest.Options{})
+	e.script("t.sh", "#PBS -N faulty\nsleep 30\n")
+
+	e.srv.Configure(func(c *pbsemu.Config) { c.QsubFault = pbsemu.QsubFaultFail })
+	if r := e.run("qsub", "-v", "TETHER_TAG=tether:r:1", "t.sh"); r.Code != 183 || r.Stderr != "qsub: Batch protocol error\n" || r.Stdout != "" {
+		t.Errorf("fail: %+v", r)
+	}
+	if n := e.countJobs(); n != 1 {
+		t.Errorf("fail: %d jobs, want 1", n)
+	}
+	j, _ := e.stat("0.pbshost", true)
+	if sub(j, "Variable_List", "TETHER_TAG") != "tether:r:1" {
+		t.Errorf("Variable_List of the job: %v", j["Variable_List"])
+	}
+
+	e.srv.Configure(func(c *pbsemu.Config) { c.QsubFault = pbsemu.QsubFaultSilent })
+	if r := e.run("qsub", "t.sh"); r.Code != 0 || r.Stdout != "" || r.Stderr != "" {
+		t.Errorf("silent: %+v", r)
+	}
+	if n := e.countJobs(); n != 2 {
+		t.Errorf("silent: %d jobs, want 2", n)
+	}
+
+	e.srv.Configure(func(c *pbsemu.Config) { c.QsubFault = pbsemu.QsubFaultHang })
+	cmd := e.srv.Command("qsub", "t.sh")
+	cmd.Dir = e.dir
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.countJobs() != 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("hang: the job was never queued")
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("hang: qsub returned (%v)", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	select {
+	case err := <-exited:
+		t.Fatalf("hang: qsub returned (%v) after queueing the job", err)
+	default:
+	}
+	_ = cmd.Process.Kill()
+	<-exited
+
+	e.srv.Configure(func(c *pbsemu.Config) { c.QsubFault = "" })
+	if id := e.qsub("t.sh"); id != "3.pbshost" {
+		t.Errorf("after the faults: %s", id)
+	}
+	// PBSEMU_QSUB_FAULT sets the fault for one command.
+	cmd = e.srv.Command("qsub", "t.sh")
+	cmd.Dir, cmd.Env = e.dir, append(cmd.Env, pbsemu.EnvQsubFault+"="+pbsemu.QsubFaultSilent)
+	if out, err := cmd.Output(); err != nil || len(out) != 0 || e.countJobs() != 5 {
+		t.Errorf("PBSEMU_QSUB_FAULT=silent: %q %v, %d jobs", out, err, e.countJobs())
+	}
+	cmd = e.srv.Command("qsub", "t.sh")
+	cmd.Dir, cmd.Env = e.dir, append(cmd.Env, pbsemu.EnvQsubFault+"=sometimes")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "PBSEMU_QSUB_FAULT") || e.countJobs() != 5 {
+		t.Errorf("bad PBSEMU_QSUB_FAULT: %q %v, %d jobs", out, err, e.countJobs())
+	}
+}
+
+// The MoM kills a job over its cput request (always) or its mem request
+// (with $enforce mem): F/93, JOB_EXEC_KILL_CPUT -28 / JOB_EXEC_KILL_MEM -27,
+// "and exceeded resource cput|mem", and the MoM's line on stderr.
+func TestResourceLimitKills(t *testing.T) {
+	e := newEnv(t, pbsemutest.Options{NCPUs: 2, WalltimeCheckInterval: 500 * time.Millisecond,
+		Configure: func(c *pbsemu.Config) { c.EnforceMem = true }})
+	cpu := e.qsub("-N", "burner", "-l", "cput=00:00:01", e.script("burn.sh", "#!/bin/bash\nwhile :; do :; done\n"))
+	mem := e.qsub("-N", "hog", "-l", "select=1:ncpus=1:mem=16mb", e.script("hog.sh", "#!/bin/bash\nx=$(head -c 64000000 /dev/zero | tr '\\0' a)\nsleep 60\n"))
+	for _, c := range []struct {
+		id, name, res string
+		exit          float64
+		line          string
+	}{
+		{cpu, "burner", "cput", -28, `^=>> PBS: job killed: cput \d+ exceeded limit 1\n$`},
+		{mem, "hog", "mem", -27, `^=>> PBS: job killed: mem \d+kb exceeded limit 16384kb\n$`},
+	} {
+		f := e.wait(c.id, "F", 30*time.Second)
+		if num(f, "substate") != 93 || num(f, "Exit_status") != c.exit || !strings.HasSuffix(str(f, "comment"), " and exceeded resource "+c.res) {
+			t.Errorf("%s: substate %v Exit_status %v comment %q", c.res, f["substate"], f["Exit_status"], f["comment"])
+		}
+		errf, _ := os.ReadFile(filepath.Join(e.dir, c.name+".e"+strings.TrimSuffix(c.id, ".pbshost")))
+		if !regexp.MustCompile(c.line).Match(errf) {
+			t.Errorf("%s: stderr %q", c.res, errf)
+		}
+	}
+}

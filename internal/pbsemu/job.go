@@ -21,8 +21,12 @@ const (
 	subFailed     = 93
 )
 
-// JOB_EXEC_KILL_WALLTIME: Exit_status of a job killed for its walltime.
-const execKillWalltime = -29
+// Exit_status of a job the MoM killed for a limit (job.h JOB_EXEC_KILL_*).
+const (
+	execKillMem      = -27 // JOB_EXEC_KILL_MEM
+	execKillCPUT     = -28 // JOB_EXEC_KILL_CPUT
+	execKillWalltime = -29 // JOB_EXEC_KILL_WALLTIME
+)
 
 // jobFormatVersion is the format version of jobs/<seq>/job.json.
 const jobFormatVersion = 1
@@ -102,6 +106,8 @@ type Job struct {
 	Force      bool   `json:"force,omitempty"`
 	Signaled   bool   `json:"signaled,omitempty"`
 	Walltimed  bool   `json:"walltimed,omitempty"`
+	LimitKill  string `json:"limit_kill,omitempty"` // walltime, cput or mem
+	QdelExit   string `json:"qdel_exit,omitempty"`  // qdel_exit_status of this job ("": the server's)
 	Lost       bool   `json:"lost,omitempty"`
 	RunComment string `json:"run_comment,omitempty"`
 }
@@ -166,6 +172,14 @@ func (j *Job) removeHold(h byte) {
 }
 
 func (j *Job) finished() bool { return j.State == "F" }
+
+// qdelExit is the qdel_exit_status that applies to the job.
+func (j *Job) qdelExit(cfg *Config) string {
+	if j.QdelExit != "" {
+		return j.QdelExit
+	}
+	return cfg.QdelExitStatus
+}
 
 // depString prints the depend attribute: "afterok:8.pbshost@pbshost".
 func (j *Job) depString(server string) string {

@@ -269,7 +269,7 @@ func (m *mom) run(sigs chan os.Signal) error {
 	var killTimer <-chan time.Time
 	killing, forced := false, false
 	var killStart time.Time
-	beginKill := func(force bool) {
+	beginKill := func(force, qdel bool) {
 		if force {
 			forced = true
 			signalSession(pid, syscall.SIGKILL)
@@ -279,17 +279,31 @@ func (m *mom) run(sigs chan os.Signal) error {
 			return
 		}
 		killing, killStart = true, time.Now()
-		signalSession(pid, syscall.SIGTERM)
+		if qdel && j.qdelExit(&m.cfg) == QdelExitJob && j.Executable == "" {
+			// The top shell outlives the SIGTERM and exits with the
+			// script's status (143 for a wrapper that traps TERM).
+			signalSessionExcept(pid, pid, syscall.SIGTERM)
+		} else {
+			signalSession(pid, syscall.SIGTERM)
+		}
 		killTimer = time.After(m.cfg.KillDelay.D())
 	}
 	limit := j.Resources.Walltime
+	cputLimit := -1
+	if sec, ok := parseDuration(j.Resources.List["cput"]); ok {
+		cputLimit = sec
+	}
+	var memLimit int64 // bytes; 0: not enforced
+	if m.cfg.EnforceMem {
+		memLimit, _ = parseSize(j.Resources.List["mem"])
+	}
 loop:
 	for {
 		select {
 		case <-waitErr:
 			break loop
 		case s := <-sigs:
-			beginKill(s == syscall.SIGUSR2)
+			beginKill(s == syscall.SIGUSR2, true)
 		case <-killTimer:
 			signalSession(pid, syscall.SIGKILL)
 		case <-check.C:
@@ -299,10 +313,24 @@ loop:
 				m.state.CPUT = cput
 			}
 			m.state.MemKB, m.state.VmemKB = mem, vmem
-			if limit >= 0 && used > limit && m.state.Reason == "" {
-				fmt.Fprintf(errF, "=>> PBS: job killed: walltime %d exceeded limit %d\n", used, limit)
-				m.state.Reason = "walltime"
-				beginKill(false)
+			// In the MoM's order (mom_main.c job_over_limit): mem (only
+			// with $enforce mem), cput, walltime. The stderr line is the
+			// MoM's log_buffer after "job killed: ".
+			if m.state.Reason == "" {
+				switch {
+				case memLimit > 0 && mem*1024 > memLimit:
+					fmt.Fprintf(errF, "=>> PBS: job killed: mem %dkb exceeded limit %dkb\n", mem, memLimit/1024)
+					m.state.Reason = "mem"
+				case cputLimit >= 0 && m.state.CPUT > cputLimit:
+					fmt.Fprintf(errF, "=>> PBS: job killed: cput %d exceeded limit %d\n", m.state.CPUT, cputLimit)
+					m.state.Reason = "cput"
+				case limit >= 0 && used > limit:
+					fmt.Fprintf(errF, "=>> PBS: job killed: walltime %d exceeded limit %d\n", used, limit)
+					m.state.Reason = "walltime"
+				}
+				if m.state.Reason != "" {
+					beginKill(false, false)
+				}
 			}
 			m.write()
 		}
@@ -443,6 +471,15 @@ func signalSession(sid int, sig syscall.Signal) {
 	_ = syscall.Kill(-sid, sig)
 	for _, pid := range sessionPids(sid) {
 		_ = syscall.Kill(pid, sig)
+	}
+}
+
+// signalSessionExcept signals every process of the session but one.
+func signalSessionExcept(sid, spare int, sig syscall.Signal) {
+	for _, pid := range sessionPids(sid) {
+		if pid != spare {
+			_ = syscall.Kill(pid, sig)
+		}
 	}
 }
 

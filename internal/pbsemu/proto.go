@@ -46,6 +46,9 @@ type SubmitRequest struct {
 	Script     string   `json:"script,omitempty"`
 	Executable string   `json:"executable,omitempty"`
 	Args       []string `json:"args,omitempty"`
+	// QdelExit is PBSEMU_QDEL_EXIT_STATUS of qsub's environment: the
+	// qdel_exit_status of this job (not a PBS attribute).
+	QdelExit string `json:"qdel_exit,omitempty"`
 }
 
 // Request is one client request.

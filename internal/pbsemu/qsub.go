@@ -637,6 +637,19 @@ func Qsub(in Instance, args []string, o IO) int {
 		req.VarList = setKV(req.VarList, kv.K, kv.V)
 	}
 	cfg, _ := in.LoadConfig()
+	switch f := o.getenv(EnvQsubFault); f {
+	case "", QsubFaultHang, QsubFaultFail, QsubFaultSilent:
+	default:
+		fmt.Fprintf(o.Stderr, "qsub: pbsemu: %s=%q: want %s, %s or %s\n", EnvQsubFault, f, QsubFaultHang, QsubFaultFail, QsubFaultSilent)
+		return 2
+	}
+	switch q := o.getenv(EnvQdelExitStatus); q {
+	case "", QdelExitSignal, QdelExitZero, QdelExitJob:
+		req.QdelExit = q
+	default:
+		fmt.Fprintf(o.Stderr, "qsub: pbsemu: %s=%q: want %s, %s or %s\n", EnvQdelExitStatus, q, QdelExitSignal, QdelExitZero, QdelExitJob)
+		return 2
+	}
 	resp, err := in.call(Request{Op: "submit", Submit: req})
 	if err != nil {
 		fmt.Fprintf(o.Stderr, "System call failure.\nqsub: cannot connect to server %s (errno=%d)\n", cfg.ServerName, pbseSystem)
@@ -645,6 +658,22 @@ func Qsub(in Instance, args []string, o IO) int {
 	if resp.Errno != 0 {
 		fmt.Fprintf(o.Stderr, "qsub: %s\n", resp.Msg)
 		return exitCode(resp.Errno)
+	}
+	// The job is queued; a configured fault loses the answer.
+	fault := cfg.QsubFault
+	if f := o.getenv(EnvQsubFault); f != "" {
+		fault = f
+	}
+	switch fault {
+	case QsubFaultHang:
+		for {
+			time.Sleep(time.Hour)
+		}
+	case QsubFaultFail:
+		fmt.Fprintf(o.Stderr, "qsub: %s\n", pbseText(pbseProtocol))
+		return exitCode(pbseProtocol)
+	case QsubFaultSilent:
+		return 0
 	}
 	if !opts.noPrint {
 		fmt.Fprintln(o.Stdout, resp.ID)

@@ -17,6 +17,7 @@ const (
 	pbseBadState   = 15016
 	pbseUnkQue     = 15018
 	pbseBadUser    = 15023
+	pbseProtocol   = 15031
 	pbseUnkResc    = 15035
 	pbseExcQResc   = 15036
 	pbseBadDepend  = 15054
@@ -42,12 +43,14 @@ func pbseText(errno int) string {
 		return "Unknown queue"
 	case pbseBadUser:
 		return "Bad UID for job execution"
+	case pbseProtocol:
+		return "Batch protocol error"
 	case pbseUnkResc:
 		return "Unknown resource"
 	case pbseExcQResc:
 		return "Job violates queue and/or server resource limits"
 	case pbseBadDepend:
-		return "Invalid dependency"
+		return "Invalid Job Dependency" // msg_baddepend (pbs_messages.c)
 	case pbseHistJobID:
 		return "Job has finished"
 	}

@@ -345,7 +345,7 @@ func (s *server) submit(r *SubmitRequest, now time.Time) (string, int, string) {
 		Rerunable: r.Rerunable == nil || *r.Rerunable, MailUsers: r.MailUsers,
 		ShellPath: r.ShellPath, Umask: r.Umask, Resources: rr,
 		SubmitArgs: r.SubmitArgs, SubmitHost: host, Workdir: r.Cwd,
-		Home: r.Home, Shell: r.Shell, Executable: r.Executable, Args: r.Args,
+		Home: r.Home, Shell: r.Shell, Executable: r.Executable, Args: r.Args, QdelExit: r.QdelExit,
 		Ctime: t, Qtime: t, Mtime: t,
 	}
 	if cfg.HomeDir != "" {
@@ -647,7 +647,7 @@ type momState struct {
 	Start      int64  `json:"start"`
 	End        int64  `json:"end,omitempty"`
 	ExitStatus int    `json:"exit_status"`
-	Reason     string `json:"reason,omitempty"` // walltime
+	Reason     string `json:"reason,omitempty"` // the limit the job was killed for: walltime, cput, mem
 	CPUT       int    `json:"cput"`
 	MemKB      int64  `json:"mem_kb"`
 	VmemKB     int64  `json:"vmem_kb"`
@@ -763,6 +763,10 @@ func (s *server) follow(j *Job, now time.Time) {
 		j.Walltimed = true
 		changed = true
 	}
+	if m.Reason != "" && j.LimitKill == "" {
+		j.LimitKill = m.Reason
+		changed = true
+	}
 	if (m.Phase == "exiting" || m.Phase == "done") && j.State == "R" {
 		j.State, j.Substate = "E", subStageout
 		j.ExitingSince = now.UnixMilli()
@@ -789,8 +793,15 @@ func (s *server) finish(j *Job, m *momState, now time.Time) {
 		exit = execKillWalltime
 		j.Substate = subFailed
 		j.Comment = j.RunComment + " and exceeded resource walltime"
+	case j.LimitKill == "cput" || j.LimitKill == "mem":
+		exit = map[string]int{"cput": execKillCPUT, "mem": execKillMem}[j.LimitKill]
+		j.Substate = subFailed
+		j.Comment = j.RunComment + " and exceeded resource " + j.LimitKill
 	case j.Deleted:
 		j.Substate = subTerminated
+		if j.qdelExit(&s.cfg) == QdelExitZero {
+			exit = 0 // as a second 23.06.06 server reported (capture 16)
+		}
 	case exit == 0:
 		j.Substate = subFinished
 		j.Comment = j.RunComment + " and finished"
