@@ -22,7 +22,7 @@ EXIT_PROCEED = 0  # succeeded or partial: downstream may run
 EXIT_FAILED = 1  # failed or cancelled
 EXIT_BAD_INPUT = 2  # bad task/site file, flag, unknown run: retrying cannot help
 EXIT_INFRA = 3  # scheduler unreachable, state dir unusable, --timeout: retryable
-EXIT_NOT_FINISHED = 75  # `tether status`: the run is still going
+EXIT_NOT_FINISHED = 75  # `tether step`: the run is still going
 EXIT_SKIP = 99  # skipped outcome: skip downstream
 
 Overrides = Mapping[str, Any] | Sequence[str] | None
@@ -80,8 +80,8 @@ def submit_argv(
     return argv
 
 
-def status_argv(tether_bin: str, run_id: str, site: str | None = None) -> list[str]:
-    return [tether_bin, "status", run_id, *site_args(site)]
+def step_argv(tether_bin: str, run_id: str, site: str | None = None) -> list[str]:
+    return [tether_bin, "step", run_id, *site_args(site)]
 
 
 def last_json(stdout: str | bytes | None) -> dict[str, Any] | None:
@@ -138,7 +138,7 @@ def check_result(
     stderr: str | None = None,
     command: str = "tether",
 ) -> dict[str, Any]:
-    """Map a finished `tether run`/`tether status` to Airflow.
+    """Map a finished `tether run`/`tether step` to Airflow.
 
     0 returns the outcome dict (it becomes the XCom return value);
     99 raises AirflowSkipException; 2 AirflowFailException (no retry);

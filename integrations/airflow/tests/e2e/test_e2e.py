@@ -178,9 +178,9 @@ class KillTetherRunOnce(threading.Thread):
 
 STATUS_KILLER_SHIM = """#!/bin/bash
 # e2e shim in front of tether: once the Task has started, the first two
-# `tether status` calls die by SIGKILL (the poller dies while the job runs).
+# `tether step` calls die by SIGKILL (the poller dies while the job runs).
 dir=%(dir)s
-if [ "$1" = status ] && [ -e "$dir/started" ]; then
+if [ "$1" = step ] && [ -e "$dir/started" ]; then
   n=$(cat "$dir/status-kills" 2>/dev/null || echo 0)
   if [ "$n" -lt 2 ]; then echo $((n + 1)) > "$dir/status-kills"; kill -KILL $$; fi
 fi
@@ -195,7 +195,7 @@ def test_retry_after_killed_try_reattaches_to_the_same_job(runner: Runner, mode:
     killer = None
     if mode == "deferrable":
         # No process waits on the worker while deferred: kill the trigger's
-        # `tether status` calls instead (1 tolerated, the 2nd fails the try).
+        # `tether step` calls instead (1 tolerated, the 2nd fails the try).
         shim_dir = tmp_path / "shim"
         shim_dir.mkdir()
         shim = shim_dir / "tether"

@@ -12,7 +12,7 @@ from tether_provider._cli import (
     check_result,
     last_json,
     set_args,
-    status_argv,
+    step_argv,
     submit_argv,
 )
 
@@ -39,8 +39,8 @@ def test_argv():
     assert submit_argv("tether", "run", "/t.toml") == ["tether", "run", "/t.toml"]
     assert submit_argv("/bin/tether", "submit", "/t.toml", site="cluster", key="k", overrides={"a.b": 1}) == [
         "/bin/tether", "submit", "--site", "cluster", "--key", "k", "--set", "a.b=1", "/t.toml"]
-    assert status_argv("tether", "r-1", "cluster") == ["tether", "status", "r-1", "--site", "cluster"]
-    assert status_argv("tether", "r-1") == ["tether", "status", "r-1"]
+    assert step_argv("tether", "r-1", "cluster") == ["tether", "step", "r-1", "--site", "cluster"]
+    assert step_argv("tether", "r-1") == ["tether", "step", "r-1"]
     with pytest.raises(ValueError):
         submit_argv("tether", "cancel", "/t.toml")
 

@@ -138,9 +138,9 @@ def test_deferral_is_bounded_by_execution_timeout(fake):
 def test_deferrable_finished_run_completes_without_deferring(fake):
     """A retry of a task whose run already proceeded: submit prints the final outcome."""
     fake.reply("submit", 0, outcome(run_id="analysis-9"))
-    fake.reply("status", 0, outcome(run_id="analysis-9"))
+    fake.reply("step", 0, outcome(run_id="analysis-9"))
     assert op(fake, deferrable=True).execute(context())["run_id"] == "analysis-9"
-    assert [a[1] for a in fake.argvs()] == ["submit", "status"]
+    assert [a[1] for a in fake.argvs()] == ["submit", "step"]
 
 
 @pytest.mark.parametrize("rc,exc", [(2, AirflowFailException), (3, AirflowException)])

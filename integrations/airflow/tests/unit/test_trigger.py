@@ -1,4 +1,4 @@
-"""TetherTrigger: serialization and the `tether status` polling loop."""
+"""TetherTrigger: serialization and the `tether step` polling loop."""
 
 from __future__ import annotations
 
@@ -39,25 +39,25 @@ def test_serialize_round_trip():
 def test_looks_the_run_up_by_its_directory(fake):
     """The triggerer may have another TETHER_STATE_DIR/HOME than the worker:
     the run directory from `tether submit` names the run wherever it runs."""
-    fake.reply("status", 0, outcome())
+    fake.reply("step", 0, outcome())
     (e,) = collect(trig(fake, run_dir="/shared/state/runs/analysis-1"))
     assert e.payload["returncode"] == 0
-    assert fake.argvs() == [["tether", "status", "/shared/state/runs/analysis-1"]]
+    assert fake.argvs() == [["tether", "step", "/shared/state/runs/analysis-1"]]
 
 
 def test_run_not_found_is_retried_then_reported(fake):
-    fake.reply("status", 2, outcome(outcome="error", reason="no run analysis-1"))
-    fake.reply("status", 0, outcome())
+    fake.reply("step", 2, outcome(outcome="error", reason="no run analysis-1"))
+    fake.reply("step", 0, outcome())
     (e,) = collect(trig(fake, max_status_errors=1))
-    assert e.payload["returncode"] == 0 and len(fake.argvs("status")) == 2
-    fake.reply("status", 2, outcome(outcome="error", reason="no run analysis-1"))
-    fake.reply("status", 2, outcome(outcome="error", reason="no run analysis-1"))
+    assert e.payload["returncode"] == 0 and len(fake.argvs("step")) == 2
+    fake.reply("step", 2, outcome(outcome="error", reason="no run analysis-1"))
+    fake.reply("step", 2, outcome(outcome="error", reason="no run analysis-1"))
     (e,) = collect(trig(fake, max_status_errors=1))
     assert e.payload["returncode"] == 2
 
 
 def test_a_hung_status_call_is_killed_and_counted(fake):
-    fake.reply("status", 0, outcome(), sleep=30)
+    fake.reply("step", 0, outcome(), sleep=30)
     (e,) = collect(trig(fake, max_status_errors=0, status_timeout=0.5), timeout=10)
     assert e.payload["returncode"] is None and "no answer within 0.5s" in e.payload["stderr"]
 
@@ -72,40 +72,40 @@ def test_on_kill_cancels_only_when_asked(fake):
 
 def test_polls_until_finished(fake):
     running = outcome(outcome="running", final=False, proceed=False, fraction=0.5, message="half")
-    fake.reply("status", 75, running).reply("status", 75, running).reply("status", 0, outcome())
+    fake.reply("step", 75, running).reply("step", 75, running).reply("step", 0, outcome())
     events = collect(trig(fake, site="cluster"))
     assert len(events) == 1
     assert events[0].payload == {"run_id": "analysis-1", "returncode": 0, "result": outcome(), "stderr": ""}
-    assert fake.argvs() == [["tether", "status", "analysis-1", "--site", "cluster"]] * 3
+    assert fake.argvs() == [["tether", "step", "analysis-1", "--site", "cluster"]] * 3
 
 
 @pytest.mark.parametrize("rc", [1, 99])
 def test_final_codes_end_immediately(fake, rc):
-    fake.reply("status", rc, outcome(outcome="x"))
+    fake.reply("step", rc, outcome(outcome="x"))
     (e,) = collect(trig(fake))
     assert e.payload["returncode"] == rc and e.payload["result"]["outcome"] == "x"
 
 
 def test_transient_errors_are_tolerated_then_reported(fake):
-    fake.reply("status", 3, stderr="tether: scheduler unreachable\n")
-    fake.reply("status", 0, signal=signal.SIGKILL)
-    fake.reply("status", 0, stdout="not json\n")  # exit 0 without a JSON line: also an error
+    fake.reply("step", 3, stderr="tether: scheduler unreachable\n")
+    fake.reply("step", 0, signal=signal.SIGKILL)
+    fake.reply("step", 0, stdout="not json\n")  # exit 0 without a JSON line: also an error
     (e,) = collect(trig(fake, max_status_errors=2))
     assert e.payload["returncode"] == 0 and e.payload["result"] is None
-    assert len(fake.argvs("status")) == 3
+    assert len(fake.argvs("step")) == 3
 
 
 def test_errors_reset_after_a_good_look(fake):
     running = outcome(outcome="running", final=False)
     for r in (3, 75, 3, 75, 3, 75):
-        fake.reply("status", r, running if r == 75 else None)
-    fake.reply("status", 0, outcome())
+        fake.reply("step", r, running if r == 75 else None)
+    fake.reply("step", 0, outcome())
     (e,) = collect(trig(fake, max_status_errors=1))
     assert e.payload["returncode"] == 0
 
 
 def test_killed_status_gives_a_negative_code(fake):
-    fake.reply("status", 0, signal=signal.SIGKILL)
+    fake.reply("step", 0, signal=signal.SIGKILL)
     (e,) = collect(trig(fake, max_status_errors=0))
     assert e.payload["returncode"] == -signal.SIGKILL
 

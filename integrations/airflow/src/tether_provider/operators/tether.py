@@ -17,7 +17,7 @@ exit  tether outcome                             Airflow
 
 Sync mode runs `tether run` on the worker and waits. ``deferrable=True`` runs
 `tether submit`, then hands the wait to a TetherTrigger in the triggerer,
-which polls `tether status`; the worker slot is free while the job runs.
+which polls `tether step`; the worker slot is free while the job runs.
 
 Both modes pass an idempotency key (default ``airflow/<dag>/<run>/<task>``,
 plus ``/<map_index>`` for mapped tasks), so an Airflow retry after a lost
@@ -46,7 +46,7 @@ from tether_provider._cli import (
     check_result,
     last_json,
     site_args,
-    status_argv,
+    step_argv,
     submit_argv,
     subprocess_env,
 )
@@ -72,12 +72,12 @@ class TetherOperator(BaseOperator):
         deferrable, on the triggerer).
     :param deferrable: submit, then wait in the triggerer instead of on the
         worker.
-    :param poll_interval: seconds between two `tether status` calls when
+    :param poll_interval: seconds between two `tether step` calls when
         deferrable. (Sync mode: tether polls at the site's own [poll] pace.)
     :param env: extra environment variables for tether, e.g.
         ``{"TETHER_SITE_PATH": "/etc/tether/sites"}``. (templated)
     :param max_status_errors: when deferrable, consecutive failed
-        `tether status` calls (exit 2 or 3, killed, no JSON, no answer)
+        `tether step` calls (exit 2 or 3, killed, no JSON, no answer)
         tolerated before the try fails.
     :param cancel_on_kill: also `tether cancel` the job when the task is
         killed: in sync mode whenever Airflow kills the running task (marked
@@ -233,11 +233,11 @@ class TetherOperator(BaseOperator):
         if result.get("final"):
             # The key belongs to a run that already has an outcome that may
             # proceed (e.g. this is a retry after the outcome was decided):
-            # take its exit code from `tether status` without deferring.
-            rc, status, err = self._call(status_argv(self.tether_bin, run_id, self._site()))
+            # take its exit code from `tether step` without deferring.
+            rc, status, err = self._call(step_argv(self.tether_bin, run_id, self._site()))
             if rc != EXIT_NOT_FINISHED:
                 self._log_outcome(status)
-                return check_result(rc, status, err, "tether status")
+                return check_result(rc, status, err, "tether step")
         self.log.info(
             "tether run %s (job %s) is %s; deferring, polling every %ss",
             run_id,
@@ -263,11 +263,11 @@ class TetherOperator(BaseOperator):
         raise AssertionError("unreachable: defer() raises TaskDeferred")  # pragma: no cover
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume after the trigger fired: map the final `tether status` like `tether run`."""
+        """Resume after the trigger fired: map the final `tether step` like `tether run`."""
         event = event or {}
         result = event.get("result")
         self._log_outcome(result)
-        return check_result(event.get("returncode"), result, event.get("stderr"), "tether status")
+        return check_result(event.get("returncode"), result, event.get("stderr"), "tether step")
 
     # ------------------------------------------------------------------ kill
     def on_kill(self) -> None:

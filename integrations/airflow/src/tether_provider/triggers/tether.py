@@ -1,6 +1,6 @@
 """TetherTrigger: waits for a submitted tether run in the triggerer.
 
-It runs `tether status RUN_DIR` (one look, exit 75 while the run is not
+It runs `tether step RUN_DIR` (one look, exit 75 while the run is not
 finished) every `poll_interval` seconds as an asyncio subprocess, so a 12-hour
 job holds no worker slot. The run is named by its directory, so the triggerer
 finds it whatever its own TETHER_STATE_DIR/XDG_STATE_HOME say; it needs the
@@ -15,9 +15,9 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from tether_provider._cli import EXIT_NOT_FINISHED, _tail, last_json, site_args, status_argv, subprocess_env
+from tether_provider._cli import EXIT_NOT_FINISHED, _tail, last_json, site_args, step_argv, subprocess_env
 
-# Exit codes of `tether status` that are a decision, not a hiccup:
+# Exit codes of `tether step` that are a decision, not a hiccup:
 # 0 proceed, 1 failed/cancelled, 99 skipped. Exit 2 (the run is not found)
 # counts as a failed look: on a triggerer it usually means an environment
 # that differs from the worker's, which retrying with a fixed set-up cures.
@@ -25,10 +25,10 @@ FINAL_CODES = frozenset({0, 1, 99})
 
 
 class TetherTrigger(BaseTrigger):
-    """Poll `tether status RUN` until the run has an outcome.
+    """Poll `tether step RUN` until the run has an outcome.
 
     Emits one TriggerEvent with ``{"returncode", "result", "stderr", "run_id"}``:
-    the exit code and parsed JSON of the last `tether status` call, which the
+    the exit code and parsed JSON of the last `tether step` call, which the
     operator maps exactly like the exit code of `tether run`.
 
     :param run_id: the run id printed by `tether submit`.
@@ -41,7 +41,7 @@ class TetherTrigger(BaseTrigger):
     :param max_status_errors: consecutive failed looks (exit 2 or 3, a
         signal, no JSON, no answer within status_timeout) tolerated before
         giving up; the operator then maps the last exit code.
-    :param status_timeout: seconds one `tether status` call may take (a
+    :param status_timeout: seconds one `tether step` call may take (a
         hung shared filesystem) before it is killed and counted as failed.
     :param cancel_on_kill: when a user marks the deferred task failed or
         success, or clears it, `tether cancel` the run (Airflow calls
@@ -122,8 +122,8 @@ class TetherTrigger(BaseTrigger):
         return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
     async def _status(self) -> tuple[int | None, str, str]:
-        """One `tether status` call: (returncode, stdout, stderr)."""
-        return await self._tether(status_argv(self.tether_bin, self._target, self.site), self.status_timeout)
+        """One `tether step` call: (returncode, stdout, stderr)."""
+        return await self._tether(step_argv(self.tether_bin, self._target, self.site), self.status_timeout)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         errors = 0
@@ -154,7 +154,7 @@ class TetherTrigger(BaseTrigger):
             # maybe transient, so look again a few times before giving up.
             errors += 1
             self.log.warning(
-                "tether status %s failed (exit %s, %d/%d): %s",
+                "tether step %s failed (exit %s, %d/%d): %s",
                 self.run_id,
                 rc,
                 errors,
