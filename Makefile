@@ -4,7 +4,7 @@ BIN      := bin/tether
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 
-.PHONY: build run test test-unit fuzz bench deps testcluster testcluster-stop generate refresh-specs clean
+.PHONY: build run test test-unit sim fuzz bench deps testcluster testcluster-stop generate refresh-specs clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/tether
@@ -20,6 +20,13 @@ test:
 
 test-unit:
 	$(GO) test -count=1 ./...
+
+# The fault-schedule simulation at length: make sim SEEDS=100000 [FIRST=1].
+# A failing seed replays with: go test ./internal/sim -run TestSimulation -sim.seed=N -v
+SEEDS ?= 100000
+FIRST ?= 1
+sim:
+	$(GO) test -count=1 -timeout 0 -run 'TestSimulation$$' -v ./internal/sim -sim.seeds=$(SEEDS) -sim.first=$(FIRST)
 
 fuzz:
 	./scripts/fuzz.sh 10s

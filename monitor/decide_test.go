@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -201,5 +202,80 @@ func TestDecideRequeuedJobIsCancelledAndRetried(t *testing.T) {
 	in.SchedulerRequeue = true
 	if d := Decide(in); d.Action != Wait {
 		t.Errorf("with scheduler requeue allowed: %+v", d)
+	}
+}
+
+// TestDecideCauses covers the typed causes and the decisions the
+// state-machine review changed.
+func TestDecideCauses(t *testing.T) {
+	def := policy("checkpoint", "never")
+	sig := func(code, s int) *schema.ExitFile { return &schema.ExitFile{V: 1, ExitCode: code, Signal: s} }
+	cases := []struct {
+		name   string
+		in     Input
+		action Action
+		cause  schema.Cause
+		cancel bool   // CancelJob
+		reason string // substring
+	}{
+		{"exit 0", Input{State: backends.Completed, Exit: exitFile(0), Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseCompleted, false, "exit code 0"},
+		{"exit 3", Input{State: backends.Failed, Exit: exitFile(3), Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseExit, false, "code 3"},
+		{"oom", Input{State: backends.OutOfMemory, Exit: sig(137, 9), Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseOOM, false, "out of memory"},
+		{"timeout", Input{State: backends.Timeout, Evidence: noResume, Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseTimeout, false, "timed out"},
+		{"scheduler cancel", Input{State: backends.Cancelled, Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseSchedCancel, false, "administrator"},
+		{"wrapper error", Input{State: backends.Failed, Exit: &schema.ExitFile{V: 1, ExitCode: 127, Error: "no workdir"}, Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseWrapper, false, "no workdir"},
+		{"lost", Input{Missing: true, MissingFor: time.Hour, Grace: time.Minute, Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseLost, false, "lost"},
+		// PBS: a qdel'd running job (F/91) whose wrapper trapped SIGTERM
+		// (143) or that OpenPBS records with Exit_status 0: a requested
+		// cancel wins over the Task killed by the cancel
+		{"cancel wins over 143", Input{State: backends.Completed, Exit: sig(143, 15), CancelRequested: true, Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseCancelled, false, "cancelled by request"},
+		{"cancel, scheduler cancelled, exit 0", Input{State: backends.Cancelled, Exit: exitFile(0), CancelRequested: true, Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseCancelled, false, "cancelled by request"},
+		{"cancel after a clean exit", Input{State: backends.Completed, Exit: exitFile(0), CancelRequested: true, Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseCompleted, false, "exit code 0"},
+		{"cancel of a live job is sent", Input{State: backends.Running, CancelRequested: true, Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", true, "cancel requested"},
+		{"cancel just sent is not resent", Input{State: backends.Running, CancelRequested: true, CancelSentFor: durp(5 * time.Second), Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", false, "cancel requested"},
+		{"cancel resent when the job outlives it", Input{State: backends.Running, CancelRequested: true, CancelSentFor: durp(time.Minute), Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", true, "cancel requested"},
+		// requeues: a down node is a node failure, a preemption follows
+		// on_preempted, anything else is an administrator's requeue
+		{"requeue, node down", Input{State: backends.Requeued, Nodes: []string{"n1"}, DownNodes: map[string]string{"n1": "Not responding"}, Proceed: def, Retry: retries(2), Attempts: 1}, Retry, schema.CauseNodeFail, true, "node n1 failed"},
+		{"requeue by preemption, on_preempted off", Input{State: backends.Requeued, Native: "PENDING+REQUEUED+PREEMPTED", Proceed: def, Retry: schema.Retry{MaxAttempts: 2, OnNodeFail: true}, Attempts: 1}, Finish, schema.CausePreempted, true, "preempted"},
+		{"requeue by an administrator", Input{State: backends.Requeued, Native: "PENDING+REQUEUED", Proceed: def, Retry: retries(2), Attempts: 1}, Retry, schema.CauseRequeued, true, "requeued"},
+		{"requeue, budget spent", Input{State: backends.Requeued, Native: "PENDING+REQUEUED", Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseRequeued, true, "requeued"},
+		// SPECIAL_EXIT: the held job is cancelled, then decided
+		{"special exit", Input{State: backends.SpecialExit, Exit: exitFile(3), Proceed: def, Retry: retries(2), Attempts: 1}, Finish, schema.CauseExit, true, "SPECIAL_EXIT"},
+		// evidence grace: a terminal state without an exit file waits
+		{"ended, exit file not visible yet", Input{State: backends.Completed, EndedFor: 5 * time.Second, EvidenceGrace: 20 * time.Second, Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", false, "waiting up to 20s"},
+		{"ended, grace over", Input{State: backends.Completed, SchedExit: iptr(0), EndedFor: 30 * time.Second, EvidenceGrace: 20 * time.Second, Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseCompleted, false, "exit code 0"},
+		{"node failure does not wait for an exit file", Input{State: backends.NodeFail, EvidenceGrace: time.Minute, Proceed: def, Retry: retries(2), Attempts: 1}, Retry, schema.CauseNodeFail, false, "node failed"},
+		// nothing from silence: no report yet, even with an exit file
+		{"no report yet", Input{Exit: exitFile(0), Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", false, "first report"},
+		// attempts without a job id
+		{"no attempt", Input{NoAttempt: true}, Submit, "", false, "first"},
+		{"no attempt, cancelled", Input{NoAttempt: true, CancelRequested: true}, Finish, schema.CauseCancelled, false, "before a job was submitted"},
+		{"lost answer, in the window", Input{NoJob: true, SubmitAge: time.Minute, RecoverAfter: 2 * time.Minute}, Recover, "", false, "sent again only after 2m0s"},
+		{"lost answer, window over", Input{NoJob: true, SubmitAge: 3 * time.Minute, RecoverAfter: 2 * time.Minute}, Recover, "", false, "then sending it again"},
+		{"unsent", Input{NoJob: true, Unsent: true, RecoverAfter: 2 * time.Minute}, Recover, "", false, "never reached"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			d := Decide(c.in)
+			if d.Action != c.action || d.Cause != c.cause || d.CancelJob != c.cancel || !strings.Contains(d.Reason, c.reason) {
+				t.Errorf("got %s/%s cancel=%v %q; want %s/%s cancel=%v %q", d.Action, d.Cause, d.CancelJob, d.Reason, c.action, c.cause, c.cancel, c.reason)
+			}
+		})
+	}
+}
+
+func durp(d time.Duration) *time.Duration { return &d }
+
+// TestEveryCauseDocumented: the README's outcome table lists every cause.
+func TestEveryCauseDocumented(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range schema.Causes {
+		if !strings.Contains(string(b), "| `"+string(c)+"` |") {
+			t.Errorf("README.md does not document cause %q", c)
+		}
 	}
 }

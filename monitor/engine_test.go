@@ -2,10 +2,14 @@ package monitor_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,10 +22,12 @@ import (
 )
 
 type env struct {
-	be    *fake.Backend
-	store *rundir.Store
-	site  *schema.Site
-	now   time.Time
+	tick    func() time.Time // a ticking clock shared by deciders
+	decider int
+	be      *fake.Backend
+	store   *rundir.Store
+	site    *schema.Site
+	now     time.Time
 }
 
 func (e *env) Now() time.Time { return e.now }
@@ -67,6 +73,77 @@ func baseTask() schema.Task {
 	return t
 }
 
+// decisions counts the writes of outcome.json through a store's cut point.
+func countDecisions(st *rundir.Store) *atomic.Int32 {
+	var n atomic.Int32
+	st.CutPoint = func(path string) {
+		if strings.HasSuffix(path, "/outcome.json") {
+			n.Add(1)
+		}
+	}
+	return &n
+}
+
+// tickingClock returns a clock that moves on at every call, so two
+// decisions can never carry the same decided_at.
+func tickingClock(start time.Time) func() time.Time {
+	var mu sync.Mutex
+	now := start
+	return func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		now = now.Add(time.Millisecond)
+		return now
+	}
+}
+
+// deciders steps one ended run from n engines at once (tether run, waits,
+// the monitor), each with its own actor name and a ticking clock, and
+// returns what each saw.
+func deciders(t *testing.T, e *env, runID string, n int) []schema.Outcome {
+	t.Helper()
+	if e.tick == nil {
+		e.tick = tickingClock(e.now)
+	}
+	clock := e.tick
+	var wg sync.WaitGroup
+	outs := make([]schema.Outcome, n)
+	errs := make([]error, n)
+	for i := range outs {
+		eng := e.engine()
+		e.decider++
+		eng.Now, eng.Poller.Now, eng.Actor = clock, clock, fmt.Sprintf("decider %d", e.decider)
+		run := eng.Store.Run(runID)
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			st, err := eng.Step(context.Background(), run, 0, monitor.NewTracker(run))
+			outs[i], errs[i] = st.Outcome, err
+		}(i)
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	return outs
+}
+
+// agree reports whether every decider printed the one decision.
+func agree(outs []schema.Outcome) error {
+	for _, o := range outs {
+		if !o.Final || o.DecidedAt == nil {
+			return fmt.Errorf("not decided: %+v", o)
+		}
+		if !o.DecidedAt.Equal(*outs[0].DecidedAt) || o.DecidedBy != outs[0].DecidedBy || o.Outcome != outs[0].Outcome {
+			return fmt.Errorf("deciders disagree: %s by %s at %s, %s by %s at %s",
+				o.Outcome, o.DecidedBy, o.DecidedAt, outs[0].Outcome, outs[0].DecidedBy, outs[0].DecidedAt)
+		}
+	}
+	return nil
+}
+
 func TestEngineSubmitsDecidesOnce(t *testing.T) {
 	e := newEnv(t)
 	run := e.newRun(t, baseTask())
@@ -77,28 +154,43 @@ func TestEngineSubmitsDecidesOnce(t *testing.T) {
 		t.Fatalf("first step: %+v %v", st.Outcome, err)
 	}
 	e.be.Set("1", backends.Completed, 0)
-	// Two deciders at once (tether run and the monitor): one outcome.
-	var wg sync.WaitGroup
-	outs := make([]schema.Outcome, 4)
-	for i := range outs {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			st, err := e.engine().Step(ctx, run, 0, monitor.NewTracker(run))
-			if err != nil {
-				t.Error(err)
-			}
-			outs[i] = st.Outcome
-		}(i)
+	writes := countDecisions(e.store)
+	outs := deciders(t, e, run.ID, 4)
+	if err := agree(outs); err != nil {
+		t.Error(err)
 	}
-	wg.Wait()
-	for _, o := range outs {
-		if !o.Final || o.Outcome != schema.OutcomeSucceeded || o.DecidedAt == nil || !o.DecidedAt.Equal(*outs[0].DecidedAt) {
-			t.Errorf("deciders disagree: %+v", o)
-		}
+	if outs[0].Outcome != schema.OutcomeSucceeded {
+		t.Errorf("outcome %+v", outs[0])
+	}
+	if n := writes.Load(); n != 1 {
+		t.Errorf("outcome.json written %d times", n)
 	}
 	if act, _ := e.store.Active(); len(act) != 0 {
 		t.Errorf("run still active: %v", act)
+	}
+}
+
+// The check above can fail: an engine that does not see an earlier
+// decision (here: the outcome removed before each decider looks, as an
+// engine that does not check for it would overwrite it) is caught.
+func TestEngineDecidesOnceCatchesABrokenEngine(t *testing.T) {
+	e := newEnv(t)
+	run := e.newRun(t, baseTask())
+	if _, err := e.engine().Step(context.Background(), run, 0, monitor.NewTracker(run)); err != nil {
+		t.Fatal(err)
+	}
+	e.be.Set("1", backends.Completed, 0)
+	writes := countDecisions(e.store)
+	var outs []schema.Outcome
+	for range 3 {
+		os.Remove(run.OutcomeFile()) // the broken engine forgets the earlier decision
+		outs = append(outs, deciders(t, e, run.ID, 1)...)
+	}
+	if err := agree(outs); err == nil {
+		t.Errorf("a double decision went unnoticed: %+v", outs)
+	}
+	if n := writes.Load(); n != 3 {
+		t.Errorf("the broken engine wrote outcome.json %d times, want 3", n)
 	}
 }
 

@@ -19,6 +19,10 @@ type Backend struct {
 	jobs    map[backends.JobID]backends.JobStatus
 	next    int
 	fail    error
+	// failSubmit and failCancel fail only those calls; lose makes the
+	// next submit take the job and lose the answer.
+	failSubmit, failCancel error
+	lose                   bool
 	Queries atomic.Int64 // Query calls
 	Submits atomic.Int64
 	Cancels atomic.Int64
@@ -36,11 +40,18 @@ func (b *Backend) Submit(_ context.Context, req backends.JobRequest) (backends.J
 	if b.fail != nil {
 		return "", b.fail
 	}
+	if b.failSubmit != nil {
+		return "", b.failSubmit
+	}
 	b.next++
 	id := backends.JobID(strconv.Itoa(b.next))
 	b.jobs[id] = backends.JobStatus{ID: id, State: backends.Pending, Native: "PENDING"}
 	b.Requests = append(b.Requests, req)
 	b.Submits.Add(1)
+	if b.lose {
+		b.lose = false
+		return "", fmt.Errorf("%w: the answer was lost", backends.ErrUnavailable)
+	}
 	return id, nil
 }
 
@@ -66,9 +77,15 @@ func (b *Backend) Cancel(_ context.Context, id backends.JobID) error {
 	b.Cancels.Add(1)
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.fail != nil {
+		return b.fail
+	}
+	if b.failCancel != nil {
+		return b.failCancel
+	}
 	st, ok := b.jobs[id]
 	if !ok {
-		return fmt.Errorf("unknown job %s", id)
+		return nil // gone: nothing to cancel
 	}
 	if !st.State.Terminal() {
 		st.State, st.Native = backends.Cancelled, "CANCELLED"
@@ -108,4 +125,43 @@ func (b *Backend) Fail(err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.fail = err
+}
+
+// FailSubmit makes submits fail with err until FailSubmit(nil).
+func (b *Backend) FailSubmit(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failSubmit = err
+}
+
+// FailCancel makes cancels fail with err until FailCancel(nil).
+func (b *Backend) FailCancel(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failCancel = err
+}
+
+// LoseNextAnswer makes the next submit take the job and lose the answer.
+func (b *Backend) LoseNextAnswer() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lose = true
+}
+
+// FindByTag implements backends.Finder over the submitted requests.
+func (b *Backend) FindByTag(_ context.Context, tag string) (backends.JobID, bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.fail != nil {
+		return "", false, b.fail
+	}
+	for i, r := range b.Requests {
+		if r.Tag == tag {
+			id := backends.JobID(strconv.Itoa(i + 1))
+			if _, ok := b.jobs[id]; ok {
+				return id, true, nil
+			}
+		}
+	}
+	return "", false, nil
 }

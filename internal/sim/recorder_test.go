@@ -14,12 +14,15 @@ func (r *recorder) Errorf(format string, args ...any) {
 }
 func (r *recorder) Helper() {}
 
-func runSchedule2(tb TB, seed uint64, steps int, dir string) (Stats, error) {
+func runSchedule2(tb TB, seed uint64, steps int, dir string, mutate ...func(*World)) (Stats, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Stats{}, err
 	}
 	defer os.RemoveAll(dir)
 	w := New(tb, seed, dir)
+	for _, m := range mutate {
+		m(w)
+	}
 	for i := 0; i < steps && !w.Failed(); i++ {
 		w.Step()
 	}

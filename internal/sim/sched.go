@@ -86,7 +86,10 @@ type Sched struct {
 	pending []pendingWrite
 	// accounting: purged jobs are still found by tag (sacct).
 	accounting bool
-	minJobAge  time.Duration
+	// blindFind breaks find-by-tag (it never finds anything): the
+	// simulation's self-test shows the invariants catch what follows.
+	blindFind bool
+	minJobAge time.Duration
 
 	queries, okQueries int
 	lastOK             time.Time
@@ -184,8 +187,16 @@ func (s *Sched) Cancel(_ context.Context, id backends.JobID) error {
 			return nil // the held job is gone; its end stays SPECIAL_EXIT
 		}
 		if j.ran && j.state != backends.Requeued {
-			// the wrapper traps TERM and records 143/15
-			s.writeLater(filepath.Join(j.dir, "exitcode"), schema.ExitFile{V: 1, Time: s.w.now, ExitCode: 143, Signal: 15})
+			// PBS F/91 variants: the scheduler records 271 (signal 15), 0
+			// (seen on a real OpenPBS) or the wrapper's 143; the wrapper
+			// traps TERM and records 143/15, or the Task exits 0 on TERM
+			c := [...]int{271, 0, 143}[s.rng().IntN(3)]
+			j.exit = &c
+			ef := schema.ExitFile{V: 1, Time: s.w.now, ExitCode: 143, Signal: 15}
+			if s.rng().IntN(3) == 0 {
+				ef = schema.ExitFile{V: 1, Time: s.w.now, ExitCode: 0}
+			}
+			s.writeLater(filepath.Join(j.dir, "exitcode"), ef)
 		}
 		s.end(j, backends.Cancelled)
 	}
@@ -199,6 +210,9 @@ func (s *Sched) FindByTag(_ context.Context, tag string) (backends.JobID, bool, 
 		return "", false, errDown
 	}
 	s.lastOK = s.w.now
+	if s.blindFind {
+		return "", false, nil
+	}
 	for _, id := range s.order {
 		j := s.jobs[id]
 		if j.tag == tag && (!j.purged || s.accounting) {

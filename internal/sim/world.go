@@ -190,6 +190,10 @@ func (w *World) fail(inv, format string, args ...any) {
 		inv, w.step, w.seed, fmt.Sprintf(format, args...), strings.Join(h, "\n"), w.sched.describe())
 }
 
+// BreakFindByTag makes find-by-tag blind, for the self-test: lost submit
+// answers must then show up as broken invariants.
+func (w *World) BreakFindByTag() { w.sched.blindFind = true }
+
 // Failed reports whether an invariant broke.
 func (w *World) Failed() bool { return w.failed }
 
