@@ -15,17 +15,17 @@ import (
 
 // Backend is an in-memory scheduler.
 type Backend struct {
-	mu      sync.Mutex
-	jobs    map[backends.JobID]backends.JobStatus
-	next    int
-	fail    error
+	mu   sync.Mutex
+	jobs map[backends.JobID]backends.JobStatus
+	next int
+	fail error
 	// failSubmit and failCancel fail only those calls; lose makes the
 	// next submit take the job and lose the answer.
 	failSubmit, failCancel error
 	lose                   bool
-	Queries atomic.Int64 // Query calls
-	Submits atomic.Int64
-	Cancels atomic.Int64
+	Queries                atomic.Int64 // Query calls
+	Submits                atomic.Int64
+	Cancels                atomic.Int64
 	// Requests holds every submitted request.
 	Requests []backends.JobRequest
 }
