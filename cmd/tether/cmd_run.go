@@ -115,7 +115,15 @@ func (a *app) submitAndMaybeWait(parent context.Context, taskFile string, o subm
 	}
 	run, replay, err := a.prepareRun(ctx, s, task, taskFile, key)
 	if err != nil {
-		return a.failJSON(err, site)
+		o := errorOutcome(err, site)
+		if rec, lerr := loadIf(run); lerr == nil {
+			// the run stays (the submit may have reached the scheduler):
+			// name it, so a caller without a key can wait for it
+			o.RunID, o.RunDir, o.Key, o.Attempts = rec.RunID, run.Dir, rec.Key, len(rec.Attempts)
+			a.logf("run %s is kept: its job is looked for by its tag and sent again only when it never reached the scheduler (tether wait %s)", rec.RunID, rec.RunID)
+		}
+		printJSON(a.stdout, o)
+		return err
 	}
 	if replay != nil {
 		fmt.Fprintf(a.stderr, "tether: run %s already finished (%s); not submitting again\n", run.ID, replay.Outcome)
@@ -173,6 +181,14 @@ func (a *app) prepareRun(ctx context.Context, s *session, task *schema.Task, tas
 		a.logf("run %s ended before; started attempt %d", rec.RunID, rec.Current().N)
 	}
 	return run, nil, nil
+}
+
+// loadIf reads a run's record, if there is a run.
+func loadIf(run rundir.Run) (*schema.RunRecord, error) {
+	if run.ID == "" {
+		return nil, rundir.ErrNoRun
+	}
+	return run.Load()
 }
 
 func absOrEmpty(p string) string {
