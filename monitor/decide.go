@@ -390,11 +390,12 @@ func (in Input) timeout(d Decision, state backends.State) Decision {
 // is retried while the budget lasts (someone asked for the job to run
 // again).
 func (in Input) requeued(d Decision, note string) Decision {
+	preempted := strings.Contains(strings.ToUpper(in.Native+" "+in.SchedNote), "PREEMPT")
 	in.SchedNote = note
 	switch {
 	case len(in.DownNodes) > 0:
 		return in.lostResources(d, backends.NodeFail)
-	case strings.Contains(strings.ToUpper(in.Native), "PREEMPT"):
+	case preempted:
 		return in.lostResources(d, backends.Preempted)
 	}
 	what := "the job was requeued (by an administrator or the scheduler): " + note
