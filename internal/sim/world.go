@@ -70,6 +70,8 @@ type World struct {
 	best      map[string]map[int]float64 // run -> attempt -> best checkpoint
 	decisions map[string]map[int]string  // run -> generation -> decided_at
 	cancelled map[string]bool            // runs whose cancel returned
+	// checked: what check last saw of each run (unchanged runs are skipped)
+	checked map[string]string
 }
 
 // actor is one tether process: its own store (with its crash point), its
@@ -90,7 +92,7 @@ func New(t TB, seed uint64, dir string) *World {
 	w := &World{
 		t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		now: time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC), dir: dir, walltime: time.Minute,
-		refused: map[string]bool{}, best: map[string]map[int]float64{}, decisions: map[string]map[int]string{}, cancelled: map[string]bool{},
+		refused: map[string]bool{}, best: map[string]map[int]float64{}, decisions: map[string]map[int]string{}, cancelled: map[string]bool{}, checked: map[string]string{},
 	}
 	site, err := schema.ParseSite("sim.toml", []byte(`name = "sim"
 backend = "sbatch"
@@ -400,6 +402,12 @@ func (w *World) check() {
 	store := &rundir.Store{Dir: w.dir}
 	for _, id := range w.runs() {
 		run := store.Run(id)
+		sig := fmt.Sprintf("%s|%s|%s|%d", statSig(run.RunJSON()), statSig(run.OutcomeFile()),
+			statSig(filepath.Join(w.dir, "active", id)), len(w.sched.liveJobs(id)))
+		if w.checked[id] == sig {
+			continue // nothing the invariants look at changed
+		}
+		w.checked[id] = sig
 		rec, err := run.Load()
 		if err != nil {
 			continue // being created
@@ -437,6 +445,16 @@ func (w *World) check() {
 		w.note("  decided %s: %s (%s) %s by %s", id, o.Outcome, o.Cause, o.Reason, o.DecidedBy)
 		w.checkDecision(id, rec, o)
 	}
+}
+
+// statSig is a file's identity for change detection (every state write
+// renames a new file in).
+func statSig(path string) string {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "-"
+	}
+	return fmt.Sprintf("%d/%d/%v", fi.ModTime().UnixNano(), fi.Size(), fi.Sys())
 }
 
 // checkDecision checks a new decision against the truth (invariants 3, 4, 7).
