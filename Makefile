@@ -22,7 +22,7 @@ test-unit:
 	$(GO) test -count=1 ./...
 
 # The fault-schedule simulation at length: make sim SEEDS=100000 [FIRST=1].
-# A failing seed replays with: go test ./internal/sim -run TestSimulation -sim.seed=N -v
+# A failing seed replays with: go test ./internal/sim -run 'TestSimulation$$' -sim.seed=N -v
 SEEDS ?= 100000
 FIRST ?= 1
 sim:

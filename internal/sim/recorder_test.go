@@ -14,9 +14,11 @@ func (r *recorder) Errorf(format string, args ...any) {
 }
 func (r *recorder) Helper() {}
 
-func runSchedule2(tb TB, seed uint64, steps int, dir string, mutate ...func(*World)) (Stats, error) {
+// play runs one seeded schedule to its end in dir (made and removed
+// here); mutate may break the world first (the self-test).
+func play(tb TB, seed uint64, steps int, dir string, mutate ...func(*World)) *World {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return Stats{}, err
+		panic(err)
 	}
 	defer os.RemoveAll(dir)
 	w := New(tb, seed, dir)
@@ -29,5 +31,5 @@ func runSchedule2(tb TB, seed uint64, steps int, dir string, mutate ...func(*Wor
 	if !w.Failed() {
 		w.Quiesce()
 	}
-	return w.Stats(), nil
+	return w
 }

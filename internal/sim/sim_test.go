@@ -30,31 +30,18 @@ func simDir(t *testing.T) string {
 	return t.TempDir()
 }
 
-// runSchedule runs one seeded schedule to its end.
-func runSchedule(t *testing.T, seed uint64, steps int, dir string, verbose bool) (Stats, []string) {
-	w := New(t, seed, dir)
-	for i := 0; i < steps && !w.Failed(); i++ {
-		w.Step()
-	}
-	if !w.Failed() {
-		w.Quiesce()
-	}
-	if verbose {
-		return w.Stats(), w.history
-	}
-	return w.Stats(), nil
-}
-
 // TestSimulation explores generated fault schedules against the real
 // engine; every invariant is checked after every step. A failure prints
 // the seed; -sim.seed=N replays that schedule (with -v, its history).
 func TestSimulation(t *testing.T) {
 	if *flagSeed != 0 {
-		st, hist := runSchedule(t, *flagSeed, *flagSteps, simDir(t), testing.Verbose())
-		for _, h := range hist {
-			t.Log(h)
+		w := play(t, *flagSeed, *flagSteps, filepath.Join(simDir(t), "s"))
+		if testing.Verbose() {
+			for _, h := range w.history {
+				t.Log(h)
+			}
 		}
-		t.Logf("seed %d: %+v", *flagSeed, st)
+		t.Logf("seed %d: %+v", *flagSeed, w.Stats())
 		return
 	}
 	n := *flagSeeds
@@ -75,7 +62,7 @@ func TestSimulation(t *testing.T) {
 			for seed := range seeds {
 				dir := filepath.Join(simDir(t), "s")
 				rt := &recorder{}
-				st, _ := runSchedule2(rt, seed, *flagSteps, dir)
+				st := play(rt, seed, *flagSteps, dir).Stats()
 				mu.Lock()
 				total.Steps += st.Steps
 				total.Crashes += st.Crashes
@@ -110,7 +97,7 @@ func TestSimulationCatchesABrokenFindByTag(t *testing.T) {
 	base := simDir(t)
 	for seed := uint64(1); seed <= 400; seed++ {
 		rt := &recorder{}
-		runSchedule2(rt, seed, *flagSteps, filepath.Join(base, "s"), (*World).BreakFindByTag)
+		play(rt, seed, *flagSteps, filepath.Join(base, "s"), (*World).BreakFindByTag)
 		if len(rt.errs) > 0 {
 			if !strings.Contains(rt.errs[0], "invariant 1 ") && !strings.Contains(rt.errs[0], "invariant 3 ") {
 				t.Errorf("seed %d broke an unrelated invariant:\n%s", seed, rt.errs[0])

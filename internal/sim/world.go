@@ -188,7 +188,7 @@ func (w *World) fail(inv, format string, args ...any) {
 	if len(h) > 60 {
 		h = h[len(h)-60:]
 	}
-	w.t.Errorf("invariant %s broken at step %d (replay: go test ./internal/sim -run TestSimulation -sim.seed=%d -v):\n  %s\nhistory:\n%s\nscheduler:\n%s",
+	w.t.Errorf("invariant %s broken at step %d (replay: go test ./internal/sim -run 'TestSimulation$' -sim.seed=%d -v):\n  %s\nhistory:\n%s\nscheduler:\n%s",
 		inv, w.step, w.seed, fmt.Sprintf(format, args...), strings.Join(h, "\n"), w.sched.describe())
 }
 
