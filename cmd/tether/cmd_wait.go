@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -68,10 +69,14 @@ func (a *app) waitRun(ctx context.Context, s *session, run rundir.Run, timeout t
 		} else {
 			authSince = time.Time{}
 		}
-		if st.PollErr != nil && time.Since(warned) > time.Minute {
+		if trouble := cmp.Or(st.PollErr, st.ActErr); trouble != nil && time.Since(warned) > time.Minute {
 			warned = time.Now()
 			p.clear()
-			a.logf("scheduler query failed; still waiting, nothing is decided on this: %v", st.PollErr)
+			what := "scheduler query failed"
+			if st.PollErr == nil {
+				what = "could not act on the run (" + st.Decision.Action.String() + ")"
+			}
+			a.logf("%s; still waiting, nothing is decided on this: %v", what, trouble)
 		}
 		p.update(st)
 	})

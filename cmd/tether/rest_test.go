@@ -236,7 +236,7 @@ func TestRESTFaultProxy(t *testing.T) {
 			if wcode != 0 || wo["outcome"] != "succeeded" {
 				t.Errorf("after the outage: exit %d %v\n%s", wcode, wo, wstderr)
 			}
-			if !strings.Contains(wstderr, "scheduler query failed; still waiting") {
+			if !strings.Contains(wstderr, "; still waiting, nothing is decided on this") {
 				t.Errorf("no warning during the outage:\n%s", wstderr)
 			}
 			// 15 s of outage, polls every 1-5 s with backoff, 1+4 tries each
