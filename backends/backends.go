@@ -121,6 +121,12 @@ type JobRequest struct {
 	// Tag marks the job so it can be found again by run and attempt
 	// (a job comment or name suffix).
 	Tag string
+	// Env is the part of the submitter's environment the site's policy
+	// lets through (run.json keeps it, so a retry gets the same). A
+	// backend passes exactly these to the job and nothing else of its
+	// own process environment; the wrapper adds the Task's and the
+	// site's variables and tether's own.
+	Env map[string]string `json:"-"`
 }
 
 // Backend is one batch system.

@@ -30,6 +30,9 @@ type AttemptSpec struct {
 	// WarnTimer makes the wrapper send the warn signal itself, for backends
 	// that cannot deliver it to the batch script.
 	WarnTimer bool
+	// Env is what the job gets of the submitter's environment (the run
+	// record's Env).
+	Env map[string]string
 }
 
 // Build makes the wrapper and the job request of one attempt. tetherPath is
@@ -92,6 +95,7 @@ func Build(run rundir.Run, task *schema.Task, site *schema.Site, a AttemptSpec, 
 		Requeue:       site.Retry.Requeue,
 		ExtraArgs:     extra,
 		Tag:           Tag(run.ID, a.N),
+		Env:           a.Env,
 	}
 	disp := make([]string, len(launch))
 	for i, w := range launch {

@@ -95,7 +95,7 @@ func (s *Submitter) submitCurrent(ctx context.Context, run rundir.Run, rec *sche
 	if wd, ok := s.Backend.(backends.WarnDeliverer); ok && wd.DeliversWarnSignal(ctx) {
 		warnTimer = false
 	}
-	plan, err := Build(run, &rec.Task, s.Site, AttemptSpec{N: cur.N, ResumeFrom: cur.ResumeFrom, Exclude: cur.Exclude, WarnTimer: warnTimer}, s.TetherPath)
+	plan, err := Build(run, &rec.Task, s.Site, AttemptSpec{N: cur.N, ResumeFrom: cur.ResumeFrom, Exclude: cur.Exclude, WarnTimer: warnTimer, Env: rec.Env}, s.TetherPath)
 	if err != nil {
 		return nil, err
 	}

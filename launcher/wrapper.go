@@ -44,6 +44,10 @@ func renderWrapper(in wrapperInput) string {
 	p("#!/bin/bash\n")
 	p("# tether wrapper v%d for run %s, attempt %s. Generated; do not edit.\n", WrapperVersion, in.run.ID, n)
 	p("# Every value taken from a task or site file is single-quoted below.\n")
+	// a job that got none of the submitter's environment ([env]
+	// propagate = "none") still finds the system's commands
+	p("export PATH=\"${PATH:-/usr/local/bin:/usr/bin:/bin}\"\n")
+	p("unset TETHER_TAG\n")
 	p("export TETHER_RUN_ID=%s\n", Quote(in.run.ID))
 	p("export TETHER_RUN_DIR=%s\n", Quote(in.run.Dir))
 	p("export TETHER_STATUS_FILE=%s\n", Quote(in.run.Status()))

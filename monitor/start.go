@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/tether-hpc/tether/backends"
 	"github.com/tether-hpc/tether/rundir"
@@ -20,6 +21,12 @@ type StartRequest struct {
 	SiteFile string
 	Key      string // idempotency key, "" for none
 	SpecHash string // identity of the spec under the key
+	// Env is the submitter's environment as the site's policy lets it
+	// through (launcher.JobEnv), EnvHash its identity (launcher.EnvHash);
+	// EnvDiff names the variables in which two such environments differ.
+	Env     map[string]string
+	EnvHash string
+	EnvDiff func(a, b map[string]string) []string
 }
 
 // Start creates the run for a request, or finds the key's run, and makes
@@ -52,6 +59,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (rundir.Run, *sche
 		RunID: rundir.NewRunID(req.Task.Name, e.Now()), Key: req.Key, SpecHash: req.SpecHash,
 		Site: e.Site.Name, SiteFile: req.SiteFile, Backend: e.Site.Backend,
 		TaskFile: req.TaskFile, Task: *req.Task, CreatedAt: e.Now().UTC(),
+		Env: req.Env, EnvHash: req.EnvHash,
 	}
 	run, err := e.Store.CreateRun(rec)
 	if err != nil {
@@ -100,6 +108,18 @@ func (e *Engine) reuse(ctx context.Context, run rundir.Run, rec *schema.RunRecor
 	if rec.SpecHash != req.SpecHash {
 		return rundir.Run{}, nil, fmt.Errorf("%w: key %q belongs to run %s, which was made from a different spec (task file, --set or site changed); use another --key",
 			ErrKeyConflict, req.Key, rec.RunID)
+	}
+	if rec.EnvHash != "" && req.EnvHash != "" && rec.EnvHash != req.EnvHash {
+		// Not a silent replay: the same key with another environment is
+		// another piece of work (typically mapped tasks without a map
+		// index in the key).
+		var names []string
+		if req.EnvDiff != nil {
+			names = req.EnvDiff(rec.Env, req.Env)
+		}
+		return rundir.Run{}, nil, fmt.Errorf("%w: key %q belongs to run %s, whose job got another environment (differs in %s); "+
+			"give every piece of work its own key, e.g. for mapped Airflow tasks --key \"{{ dag.dag_id }}/{{ run_id }}/{{ ti.task_id }}/{{ ti.map_index }}\"",
+			ErrKeyConflict, req.Key, rec.RunID, namesOr(names))
 	}
 	lock, err := run.Lock(ctx)
 	if err != nil {
@@ -157,6 +177,16 @@ func (e *Engine) reuse(ctx context.Context, run rundir.Run, rec *schema.RunRecor
 		return run, nil, fmt.Errorf("submit: %w", err)
 	}
 	return run, nil, nil
+}
+
+func namesOr(names []string) string {
+	if len(names) == 0 {
+		return "variables tether cannot name"
+	}
+	if len(names) > 10 {
+		names = append(names[:10:10], "...")
+	}
+	return strings.Join(names, ", ")
 }
 
 // Cancel records a cancel request, tells the scheduler at once when the

@@ -93,6 +93,12 @@ type RunRecord struct {
 	Attempts  []Attempt `json:"attempts"`
 	// CancelRequested is set by `tether cancel`: the run ends cancelled.
 	CancelRequested *time.Time `json:"cancel_requested,omitempty"`
+	// Env is the submitter's environment as the site's [env] policy let
+	// it through, captured at the first submit: every attempt gets the
+	// same, whoever submits it (a retry by the monitor included).
+	Env map[string]string `json:"env,omitempty"`
+	// EnvHash is Env's identity for idempotency (volatile names left out).
+	EnvHash string `json:"env_hash,omitempty"`
 }
 
 // CurrentGen returns the attempts of the current generation.

@@ -23,6 +23,7 @@ type Site struct {
 	Prologue    string   `toml:"prologue" json:"prologue,omitempty" doc:"shell lines the wrapper runs before the Task (e.g. module load); admin-controlled"`
 
 	Defaults  SiteDefaults    `toml:"defaults" json:"defaults"`
+	Env       EnvPolicy       `toml:"env" json:"env"`
 	MPI       SiteMPI         `toml:"mpi" json:"mpi"`
 	Poll      Poll            `toml:"poll" json:"poll"`
 	Retry     SiteRetry       `toml:"retry" json:"retry"`
@@ -43,6 +44,23 @@ type SiteDefaults struct {
 	QoS         string   `toml:"qos" json:"qos,omitempty"`
 	Reservation string   `toml:"reservation" json:"reservation,omitempty"`
 	Constraint  string   `toml:"constraint" json:"constraint,omitempty"`
+}
+
+// Environment propagation policies ([env] propagate).
+const (
+	PropagateNone = "none" // nothing of the submitter's environment
+	PropagateSafe = "safe" // the submitter's environment minus the deny-list (default)
+	PropagateAll  = "all"  // everything but tether's own and [env] deny
+	PropagateList = "list" // only the names [env] allow matches
+)
+
+// EnvPolicy decides what of the submitter's environment reaches a job.
+// The Task's env and the site's [mpi] env always go in.
+type EnvPolicy struct {
+	Propagate string   `toml:"propagate" json:"propagate,omitempty" doc:"what of the submitter's environment a job gets: none, safe (default: all but secrets and the submitter's own job variables), all, or list (only allow)" enum:"none,safe,all,list"`
+	Allow     []string `toml:"allow" json:"allow,omitempty" doc:"names or globs (NAME, PREFIX_*) passed: with list the only ones, with safe also names the deny-list would withhold"`
+	Deny      []string `toml:"deny" json:"deny,omitempty" doc:"names or globs never passed (besides the built-in deny-list of safe)"`
+	TaskPass  bool     `toml:"task_pass" json:"task_pass,omitempty" doc:"let a Task's pass_env ask for more names from the submitter's environment"`
 }
 
 // SiteMPI is how MPI Tasks are launched at the site.

@@ -29,6 +29,7 @@ type Task struct {
 	Script           string            `toml:"script" json:"script,omitempty" doc:"shell script to run (a #! line picks the interpreter, default bash); exactly one of command or script"`
 	Workdir          string            `toml:"workdir" json:"workdir,omitempty" doc:"working directory; relative paths are relative to the task file; default the task file's directory"`
 	Env              map[string]string `toml:"env" json:"env,omitempty" doc:"environment variables for the Task"`
+	PassEnv          []string          `toml:"pass_env" json:"pass_env,omitempty" doc:"names or globs of the submitter's environment to pass to the job as well (the site must allow it: [env] task_pass)"`
 	Resources        Resources         `toml:"resources" json:"resources"`
 	MPI              TaskMPI           `toml:"mpi" json:"mpi"`
 	Proceed          Proceed           `toml:"proceed" json:"proceed"`

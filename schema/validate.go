@@ -28,6 +28,13 @@ func ValidName(s string, max int) bool {
 	return true
 }
 
+// ValidEnvGlob reports whether g is a variable name or a name prefix
+// followed by one trailing '*'.
+func ValidEnvGlob(g string) bool {
+	name := strings.TrimSuffix(g, "*")
+	return name == "" && g == "*" || validEnvKey(name)
+}
+
 // validEnvKey reports whether s matches ^[A-Za-z_][A-Za-z0-9_]*$.
 func validEnvKey(s string) bool {
 	if s == "" {
@@ -118,6 +125,14 @@ func (t *Task) validate(site *Site) Errors {
 		case strings.ContainsRune(v, 0):
 			e("env."+k, "value contains a NUL byte")
 		}
+	}
+	for _, g := range t.PassEnv {
+		if !ValidEnvGlob(g) {
+			e("pass_env", "%q: want a variable name, or a name prefix ending in * (PREFIX_*)", g)
+		}
+	}
+	if len(t.PassEnv) > 0 && site != nil && !site.Env.TaskPass {
+		e("pass_env", "site %q does not let tasks pass variables of the submitter's environment (its admin can allow it with [env] task_pass = true)", site.Name)
 	}
 	r := t.Resources
 	for _, f := range []struct {
@@ -241,6 +256,21 @@ func (s *Site) validate(src *source) Errors {
 	for k := range s.MPI.Env {
 		if !validEnvKey(k) {
 			e("mpi.env."+k, "%q is not a valid environment variable name", k)
+		}
+	}
+	switch s.Env.Propagate {
+	case "", PropagateNone, PropagateSafe, PropagateAll, PropagateList:
+	default:
+		e("env.propagate", "unknown policy %q (want none, safe, all or list)", s.Env.Propagate)
+	}
+	if s.Env.Propagate == PropagateList && len(s.Env.Allow) == 0 {
+		e("env.allow", "is required with propagate = \"list\"")
+	}
+	for key, globs := range map[string][]string{"env.allow": s.Env.Allow, "env.deny": s.Env.Deny} {
+		for _, g := range globs {
+			if !ValidEnvGlob(g) {
+				e(key, "%q: want a variable name, or a name prefix ending in * (PREFIX_*)", g)
+			}
 		}
 	}
 	if s.Poll.MinInterval > 0 && s.Poll.MaxInterval > 0 && s.Poll.MinInterval > s.Poll.MaxInterval {

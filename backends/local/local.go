@@ -48,6 +48,9 @@ type Job struct {
 	// wrapper yet does not start it, and a job whose supervisor is gone
 	// without a final state was cancelled.
 	CancelAt time.Time `json:"cancel_at,omitzero"`
+	// Env is the job's environment from the submitter (JobRequest.Env):
+	// the wrapper gets exactly this, not the supervisor's environment.
+	Env map[string]string `json:"env,omitempty"`
 }
 
 // Backend is the local process backend.
@@ -135,7 +138,7 @@ func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends
 	defer logf.Close()
 	host, _ := os.Hostname()
 	path := b.jobPath(id)
-	j := &Job{ID: id, Request: req, KillWait: b.KillWait, State: backends.Pending, Submit: b.Now().UTC(), Host: host}
+	j := &Job{ID: id, Request: req, KillWait: b.KillWait, State: backends.Pending, Submit: b.Now().UTC(), Host: host, Env: req.Env}
 	if err := writeJob(path, j); err != nil {
 		return "", fmt.Errorf("local backend: %w", err)
 	}

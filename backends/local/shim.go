@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -65,7 +67,7 @@ func RunShim(ctx context.Context, jobPath string) error {
 	cmd := exec.Command("/bin/bash", req.Script)
 	cmd.Dir = req.Dir
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.Env = append(os.Environ(), "TETHER_LOCAL_JOB_ID="+j.ID)
+	cmd.Env = append(jobEnviron(j.Env), "TETHER_LOCAL_JOB_ID="+j.ID)
 	if err := cmd.Start(); err != nil {
 		return finish(backends.Failed, "cannot start the wrapper: "+err.Error(), nil, 0)
 	}
@@ -141,4 +143,14 @@ func exitStatus(err error) (*int, int) {
 		return &c, 0
 	}
 	return nil, 0
+}
+
+// jobEnviron is the wrapper's environment: the submitter's variables the
+// site's policy let through, and nothing of the supervisor's own.
+func jobEnviron(env map[string]string) []string {
+	out := make([]string, 0, len(env)+1)
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		out = append(out, k+"="+env[k])
+	}
+	return out
 }

@@ -25,6 +25,7 @@ import (
 type app struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
+	environ        func() []string
 	now            func() time.Time
 
 	siteArg  string
@@ -35,7 +36,7 @@ type app struct {
 
 // Main runs the tether command line and returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
-	a := &app{stdout: stdout, stderr: stderr, getenv: os.Getenv, now: time.Now}
+	a := &app{stdout: stdout, stderr: stderr, getenv: os.Getenv, environ: os.Environ, now: time.Now}
 	root := a.rootCmd()
 	root.SetArgs(args)
 	root.SetOut(stdout)

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -156,8 +159,13 @@ func (a *app) prepareRun(ctx context.Context, s *session, task *schema.Task, tas
 			before, _ = s.store.Run(id).Load()
 		}
 	}
+	env, withheld := launcher.JobEnv(s.site.Env, task.PassEnv, a.environ())
+	if len(withheld) > 0 {
+		a.log.Debug("environment withheld from the job by the site's policy", "names", strings.Join(withheld, ","))
+	}
 	run, replay, err := s.engine.Start(ctx, monitor.StartRequest{
 		Task: task, TaskFile: abs, SiteFile: absOrEmpty(s.site.File), Key: key, SpecHash: launcher.SpecHash(task, s.site),
+		Env: env, EnvHash: launcher.EnvHash(env), EnvDiff: launcher.EnvDiff,
 	})
 	if err != nil {
 		if errors.Is(err, monitor.ErrKeyConflict) {
@@ -238,11 +246,15 @@ func (a *app) dryRun(task *schema.Task, site *schema.Site) error {
 	store := &rundir.Store{Dir: dir}
 	run := store.Run(rundir.NewRunID(task.Name, a.now()))
 	self, _ := os.Executable()
-	plan, err := launcher.Build(run, task, site, launcher.AttemptSpec{N: 1}, self)
+	env, withheld := launcher.JobEnv(site.Env, task.PassEnv, a.environ())
+	plan, err := launcher.Build(run, task, site, launcher.AttemptSpec{N: 1, Env: env}, self)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(a.stdout, "# site %s (backend %s); nothing was submitted\n", site.Name, site.Backend)
+	policy := cmp.Or(site.Env.Propagate, schema.PropagateSafe)
+	fmt.Fprintf(a.stdout, "# environment (policy %s): the job gets %d of your variables: %s\n", policy, len(env), strings.Join(slices.Sorted(maps.Keys(env)), " "))
+	fmt.Fprintf(a.stdout, "# withheld by the site's policy (names only): %s\n", cmp.Or(strings.Join(withheld, " "), "none"))
 	fmt.Fprintf(a.stdout, "# launch: %s\n", strings.Join(plan.Launch, " "))
 	fmt.Fprintf(a.stdout, "# ---- %s ----\n%s", run.Script(1), plan.Script)
 	if plan.TaskScript != nil {
