@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/tether-hpc/tether/monitor"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -506,5 +507,47 @@ func TestRunViewHasNoEnv(t *testing.T) {
 		if strings.Contains(strings.ToLower(f.Name+f.Tag.Get("json")), "env") {
 			t.Errorf("RunView.%s (%s) looks like an environment", f.Name, f.Tag)
 		}
+	}
+}
+
+// The example web config in deploy/ is valid (with a certificate and key
+// beside it), its hash is that of the password it documents, and the
+// systemd unit shows the flag.
+func TestDeployWebConfigExample(t *testing.T) {
+	example := filepath.Join(repoRoot(), "deploy", "systemd", "web-config.yml")
+	raw, err := os.ReadFile(example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	crt, key, _ := selfSigned(t, dir)
+	if err := os.Rename(crt, filepath.Join(dir, "tether-monitor.crt")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(key, filepath.Join(dir, "tether-monitor.key")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "web-config.yml")
+	if err := os.WriteFile(cfg, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := web.Validate(cfg); err != nil {
+		t.Errorf("%s: %v", example, err)
+	}
+	var hash string
+	for _, l := range strings.Split(string(raw), "\n") {
+		if h, ok := strings.CutPrefix(strings.TrimSpace(l), "prometheus: "); ok {
+			hash = h
+		}
+	}
+	if err := bcrypt.CompareHashAndPassword([]byte(hash), []byte("change-me")); err != nil {
+		t.Errorf("%s: the example hash %q is not that of \"change-me\": %v", example, hash, err)
+	}
+	unit, err := os.ReadFile(filepath.Join(repoRoot(), "deploy", "systemd", "tether-monitor.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(unit), "--web.config.file /etc/tether/web-config.yml") {
+		t.Error("the systemd unit does not show --web.config.file")
 	}
 }
