@@ -551,3 +551,16 @@ func TestDeployWebConfigExample(t *testing.T) {
 		t.Error("the systemd unit does not show --web.config.file")
 	}
 }
+
+// The metrics server has read, write and idle timeouts.
+func TestMetricsServerTimeouts(t *testing.T) {
+	srv := newMetricsServer(http.NotFoundHandler())
+	for name, d := range map[string]time.Duration{
+		"ReadHeaderTimeout": srv.ReadHeaderTimeout, "ReadTimeout": srv.ReadTimeout,
+		"WriteTimeout": srv.WriteTimeout, "IdleTimeout": srv.IdleTimeout,
+	} {
+		if d <= 0 {
+			t.Errorf("%s is not set", name)
+		}
+	}
+}
