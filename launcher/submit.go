@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/tether-hpc/tether/backends"
@@ -99,9 +98,8 @@ func (s *Submitter) submitCurrent(ctx context.Context, run rundir.Run, rec *sche
 	if err != nil {
 		return nil, err
 	}
-	dir := run.AttemptDir(cur.N)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("%w: %w", rundir.ErrStateDir, err)
+	if err := run.MkAttemptDir(cur.N); err != nil {
+		return nil, err
 	}
 	if plan.TaskScript != nil {
 		if err := run.WriteScript(run.TaskScript(cur.N), plan.TaskScript); err != nil {

@@ -86,7 +86,13 @@ func renderWrapper(in wrapperInput) string {
 		p("%s", w.shell())
 	}
 	p(")\n")
-	b.WriteString(wrapperBody)
+	// the wrapper's own files get the site's file mode (the Task's
+	// outputs keep the job's umask)
+	umask := "077"
+	if in.site.FileMode == "group" {
+		umask = "027"
+	}
+	b.WriteString(strings.Replace(wrapperBody, "__TETHER_UMASK__", umask, 1))
 	// Traps: TERM and INT are always forwarded; the warn signal is recorded
 	// and forwarded too (it may be TERM or INT itself).
 	// Before the Task starts, TERM and INT end the wrapper at once.
@@ -140,7 +146,7 @@ __tether_esc() {
 __tether_now() { date -u +%Y-%m-%dT%H:%M:%S.%NZ; }
 __tether_put() {
 	local tmp="$__tether_dir/.$1.$$"
-	printf '%s\n' "$2" > "$tmp" && mv -f -- "$tmp" "$__tether_dir/$1"
+	( umask __TETHER_UMASK__; printf '%s\n' "$2" > "$tmp" ) && mv -f -- "$tmp" "$__tether_dir/$1"
 }
 __tether_timer=
 __tether_term=

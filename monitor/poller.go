@@ -136,7 +136,7 @@ func (p *Poller) Status(ctx context.Context, ids []backends.JobID, maxAge time.D
 	if snap.covers(ids) && maxAge > 0 && now.Sub(snap.At) <= maxAge && snap.Err == "" {
 		return snap, nil
 	}
-	if err := os.MkdirAll(p.dir(), 0o755); err != nil {
+	if err := os.MkdirAll(p.dir(), p.Store.Modes.Dir|0o700); err != nil {
 		return snap, fmt.Errorf("%w: %w", rundir.ErrStateDir, err)
 	}
 	lock, err := rundir.LockFile(ctx, strings.TrimSuffix(p.cachePath(), ".json")+".lock")
@@ -265,7 +265,7 @@ func (p *Poller) save(s *Snapshot) error {
 		return err
 	}
 	p.Store.Cut(p.cachePath())
-	if err := rundir.WriteFileAtomic(p.cachePath(), b, 0o644); err != nil {
+	if err := rundir.WriteFileAtomic(p.cachePath(), b, p.Store.Modes.File|0o600); err != nil {
 		return err
 	}
 	if fi, err := os.Stat(p.cachePath()); err == nil {

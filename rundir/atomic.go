@@ -48,13 +48,37 @@ func writeAtomic(path string, data []byte, perm os.FileMode, durable bool) error
 	return nil
 }
 
-// WriteJSON writes v as indented JSON, atomically.
+// Modes are the permissions of run files: private (0600 files, 0700
+// directories and scripts) unless the site shares its state dir with a
+// group (0640/0750). They are set explicitly, whatever the umask.
+type Modes struct{ File, Dir os.FileMode }
+
+// PrivateModes and GroupModes are the two file_mode settings.
+var (
+	PrivateModes = Modes{File: 0o600, Dir: 0o700}
+	GroupModes   = Modes{File: 0o640, Dir: 0o750}
+)
+
+// ModesFor returns the modes of a site's file_mode setting.
+func ModesFor(fileMode string) Modes {
+	if fileMode == "group" {
+		return GroupModes
+	}
+	return PrivateModes
+}
+
+// WriteJSON writes v as indented JSON, atomically, private (0600).
 func WriteJSON(path string, v any) error {
+	return WriteJSONMode(path, v, PrivateModes.File)
+}
+
+// WriteJSONMode is WriteJSON with the file's mode.
+func WriteJSONMode(path string, v any, perm os.FileMode) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", path, err)
 	}
-	return WriteFileAtomic(path, append(b, '\n'), 0o644)
+	return WriteFileAtomic(path, append(b, '\n'), perm)
 }
 
 // ReadJSON decodes the JSON file at path into v.

@@ -17,7 +17,7 @@ type Lock struct{ f *os.File }
 // LockFile takes an exclusive lock on path (created if missing), waiting
 // until ctx is done.
 func LockFile(ctx context.Context, path string) (*Lock, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
@@ -46,7 +46,7 @@ func LockFile(ctx context.Context, path string) (*Lock, error) {
 // TryLockFile takes the lock if it is free; ok is false when another
 // process holds it.
 func TryLockFile(path string) (l *Lock, ok bool, err error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, false, fmt.Errorf("lock %s: %w", path, err)
 	}

@@ -32,7 +32,7 @@ func AppendEvent(path string, ev schema.Event) error {
 		return fmt.Errorf("encode event: %w", err)
 	}
 	line = append(line, '\n')
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600) // made with the run's mode at CreateRun
 	if err != nil {
 		return fmt.Errorf("open status file: %w", err)
 	}

@@ -32,6 +32,16 @@ type Store struct {
 	// the poll cache) with the file's path. The fault simulation crashes
 	// an actor there; nil in production.
 	CutPoint func(path string)
+	// Modes of the files and directories the store writes (the zero value
+	// is private).
+	Modes Modes
+}
+
+func (s *Store) modes() Modes {
+	if s.Modes.File == 0 {
+		return PrivateModes
+	}
+	return s.Modes
 }
 
 // Cut marks a cut point before a write of path (see CutPoint).
@@ -41,8 +51,11 @@ func (s *Store) Cut(path string) {
 	}
 }
 
-// Open prepares the state directory and checks that it is writable.
-func Open(dir string) (*Store, error) {
+// Open prepares a private state directory and checks that it is writable.
+func Open(dir string) (*Store, error) { return OpenMode(dir, PrivateModes) }
+
+// OpenMode is Open with the site's file modes.
+func OpenMode(dir string, m Modes) (*Store, error) {
 	if dir == "" {
 		return nil, fmt.Errorf("%w: no path", ErrStateDir)
 	}
@@ -51,7 +64,7 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("%w: %s: %w", ErrStateDir, dir, err)
 	}
 	for _, sub := range []string{"runs", "keys", "active"} {
-		if err := os.MkdirAll(filepath.Join(abs, sub), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Join(abs, sub), m.Dir); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrStateDir, err)
 		}
 	}
@@ -61,7 +74,7 @@ func Open(dir string) (*Store, error) {
 	}
 	probe.Close()
 	os.Remove(probe.Name())
-	return &Store{Dir: abs}, nil
+	return &Store{Dir: abs, Modes: m}, nil
 }
 
 // ValidRunID reports whether s can be a run id (and so a directory name).
@@ -76,14 +89,23 @@ func NewRunID(name string, now time.Time) string {
 
 // Run returns the layout of one run directory.
 func (s *Store) Run(id string) Run {
-	return Run{Dir: filepath.Join(s.Dir, "runs", id), ID: id, cut: s.CutPoint}
+	return Run{Dir: filepath.Join(s.Dir, "runs", id), ID: id, cut: s.CutPoint, modes: s.modes()}
 }
 
 // Run is one run directory.
 type Run struct {
-	Dir string
-	ID  string
-	cut func(path string)
+	Dir   string
+	ID    string
+	cut   func(path string)
+	modes Modes
+}
+
+// Modes are the run's file modes (private for a Run made by hand).
+func (r Run) Modes() Modes {
+	if r.modes.File == 0 {
+		return PrivateModes
+	}
+	return r.modes
 }
 
 // Cut marks a cut point before a write of path (see Store.CutPoint).
@@ -132,13 +154,13 @@ func (r Run) Load() (*schema.RunRecord, error) {
 func (r Run) Save(rec *schema.RunRecord) error {
 	rec.V = schema.RunVersion
 	r.Cut(r.RunJSON())
-	return WriteJSON(r.RunJSON(), rec)
+	return WriteJSONMode(r.RunJSON(), rec, r.Modes().File)
 }
 
 // WriteOutcome writes outcome.json atomically.
 func (r Run) WriteOutcome(o *schema.Outcome) error {
 	r.Cut(r.OutcomeFile())
-	return WriteJSON(r.OutcomeFile(), o)
+	return WriteJSONMode(r.OutcomeFile(), o, r.Modes().File)
 }
 
 // ArchiveOutcome moves outcome.json aside as outcome.<n>.json (a key's run
@@ -162,7 +184,25 @@ func (r Run) RestoreOutcome(archived string) error {
 // scheduler reads it at submit).
 func (r Run) WriteScript(path string, data []byte) error {
 	r.Cut(path)
-	return WriteFileReplace(path, data, 0o755)
+	return WriteFileReplace(path, data, r.Modes().Dir) // executable for the owner (and group)
+}
+
+// MkAttemptDir creates an attempt's directory with the run's mode, and
+// its stdout and stderr files, so the scheduler appends to files of the
+// right mode instead of creating them with the job's umask.
+func (r Run) MkAttemptDir(n int) error {
+	m := r.Modes()
+	if err := os.MkdirAll(r.AttemptDir(n), m.Dir); err != nil {
+		return fmt.Errorf("%w: %w", ErrStateDir, err)
+	}
+	for _, p := range []string{r.Stdout(n), r.Stderr(n)} {
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, m.File)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrStateDir, err)
+		}
+		f.Close()
+	}
+	return nil
 }
 
 // Outcome reads outcome.json; ok is false when the run is not decided.
@@ -211,7 +251,8 @@ func (s *Store) CreateRun(rec *schema.RunRecord) (Run, error) {
 	}
 	r := s.Run(rec.RunID)
 	s.Cut(r.Dir)
-	if err := os.MkdirAll(filepath.Join(r.Dir, "attempts"), 0o755); err != nil {
+	m := s.modes()
+	if err := os.MkdirAll(filepath.Join(r.Dir, "attempts"), m.Dir); err != nil {
 		return Run{}, fmt.Errorf("%w: create run directory: %w", ErrStateDir, err)
 	}
 	// not synced: the first attempt's record, written next, is
@@ -220,8 +261,12 @@ func (s *Store) CreateRun(rec *schema.RunRecord) (Run, error) {
 	if err != nil {
 		return Run{}, err
 	}
-	if err := WriteFileReplace(r.RunJSON(), append(b, '\n'), 0o644); err != nil {
+	if err := WriteFileReplace(r.RunJSON(), append(b, '\n'), m.File); err != nil {
 		return Run{}, err
+	}
+	// the status file exists with the run's mode before a Task appends
+	if f, err := os.OpenFile(r.Status(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, m.File); err == nil {
+		f.Close()
 	}
 	return r, nil
 }
@@ -234,7 +279,7 @@ func (s *Store) Find(arg string) (Run, error) {
 		if err != nil {
 			return Run{}, err
 		}
-		r := Run{Dir: abs, ID: filepath.Base(abs), cut: s.CutPoint}
+		r := Run{Dir: abs, ID: filepath.Base(abs), cut: s.CutPoint, modes: s.modes()}
 		if _, err := os.Stat(r.RunJSON()); err != nil {
 			return Run{}, fmt.Errorf("%w: %s has no run.json", ErrNoRun, arg)
 		}
@@ -304,7 +349,7 @@ func (s *Store) LookupKey(key string) (string, bool, error) {
 // BindKey binds key to a run id (callers hold KeyLock).
 func (s *Store) BindKey(key, runID string) error {
 	s.Cut(keyPath(s.Dir, key))
-	return WriteFileAtomic(keyPath(s.Dir, key), []byte(runID+"\n"+key+"\n"), 0o644)
+	return WriteFileAtomic(keyPath(s.Dir, key), []byte(runID+"\n"+key+"\n"), s.modes().File)
 }
 
 // UnbindKey frees a key (callers hold KeyLock).
@@ -320,7 +365,7 @@ func (s *Store) UnbindKey(key string) error {
 // SetActive marks a run of a site active with its current job id.
 func (s *Store) SetActive(runID, jobID, site string) error {
 	s.Cut(filepath.Join(s.Dir, "active", runID))
-	return WriteFileReplace(filepath.Join(s.Dir, "active", runID), []byte(jobID+"\n"+site+"\n"), 0o644)
+	return WriteFileReplace(filepath.Join(s.Dir, "active", runID), []byte(jobID+"\n"+site+"\n"), s.modes().File)
 }
 
 // ClearActive marks a run no longer active.

@@ -20,6 +20,7 @@ type Site struct {
 	StateDir    string   `toml:"state_dir" json:"state_dir,omitempty" doc:"where run directories live; must be on a filesystem the compute nodes see; default $XDG_STATE_HOME/tether"`
 	TetherPath  string   `toml:"tether_path" json:"tether_path,omitempty" doc:"path of the tether binary on compute nodes (for tether report); default the submitting binary"`
 	MaxWalltime Duration `toml:"max_walltime" json:"max_walltime,omitempty" doc:"longest walltime a task may ask for (0: no limit)"`
+	FileMode    string   `toml:"file_mode" json:"file_mode,omitempty" doc:"who may read run files: private (default: files 0600, directories 0700) or group (0640/0750, for a state dir shared with a group)" enum:"private,group"`
 	Prologue    string   `toml:"prologue" json:"prologue,omitempty" doc:"shell lines the wrapper runs before the Task (e.g. module load); admin-controlled"`
 
 	Defaults  SiteDefaults    `toml:"defaults" json:"defaults"`

@@ -258,6 +258,11 @@ func (s *Site) validate(src *source) Errors {
 			e("mpi.env."+k, "%q is not a valid environment variable name", k)
 		}
 	}
+	switch s.FileMode {
+	case "", "private", "group":
+	default:
+		e("file_mode", "unknown mode %q (want private or group)", s.FileMode)
+	}
 	switch s.Env.Propagate {
 	case "", PropagateNone, PropagateSafe, PropagateAll, PropagateList:
 	default:

@@ -105,7 +105,7 @@ func (b *Backend) nextID(ctx context.Context) (string, error) {
 		n, _ = strconv.Atoi(strings.TrimSpace(string(data)))
 	}
 	n++
-	if err := rundir.WriteFileAtomic(seqPath, []byte(strconv.Itoa(n)+"\n"), 0o644); err != nil {
+	if err := rundir.WriteFileAtomic(seqPath, []byte(strconv.Itoa(n)+"\n"), 0o600); err != nil {
 		return "", err
 	}
 	return strconv.Itoa(n), nil
@@ -123,7 +123,7 @@ func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends
 	if len(b.Shim) == 0 {
 		return "", errors.New("local backend: no supervisor command configured")
 	}
-	if err := os.MkdirAll(b.jobsDir(), 0o755); err != nil {
+	if err := os.MkdirAll(b.jobsDir(), 0o700); err != nil {
 		return "", fmt.Errorf("local backend spool: %w", err)
 	}
 	id, err := b.nextID(ctx)
@@ -131,7 +131,7 @@ func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends
 		return "", err
 	}
 	// the log first: a job record is written only for a job that starts
-	logf, err := os.OpenFile(filepath.Join(b.jobsDir(), id+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, err := os.OpenFile(filepath.Join(b.jobsDir(), id+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return "", fmt.Errorf("local backend: %w", err)
 	}

@@ -54,12 +54,12 @@ func RunShim(ctx context.Context, jobPath string) error {
 	default:
 	}
 
-	stdout, err := os.OpenFile(req.Stdout, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	stdout, err := os.OpenFile(req.Stdout, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return finish(backends.Failed, "cannot open stdout: "+err.Error(), nil, 0)
 	}
 	defer stdout.Close()
-	stderr, err := os.OpenFile(req.Stderr, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	stderr, err := os.OpenFile(req.Stderr, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return finish(backends.Failed, "cannot open stderr: "+err.Error(), nil, 0)
 	}

@@ -145,7 +145,7 @@ func (a *app) open(site *schema.Site) (*session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", rundir.ErrStateDir, err)
 	}
-	store, err := rundir.Open(dir)
+	store, err := rundir.OpenMode(dir, rundir.ModesFor(site.FileMode))
 	if err != nil {
 		return nil, err
 	}
