@@ -257,3 +257,32 @@ func TestJSONSchema(t *testing.T) {
 		t.Error("unknown kind accepted")
 	}
 }
+
+// A JWT never travels in clear text to another host unless the site says
+// so: the site file is refused before any connection, naming the key.
+func TestSiteRefusesJWTOverPlainHTTP(t *testing.T) {
+	site := func(url, extra string) string {
+		return "name='r'\nbackend='slurmrest'\n[slurmrest]\nurl='" + url + "'\ntoken_file='/etc/tether/jwt'\n" + extra
+	}
+	for _, c := range []struct {
+		body string
+		ok   bool
+	}{
+		{site("http://slurm.example.org:6820", ""), false},
+		{site("http://10.1.2.3:6820", ""), false},
+		{site("http://[fd00::1]:6820", ""), false},
+		{site("http://slurm.example.org:6820", "allow_insecure_http = true\n"), true},
+		{site("https://slurm.example.org:6820", ""), true},
+		{site("http://127.0.0.1:6820", ""), true},
+		{site("http://localhost:6820", ""), true},
+		{site("http://[::1]:6820", ""), true},
+	} {
+		_, err := ParseSite("r.toml", []byte(c.body))
+		if c.ok != (err == nil) {
+			t.Errorf("%q: err = %v", c.body, err)
+		}
+		if err != nil && (!strings.Contains(err.Error(), "r.toml:4: slurmrest.url:") || !strings.Contains(err.Error(), "allow_insecure_http")) {
+			t.Errorf("error does not name file, line and key: %v", err)
+		}
+	}
+}

@@ -111,6 +111,9 @@ type SlurmRESTConfig struct {
 	TokenEnv     string   `toml:"token_env" json:"token_env,omitempty" doc:"environment variable holding the JWT"`
 	TokenCommand []string `toml:"token_command" json:"token_command,omitempty" doc:"command printing a JWT, e.g. [\"scontrol\",\"token\",\"lifespan=3600\"]"`
 	Timeout      Duration `toml:"timeout" json:"timeout,omitempty" doc:"deadline for one operation (a submit, a poll, a cancel) including its retries (default 30s)"`
+	// AllowInsecureHTTP lets a JWT travel over plain http:// to a host
+	// that is not the loopback.
+	AllowInsecureHTTP bool `toml:"allow_insecure_http" json:"allow_insecure_http,omitempty" doc:"send the JWT over plain http:// to a host other than the loopback (anyone on the path can read it; prefer https:// or a unix:// socket)"`
 }
 
 // PBSConfig configures the PBS backend.

@@ -2,6 +2,8 @@ package schema
 
 import (
 	"math"
+	"net"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -26,6 +28,27 @@ func ValidName(s string, max int) bool {
 		}
 	}
 	return true
+}
+
+// plainHTTPHost returns the host of an http:// URL.
+func plainHTTPHost(raw string) (string, bool) {
+	if !strings.HasPrefix(raw, "http://") {
+		return "", false
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", false
+	}
+	return u.Hostname(), true
+}
+
+// loopbackHost reports whether host is the loopback (localhost, 127/8, ::1).
+func loopbackHost(host string) bool {
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // ValidEnvGlob reports whether g is a variable name or a name prefix
@@ -303,6 +326,9 @@ func (s *Site) validate(src *source) Errors {
 		}
 		if n == 0 && !strings.HasPrefix(r.URL, "unix://") {
 			e("slurmrest.token_file", "a JWT is needed over TCP: set token_file, token_env or token_command")
+		}
+		if host, ok := plainHTTPHost(r.URL); ok && n > 0 && !loopbackHost(host) && !r.AllowInsecureHTTP {
+			e("slurmrest.url", "%q sends the JWT in clear text to %s: use https:// (or a unix:// socket), or set slurmrest.allow_insecure_http = true if the network path is trusted", r.URL, host)
 		}
 		if r.APIVersion != "" && r.APIVersion != "auto" && !regexp.MustCompile(`^v0\.0\.\d+$`).MatchString(r.APIVersion) {
 			e("slurmrest.api_version", "%q: want auto or a version such as v0.0.40", r.APIVersion)
