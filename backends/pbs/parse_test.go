@@ -195,10 +195,16 @@ func TestArgs(t *testing.T) {
 		Nodes: 2, NTasksPerNode: 4, CPUsPerTask: 2, GPUsPerTask: 1, MemoryMiB: 4096, Walltime: 90*time.Minute + time.Second,
 		Partition: "workq", Account: "proj", ExtraArgs: []string{"-W", "depend=afterok:1"}}
 	got := strings.Join(Args(req, ""), " ")
-	want := "-N n -o /r/out -e /r/err -V -r n -l select=2:ncpus=8:mpiprocs=4:ngpus=4:mem=4096mb -l walltime=01:30:01 -l place=scatter -q workq -A proj -W depend=afterok:1 /r/job.sh"
+	want := "-N n -o /r/out -e /r/err -r n -l select=2:ncpus=8:mpiprocs=4:ngpus=4:mem=4096mb -l walltime=01:30:01 -l place=scatter -q workq -A proj -W depend=afterok:1 /r/job.sh"
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
+	// the environment the site's policy passes: names only, never -V
+	req.Env = map[string]string{"B_VAR": "x,y", "A_VAR": "it's"}
+	if got := strings.Join(Args(req, ""), " "); !strings.Contains(got, " -v A_VAR,B_VAR ") || strings.Contains(got, "-V") || strings.Contains(got, "x,y") {
+		t.Errorf("with env: %s", got)
+	}
+	req.Env = nil
 	if got := strings.Join(Args(req, "scatter:excl"), " "); !strings.Contains(got, " -l place=scatter:excl ") {
 		t.Errorf("site place: %s", got)
 	}

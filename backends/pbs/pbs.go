@@ -11,9 +11,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -89,6 +91,12 @@ type cmdResult struct {
 }
 
 func (b *Backend) run(ctx context.Context, name string, args ...string) (cmdResult, error) {
+	return b.runEnv(ctx, nil, name, args...)
+}
+
+// runEnv runs a PBS command with jobEnv added to its environment (qsub
+// -v NAME takes the value from there).
+func (b *Backend) runEnv(ctx context.Context, jobEnv map[string]string, name string, args ...string) (cmdResult, error) {
 	if b.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, b.Timeout)
@@ -97,6 +105,9 @@ func (b *Backend) run(ctx context.Context, name string, args ...string) (cmdResu
 	b.calls.Add(1)
 	cmd := exec.CommandContext(ctx, b.bin(name), args...)
 	cmd.Env = b.environ()
+	for _, k := range slices.Sorted(maps.Keys(jobEnv)) {
+		cmd.Env = append(cmd.Env, k+"="+jobEnv[k])
+	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	// A process the command left behind holding its output open must not
@@ -130,11 +141,23 @@ func unreachable(r cmdResult) bool {
 // Args builds the qsub command line for a request; place is the site's
 // -l place for multi-node jobs ("" = scatter, "none" = none).
 func Args(req backends.JobRequest, place string) []string {
-	a := []string{"-N", pbsName(req.Name), "-o", req.Stdout, "-e", req.Stderr, "-V"}
+	a := []string{"-N", pbsName(req.Name), "-o", req.Stdout, "-e", req.Stderr}
+	// Not -V (the whole environment): -v with the names the site's
+	// policy passes; qsub takes their values from its own environment
+	// (jobEnviron), so commas and quotes in values need no escaping.
+	var vars []string
 	if req.Tag != "" && !strings.ContainsAny(req.Tag, ",'\"\\ \t\n") {
 		// qsub -v splits at commas and strips quotes; tether's tags
 		// ("tether:<run id>:<attempt>") have neither.
-		a = append(a, "-v", tagVar+"="+req.Tag)
+		vars = append(vars, tagVar+"="+req.Tag)
+	}
+	for _, k := range slices.Sorted(maps.Keys(req.Env)) {
+		if k != tagVar {
+			vars = append(vars, k)
+		}
+	}
+	if len(vars) > 0 {
+		a = append(a, "-v", strings.Join(vars, ","))
 	}
 	if req.Requeue {
 		a = append(a, "-r", "y")
@@ -219,7 +242,7 @@ func (b *Backend) Describe(req backends.JobRequest) string {
 // that timed out, printed no job id or failed in a way not known to be a
 // refusal may have queued the job: ErrUnavailable, and FindByTag finds it.
 func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends.JobID, error) {
-	r, err := b.run(ctx, "qsub", Args(req, b.Place)...)
+	r, err := b.runEnv(ctx, req.Env, "qsub", Args(req, b.Place)...)
 	if err != nil {
 		return "", fmt.Errorf("%w (the job may have been queued)", err)
 	}

@@ -16,7 +16,7 @@ import (
 func TestArgsTag(t *testing.T) {
 	req := backends.JobRequest{Name: "n", Stdout: "/o", Stderr: "/e", Script: "/job.sh", Tag: "tether:sim-20260101T000000-abcdef:2"}
 	got := strings.Join(Args(req, ""), " ")
-	if !strings.HasPrefix(got, "-N n -o /o -e /e -V -v TETHER_TAG=tether:sim-20260101T000000-abcdef:2 -r n ") {
+	if !strings.HasPrefix(got, "-N n -o /o -e /e -v TETHER_TAG=tether:sim-20260101T000000-abcdef:2 -r n ") {
 		t.Errorf("args: %s", got)
 	}
 	for _, bad := range []string{"a,b", "a'b", `a"b`, "a b"} {

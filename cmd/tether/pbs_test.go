@@ -27,6 +27,11 @@ launcher = "mpiexec"
 extra_args = ["--oversubscribe"]
 env = { OMPI_ALLOW_RUN_AS_ROOT = "1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM = "1" }
 
+# the emulator's knobs (PBSEMU_QSUB_FAULT, ...) are for its commands, not
+# the jobs' environment or identity
+[env]
+deny = ["PBSEMU_*"]
+
 [poll]
 min_interval = "500ms"
 max_interval = "2s"
