@@ -15,12 +15,23 @@ import (
 )
 
 func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	t.Helper()
+	addr, err := freeAddrErr()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return addr
+}
+
+// freeAddrErr is freeAddr for where t.Fatal cannot be called (testscript
+// Setup runs in the script's goroutine).
+func freeAddrErr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
 	defer l.Close()
-	return l.Addr().String()
+	return l.Addr().String(), nil
 }
 
 // needPrometheus finds Prometheus; CI must have it (make test installs it).
