@@ -131,7 +131,8 @@ func cmdCode(ts *testscript.TestScript, neg bool, args []string) {
 // waitUntil polls cond until it holds or limit passes; then the script
 // fails with what was awaited and, from cond, what was last seen. It is
 // the one way scripts wait for something: every wait* command uses it.
-func waitUntil(ts *testscript.TestScript, what string, limit time.Duration, cond func() (ok bool, last string)) {
+// The pause between looks grows from 10 ms to maxPause.
+func waitUntil(ts *testscript.TestScript, what string, limit, maxPause time.Duration, cond func() (ok bool, last string)) {
 	deadline := time.Now().Add(limit)
 	pause := 10 * time.Millisecond
 	for {
@@ -146,7 +147,7 @@ func waitUntil(ts *testscript.TestScript, what string, limit time.Duration, cond
 			ts.Fatalf("%s: timed out after %s", what, limit)
 		}
 		time.Sleep(pause)
-		pause = min(2*pause, 250*time.Millisecond)
+		pause = min(2*pause, maxPause)
 	}
 }
 
@@ -172,7 +173,7 @@ func cmdWaitFile(ts *testscript.TestScript, neg bool, args []string) {
 	if neg {
 		what = "! " + what
 	}
-	waitUntil(ts, what, waitLimit(ts, "waitfile", args[1:]), func() (bool, string) {
+	waitUntil(ts, what, waitLimit(ts, "waitfile", args[1:]), 250*time.Millisecond, func() (bool, string) {
 		m, _ := filepath.Glob(ts.MkAbs(args[0]))
 		return (len(m) > 0) != neg, strings.Join(m, "\n")
 	})
@@ -191,7 +192,7 @@ func cmdWaitGrep(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("waitgrep: %v", err)
 	}
 	file := ts.MkAbs(args[1])
-	waitUntil(ts, fmt.Sprintf("waitgrep %q %s", args[0], args[1]), waitLimit(ts, "waitgrep", args[2:]), func() (bool, string) {
+	waitUntil(ts, fmt.Sprintf("waitgrep %q %s", args[0], args[1]), waitLimit(ts, "waitgrep", args[2:]), 250*time.Millisecond, func() (bool, string) {
 		b, err := os.ReadFile(file)
 		if err != nil {
 			return false, err.Error()
@@ -212,7 +213,8 @@ func cmdWaitExec(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) < 1 {
 		ts.Fatalf("usage: waitexec [-timeout=seconds] command [args...]")
 	}
-	waitUntil(ts, "waitexec "+strings.Join(args, " "), limit, func() (bool, string) {
+	// commands may be costly (a scheduler query): at most one a second
+	waitUntil(ts, "waitexec "+strings.Join(args, " "), limit, time.Second, func() (bool, string) {
 		err := ts.Exec(args[0], args[1:]...)
 		if err == nil {
 			return true, ""
@@ -245,7 +247,7 @@ func cmdWaitExpired(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("waitexpired: no exp claim in the token of %s (%v)", args[0], err)
 	}
 	exp := time.Unix(*claims.Exp, 0)
-	waitUntil(ts, "waitexpired "+args[0], waitLimit(ts, "waitexpired", args[1:]), func() (bool, string) {
+	waitUntil(ts, "waitexpired "+args[0], waitLimit(ts, "waitexpired", args[1:]), 100*time.Millisecond, func() (bool, string) {
 		return time.Now().After(exp), "the token expires at " + exp.UTC().Format(time.RFC3339)
 	})
 }
