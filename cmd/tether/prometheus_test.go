@@ -267,7 +267,7 @@ func TestMonitorStopsOnSIGTERM(t *testing.T) {
 	addr := freeAddr(t)
 	cmd := exec.Command(tetherBin, "monitor", "--listen", addr)
 	cmd.Env = env
-	var out strings.Builder
+	var out syncBuffer // read below while the monitor may still write it
 	cmd.Stderr = &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
