@@ -34,7 +34,7 @@ func needMultinode(t testing.TB) *testCluster {
 			multinodeErr = err
 			return
 		}
-		c := &testCluster{key: "multinode", env: map[string]string{}, site: map[string]string{}}
+		c := &testCluster{key: "multinode", env: map[string]string{}, site: map[string]string{}, lockFile: filepath.Join(filepath.Dir(envFile), "tests.lock")}
 		for _, kv := range bytes.Split(raw, []byte{0}) {
 			k, v, ok := strings.Cut(string(kv), "=")
 			if ok && strings.HasPrefix(k, "TESTCLUSTER_") {

@@ -229,8 +229,7 @@ func lastLine(out []byte) string {
 func TestPrometheusPendingTooLongSlurm(t *testing.T) {
 	t.Parallel()
 	c := needClusters(t)[0]
-	c.lock.RLock()
-	defer c.lock.RUnlock()
+	c.holdShared(t)
 	base, err := os.ReadFile(c.site["sbatch"])
 	if err != nil {
 		t.Fatal(err)

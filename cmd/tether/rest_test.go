@@ -120,8 +120,7 @@ func TestParitySbatchREST(t *testing.T) {
 	for _, c := range needClusters(t) {
 		t.Run(c.key, func(t *testing.T) {
 			t.Parallel()
-			c.lock.RLock()
-			defer c.lock.RUnlock()
+			c.holdShared(t)
 			bin := sharedTether(t, c.get("TESTCLUSTER_SHARED_DIR"))
 			type result struct {
 				o    map[string]any
@@ -230,8 +229,7 @@ func TestRESTFaultProxy(t *testing.T) {
 	for _, c := range needClusters(t) {
 		t.Run(c.key, func(t *testing.T) {
 			t.Parallel()
-			c.lock.RLock()
-			defer c.lock.RUnlock()
+			c.holdShared(t)
 			bin := sharedTether(t, c.get("TESTCLUSTER_SHARED_DIR"))
 			p := newFaultProxy(t, c.get("TESTCLUSTER_REST_URL"))
 			base, _ := os.ReadFile(c.site["rest"])
@@ -331,7 +329,25 @@ func TestRESTFaultProxy(t *testing.T) {
 			if n := p.inOutage.Load(); n > limit {
 				t.Errorf("%d requests during a %s outage (at most %d): retries are not bounded", n, outage.Round(time.Second), limit)
 			}
-			t.Logf("requests %d, faults injected %d, requests during the outage %d", p.n.Load(), p.faults.Load(), p.inOutage.Load())
+			t.Logf("requests %d, faults injected %d, requests during the %s outage %d", p.n.Load(), p.faults.Load(), outage.Round(100*time.Millisecond), p.inOutage.Load())
 		})
+	}
+}
+
+// workDir needs no other test to have run first: on a fresh machine the
+// shared tests directory does not exist yet. Its directory goes with a
+// passing test.
+func TestWorkDirOnFreshSharedDir(t *testing.T) {
+	t.Parallel()
+	c := &testCluster{env: map[string]string{"TESTCLUSTER_SHARED_DIR": filepath.Join(t.TempDir(), "shared")}}
+	var dir string
+	t.Run("make", func(t *testing.T) {
+		dir = workDir(t, c, map[string]string{"a.toml": "x"})
+		if b, err := os.ReadFile(filepath.Join(dir, "a.toml")); err != nil || string(b) != "x" {
+			t.Errorf("a.toml: %q %v", b, err)
+		}
+	})
+	if _, err := os.Stat(dir); dir == "" || !os.IsNotExist(err) {
+		t.Errorf("work dir %q left behind by a passing test: %v", dir, err)
 	}
 }
