@@ -8,23 +8,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	addr, err := freeAddrErr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return addr
-}
-
-// freeAddrErr is freeAddr for where t.Fatal cannot be called (testscript
-// Setup runs in the script's goroutine).
+// freeAddrErr returns a local address that was free a moment ago (for
+// scripts that must know the monitor's address beforehand; processes the
+// Go tests start listen on port 0 and report theirs instead). It returns
+// its error: testscript Setup cannot call t.Fatal.
 func freeAddrErr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -109,10 +103,11 @@ scrape_configs:
       - targets: [%q]
 `, filepath.Join(dir, "rules.yml"), monitorAddr)
 	os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644)
-	addr := freeAddr(t)
-	startProcess(t, os.Environ(), bin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr)
-	url := "http://" + addr
+	// port 0, and the port from its log: a port found free beforehand may
+	// be taken by the time the process listens
+	cmd := startProcess(t, os.Environ(), bin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address=127.0.0.1:0")
+	url := "http://" + logAddr(t, cmd, `msg="Listening on" address=(127\.0\.0\.1:[0-9]+)`)
 	if !waitFor(30*time.Second, func() bool {
 		r, err := http.Get(url + "/-/ready")
 		if err != nil {
@@ -157,9 +152,27 @@ func waitAlert(t *testing.T, promURL, alertname, runID string, d time.Duration) 
 }
 
 func startMonitor(t *testing.T, env []string, sites ...string) string {
-	addr := freeAddr(t)
-	startProcess(t, env, tetherBin, append([]string{"monitor", "-v", "--listen", addr}, sites...)...)
+	cmd := startProcess(t, env, tetherBin, append([]string{"monitor", "-v", "--listen", "127.0.0.1:0"}, sites...)...)
+	addr := logAddr(t, cmd, `monitor serving http://(127\.0\.0\.1:[0-9]+)/metrics`)
 	waitHealthy(t, addr)
+	return addr
+}
+
+// logAddr waits for the log of a process from startProcess to show the
+// address it listens on: the first group of pattern.
+func logAddr(t *testing.T, cmd *exec.Cmd, pattern string) string {
+	t.Helper()
+	re := regexp.MustCompile(pattern)
+	var addr string
+	if !waitFor(30*time.Second, func() bool {
+		b, _ := os.ReadFile(cmd.Stderr.(*os.File).Name())
+		if m := re.FindSubmatch(b); m != nil {
+			addr = string(m[1])
+		}
+		return addr != ""
+	}) {
+		t.Fatalf("%s logged no address matching %s within 30s", filepath.Base(cmd.Path), pattern)
+	}
 	return addr
 }
 
@@ -263,8 +276,7 @@ func TestMonitorStopsOnSIGTERM(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	env := append(os.Environ(), "XDG_STATE_HOME="+filepath.Join(dir, "state"))
-	addr := freeAddr(t)
-	cmd := exec.Command(tetherBin, "monitor", "--listen", addr)
+	cmd := exec.Command(tetherBin, "monitor", "--listen", "127.0.0.1:0")
 	cmd.Env = env
 	var out syncBuffer // read below while the monitor may still write it
 	cmd.Stderr = &out
@@ -272,6 +284,16 @@ func TestMonitorStopsOnSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
+	serving := regexp.MustCompile(`monitor serving http://(127\.0\.0\.1:[0-9]+)/metrics`)
+	var addr string
+	if !waitFor(20*time.Second, func() bool {
+		if m := serving.FindStringSubmatch(out.String()); m != nil {
+			addr = m[1]
+		}
+		return addr != ""
+	}) {
+		t.Fatalf("the monitor logged no address within 20s\n%s", out.String())
+	}
 	waitHealthy(t, addr)
 	cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
