@@ -120,7 +120,7 @@ func BenchmarkSubmitVsSbatch(b *testing.B) {
 			bin := sharedTether(b, shared)
 			dir := benchDir(b, shared, "submit")
 			os.WriteFile(filepath.Join(dir, "t.toml"), []byte("name='bench'\ncommand=['true']\n[resources]\nwalltime='1m'\n[scheduler]\nextra_args=['--hold']\n"), 0o644)
-			env := append(os.Environ(), "TETHER_SITE="+c.site["sbatch"], "TETHER_STATE_DIR="+filepath.Join(dir, "state"))
+			env := tetherEnv("TETHER_SITE="+c.site["sbatch"], "TETHER_STATE_DIR="+filepath.Join(dir, "state"))
 			var tetherT, rawT time.Duration
 			var jobs []string
 			var script string
@@ -166,7 +166,7 @@ func BenchmarkJobEndToWait(b *testing.B) {
 			bin := sharedTether(b, shared)
 			dir := benchDir(b, shared, "end")
 			os.WriteFile(filepath.Join(dir, "t.toml"), []byte("name='end'\ncommand=['bash','-c','sleep 3; date +%s%N > ended']\n[resources]\nwalltime='2m'\n"), 0o644)
-			env := append(os.Environ(), "TETHER_SITE="+c.site["sbatch"], "TETHER_STATE_DIR="+filepath.Join(dir, "state"))
+			env := tetherEnv("TETHER_SITE="+c.site["sbatch"], "TETHER_STATE_DIR="+filepath.Join(dir, "state"))
 			var total, worst time.Duration
 			for i := 0; i < b.N; i++ {
 				os.Remove(filepath.Join(dir, "ended"))
@@ -317,7 +317,7 @@ func BenchmarkWait50(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		dir := benchDir(b, shared, "wait50")
 		os.WriteFile(filepath.Join(dir, "t.toml"), []byte("name='w'\ncommand=['sleep','20']\n[resources]\nwalltime='2m'\n"), 0o644)
-		env := append(os.Environ(), "TETHER_SITE="+c.site["sbatch"], "TETHER_STATE_DIR="+filepath.Join(dir, "state"))
+		env := tetherEnv("TETHER_SITE="+c.site["sbatch"], "TETHER_STATE_DIR="+filepath.Join(dir, "state"))
 		var runs []string
 		for j := 0; j < 50; j++ {
 			cmd := exec.Command(bin, "submit", "t.toml")

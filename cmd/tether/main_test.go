@@ -53,6 +53,21 @@ func testMain(m *testing.M) int {
 	return m.Run()
 }
 
+// tetherEnv is this process's environment without what tether reads from
+// it (TETHER_*, AIRFLOW_CTX_*, XDG_STATE_HOME: a developer's site, state
+// dir or Airflow context must not reach the tests' tether), plus extra.
+func tetherEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "TETHER_") || strings.HasPrefix(k, "AIRFLOW_CTX_") || k == "XDG_STATE_HOME" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, extra...)
+}
+
 // haveMPI reports whether OpenMPI's compiler and launcher are installed.
 // Under CI=true their absence fails the tests that need them.
 func haveMPI(t *testing.T) bool {

@@ -105,7 +105,7 @@ scrape_configs:
 	os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644)
 	// port 0, and the port from its log: a port found free beforehand may
 	// be taken by the time the process listens
-	cmd := startProcess(t, os.Environ(), bin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
+	cmd := startProcess(t, tetherEnv(), bin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
 		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address=127.0.0.1:0")
 	url := "http://" + logAddr(t, cmd, `msg="Listening on" address=(127\.0\.0\.1:[0-9]+)`)
 	if !waitFor(30*time.Second, func() bool {
@@ -196,7 +196,7 @@ func waitHealthy(t *testing.T, addr string) {
 func TestPrometheusRunHung(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	env := append(os.Environ(), "XDG_STATE_HOME="+filepath.Join(dir, "state"), "PATH="+filepath.Dir(tetherBin)+":"+os.Getenv("PATH"))
+	env := tetherEnv("XDG_STATE_HOME="+filepath.Join(dir, "state"), "PATH="+filepath.Dir(tetherBin)+":"+os.Getenv("PATH"))
 	os.WriteFile(filepath.Join(dir, "hang.toml"), []byte(`name = "hang"
 heartbeat_timeout = "3s"
 script = '''
@@ -254,7 +254,7 @@ func TestPrometheusPendingTooLongSlurm(t *testing.T) {
 		"held.toml": "name='held'\ncommand=['true']\n[resources]\nwalltime='1m'\n[scheduler]\nextra_args=['--hold']\n",
 	})
 	bin := sharedTether(t, c.get("TESTCLUSTER_SHARED_DIR"))
-	env := append(os.Environ(), "TETHER_STATE_DIR="+filepath.Join(dir, "state"), "PATH="+filepath.Dir(bin)+":"+os.Getenv("PATH"))
+	env := tetherEnv("TETHER_STATE_DIR="+filepath.Join(dir, "state"), "PATH="+filepath.Dir(bin)+":"+os.Getenv("PATH"))
 	o, code, stderr := runCLI(t, bin, dir, filepath.Join(dir, "site.toml"), "submit", "held.toml")
 	if code != 0 {
 		t.Fatalf("submit: %d %s", code, stderr)
@@ -275,7 +275,7 @@ func TestPrometheusPendingTooLongSlurm(t *testing.T) {
 func TestMonitorStopsOnSIGTERM(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	env := append(os.Environ(), "XDG_STATE_HOME="+filepath.Join(dir, "state"))
+	env := tetherEnv("XDG_STATE_HOME=" + filepath.Join(dir, "state"))
 	cmd := exec.Command(tetherBin, "monitor", "--listen", "127.0.0.1:0")
 	cmd.Env = env
 	var out syncBuffer // read below while the monitor may still write it

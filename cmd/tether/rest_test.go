@@ -40,7 +40,7 @@ func runCLI(t *testing.T, bin, dir, site string, args ...string) (map[string]any
 func tetherCLI(ctx context.Context, bin, dir, site string, stderr io.Writer, args ...string) (map[string]any, int, error) {
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "TETHER_SITE="+site, "TETHER_STATE_DIR="+filepath.Join(dir, "state"),
+	cmd.Env = tetherEnv("TETHER_SITE="+site, "TETHER_STATE_DIR="+filepath.Join(dir, "state"),
 		"PATH="+filepath.Dir(bin)+":"+os.Getenv("PATH"))
 	var errs strings.Builder
 	cmd.Stderr = io.MultiWriter(stderr, &errs)
