@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -64,7 +65,15 @@ func runWrapper(t testing.TB, task *schema.Task, start func(*exec.Cmd)) (rundir.
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		started := false
+		defer func() {
+			if !started { // start failed the test: end the wrapper, which ends the Task
+				cmd.Process.Signal(syscall.SIGTERM)
+				cmd.Wait()
+			}
+		}()
 		start(cmd)
+		started = true
 		return run, cmd, cmd.Wait()
 	}
 	return run, cmd, cmd.Run()
@@ -199,16 +208,27 @@ func TestWrapperForwardsSignals(t *testing.T) {
 	task.Resources.Walltime = schema.Duration(time.Minute)
 	task.Signals.WarnBefore = schema.Duration(10 * time.Second)
 	task.Signals.WarnSignal = "USR2"
-	// a child process of the script traps too: the group gets the signal
+	// a child process of the script traps too: the group gets the signal.
+	// Each marks when its traps are set; the loops outlast any wait below.
+	// They count in bash, not over $(seq N): a signal that interrupts the
+	// command substitution cuts the list short, and the Task exits 0.
 	task.Script = `trap 'echo warned >> signals' USR2
 trap 'echo term >> signals; exit 42' TERM
-bash -c 'trap "echo child-warned >> signals" USR2; for i in $(seq 100); do sleep 0.05; done' &
-for i in $(seq 200); do sleep 0.05; done`
+touch ready
+bash -c 'trap "echo child-warned >> signals" USR2; touch child-ready; for ((i = 0; i < 1200; i++)); do sleep 0.05; done' &
+for ((i = 0; i < 2400; i++)); do sleep 0.05; done`
+	signals := filepath.Join(task.Workdir, "signals")
 	run, _, err := runWrapper(t, &task, func(cmd *exec.Cmd) {
-		waitFor(t, func() bool { _, err := os.Stat(run0(cmd).Started(1)); return err == nil })
-		time.Sleep(200 * time.Millisecond)
-		cmd.Process.Signal(syscall.SIGUSR2)
-		time.Sleep(300 * time.Millisecond)
+		for _, f := range []string{run0(cmd).Started(1), filepath.Join(task.Workdir, "ready"), filepath.Join(task.Workdir, "child-ready")} {
+			waitFor(t, "file "+f, func() bool { _, err := os.Stat(f); return err == nil })
+		}
+		// USR2 until both traps have run: one sent before the wrapper
+		// has noted the Task's pid is not forwarded
+		waitForRepeating(t, "warned and child-warned in "+signals, time.Second, func() { cmd.Process.Signal(syscall.SIGUSR2) }, func() bool {
+			got, _ := os.ReadFile(signals)
+			lines := strings.Split(string(got), "\n")
+			return slices.Contains(lines, "warned") && slices.Contains(lines, "child-warned")
+		})
 		cmd.Process.Signal(syscall.SIGTERM)
 	})
 	var ee *exec.ExitError
@@ -219,7 +239,7 @@ for i in $(seq 200); do sleep 0.05; done`
 	if e.ExitCode != 42 || !e.Warned {
 		t.Errorf("exitcode file %+v", e)
 	}
-	got, _ := os.ReadFile(filepath.Join(task.Workdir, "signals"))
+	got, _ := os.ReadFile(signals)
 	for _, want := range []string{"warned", "child-warned", "term"} {
 		if !strings.Contains(string(got), want+"\n") {
 			t.Errorf("signals file %q lacks %q", got, want)
@@ -232,14 +252,29 @@ func run0(cmd *exec.Cmd) rundir.Run {
 	return rundir.Run{Dir: filepath.Dir(filepath.Dir(cmd.Dir)), ID: "prop-1"}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
+// waitFor waits until cond holds; it fails the test, naming what it
+// waited for, after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	waitForRepeating(t, what, time.Hour, func() {}, cond)
+}
+
+// waitForRepeating is waitFor doing act first, and again every `again`
+// until cond holds.
+func waitForRepeating(t *testing.T, what string, again time.Duration, act func(), cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out waiting")
+	for {
+		act()
+		for next := time.Now().Add(again); time.Now().Before(next); {
+			if cond() {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out after 10s waiting for %s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -115,8 +115,9 @@ func BenchmarkStatusToMetric(b *testing.B) {
 	e.be.Put(backends.JobStatus{ID: "1", State: backends.Running, Start: e.now})
 	m := monitor.NewMonitor([]*monitor.SiteRuntime{{Site: site, Store: store, Engine: e.engine()}}, "bench", time.Now, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go m.Run(ctx)
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }() // stopped before its temp dirs go
 	fraction := func() float64 {
 		for _, r := range m.Metrics.Runs() {
 			if r.Fraction != nil {
@@ -125,10 +126,13 @@ func BenchmarkStatusToMetric(b *testing.B) {
 		}
 		return -1
 	}
-	for deadline := time.Now().Add(5 * time.Second); len(m.Metrics.Runs()) == 0 && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(5 * time.Second); len(m.Metrics.Runs()) == 0; {
+		if time.Now().After(deadline) {
+			b.Fatal("the monitor's first cycle did not show the run within 5s")
+		}
 		time.Sleep(time.Millisecond)
 	}
-	time.Sleep(100 * time.Millisecond) // the run's directory is being watched
+	waitWatched(b, 5*time.Second, run.Dir) // status-file writes are seen
 	var total, worst time.Duration
 	for i := 0; i < b.N; i++ {
 		f := float64(i%100) / 100

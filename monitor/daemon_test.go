@@ -106,6 +106,26 @@ func eventually(t *testing.T, what string, within time.Duration, ok func() bool)
 	}
 }
 
+// eventuallyRepeating does act, and again every `again` until ok holds;
+// it fails the test if ok does not hold within.
+func eventuallyRepeating(t *testing.T, what string, within, again time.Duration, act func(), ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		act()
+		next := time.Now().Add(again)
+		for time.Now().Before(next) {
+			if ok() {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %v", what, within)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
 func progressOf(m *monitor.Monitor, runID string) float64 {
 	for _, v := range m.Metrics.Runs() {
 		if v.RunID == runID && v.Fraction != nil {
@@ -132,11 +152,23 @@ func TestMonitorStatFallback(t *testing.T) {
 			go func() { m.Run(ctx); close(done) }()
 			defer func() { cancel(); <-done }()
 			eventually(t, "first cycle", 2*time.Second, func() bool { return len(m.Metrics.Runs()) == 1 })
-			time.Sleep(200 * time.Millisecond) // the fallback has taken its first look
 
 			f := 0.25
-			rundir.AppendEvent(run.Status(), schema.Event{Type: schema.EventProgress, Fraction: &f, TS: time.Now()})
-			eventually(t, "progress metric", 2*time.Second, func() bool { return progressOf(m, run.ID) == 0.25 })
+			progress := func() {
+				rundir.AppendEvent(run.Status(), schema.Event{Type: schema.EventProgress, Fraction: &f, TS: time.Now()})
+			}
+			if statOnly {
+				// The fallback's first look at the run records its files
+				// and shows nowhere; a write before it is the baseline, not
+				// a change. So the write is repeated until one is seen.
+				eventuallyRepeating(t, "progress metric", 2*time.Second, 200*time.Millisecond, progress, func() bool { return progressOf(m, run.ID) == 0.25 })
+			} else {
+				// after the first cycle the monitor watches the run's
+				// directory and its attempt's
+				waitWatched(t, 2*time.Second, run.Dir, run.AttemptDir(1))
+				progress()
+				eventually(t, "progress metric", 2*time.Second, func() bool { return progressOf(m, run.ID) == 0.25 })
+			}
 
 			// The job ends: the wrapper's exit file wakes a cycle at once
 			// (the next scheduled one is 20 s away).

@@ -140,8 +140,15 @@ func TestTokenSources(t *testing.T) {
 	if err != nil || tok != secret {
 		t.Fatalf("file token: %q %v", tok, err)
 	}
-	time.Sleep(10 * time.Millisecond)
+	// a new token, with a new mtime however coarse the filesystem's clock
+	fi, err := os.Stat(ft.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	os.WriteFile(ft.Path, []byte("newtoken\n"), 0o600)
+	if err := os.Chtimes(ft.Path, fi.ModTime().Add(time.Second), fi.ModTime().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	if tok, _ := ft.Token(context.Background()); tok != "newtoken" {
 		t.Errorf("file token not reread: %q", tok)
 	}

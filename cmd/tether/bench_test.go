@@ -14,7 +14,7 @@ import (
 // benchEnv is an environment with its own state directory.
 func benchEnv(b *testing.B) []string {
 	dir := b.TempDir()
-	return append(os.Environ(), "XDG_STATE_HOME="+filepath.Join(dir, "state"), "PATH="+filepath.Dir(tetherBin)+":"+os.Getenv("PATH"))
+	return tetherEnv("XDG_STATE_HOME="+filepath.Join(dir, "state"), "PATH="+filepath.Dir(tetherBin)+":"+os.Getenv("PATH"))
 }
 
 func runTether(b *testing.B, env []string, dir string, args ...string) []byte {

@@ -118,10 +118,9 @@ func BenchmarkSubmitVsSbatch(b *testing.B) {
 		b.Run(c.key, func(b *testing.B) {
 			shared := c.get("TESTCLUSTER_SHARED_DIR")
 			bin := sharedTether(b, shared)
-			dir := filepath.Join(shared, "bench", fmt.Sprintf("submit-%d", time.Now().UnixNano()))
-			os.MkdirAll(dir, 0o755)
+			dir := benchDir(b, shared, "submit")
 			os.WriteFile(filepath.Join(dir, "t.toml"), []byte("name='bench'\ncommand=['true']\n[resources]\nwalltime='1m'\n[scheduler]\nextra_args=['--hold']\n"), 0o644)
-			env := append(os.Environ(), "TETHER_SITE="+c.site["sbatch"], "TETHER_STATE_DIR="+filepath.Join(dir, "state"))
+			env := tetherEnv("TETHER_SITE="+c.site["sbatch"], "TETHER_STATE_DIR="+filepath.Join(dir, "state"))
 			var tetherT, rawT time.Duration
 			var jobs []string
 			var script string
@@ -165,10 +164,9 @@ func BenchmarkJobEndToWait(b *testing.B) {
 		b.Run(c.key, func(b *testing.B) {
 			shared := c.get("TESTCLUSTER_SHARED_DIR")
 			bin := sharedTether(b, shared)
-			dir := filepath.Join(shared, "bench", fmt.Sprintf("end-%d", time.Now().UnixNano()))
-			os.MkdirAll(dir, 0o755)
+			dir := benchDir(b, shared, "end")
 			os.WriteFile(filepath.Join(dir, "t.toml"), []byte("name='end'\ncommand=['bash','-c','sleep 3; date +%s%N > ended']\n[resources]\nwalltime='2m'\n"), 0o644)
-			env := append(os.Environ(), "TETHER_SITE="+c.site["sbatch"], "TETHER_STATE_DIR="+filepath.Join(dir, "state"))
+			env := tetherEnv("TETHER_SITE="+c.site["sbatch"], "TETHER_STATE_DIR="+filepath.Join(dir, "state"))
 			var total, worst time.Duration
 			for i := 0; i < b.N; i++ {
 				os.Remove(filepath.Join(dir, "ended"))
@@ -211,8 +209,7 @@ func BenchmarkSubmit200(b *testing.B) {
 	for _, c := range needClusters(b) {
 		b.Run(c.key, func(b *testing.B) {
 			shared := c.get("TESTCLUSTER_SHARED_DIR")
-			dir := filepath.Join(shared, "bench", fmt.Sprintf("submit200-%d", time.Now().UnixNano()))
-			os.MkdirAll(dir, 0o755)
+			dir := benchDir(b, shared, "submit200")
 			script := writeScript(b, dir)
 			rates := map[string]float64{}
 			for _, kind := range []string{"sbatch", "rest"} {
@@ -257,7 +254,7 @@ func BenchmarkRESTPollRequests200(b *testing.B) {
 	for _, c := range needClusters(b) {
 		b.Run(c.key, func(b *testing.B) {
 			shared := c.get("TESTCLUSTER_SHARED_DIR")
-			store, err := rundir.Open(filepath.Join(shared, "bench", fmt.Sprintf("restpoll-%d", time.Now().UnixNano())))
+			store, err := rundir.Open(benchDir(b, shared, "restpoll"))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -318,10 +315,9 @@ func BenchmarkWait50(b *testing.B) {
 	shared := c.get("TESTCLUSTER_SHARED_DIR")
 	bin := sharedTether(b, shared)
 	for i := 0; i < b.N; i++ {
-		dir := filepath.Join(shared, "bench", fmt.Sprintf("wait50-%d", time.Now().UnixNano()))
-		os.MkdirAll(dir, 0o755)
+		dir := benchDir(b, shared, "wait50")
 		os.WriteFile(filepath.Join(dir, "t.toml"), []byte("name='w'\ncommand=['sleep','20']\n[resources]\nwalltime='2m'\n"), 0o644)
-		env := append(os.Environ(), "TETHER_SITE="+c.site["sbatch"], "TETHER_STATE_DIR="+filepath.Join(dir, "state"))
+		env := tetherEnv("TETHER_SITE="+c.site["sbatch"], "TETHER_STATE_DIR="+filepath.Join(dir, "state"))
 		var runs []string
 		for j := 0; j < 50; j++ {
 			cmd := exec.Command(bin, "submit", "t.toml")
@@ -356,4 +352,25 @@ func BenchmarkWait50(b *testing.B) {
 		b.ReportMetric(float64(rpcs), "job-info-RPCs")
 		b.ReportMetric(elapsed.Seconds(), "s-waited")
 	}
+}
+
+// benchDir makes a fresh directory under the shared dir's bench/ (the
+// chroot cluster sees only the shared dir), removed when the benchmark
+// ends unless it failed.
+func benchDir(b *testing.B, shared, prefix string) string {
+	b.Helper()
+	if err := os.MkdirAll(filepath.Join(shared, "bench"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	dir, err := os.MkdirTemp(filepath.Join(shared, "bench"), prefix+"-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	os.Chmod(dir, 0o755)
+	b.Cleanup(func() {
+		if !b.Failed() {
+			os.RemoveAll(dir)
+		}
+	})
+	return dir
 }

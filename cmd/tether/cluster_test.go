@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,8 +22,45 @@ type testCluster struct {
 	env  map[string]string
 	site map[string]string // kind (sbatch, rest, ...) -> site file
 	// lock lets most scripts share the cluster and a few (node down,
-	// slurmctld stopped) have it to themselves.
-	lock sync.RWMutex
+	// slurmctld stopped) have it to themselves; lockFile does the same
+	// between test processes (two `go test` runs on one machine). Take
+	// both through hold.
+	lock     sync.RWMutex
+	lockFile string
+}
+
+// hold takes the cluster shared or exclusive, in this process and among
+// all test processes (flock on lockFile), until release is called.
+func (c *testCluster) hold(exclusive bool) (release func(), err error) {
+	unlock := c.lock.RUnlock
+	how := syscall.LOCK_SH
+	if exclusive {
+		c.lock.Lock()
+		unlock, how = c.lock.Unlock, syscall.LOCK_EX
+	} else {
+		c.lock.RLock()
+	}
+	f, err := os.OpenFile(c.lockFile, os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		unlock()
+		return nil, fmt.Errorf("cluster lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), how); err != nil {
+		f.Close()
+		unlock()
+		return nil, fmt.Errorf("cluster lock %s: %w", c.lockFile, err)
+	}
+	return func() { f.Close(); unlock() }, nil // the close drops the flock
+}
+
+// holdShared takes the cluster shared for the rest of the test.
+func (c *testCluster) holdShared(t *testing.T) {
+	t.Helper()
+	release, err := c.hold(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release)
 }
 
 func (c *testCluster) get(k string) string { return c.env[k] }
@@ -53,7 +91,7 @@ func loadClusters() ([]*testCluster, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", envFile, err)
 		}
-		c := &testCluster{key: key, env: map[string]string{}, site: map[string]string{}}
+		c := &testCluster{key: key, env: map[string]string{}, site: map[string]string{}, lockFile: filepath.Join(filepath.Dir(envFile), "tests.lock")}
 		for _, kv := range bytes.Split(raw, []byte{0}) {
 			k, v, ok := strings.Cut(string(kv), "=")
 			if ok && strings.HasPrefix(k, "TESTCLUSTER_") {
@@ -176,16 +214,12 @@ type clusterKey struct{}
 // cluster shared|exclusive: hold the cluster for this script.
 func cmdCluster(ts *testscript.TestScript, neg bool, args []string) {
 	c := ts.Value(clusterKey{}).(*testCluster)
-	switch {
-	case len(args) == 1 && args[0] == "shared":
-		c.lock.RLock()
-		ts.Defer(c.lock.RUnlock)
-	case len(args) == 1 && args[0] == "exclusive":
-		c.lock.Lock()
-		ts.Defer(c.lock.Unlock)
-	default:
+	if len(args) != 1 || (args[0] != "shared" && args[0] != "exclusive") {
 		ts.Fatalf("usage: cluster shared|exclusive")
 	}
+	release, err := c.hold(args[0] == "exclusive")
+	ts.Check(err)
+	ts.Defer(release)
 }
 
 // node down|resume: set the cluster's node DOWN (resumed when the script

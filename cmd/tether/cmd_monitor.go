@@ -101,14 +101,14 @@ local site is watched.`,
 				}
 				errc <- err
 			}()
-			where := "http://" + ln.Addr().String()
+			how := ""
 			switch {
 			case webConfig != "":
-				where += " (or https), with the TLS and basic auth of " + webConfig
+				how = " (https where " + webConfig + " sets TLS, with its basic auth)"
 			case !isLoopback(ln.Addr()):
 				a.logf("warning: serving /metrics and /runs on %s without --web.config.file: anyone who can reach the port can read them", ln.Addr())
 			}
-			a.logf("monitor serving %s/metrics for %d site(s)", where, len(rts))
+			a.logf("monitor serving http://%s/metrics%s for %d site(s)", ln.Addr(), how, len(rts))
 			runErr := m.Run(runCtx)
 			shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -51,6 +53,21 @@ func testMain(m *testing.M) int {
 	return m.Run()
 }
 
+// tetherEnv is this process's environment without what tether reads from
+// it (TETHER_*, AIRFLOW_CTX_*, XDG_STATE_HOME: a developer's site, state
+// dir or Airflow context must not reach the tests' tether), plus extra.
+func tetherEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "TETHER_") || strings.HasPrefix(k, "AIRFLOW_CTX_") || k == "XDG_STATE_HOME" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, extra...)
+}
+
 // haveMPI reports whether OpenMPI's compiler and launcher are installed.
 // Under CI=true their absence fails the tests that need them.
 func haveMPI(t *testing.T) bool {
@@ -85,11 +102,14 @@ func scriptParams(t *testing.T, dir string) testscript.Params {
 			return false, fmt.Errorf("unknown condition %q", cond)
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"code":     cmdCode,
-			"waitfile": cmdWaitFile,
-			"jsonlast": cmdJSONLast,
-			"jsonvar":  cmdJSONVar,
-			"readvar":  cmdReadVar,
+			"code":        cmdCode,
+			"waitfile":    cmdWaitFile,
+			"waitgrep":    cmdWaitGrep,
+			"waitexec":    cmdWaitExec,
+			"waitexpired": cmdWaitExpired,
+			"jsonlast":    cmdJSONLast,
+			"jsonvar":     cmdJSONVar,
+			"readvar":     cmdReadVar,
 		},
 	}
 }
@@ -123,27 +143,137 @@ func cmdCode(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// waitfile GLOB [SECONDS]: wait until a file matching GLOB exists.
+// waitUntil polls cond until it holds or limit passes; then the script
+// fails with what was awaited and, from cond, what was last seen. It is
+// the one way scripts wait for something: every wait* command uses it.
+// The pause between looks grows from 10 ms to maxPause.
+func waitUntil(ts *testscript.TestScript, what string, limit, maxPause time.Duration, cond func() (ok bool, last string)) {
+	deadline := time.Now().Add(limit)
+	pause := 10 * time.Millisecond
+	for {
+		ok, last := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			if last != "" {
+				ts.Fatalf("%s: timed out after %s; last seen:\n%s", what, limit, last)
+			}
+			ts.Fatalf("%s: timed out after %s", what, limit)
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, maxPause)
+	}
+}
+
+// waitLimit reads an optional timeout in seconds (default 20 s).
+func waitLimit(ts *testscript.TestScript, cmd string, args []string) time.Duration {
+	if len(args) == 0 {
+		return 20 * time.Second
+	}
+	s, err := strconv.Atoi(args[0])
+	if err != nil || s <= 0 || len(args) > 1 {
+		ts.Fatalf("%s: bad timeout %q (seconds)", cmd, strings.Join(args, " "))
+	}
+	return time.Duration(s) * time.Second
+}
+
+// waitfile GLOB [SECONDS]: wait until a file matching GLOB exists
+// (! waitfile: until none does).
 func cmdWaitFile(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) < 1 {
 		ts.Fatalf("usage: waitfile glob [seconds]")
 	}
-	limit := 20 * time.Second
-	if len(args) > 1 {
-		s, _ := strconv.Atoi(args[1])
-		limit = time.Duration(s) * time.Second
+	what := "waitfile " + args[0]
+	if neg {
+		what = "! " + what
 	}
-	deadline := time.Now().Add(limit)
-	for {
+	waitUntil(ts, what, waitLimit(ts, "waitfile", args[1:]), 250*time.Millisecond, func() (bool, string) {
 		m, _ := filepath.Glob(ts.MkAbs(args[0]))
-		if (len(m) > 0) != neg {
-			return
-		}
-		if time.Now().After(deadline) {
-			ts.Fatalf("waitfile %s: timed out after %s", args[0], limit)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return (len(m) > 0) != neg, strings.Join(m, "\n")
+	})
+}
+
+// waitgrep PATTERN FILE [SECONDS]: wait until a line of FILE matches the
+// regular expression PATTERN (FILE may not exist yet). For a background
+// command's output, have it write to a file, e.g.
+// exec sh -c 'exec tether wait "$1" 2> wait.stderr' sh $RUN &w&
+func cmdWaitGrep(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: waitgrep pattern file [seconds]")
 	}
+	re, err := regexp.Compile("(?m)" + args[0])
+	if err != nil {
+		ts.Fatalf("waitgrep: %v", err)
+	}
+	file := ts.MkAbs(args[1])
+	waitUntil(ts, fmt.Sprintf("waitgrep %q %s", args[0], args[1]), waitLimit(ts, "waitgrep", args[2:]), 250*time.Millisecond, func() (bool, string) {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return false, err.Error()
+		}
+		return re.Match(b), tailLines(string(b), 20)
+	})
+}
+
+// waitexec [-timeout=SECONDS] CMD ARGS...: run CMD again and again until
+// it exits 0 (default timeout 20 s). Its stdout and stderr are then the
+// successful run's, for stdout/stderr checks.
+func cmdWaitExec(ts *testscript.TestScript, neg bool, args []string) {
+	limit := 20 * time.Second
+	if len(args) > 0 && strings.HasPrefix(args[0], "-timeout=") {
+		limit = waitLimit(ts, "waitexec", []string{strings.TrimPrefix(args[0], "-timeout=")})
+		args = args[1:]
+	}
+	if neg || len(args) < 1 {
+		ts.Fatalf("usage: waitexec [-timeout=seconds] command [args...]")
+	}
+	// commands may be costly (a scheduler query): at most one a second
+	waitUntil(ts, "waitexec "+strings.Join(args, " "), limit, time.Second, func() (bool, string) {
+		err := ts.Exec(args[0], args[1:]...)
+		if err == nil {
+			return true, ""
+		}
+		return false, err.Error() + "\n" + tailLines(ts.ReadFile("stdout")+ts.ReadFile("stderr"), 20)
+	})
+}
+
+// waitexpired JWTFILE [SECONDS]: wait until the JSON Web Token in JWTFILE
+// (optionally as SLURM_JWT=...) has expired: the clock is past its exp
+// claim, the point from which tether and Slurm refuse it.
+func cmdWaitExpired(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 1 {
+		ts.Fatalf("usage: waitexpired jwtfile [seconds]")
+	}
+	tok := strings.TrimSpace(ts.ReadFile(args[0]))
+	tok = strings.TrimPrefix(tok, "SLURM_JWT=")
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		ts.Fatalf("waitexpired: %s does not hold a JWT", args[0])
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	var claims struct {
+		Exp *int64 `json:"exp"`
+	}
+	if err == nil {
+		err = json.Unmarshal(raw, &claims)
+	}
+	if err != nil || claims.Exp == nil {
+		ts.Fatalf("waitexpired: no exp claim in the token of %s (%v)", args[0], err)
+	}
+	exp := time.Unix(*claims.Exp, 0)
+	waitUntil(ts, "waitexpired "+args[0], waitLimit(ts, "waitexpired", args[1:]), 100*time.Millisecond, func() (bool, string) {
+		return time.Now().After(exp), "the token expires at " + exp.UTC().Format(time.RFC3339)
+	})
+}
+
+// tailLines returns the last n lines of s.
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // lastJSON decodes the last line of a file as a JSON object.

@@ -34,7 +34,7 @@ func needMultinode(t testing.TB) *testCluster {
 			multinodeErr = err
 			return
 		}
-		c := &testCluster{key: "multinode", env: map[string]string{}, site: map[string]string{}}
+		c := &testCluster{key: "multinode", env: map[string]string{}, site: map[string]string{}, lockFile: filepath.Join(filepath.Dir(envFile), "tests.lock")}
 		for _, kv := range bytes.Split(raw, []byte{0}) {
 			k, v, ok := strings.Cut(string(kv), "=")
 			if ok && strings.HasPrefix(k, "TESTCLUSTER_") {
@@ -67,6 +67,7 @@ func TestMultinode(t *testing.T) {
 		t.Run(kind+"/"+filepath.Base(v.dir), func(t *testing.T) {
 			t.Parallel()
 			p := clusterParams(t, c, c.site[kind], v.dir)
+			mpi := haveMPI(t) // here: Setup and Condition run in the scripts' goroutines
 			setup := p.Setup
 			p.Setup = func(env *testscript.Env) error {
 				if err := setup(env); err != nil {
@@ -74,7 +75,11 @@ func TestMultinode(t *testing.T) {
 				}
 				env.Setenv("BACKEND", kind)
 				env.Setenv("MULTINODE", c.get("TESTCLUSTER_MULTINODE"))
-				env.Setenv("MONITOR_ADDR", freeAddr(t))
+				addr, err := freeAddrErr()
+				if err != nil {
+					return err
+				}
+				env.Setenv("MONITOR_ADDR", addr)
 				return nil
 			}
 			p.Cmds["link"] = multinodeCmd("cut", "restore")
@@ -84,7 +89,7 @@ func TestMultinode(t *testing.T) {
 				case "sbatch", "rest":
 					return cond == kind, nil
 				case "mpi":
-					return haveMPI(t), nil
+					return mpi, nil
 				}
 				return false, fmt.Errorf("unknown condition %q", cond)
 			}

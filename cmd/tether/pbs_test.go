@@ -66,6 +66,7 @@ func TestPBS(t *testing.T) {
 				WalltimeCheckInterval: time.Second, KillDelay: 2 * time.Second})
 			site := pbsSite(t, srv, "pbs-"+name)
 			p := scriptParams(t, v.dir)
+			mpi := haveMPI(t) // here: Condition runs in the scripts' goroutines
 			setup := p.Setup
 			p.Setup = func(env *testscript.Env) error {
 				if err := setup(env); err != nil {
@@ -83,17 +84,19 @@ func TestPBS(t *testing.T) {
 				case "history":
 					return history, nil
 				case "mpi":
-					return haveMPI(t), nil
+					return mpi, nil
 				}
 				return false, fmt.Errorf("unknown condition %q", cond)
 			}
 			p.Cmds["pbsserver"] = func(ts *testscript.TestScript, neg bool, args []string) {
 				srv := ts.Value(pbsKey{}).(*pbsemutest.Server)
+				// SetDown, not Down/Up: those fail the parent test, and
+				// this runs in the script's goroutine
 				switch {
 				case len(args) == 1 && args[0] == "down":
-					srv.Down()
+					ts.Check(srv.SetDown(true))
 				case len(args) == 1 && args[0] == "up":
-					srv.Up()
+					ts.Check(srv.SetDown(false))
 				default:
 					ts.Fatalf("usage: pbsserver down|up")
 				}

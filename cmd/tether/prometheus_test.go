@@ -8,19 +8,24 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 )
 
-func freeAddr(t *testing.T) string {
+// freeAddrErr returns a local address that was free a moment ago (for
+// scripts that must know the monitor's address beforehand; processes the
+// Go tests start listen on port 0 and report theirs instead). It returns
+// its error: testscript Setup cannot call t.Fatal.
+func freeAddrErr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	defer l.Close()
-	return l.Addr().String()
+	return l.Addr().String(), nil
 }
 
 // needPrometheus finds Prometheus; CI must have it (make test installs it).
@@ -98,10 +103,11 @@ scrape_configs:
       - targets: [%q]
 `, filepath.Join(dir, "rules.yml"), monitorAddr)
 	os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644)
-	addr := freeAddr(t)
-	startProcess(t, os.Environ(), bin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr)
-	url := "http://" + addr
+	// port 0, and the port from its log: a port found free beforehand may
+	// be taken by the time the process listens
+	cmd := startProcess(t, tetherEnv(), bin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address=127.0.0.1:0")
+	url := "http://" + logAddr(t, cmd, `msg="Listening on" address=(127\.0\.0\.1:[0-9]+)`)
 	if !waitFor(30*time.Second, func() bool {
 		r, err := http.Get(url + "/-/ready")
 		if err != nil {
@@ -146,9 +152,27 @@ func waitAlert(t *testing.T, promURL, alertname, runID string, d time.Duration) 
 }
 
 func startMonitor(t *testing.T, env []string, sites ...string) string {
-	addr := freeAddr(t)
-	startProcess(t, env, tetherBin, append([]string{"monitor", "-v", "--listen", addr}, sites...)...)
+	cmd := startProcess(t, env, tetherBin, append([]string{"monitor", "-v", "--listen", "127.0.0.1:0"}, sites...)...)
+	addr := logAddr(t, cmd, `monitor serving http://(127\.0\.0\.1:[0-9]+)/metrics`)
 	waitHealthy(t, addr)
+	return addr
+}
+
+// logAddr waits for the log of a process from startProcess to show the
+// address it listens on: the first group of pattern.
+func logAddr(t *testing.T, cmd *exec.Cmd, pattern string) string {
+	t.Helper()
+	re := regexp.MustCompile(pattern)
+	var addr string
+	if !waitFor(30*time.Second, func() bool {
+		b, _ := os.ReadFile(cmd.Stderr.(*os.File).Name())
+		if m := re.FindSubmatch(b); m != nil {
+			addr = string(m[1])
+		}
+		return addr != ""
+	}) {
+		t.Fatalf("%s logged no address matching %s within 30s", filepath.Base(cmd.Path), pattern)
+	}
 	return addr
 }
 
@@ -172,7 +196,7 @@ func waitHealthy(t *testing.T, addr string) {
 func TestPrometheusRunHung(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	env := append(os.Environ(), "XDG_STATE_HOME="+filepath.Join(dir, "state"), "PATH="+filepath.Dir(tetherBin)+":"+os.Getenv("PATH"))
+	env := tetherEnv("XDG_STATE_HOME="+filepath.Join(dir, "state"), "PATH="+filepath.Dir(tetherBin)+":"+os.Getenv("PATH"))
 	os.WriteFile(filepath.Join(dir, "hang.toml"), []byte(`name = "hang"
 heartbeat_timeout = "3s"
 script = '''
@@ -218,8 +242,7 @@ func lastLine(out []byte) string {
 func TestPrometheusPendingTooLongSlurm(t *testing.T) {
 	t.Parallel()
 	c := needClusters(t)[0]
-	c.lock.RLock()
-	defer c.lock.RUnlock()
+	c.holdShared(t)
 	base, err := os.ReadFile(c.site["sbatch"])
 	if err != nil {
 		t.Fatal(err)
@@ -231,7 +254,7 @@ func TestPrometheusPendingTooLongSlurm(t *testing.T) {
 		"held.toml": "name='held'\ncommand=['true']\n[resources]\nwalltime='1m'\n[scheduler]\nextra_args=['--hold']\n",
 	})
 	bin := sharedTether(t, c.get("TESTCLUSTER_SHARED_DIR"))
-	env := append(os.Environ(), "TETHER_STATE_DIR="+filepath.Join(dir, "state"), "PATH="+filepath.Dir(bin)+":"+os.Getenv("PATH"))
+	env := tetherEnv("TETHER_STATE_DIR="+filepath.Join(dir, "state"), "PATH="+filepath.Dir(bin)+":"+os.Getenv("PATH"))
 	o, code, stderr := runCLI(t, bin, dir, filepath.Join(dir, "site.toml"), "submit", "held.toml")
 	if code != 0 {
 		t.Fatalf("submit: %d %s", code, stderr)
@@ -252,16 +275,25 @@ func TestPrometheusPendingTooLongSlurm(t *testing.T) {
 func TestMonitorStopsOnSIGTERM(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	env := append(os.Environ(), "XDG_STATE_HOME="+filepath.Join(dir, "state"))
-	addr := freeAddr(t)
-	cmd := exec.Command(tetherBin, "monitor", "--listen", addr)
+	env := tetherEnv("XDG_STATE_HOME=" + filepath.Join(dir, "state"))
+	cmd := exec.Command(tetherBin, "monitor", "--listen", "127.0.0.1:0")
 	cmd.Env = env
-	var out strings.Builder
+	var out syncBuffer // read below while the monitor may still write it
 	cmd.Stderr = &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
+	serving := regexp.MustCompile(`monitor serving http://(127\.0\.0\.1:[0-9]+)/metrics`)
+	var addr string
+	if !waitFor(20*time.Second, func() bool {
+		if m := serving.FindStringSubmatch(out.String()); m != nil {
+			addr = m[1]
+		}
+		return addr != ""
+	}) {
+		t.Fatalf("the monitor logged no address within 20s\n%s", out.String())
+	}
 	waitHealthy(t, addr)
 	cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -19,37 +22,80 @@ import (
 )
 
 // runCLI runs the shared tether binary in dir with a site and its own
-// state dir, and returns the outcome JSON and the exit code.
+// state dir, and returns the outcome JSON and the exit code. It fails the
+// test: call it from the test's goroutine only (elsewhere, tetherCLI).
 func runCLI(t *testing.T, bin, dir, site string, args ...string) (map[string]any, int, string) {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "TETHER_SITE="+site, "TETHER_STATE_DIR="+filepath.Join(dir, "state"),
-		"PATH="+filepath.Dir(bin)+":"+os.Getenv("PATH"))
 	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	o, code, err := tetherCLI(context.Background(), bin, dir, site, &stderr, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o, code, stderr.String()
+}
+
+// tetherCLI is runCLI returning its failure (no JSON line, tether did not
+// run) instead of failing the test, for goroutines; tether's stderr goes
+// to stderr.
+func tetherCLI(ctx context.Context, bin, dir, site string, stderr io.Writer, args ...string) (map[string]any, int, error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = dir
+	cmd.Env = tetherEnv("TETHER_SITE="+site, "TETHER_STATE_DIR="+filepath.Join(dir, "state"),
+		"PATH="+filepath.Dir(bin)+":"+os.Getenv("PATH"))
+	var errs strings.Builder
+	cmd.Stderr = io.MultiWriter(stderr, &errs)
 	out, err := cmd.Output()
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	} else if err != nil {
-		t.Fatal(err)
+		return nil, 0, fmt.Errorf("tether %v: %w", args, err)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	var o map[string]any
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &o); err != nil {
-		t.Fatalf("tether %v: no JSON line: %q\n%s", args, out, stderr.String())
+		return nil, code, fmt.Errorf("tether %v: no JSON line: %q\n%s", args, out, errs.String())
 	}
-	return o, code, stderr.String()
+	return o, code, nil
 }
 
-// workDir makes a directory under the cluster's shared dir with files.
+// syncBuffer is a bytes.Buffer that a running command may write while the
+// test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// workDir makes a directory under the cluster's shared dir with files,
+// removed when the test ends unless it failed. The shared tests directory
+// is made here too: no test may count on another having made it.
 func workDir(t *testing.T, c *testCluster, files map[string]string) string {
 	t.Helper()
-	dir, err := os.MkdirTemp(filepath.Join(c.get("TESTCLUSTER_SHARED_DIR"), "tests"), strings.ReplaceAll(t.Name(), "/", "_"))
+	tests := filepath.Join(c.get("TESTCLUSTER_SHARED_DIR"), "tests")
+	if err := os.MkdirAll(tests, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp(tests, strings.ReplaceAll(t.Name(), "/", "_"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			os.RemoveAll(dir)
+		}
+	})
 	os.Chmod(dir, 0o755)
 	for name, body := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
@@ -74,8 +120,7 @@ func TestParitySbatchREST(t *testing.T) {
 	for _, c := range needClusters(t) {
 		t.Run(c.key, func(t *testing.T) {
 			t.Parallel()
-			c.lock.RLock()
-			defer c.lock.RUnlock()
+			c.holdShared(t)
 			bin := sharedTether(t, c.get("TESTCLUSTER_SHARED_DIR"))
 			type result struct {
 				o    map[string]any
@@ -90,7 +135,12 @@ func TestParitySbatchREST(t *testing.T) {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						o, code, _ := runCLI(t, bin, dir, c.site[kind], "run", spec)
+						// not runCLI: t.Fatal belongs to the test's goroutine
+						o, code, err := tetherCLI(context.Background(), bin, dir, c.site[kind], io.Discard, "run", spec)
+						if err != nil {
+							t.Errorf("%s with %s: %v", spec, kind, err)
+							return
+						}
 						mu.Lock()
 						if results[spec] == nil {
 							results[spec] = map[string]result{}
@@ -101,6 +151,9 @@ func TestParitySbatchREST(t *testing.T) {
 				}
 			}
 			wg.Wait()
+			if t.Failed() {
+				t.FailNow() // a run is missing: nothing to compare it with
+			}
 			for spec, r := range results {
 				s, rr := r["sbatch"], r["rest"]
 				for _, k := range []string{"outcome", "proceed", "exit_code", "signal", "scheduler_state", "fraction", "reason"} {
@@ -158,7 +211,7 @@ func newFaultProxy(t *testing.T, upstream string) *faultProxy {
 				c.Close()
 			}
 		case n%9 == 3:
-			time.Sleep(2 * time.Second)
+			time.Sleep(2 * time.Second) // a slow answer: injected latency, not a wait for anything
 			rp.ServeHTTP(w, r)
 		default:
 			rp.ServeHTTP(w, r)
@@ -176,8 +229,7 @@ func TestRESTFaultProxy(t *testing.T) {
 	for _, c := range needClusters(t) {
 		t.Run(c.key, func(t *testing.T) {
 			t.Parallel()
-			c.lock.RLock()
-			defer c.lock.RUnlock()
+			c.holdShared(t)
 			bin := sharedTether(t, c.get("TESTCLUSTER_SHARED_DIR"))
 			p := newFaultProxy(t, c.get("TESTCLUSTER_REST_URL"))
 			base, _ := os.ReadFile(c.site["rest"])
@@ -220,30 +272,82 @@ func TestRESTFaultProxy(t *testing.T) {
 			// a total outage while a run waits
 			o, _, _ = runCLI(t, bin, dir, site, "submit", "ok.toml")
 			id := o["run_id"].(string)
-			done := make(chan struct{})
-			var wo map[string]any
-			var wcode int
-			var wstderr string
+			type waited struct {
+				o    map[string]any
+				code int
+				err  error
+			}
+			done := make(chan waited, 1)
+			var wstderr syncBuffer
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel() // a waiter left behind by a failure is killed
+			asked := p.n.Load()
 			go func() {
-				wo, wcode, wstderr = runCLI(t, bin, dir, site, "wait", id)
-				close(done)
+				// not runCLI: t.Fatal belongs to the test's goroutine
+				o, code, err := tetherCLI(ctx, bin, dir, site, &wstderr, "wait", id)
+				done <- waited{o, code, err}
 			}()
-			time.Sleep(2 * time.Second)
+			// The outage begins once the waiter asks slurmrestd, and lasts
+			// at least 15 s, until the waiter has warned about it and the
+			// job has ended (its exit file) while slurmrestd is unreachable.
+			if !waitFor(time.Minute, func() bool { return p.n.Load() > asked }) {
+				t.Fatalf("tether wait sent no request within a minute\n%s", wstderr.String())
+			}
 			p.outage.Store(true)
-			time.Sleep(15 * time.Second)
+			began := time.Now()
+			const minOutage = 15 * time.Second
+			exitFile := filepath.Join(dir, "state", "runs", id, "attempts", "1", "exitcode")
+			ended := waitFor(minOutage+2*time.Minute, func() bool {
+				_, err := os.Stat(exitFile)
+				return time.Since(began) >= minOutage && err == nil &&
+					strings.Contains(wstderr.String(), "; still waiting, nothing is decided on this")
+			})
+			outage := time.Since(began)
 			p.outage.Store(false)
-			<-done
-			if wcode != 0 || wo["outcome"] != "succeeded" {
-				t.Errorf("after the outage: exit %d %v\n%s", wcode, wo, wstderr)
+			if !ended {
+				t.Errorf("after %s of outage: the warning or the job's exit file is missing", outage.Round(time.Second))
 			}
-			if !strings.Contains(wstderr, "; still waiting, nothing is decided on this") {
-				t.Errorf("no warning during the outage:\n%s", wstderr)
+			var w waited
+			select {
+			case w = <-done:
+			case <-time.After(3 * time.Minute):
+				t.Fatalf("tether wait still waiting 3 minutes after the outage\n%s", wstderr.String())
 			}
-			// 15 s of outage, polls every 1-5 s with backoff, 1+4 tries each
-			if n := p.inOutage.Load(); n > 40 {
-				t.Errorf("%d requests during a 15 s outage: retries are not bounded", n)
+			if w.err != nil {
+				t.Fatal(w.err)
 			}
-			t.Logf("requests %d, faults injected %d, requests during the outage %d", p.n.Load(), p.faults.Load(), p.inOutage.Load())
+			if w.code != 0 || w.o["outcome"] != "succeeded" {
+				t.Errorf("after the outage: exit %d %v\n%s", w.code, w.o, wstderr.String())
+			}
+			if !strings.Contains(wstderr.String(), "; still waiting, nothing is decided on this") {
+				t.Errorf("no warning during the outage:\n%s", wstderr.String())
+			}
+			// 15 s of outage, polls every 1-5 s with backoff, 1+4 tries
+			// each: at most 40 requests, as many more for each further 15 s
+			// (the outage lasts longer only on a slow machine)
+			limit := 40 + int64(40*(outage-minOutage).Seconds()/minOutage.Seconds())
+			if n := p.inOutage.Load(); n > limit {
+				t.Errorf("%d requests during a %s outage (at most %d): retries are not bounded", n, outage.Round(time.Second), limit)
+			}
+			t.Logf("requests %d, faults injected %d, requests during the %s outage %d", p.n.Load(), p.faults.Load(), outage.Round(100*time.Millisecond), p.inOutage.Load())
 		})
+	}
+}
+
+// workDir needs no other test to have run first: on a fresh machine the
+// shared tests directory does not exist yet. Its directory goes with a
+// passing test.
+func TestWorkDirOnFreshSharedDir(t *testing.T) {
+	t.Parallel()
+	c := &testCluster{env: map[string]string{"TESTCLUSTER_SHARED_DIR": filepath.Join(t.TempDir(), "shared")}}
+	var dir string
+	t.Run("make", func(t *testing.T) {
+		dir = workDir(t, c, map[string]string{"a.toml": "x"})
+		if b, err := os.ReadFile(filepath.Join(dir, "a.toml")); err != nil || string(b) != "x" {
+			t.Errorf("a.toml: %q %v", b, err)
+		}
+	})
+	if _, err := os.Stat(dir); dir == "" || !os.IsNotExist(err) {
+		t.Errorf("work dir %q left behind by a passing test: %v", dir, err)
 	}
 }

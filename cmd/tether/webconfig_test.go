@@ -30,9 +30,9 @@ import (
 	"golang.org/x/crypto/bcrypt"
 )
 
-// waitUntil polls cond until it holds or ctx ends; it returns the last
+// pollUntil polls cond until it holds or ctx ends; it returns the last
 // reason cond gave for not holding.
-func waitUntil(ctx context.Context, cond func(context.Context) (bool, string)) (bool, string) {
+func pollUntil(ctx context.Context, cond func(context.Context) (bool, string)) (bool, string) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	why := "not tried"
@@ -119,11 +119,11 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.
 // until /healthz answers 200 to an authenticated request.
 func startWebMonitor(t *testing.T, env []string, webConfig, scheme string, client *http.Client, user, pass string) string {
 	t.Helper()
-	addr := freeAddr(t)
-	startProcess(t, env, tetherBin, "monitor", "-v", "--listen", addr, "--web.config.file", webConfig)
+	cmd := startProcess(t, env, tetherBin, "monitor", "-v", "--listen", "127.0.0.1:0", "--web.config.file", webConfig)
+	addr := logAddr(t, cmd, `monitor serving http://(127\.0\.0\.1:[0-9]+)/metrics`)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if ok, why := waitUntil(ctx, func(ctx context.Context) (bool, string) {
+	if ok, why := pollUntil(ctx, func(ctx context.Context) (bool, string) {
 		code, _, err := get(ctx, client, scheme+"://"+addr+"/healthz", user, pass)
 		if err != nil {
 			return false, err.Error()
@@ -145,13 +145,12 @@ func startPrometheusWith(t *testing.T, scrapeConfigs string) string {
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
-	startProcess(t, os.Environ(), bin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr)
-	promURL := "http://" + addr
+	cmd := startProcess(t, tetherEnv(), bin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address=127.0.0.1:0")
+	promURL := "http://" + logAddr(t, cmd, `msg="Listening on" address=(127\.0\.0\.1:[0-9]+)`)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if ok, why := waitUntil(ctx, func(ctx context.Context) (bool, string) {
+	if ok, why := pollUntil(ctx, func(ctx context.Context) (bool, string) {
 		code, _, err := get(ctx, http.DefaultClient, promURL+"/-/ready", "", "")
 		if err != nil {
 			return false, err.Error()
@@ -215,7 +214,7 @@ func waitScraped(t *testing.T, promURL, job string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if ok, why := waitUntil(ctx, func(ctx context.Context) (bool, string) {
+	if ok, why := pollUntil(ctx, func(ctx context.Context) (bool, string) {
 		tg, err := promTargetOf(ctx, promURL, job)
 		if err != nil {
 			return false, err.Error()
@@ -283,7 +282,7 @@ func TestMonitorWebConfigBasicAuth(t *testing.T) {
 	// the same target without basic_auth is down with a 401
 	wctx, wcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer wcancel()
-	if ok, why := waitUntil(wctx, func(ctx context.Context) (bool, string) {
+	if ok, why := pollUntil(wctx, func(ctx context.Context) (bool, string) {
 		tg, err := promTargetOf(ctx, prom, "tether-monitor-nocreds")
 		if err != nil {
 			return false, err.Error()
@@ -446,7 +445,7 @@ walltime = "5m"
 	defer cancel()
 	var runs []map[string]any
 	var body string
-	if ok, why := waitUntil(ctx, func(ctx context.Context) (bool, string) {
+	if ok, why := pollUntil(ctx, func(ctx context.Context) (bool, string) {
 		var code int
 		var err error
 		code, body, err = get(ctx, http.DefaultClient, "http://"+addr+"/runs", "", "")

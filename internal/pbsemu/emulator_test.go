@@ -2,6 +2,7 @@ package pbsemu_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -81,20 +82,47 @@ func (e *env) stat(id string, history bool) (map[string]any, pbsemutest.Result) 
 // wait polls until the job reaches one of the states.
 func (e *env) wait(id string, states string, timeout time.Duration) map[string]any {
 	e.t.Helper()
+	return e.waitJob(id, "reach "+states, timeout, func(j map[string]any) bool {
+		s, _ := j["job_state"].(string)
+		return strings.Contains(states, s)
+	})
+}
+
+// waitJob polls qstat -x until the job satisfies ok, failing the test
+// with what it waited for after timeout.
+func (e *env) waitJob(id, what string, timeout time.Duration, ok func(map[string]any) bool) map[string]any {
+	e.t.Helper()
 	deadline := time.Now().Add(timeout)
 	var last map[string]any
 	for time.Now().Before(deadline) {
 		j, _ := e.stat(id, true)
 		if j != nil {
 			last = j
-			if s, _ := j["job_state"].(string); strings.Contains(states, s) {
+			if ok(j) {
 				return j
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	e.t.Fatalf("job %s did not reach %s within %s; last: %v", id, states, timeout, last)
+	e.t.Fatalf("job %s did not %s within %s; last: %v", id, what, timeout, last)
 	return nil
+}
+
+// waitUntil polls cond until it holds, failing the test with what it
+// waited for (and cond's last word) after timeout.
+func (e *env) waitUntil(what string, timeout time.Duration, cond func() (bool, string)) {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, last := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s: not within %s; last: %s", what, timeout, last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func num(j map[string]any, k string) float64 {
@@ -401,7 +429,11 @@ func TestSchedulingAndHolds(t *testing.T) {
 	e.wait(big, "R", 5*time.Second)
 	small := e.qsub("sleep.sh")
 	never := e.qsub("-l", "select=1:ncpus=8", "sleep.sh")
-	time.Sleep(300 * time.Millisecond)
+	// until the scheduler has looked at both (it comments on what it
+	// does not start)
+	commented := func(j map[string]any) bool { return str(j, "comment") != "" }
+	e.waitJob(small, "get a scheduler comment", 5*time.Second, commented)
+	e.waitJob(never, "get a scheduler comment", 5*time.Second, commented)
 	j, _ := e.stat(small, false)
 	if str(j, "job_state") != "Q" || str(j, "comment") != "Not Running: Not enough free nodes available" {
 		t.Errorf("busy node: %v %q", j["job_state"], j["comment"])
@@ -544,7 +576,19 @@ func TestServerDownAndUp(t *testing.T) {
 			t.Errorf("%v while down: rc=%d %q", tc.cmd, r.Code, r.Stderr)
 		}
 	}
-	time.Sleep(2 * time.Second) // the running job ends while the server is down
+	// the running job ends while the server is down: its supervisor has
+	// delivered the output and recorded the end
+	mom := filepath.Join(e.srv.Home, "jobs", strings.TrimSuffix(run, ".pbshost"), "mom.json")
+	e.waitUntil("the job ends while the server is down", 10*time.Second, func() (bool, string) {
+		b, err := os.ReadFile(mom)
+		if err != nil {
+			return false, err.Error()
+		}
+		var m struct {
+			Phase string `json:"phase"`
+		}
+		return json.Unmarshal(b, &m) == nil && m.Phase == "done", string(b)
+	})
 	e.srv.Up()
 	f := e.wait(run, "F", 10*time.Second)
 	if num(f, "Exit_status") != 0 || num(f, "substate") != 92 {
@@ -629,8 +673,14 @@ func TestMiscOptions(t *testing.T) {
 	e.srv.Configure(func(c *pbsemu.Config) {
 		c.Queues = []pbsemu.QueueConfig{{Name: "workq"}, {Name: "short", ResourcesMax: map[string]string{"walltime": "00:10:00"}}}
 	})
-	time.Sleep(200 * time.Millisecond)
-	if r := e.run("qsub", "-q", "short", "-l", "walltime=01:00:00", "env.sh"); r.Code != 188 || r.Stderr != "qsub: Job violates queue and/or server resource limits\n" {
+	// until the server has reread its config: it knows queue short (the
+	// probe is the check below; neither answer makes a job)
+	var r pbsemutest.Result
+	e.waitUntil("the server knows queue short", 10*time.Second, func() (bool, string) {
+		r = e.run("qsub", "-q", "short", "-l", "walltime=01:00:00", "env.sh")
+		return !strings.Contains(r.Stderr, "Unknown queue"), fmt.Sprintf("%+v", r)
+	})
+	if r.Code != 188 || r.Stderr != "qsub: Job violates queue and/or server resource limits\n" {
 		t.Errorf("queue limit: %+v", r)
 	}
 	if r := e.run("qsub", "-q", "short", "-l", "walltime=00:01:00", "env.sh"); r.Code != 0 {

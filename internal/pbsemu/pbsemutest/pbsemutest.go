@@ -281,20 +281,32 @@ func (s *Server) admin(args ...string) error {
 }
 
 // Down stops the server as if pbs_server went down: commands fail like
-// OpenPBS's when the server is unreachable; running jobs carry on.
+// OpenPBS's when the server is unreachable; running jobs carry on. It
+// fails the test that started the server, so call it from that test's
+// goroutine; elsewhere (a testscript command) use SetDown.
 func (s *Server) Down() {
 	s.t.Helper()
-	if err := s.admin("stop"); err != nil {
+	if err := s.SetDown(true); err != nil {
 		s.t.Fatal(err)
 	}
 }
 
 // Up starts the server (again); it picks up jobs that ended meanwhile.
+// Like Down, it is for the goroutine of the test that started the server.
 func (s *Server) Up() {
 	s.t.Helper()
-	if err := s.admin("start"); err != nil {
+	if err := s.SetDown(false); err != nil {
 		s.t.Fatal(err)
 	}
+}
+
+// SetDown stops (true) or starts (false) the server like Down and Up,
+// returning the error instead of failing the test.
+func (s *Server) SetDown(down bool) error {
+	if down {
+		return s.admin("stop")
+	}
+	return s.admin("start")
 }
 
 // Stop stops the server and kills all running jobs. It is registered as a
