@@ -343,8 +343,8 @@ func (b *Backend) lostSubmit(ctx context.Context, req backends.JobRequest, err e
 		b.cfg.Log.Warn("slurmrestd's answer to a submit was lost; found the job by its tag", "job", found, "tag", req.Tag)
 		return found, nil
 	}
-	return "", fmt.Errorf("%w: the answer to the submit was lost and slurmctld may still create the job, so it was not sent again; "+
-		"the attempt is looked up by its tag %s before any new submit: %w", backends.ErrUnavailable, req.Tag, err)
+	return "", fmt.Errorf("%w; the answer to the submit was lost and slurmctld may still create the job, so it was not sent again: "+
+		"the attempt is looked up by its tag %s before any new submit", err, req.Tag)
 }
 
 // canExclude reports whether an API version can exclude nodes.

@@ -283,7 +283,7 @@ func classify(body []byte) errKind {
 		return errAuthKind
 	case slurm.SubmitLimit(text):
 		return errTransient
-	case slurm.Refused(num), num == 0 && refusal, num == 2017, num == 2021:
+	case slurm.Refused(num), refusal, num == 2017, num == 2021:
 		return errDefinite
 	}
 	return errTransient
