@@ -95,8 +95,10 @@ func (e *cmdError) Error() string {
 	return fmt.Sprintf("%s: %s", e.name, msg)
 }
 
-// run executes a Slurm command; errors are classified as unavailable
-// (retry later) or rejected (the request must change).
+// run executes a Slurm command. Every failure wraps ErrUnavailable (an
+// unknown error is transient: retrying later may work) with the command's
+// stderr in a *cmdError; only Submit turns the definite refusals among
+// them into ErrRejected.
 func (b *Backend) run(ctx context.Context, name string, args ...string) ([]byte, error) {
 	if b.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -122,26 +124,8 @@ func (b *Backend) run(ctx context.Context, name string, args ...string) ([]byte,
 		return stdout.Bytes(), fmt.Errorf("%w: %s timed out: %w", backends.ErrUnavailable, name, ctx.Err())
 	case ee == nil: // could not start: missing binary, bad bin_dir
 		return nil, fmt.Errorf("%w: cannot run %s: %w", backends.ErrUnavailable, b.bin(name), err)
-	case unavailable(ce.stderr):
-		return stdout.Bytes(), fmt.Errorf("%w: %w", backends.ErrUnavailable, ce)
 	}
-	return stdout.Bytes(), ce
-}
-
-// unavailable recognises Slurm's messages for a controller that cannot be
-// reached or is too busy.
-func unavailable(stderr string) bool {
-	for _, s := range []string{
-		"Unable to contact slurm controller", "Socket timed out", "Zero Bytes were transmitted",
-		"Communication connection failure", "temporarily unable to accept job",
-		"Resource temporarily unavailable", "Connection refused", "slurm_receive_msg",
-		"Unable to establish controller machine", "Slurm backup controller in standby mode",
-	} {
-		if strings.Contains(stderr, s) {
-			return true
-		}
-	}
-	return false
+	return stdout.Bytes(), fmt.Errorf("%w: %w", backends.ErrUnavailable, ce)
 }
 
 // Args builds the sbatch command line for a request.
@@ -205,14 +189,21 @@ func (b *Backend) Describe(req backends.JobRequest) string {
 	return strings.Join(parts, " ")
 }
 
-// Submit runs sbatch --parsable.
+// Submit runs sbatch --parsable. Only a definite refusal of the request
+// (slurm.SbatchRefusal: Slurm's own refusals, sbatch's option errors) is
+// ErrRejected; every other failure is ErrUnavailable.
 func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends.JobID, error) {
 	out, err := b.run(ctx, "sbatch", Args(req)...)
 	if err != nil {
 		var ce *cmdError
 		if errors.As(err, &ce) {
-			return "", fmt.Errorf("%w: %w", backends.ErrRejected, ce)
+			if _, refused := slurm.SbatchRefusal(ce.stderr); refused {
+				return "", fmt.Errorf("%w: %w", backends.ErrRejected, ce)
+			}
 		}
+		// Anything else may pass: a controller or munge outage, a timeout,
+		// a message tether does not know. The job may even exist (a lost
+		// answer): the attempt keeps its tag and is looked up later.
 		return "", err
 	}
 	// "1234" or "1234;cluster"
@@ -240,7 +231,7 @@ func (b *Backend) Query(ctx context.Context, ids []backends.JobID) (map[backends
 	if len(valid) == 0 {
 		// nothing to ask about: check that the controller answers
 		if _, err := b.run(ctx, "scontrol", "ping"); err != nil {
-			return nil, fmt.Errorf("%w: %w", backends.ErrUnavailable, err)
+			return nil, err
 		}
 		return out, nil
 	}
@@ -286,7 +277,9 @@ func (b *Backend) sacct(ctx context.Context, ids []string) map[backends.JobID]ba
 }
 
 // Cancel runs scancel. A job Slurm no longer knows, or one already
-// finishing, needs no cancel.
+// finishing, needs no cancel (scancel exits 0 for those without -v; older
+// versions print the error). Any other failure is ErrUnavailable: the
+// cancel is issued again.
 func (b *Backend) Cancel(ctx context.Context, id backends.JobID) error {
 	_, err := b.run(ctx, "scancel", string(id))
 	var ce *cmdError
@@ -296,19 +289,72 @@ func (b *Backend) Cancel(ctx context.Context, id backends.JobID) error {
 	return err
 }
 
-// FindByTag finds a job by the comment tether gave it.
+// FindByTag finds a job by the tag tether gave it: in the controller by
+// its comment (one squeue call), and when the controller no longer knows
+// it (purged MinJobAge after it ended) in accounting, with ONE sacct call
+// over the jobs since the run was created, by its comment where slurmdbd
+// stores it (AccountingStoreFlags=job_comment) and otherwise by its
+// working directory, the attempt's own directory. Without accounting a
+// purged job cannot be found. When several jobs match, the newest wins.
 func (b *Backend) FindByTag(ctx context.Context, tag string) (backends.JobID, bool, error) {
 	raw, err := b.run(ctx, "squeue", "-h", "-t", "all", "--me", "-O", "JobID:|,Comment:")
 	if err != nil {
 		return "", false, err
 	}
+	var best uint64
 	for _, line := range strings.Split(string(raw), "\n") {
 		id, comment, ok := strings.Cut(strings.TrimSpace(line), "|")
 		if ok && comment == tag {
-			return backends.JobID(id), true, nil
+			best = max(best, jobNum(id))
 		}
 	}
-	return "", false, nil
+	if best == 0 && b.Accounting {
+		if best, err = b.findInAccounting(ctx, tag); err != nil {
+			return "", false, err
+		}
+	}
+	if best == 0 {
+		return "", false, nil
+	}
+	return backends.JobID(strconv.FormatUint(best, 10)), true, nil
+}
+
+// findInAccounting is FindByTag's sacct call. A site whose slurm.conf has
+// no accounting storage finds nothing; slurmdbd unreachable is an error
+// (ErrUnavailable), never "not found": the caller would submit again.
+func (b *Backend) findInAccounting(ctx context.Context, tag string) (uint64, error) {
+	t, _ := slurm.ParseTag(tag)
+	// WorkDir last: it is matched by its end, and a comment may hold "|"
+	raw, err := b.run(ctx, "sacct", "-X", "-n", "-P", "--format=JobIDRaw,Comment,WorkDir",
+		fmt.Sprintf("--starttime=now-%dhours", t.LookBack(time.Now())))
+	var ce *cmdError
+	if errors.As(err, &ce) && strings.Contains(ce.stderr, "accounting storage is disabled") {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("look for the job tagged %s in accounting: %w", tag, err)
+	}
+	var best uint64
+	for _, line := range strings.Split(string(raw), "\n") {
+		line = strings.TrimRight(line, "\r")
+		id, rest, ok := strings.Cut(line, "|")
+		if !ok {
+			continue
+		}
+		if strings.HasPrefix(rest, tag+"|") || t.IsWorkDir(rest) {
+			best = max(best, jobNum(id))
+		}
+	}
+	return best, nil
+}
+
+// jobNum is a plain job id's number; 0 for array and het job ids.
+func jobNum(id string) uint64 {
+	n, err := strconv.ParseUint(strings.TrimSpace(id), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // Ping checks that the controller answers.

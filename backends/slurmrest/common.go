@@ -3,6 +3,7 @@ package slurmrest
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -262,4 +263,32 @@ func (a api4x) cancel(ctx context.Context, id backends.JobID) error {
 func (a api4x) ping(ctx context.Context) error { return a.v.pingOnce(ctx) }
 func (a api4x) node(ctx context.Context, name string) ([]string, string, error) {
 	return a.v.nodeInfo(ctx, name)
+}
+
+// cancelAnswer reads the answer to a cancel: a job Slurm does not know
+// (a JSON 404, or error 2017) or one that has already ended (2021) needs
+// no cancel; any other failure is an error, ErrUnavailable unless Slurm
+// refused for good (answerError), so the cancel is issued again.
+func cancelAnswer(t *transport, id string, status int, body []byte) error {
+	if status == http.StatusOK || unknownJob(status, body) {
+		return nil
+	}
+	if num, _ := slurmErrorOf(body); num == 2017 || num == 2021 {
+		return nil
+	}
+	return t.answerError("cancel job "+id, status, body, false)
+}
+
+// cancelStatus reads one entry of a 200 cancel answer's per-job status
+// (v0.0.41+): 0, 2017 (unknown job) and 2021 (already ended) are fine;
+// a definite refusal (access denied) is an error of its own; anything
+// else, known or not, is ErrUnavailable.
+func cancelStatus(t *transport, id string, code int64, text string) error {
+	switch {
+	case code == 0 || code == 2017 || code == 2021:
+		return nil
+	case slurm.Refused(int(code)):
+		return &answerErr{err: fmt.Errorf("cancel job %s: slurmctld refused: %s (Slurm error %d)", id, text, code), status: http.StatusOK, num: int(code)}
+	}
+	return fmt.Errorf("%w: cancel job %s: slurmrestd at %s answered: %s (Slurm error %d)", backends.ErrUnavailable, id, t.display, text, code)
 }

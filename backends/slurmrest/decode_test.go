@@ -135,6 +135,13 @@ func TestClassifyErrorBodies(t *testing.T) {
 		`{"errors":[{"error_number":1001,"error":"Unable to contact slurm controller (connect failure)"}]}`: errTransient,
 		`{"errors":[{"error_number":1007,"error":"Protocol authentication error"}]}`:                        errAuthKind,
 		`<html>bad gateway</html>`: errNone,
+		// unknown errors are transient; only Slurm's definite refusals are final
+		`{"errors":[{"error_number":4242,"error":"Something new"}]}`:                                                             errTransient,
+		`{"errors":[{"error_number":7000,"error":"Unable to connect to database"}]}`:                                             errTransient,
+		`{"errors":[{"error_number":-1,"error":"Unspecified error"}]}`:                                                           errTransient,
+		`{"errors":[{"error_number":2041,"error":"Requested more tasks than available processors"}]}`:                            errDefinite,
+		`{"errors":[{"error_code":2066,"error":"Invalid qos specification"}]}`:                                                   errDefinite,
+		`{"errors":[{"error_number":2050,"error":"Job violates accounting/QOS policy","description":"AssocMaxSubmitJobLimit"}]}`: errTransient,
 	}
 	for in, want := range cases {
 		body := []byte(in)

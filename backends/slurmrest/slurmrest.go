@@ -70,9 +70,13 @@ type Backend struct {
 	mu      sync.Mutex
 	api     api
 	version string
-	// lostSubmitWait is the first pause before looking for a job whose
-	// submit answer was lost (then 2x, 3x).
+	// lostSubmitWait is the first pause before sending again a submit
+	// that slurmctld did not take (then 2x, 3x).
 	lostSubmitWait time.Duration
+	// excludeOnce: the warning that v0.0.38 drops excluded nodes.
+	excludeOnce sync.Once
+	// noSlurmdbOnce: the warning that slurmrestd has no accounting plugin.
+	noSlurmdbOnce sync.Once
 }
 
 // New returns a backend; the API version is negotiated on first use.
@@ -276,7 +280,15 @@ func (b *Backend) forgetVersion(why error) {
 	}
 }
 
-// Submit sends the wrapper script and the job description.
+// Submit sends the wrapper script and the job description. The submit is
+// sent again only when the first one certainly created no job
+// (certainlyNotSubmitted: no connection to slurmrestd, or slurmctld said
+// it did not take it). When the answer was lost otherwise (a timeout, a
+// reset, a proxy's 502/504, a send or receive failure inside Slurm),
+// slurmctld may have created the job, or may still create it: Submit looks
+// for it by its tag once and, when it is not there, returns ErrUnavailable
+// without sending it again. The caller keeps the attempt and looks it up by
+// its tag again later (launcher.Submitter.Recover) before any resubmit.
 func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends.JobID, error) {
 	script, err := os.ReadFile(req.Script)
 	if err != nil {
@@ -284,13 +296,32 @@ func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends
 	}
 	send := func() (backends.JobID, error) {
 		return withAPI(ctx, b, func(ctx context.Context, a api) (backends.JobID, error) {
-			return a.submit(sendOnce(ctx), req, string(script), b.jobEnv())
+			r := req
+			if len(r.Exclude) > 0 && !canExclude(a) {
+				b.excludeOnce.Do(func() {
+					b.cfg.Log.Warn("slurmrestd API v0.0.38 (Slurm 22.05) cannot exclude nodes: submitting without the exclusion (retry.exclude_failed_nodes); use API v0.0.40 or later, or the sbatch backend, to exclude them",
+						"url", b.cfg.URL, "exclude", strings.Join(r.Exclude, ","), "tag", r.Tag)
+				})
+				r.Exclude = nil
+			}
+			id, err := a.submit(sendOnce(ctx), r, string(script), b.jobEnv())
+			return id, unclassified(err)
 		})
 	}
-	id, err := send()
-	// The answer was lost, but the submit may have reached slurmctld: look
-	// for the job by its tag before sending it again.
-	for try := 1; err != nil && errors.Is(err, backends.ErrUnavailable) && req.Tag != "" && try <= 3; try++ {
+	for try := 1; ; try++ {
+		id, err := send()
+		if err == nil || !errors.Is(err, backends.ErrUnavailable) {
+			return id, err
+		}
+		if !certainlyNotSubmitted(err) {
+			return b.lostSubmit(ctx, req, err)
+		}
+		// the transport has retried what never reached slurmrestd; here
+		// slurmctld said it did not take the job
+		if !ctldDidNotTake(err) || try > 3 {
+			return "", err
+		}
+		b.cfg.Log.Info("slurmctld did not take the submit; sending it again", "tag", req.Tag, "try", try, "err", err)
 		t := time.NewTimer(time.Duration(try) * b.lostSubmitWait)
 		select {
 		case <-ctx.Done():
@@ -298,22 +329,48 @@ func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends
 			return "", err
 		case <-t.C:
 		}
-		found, ok, ferr := b.FindByTag(ctx, req.Tag)
-		if ferr != nil {
-			return "", err // still unreachable: the attempt's tag is looked up again later
-		}
-		if ok {
-			b.cfg.Log.Warn("slurmrestd's answer to a submit was lost; found the job by its tag", "job", found, "tag", req.Tag)
-			return found, nil
-		}
-		id, err = send()
 	}
-	return id, err
 }
 
-// FindByTag finds the job tether submitted with a tag (its comment): after
-// a lost submit answer, and for an attempt whose submitter died.
+// lostSubmit handles a submit whose fate is unknown: the job is looked for
+// once in the controller by its tag, and never sent again from here.
+func (b *Backend) lostSubmit(ctx context.Context, req backends.JobRequest, err error) (backends.JobID, error) {
+	if req.Tag == "" {
+		return "", err
+	}
+	found, ok, ferr := b.findInController(ctx, req.Tag)
+	if ferr == nil && ok {
+		b.cfg.Log.Warn("slurmrestd's answer to a submit was lost; found the job by its tag", "job", found, "tag", req.Tag)
+		return found, nil
+	}
+	return "", fmt.Errorf("%w; the answer to the submit was lost and slurmctld may still create the job, so it was not sent again: "+
+		"the attempt is looked up by its tag %s before any new submit", err, req.Tag)
+}
+
+// canExclude reports whether an API version can exclude nodes.
+func canExclude(a api) bool {
+	_, v38 := a.(v0038)
+	return !v38
+}
+
+// FindByTag finds the job tether submitted with a tag: after a lost submit
+// answer, and for an attempt whose submitter died. It looks in the
+// controller by the job's comment (one job list), and when the controller
+// no longer knows the job (purged MinJobAge after it ended) in accounting
+// through slurmrestd's openapi/slurmdbd plugin (one /slurmdb/.../jobs
+// request since the run was created), by the comment where slurmdbd keeps
+// it (AccountingStoreFlags=job_comment) and otherwise by the working
+// directory, the attempt's own. When slurmrestd does not load that plugin
+// a purged job cannot be found (logged once). The newest match wins.
 func (b *Backend) FindByTag(ctx context.Context, tag string) (backends.JobID, bool, error) {
+	id, ok, err := b.findInController(ctx, tag)
+	if err != nil || ok {
+		return id, ok, err
+	}
+	return b.findInAccounting(ctx, tag)
+}
+
+func (b *Backend) findInController(ctx context.Context, tag string) (backends.JobID, bool, error) {
 	jobs, err := withAPI(ctx, b, func(ctx context.Context, a api) ([]job, error) { return a.jobs(ctx) })
 	if err != nil {
 		return "", false, err
@@ -354,8 +411,24 @@ func (b *Backend) Query(ctx context.Context, ids []backends.JobID) (map[backends
 
 // Cancel cancels a job; an unknown or finished job needs no cancel.
 func (b *Backend) Cancel(ctx context.Context, id backends.JobID) error {
-	_, err := withAPI(ctx, b, func(ctx context.Context, a api) (struct{}, error) { return struct{}{}, a.cancel(ctx, id) })
+	_, err := withAPI(ctx, b, func(ctx context.Context, a api) (struct{}, error) { return struct{}{}, unclassified(a.cancel(ctx, id)) })
 	return err
+}
+
+// unclassified wraps ErrUnavailable around an error that says nothing of
+// what the scheduler did (an answer the generated client cannot decode,
+// such as a 200 cut short by a proxy): an unknown error is transient, and
+// a submit that ended so may have created its job.
+func unclassified(err error) error {
+	if err == nil || errors.Is(err, backends.ErrUnavailable) || errors.Is(err, backends.ErrRejected) ||
+		errors.Is(err, backends.ErrAuth) || errors.Is(err, errAPIGone) {
+		return err
+	}
+	var ae *answerErr
+	if errors.As(err, &ae) {
+		return err // a definite answer (an unknown job, access denied)
+	}
+	return fmt.Errorf("%w: %w", backends.ErrUnavailable, err)
 }
 
 // Ping checks connectivity and auth, and reports the API version.

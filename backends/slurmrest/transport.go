@@ -18,6 +18,7 @@ import (
 
 	"github.com/hashicorp/go-retryablehttp"
 	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/backends/internal/slurm"
 )
 
 // transport sends requests to slurmrestd: it adds the auth headers, retries
@@ -79,9 +80,10 @@ func (t *transport) Do(req *http.Request) (*http.Response, error) {
 		t.token.Invalidate()
 		resp, err = t.do(req)
 	}
-	if err == nil && resp.StatusCode >= 500 {
-		// A proxy's 502/504 is not slurmrestd's JSON: keep the generated
-		// client from failing to decode it, so the status decides.
+	if err == nil && resp.StatusCode >= 400 {
+		// A proxy's 502/504 (or an empty 400) is not slurmrestd's JSON:
+		// keep the generated client from failing to decode it, so the
+		// status decides.
 		if !json.Valid(bytes.TrimSpace(peekBody(resp))) {
 			resp.Header.Set("Content-Type", "text/plain")
 		}
@@ -176,10 +178,6 @@ func isAuthStatus(code int) bool {
 	return code == http.StatusUnauthorized || code == http.StatusForbidden || code == http.StatusNetworkAuthenticationRequired
 }
 
-// retryPolicy retries connection errors, 429, and 5xx answers that are not
-// a definite Slurm error (slurmrestd 22.05 answers 500 for a bad
-// partition or an unknown job: retrying those cannot help). 4xx answers
-// and auth failures are not retried.
 // sendOnceKey marks a request that must not reach slurmctld twice (a job
 // submit): it is retried only when it certainly was not sent.
 type sendOnceKey struct{}
@@ -198,6 +196,10 @@ func notSent(err error) bool {
 	return errors.Is(err, syscall.ECONNREFUSED)
 }
 
+// retryPolicy retries connection errors, 429, and 5xx answers that are not
+// a definite Slurm error (slurmrestd 22.05 answers 500 for a bad
+// partition or an unknown job: retrying those cannot help). 4xx answers
+// and auth failures are not retried.
 func retryPolicy(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	if ctx.Err() != nil {
 		return false, ctx.Err()
@@ -262,25 +264,29 @@ type errKind int
 
 const (
 	errNone      errKind = iota // no Slurm error in the body
-	errDefinite                 // Slurm refused the request
-	errTransient                // Slurm could not reach its controller
+	errDefinite                 // Slurm refused the request for good, or answered for good (unknown job)
+	errTransient                // any other Slurm error, known or not: retrying may help
 	errAuthKind                 // Slurm refused the credentials
 )
 
-// classify reads a Slurm error body.
+// classify reads a Slurm error body. Only the definite refusals of
+// Slurm's error table (slurm.Refused, slurm.RefusalIn) and the definite
+// answers about a job (2017 unknown, 2021 already ended) are final; every
+// other error, including numbers tether does not know, is transient.
 func classify(body []byte) errKind {
 	num, text := slurmErrorOf(body)
+	_, refusal := slurm.RefusalIn(text)
 	switch {
 	case num == 0 && text == "":
 		return errNone
 	case num == 1007 || strings.Contains(text, "Authentication") || strings.Contains(text, "authentication"):
 		return errAuthKind
-	case num >= 1000 && num < 2000, num >= 5000 && num < 6000,
-		strings.Contains(text, "Unable to contact slurm controller"), strings.Contains(text, "Socket timed out"),
-		strings.Contains(text, "Connection refused"), strings.Contains(text, "Zero Bytes were transmitted"):
+	case slurm.SubmitLimit(text):
 		return errTransient
+	case slurm.Refused(num), refusal, num == 2017, num == 2021:
+		return errDefinite
 	}
-	return errDefinite
+	return errTransient
 }
 
 // slurmErrorOf returns the first error number and text of an error body.
@@ -309,9 +315,6 @@ func slurmErrorOf(body []byte) (int, string) {
 	return 0, ""
 }
 
-// answerError turns a non-2xx answer into an error: ErrAuth, ErrUnavailable
-// or ErrRejected (definite Slurm errors, when rejected is true) or a plain
-// error. The token never appears in it.
 // errAPIGone: slurmrestd does not serve the API version's paths (it was
 // upgraded under a cached choice); its 404 is plain text, not the JSON of
 // an unknown job.
@@ -323,6 +326,10 @@ func unknownJob(status int, body []byte) bool {
 	return status == http.StatusNotFound && json.Valid(bytes.TrimSpace(body))
 }
 
+// answerError turns an error answer into an error: ErrAuth; ErrRejected
+// for a definite refusal when rejected is true (a submit); a plain error
+// for another definite answer; ErrUnavailable for everything else, known
+// or not. The token never appears in it.
 func (t *transport) answerError(what string, status int, body []byte, rejected bool) error {
 	if status == http.StatusNotFound && !unknownJob(status, body) {
 		return fmt.Errorf("%w: %s: slurmrestd at %s answered HTTP 404: %s", errAPIGone, what, t.display, strings.TrimSpace(string(body)))
@@ -338,26 +345,68 @@ func (t *transport) answerError(what string, status int, body []byte, rejected b
 	if num != 0 {
 		msg = fmt.Sprintf("%s (Slurm error %d)", msg, num)
 	}
-	kind := classify(body)
-	switch {
+	var err error
+	switch kind := classify(body); {
 	case isAuthStatus(status) || kind == errAuthKind:
 		src := "no token (unix socket, local auth)"
 		if t.token != nil {
 			src = t.token.Describe()
 		}
-		return fmt.Errorf("%w: %s: slurmrestd at %s answered HTTP %d for user %q with the token from %s: %s; "+
+		err = fmt.Errorf("%w: %s: slurmrestd at %s answered HTTP %d for user %q with the token from %s: %s; "+
 			"renew the token (e.g. scontrol token lifespan=...) or fix slurmrest.user/token_* in the site file",
 			backends.ErrAuth, what, t.display, status, t.user, src, msg)
-	case kind == errTransient || (kind == errNone && status >= 500):
+	case kind == errDefinite && rejected:
+		err = fmt.Errorf("%w: %s: %s", backends.ErrRejected, what, msg)
+	case kind == errDefinite:
+		err = fmt.Errorf("%s: slurmrestd answered HTTP %d: %s", what, status, msg)
+	default: // transient, or an answer tether cannot read: retrying may help
 		hint := ""
 		if t.token != nil && (num == 5005 || num == -1) {
 			// 22.05 passes the token on to slurmctld, which drops the
 			// connection when it refuses it: the answer looks like an outage.
 			hint = fmt.Sprintf("; slurmrestd 22.05 answers this also when slurmctld refuses the token (wrong user %q, a bad signature or a changed JWT key): check the token from %s", t.user, t.token.Describe())
 		}
-		return fmt.Errorf("%w: %s: slurmrestd at %s answered HTTP %d: %s%s", backends.ErrUnavailable, what, t.display, status, msg, hint)
-	case rejected:
-		return fmt.Errorf("%w: %s: %s", backends.ErrRejected, what, msg)
+		err = fmt.Errorf("%w: %s: slurmrestd at %s answered HTTP %d: %s%s", backends.ErrUnavailable, what, t.display, status, msg, hint)
 	}
-	return fmt.Errorf("%s: slurmrestd answered HTTP %d: %s", what, status, msg)
+	return &answerErr{err: err, status: status, num: num}
+}
+
+// answerErr is an error answer of slurmrestd, with the HTTP status and the
+// Slurm error number that decide whether a submit certainly failed.
+type answerErr struct {
+	err    error
+	status int
+	num    int
+}
+
+func (e *answerErr) Error() string { return e.err.Error() }
+func (e *answerErr) Unwrap() error { return e.err }
+
+// notCreated are the Slurm errors with which slurmctld (or slurmrestd on
+// its behalf) answers a submit it did not take, though it may take it
+// later: no connection to slurmctld was made (1800), its rate limit (1804,
+// 1805), a controller in standby (2027, 2131), no room for the job record
+// (2007), busy nodes (2016), EAGAIN (11). sbatch retries the last three
+// itself. A send or receive failure, a timeout or zero bytes are not
+// among them: slurmctld may have created the job before the answer was
+// lost.
+var notCreated = map[int]bool{1800: true, 1804: true, 1805: true, 2027: true, 2131: true, 2007: true, 2016: true, 11: true}
+
+// certainlyNotSubmitted reports whether a failed submit certainly never
+// created a job, so that sending it again cannot duplicate one: the
+// connection to slurmrestd was never made, a rate limiter answered 429,
+// or slurmctld answered that it did not take the job.
+func certainlyNotSubmitted(err error) bool {
+	var ae *answerErr
+	if errors.As(err, &ae) {
+		return ae.status == http.StatusTooManyRequests || notCreated[ae.num]
+	}
+	return notSent(err)
+}
+
+// ctldDidNotTake reports whether slurmctld answered a submit with one of
+// the notCreated errors.
+func ctldDidNotTake(err error) bool {
+	var ae *answerErr
+	return errors.As(err, &ae) && notCreated[ae.num]
 }

@@ -185,17 +185,33 @@ func TestTokenSources(t *testing.T) {
 }
 
 // fakeRest is a small slurmrestd v0.0.42: submits create jobs with their
-// comment; lose makes the n-th submit's answer get lost after the job was
-// created (504) or before (a reset, nothing created).
+// comment and working directory; lose makes the n-th submit's answer get
+// lost after the job was created (504) or before (a reset, nothing
+// created), or makes slurmctld refuse to take it ("1800": connect failure,
+// nothing created) or lose it inside Slurm ("5004": socket timed out, after
+// the job was created). hold, when set, stops every submit before it is
+// handled until it is closed; created gets the id of every job created.
+// purge moves jobs from the controller to accounting (db).
 type fakeRest struct {
 	mu       sync.Mutex
 	jobs     []map[string]any
+	db       []map[string]any
 	submits  int
 	requests []string
-	lose     map[int]string // submit number -> "504" | "reset"
+	lose     map[int]string // submit number -> "504" | "reset" | "1800" | "5004"
+	posts    atomic.Int64
+	hold     chan struct{}
+	created  chan int
+	noDB     bool // slurmrestd without openapi/slurmdbd
 }
 
 func (f *fakeRest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/job/submit") {
+		f.posts.Add(1)
+		if f.hold != nil {
+			<-f.hold
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.requests = append(f.requests, r.Method+" "+r.URL.Path+"?"+r.URL.RawQuery)
@@ -203,22 +219,36 @@ func (f *fakeRest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/job/submit"):
 		f.submits++
-		if f.lose[f.submits] == "reset" {
+		switch f.lose[f.submits] {
+		case "reset":
 			c, _, _ := w.(http.Hijacker).Hijack()
 			c.(*net.TCPConn).SetLinger(0)
 			c.Close()
+			return
+		case "1800":
+			w.WriteHeader(http.StatusInternalServerError)
+			w.Write([]byte(`{"errors":[{"description":"Batch job submission failed","error_number":1800,"error":"Unable to contact slurm controller (connect failure)","source":"slurm_submit_batch_job()"}]}`))
 			return
 		}
 		var body struct {
 			Job struct {
 				Comment string `json:"comment"`
+				Dir     string `json:"current_working_directory"`
 			} `json:"job"`
 		}
 		json.NewDecoder(r.Body).Decode(&body)
-		id := 100 + len(f.jobs)
-		f.jobs = append(f.jobs, map[string]any{"job_id": id, "comment": body.Job.Comment, "job_state": []string{"PENDING"}})
-		if f.lose[f.submits] == "504" {
+		id := 100 + len(f.jobs) + len(f.db)
+		f.jobs = append(f.jobs, map[string]any{"job_id": id, "comment": body.Job.Comment, "job_state": []string{"PENDING"}, "current_working_directory": body.Job.Dir})
+		if f.created != nil {
+			f.created <- id
+		}
+		switch f.lose[f.submits] {
+		case "504":
 			w.WriteHeader(http.StatusGatewayTimeout)
+			return
+		case "5004":
+			w.WriteHeader(http.StatusInternalServerError)
+			w.Write([]byte(`{"errors":[{"description":"Batch job submission failed","error_number":5004,"error":"Socket timed out on send/recv operation","source":"slurm_submit_batch_job()"}]}`))
 			return
 		}
 		fmt.Fprintf(w, `{"job_id":%d}`, id)
@@ -228,12 +258,32 @@ func (f *fakeRest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			items = append(items, map[string]any{"job_id": fmt.Sprint(j["job_id"]), "state": j["job_state"]})
 		}
 		json.NewEncoder(w).Encode(map[string]any{"jobs": items})
-	case r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/jobs/"):
+	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/slurm/") && strings.HasSuffix(r.URL.Path, "/jobs/"):
 		json.NewEncoder(w).Encode(map[string]any{"jobs": f.jobs})
+	case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, "/slurmdb/") && !f.noDB:
+		var jobs []map[string]any
+		for _, j := range f.db {
+			// accounting keeps no comment without AccountingStoreFlags=job_comment
+			jobs = append(jobs, map[string]any{"job_id": j["job_id"], "comment": map[string]any{"job": ""}, "working_directory": j["current_working_directory"]})
+		}
+		json.NewEncoder(w).Encode(map[string]any{"jobs": jobs, "errors": []any{}})
+	case strings.HasPrefix(r.URL.Path, "/slurmdb/"):
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusNotFound)
+		w.Write([]byte("Unable find requested URL. Please view /openapi/v3 for API reference."))
 	default:
 		w.WriteHeader(http.StatusNotFound)
 		w.Write([]byte(`{"errors":[{"error_number":2017,"error":"Invalid job id specified"}]}`))
 	}
+}
+
+// purge moves every job from the controller to accounting, as slurmctld
+// does MinJobAge after a job ended.
+func (f *fakeRest) purge() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.db = append(f.db, f.jobs...)
+	f.jobs = nil
 }
 
 func (f *fakeRest) count(prefix string) int {
@@ -248,10 +298,14 @@ func (f *fakeRest) count(prefix string) int {
 	return n
 }
 
+// submitReq is an attempt as the launcher makes it: its tag and its own
+// working directory, <state>/runs/<run id>/attempts/<n>.
 func submitReq(t *testing.T) backends.JobRequest {
-	dir := t.TempDir()
+	const run = "run-20261201T120000-abcdef"
+	dir := filepath.Join(t.TempDir(), "runs", run, "attempts", "1")
+	os.MkdirAll(dir, 0o755)
 	os.WriteFile(filepath.Join(dir, "job.sh"), []byte("#!/bin/bash\n"), 0o755)
-	return backends.JobRequest{Name: "t", Script: filepath.Join(dir, "job.sh"), Dir: dir, NTasks: 1, Walltime: time.Minute, Tag: "tether:run-1:1"}
+	return backends.JobRequest{Name: "t", Script: filepath.Join(dir, "job.sh"), Dir: dir, NTasks: 1, Walltime: time.Minute, Tag: "tether:" + run + ":1"}
 }
 
 // A submit whose answer is lost after slurmctld took the job is not sent
@@ -272,19 +326,30 @@ func TestLostSubmitAnswerFindsTheJob(t *testing.T) {
 	}
 }
 
-// A submit that never reached the server (reset before an answer, nothing
-// created) is looked up, not found, and sent again.
-func TestResetSubmitIsSentAgain(t *testing.T) {
+// A submit whose connection was reset before an answer is not sent again:
+// the request may have reached slurmctld (here it did not). Submit looks
+// for the job once and returns ErrUnavailable; the launcher keeps the
+// attempt and submits again only after FindByTag has not found it.
+// Before, Submit resent it after 1-3 s.
+func TestResetSubmitIsNotSentAgain(t *testing.T) {
 	f := &fakeRest{lose: map[int]string{1: "reset"}}
 	srv := httptest.NewServer(f)
 	defer srv.Close()
 	b := testBackend(t, srv.URL)
 	b.lostSubmitWait = time.Millisecond
-	id, err := b.Submit(context.Background(), submitReq(t))
-	if err != nil || id != "100" || f.submits != 2 || len(f.jobs) != 1 {
-		t.Fatalf("Submit = %q, %v after %d submits, %d jobs", id, err, f.submits, len(f.jobs))
+	req := submitReq(t)
+	id, err := b.Submit(context.Background(), req)
+	if !errors.Is(err, backends.ErrUnavailable) || id != "" || f.posts.Load() != 1 || len(f.jobs) != 0 {
+		t.Fatalf("Submit = %q, %v after %d submits, %d jobs; want ErrUnavailable after 1", id, err, f.posts.Load(), len(f.jobs))
 	}
-	if got, ok, err := b.FindByTag(context.Background(), "tether:run-1:1"); err != nil || !ok || got != "100" {
+	// what the launcher's Recover does later
+	if got, ok, err := b.FindByTag(context.Background(), req.Tag); err != nil || ok {
+		t.Fatalf("FindByTag = %q %v %v", got, ok, err)
+	}
+	if id, err := b.Submit(context.Background(), req); err != nil || id != "100" || f.posts.Load() != 2 {
+		t.Fatalf("second Submit = %q, %v after %d submits", id, err, f.posts.Load())
+	}
+	if got, ok, err := b.FindByTag(context.Background(), req.Tag); err != nil || !ok || got != "100" {
 		t.Errorf("FindByTag = %q %v %v", got, ok, err)
 	}
 	if _, ok, _ := b.FindByTag(context.Background(), "tether:other:1"); ok {

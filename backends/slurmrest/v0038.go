@@ -2,7 +2,6 @@ package slurmrest
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -150,9 +149,8 @@ func (v v0038) submit(ctx context.Context, req backends.JobRequest, script strin
 	if req.GPUsPerTask > 0 {
 		p.GpusPerTask = strPtr(strconv.Itoa(req.GPUsPerTask))
 	}
-	if len(req.Exclude) > 0 {
-		return "", errExcludeV0038
-	}
+	// No excluded nodes: the v0.0.38 job description has no field for
+	// them; Backend.Submit drops them with a warning (canExclude).
 	// No warn signal here: 22.05 rejects the "B:" form that reaches the
 	// batch script, so the wrapper warns itself (DeliversWarnSignal).
 	if d.hold {
@@ -176,15 +174,9 @@ func (v v0038) cancel(ctx context.Context, id backends.JobID) error {
 	if err != nil {
 		return err
 	}
-	if r.StatusCode() == http.StatusOK {
-		return nil
-	}
 	// 22.05 answers 500 with error 2017 for an unknown job, 2021 for one
 	// already finished: nothing to cancel
-	if num, _ := slurmErrorOf(r.Body); num == 2017 || num == 2021 {
-		return nil
-	}
-	return v.t.answerError("cancel job "+string(id), r.StatusCode(), r.Body, false)
+	return cancelAnswer(v.t, string(id), r.StatusCode(), r.Body)
 }
 
 func (v v0038) ping(ctx context.Context) error {
@@ -204,9 +196,6 @@ func (v v0038) ping(ctx context.Context) error {
 	}
 	return nil
 }
-
-// errExcludeV0038: the v0.0.38 job description has no excluded-nodes field.
-var errExcludeV0038 = fmt.Errorf("%w: slurmrestd API v0.0.38 cannot exclude nodes (site option retry.exclude_failed_nodes); use API v0.0.40 or later, or the sbatch backend", backends.ErrRejected)
 
 func (v v0038) node(ctx context.Context, name string) ([]string, string, error) {
 	r, err := v.c.SlurmV0038GetNodeWithResponse(ctx, name)

@@ -138,14 +138,8 @@ func (v v0040) cancelJob(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if r.StatusCode() != http.StatusOK {
-		if unknownJob(r.StatusCode(), r.Body) {
-			return nil
-		}
-		return v.t.answerError("cancel job "+id, r.StatusCode(), r.Body, false)
-	}
 	// v0.0.40 answers 200 even for an unknown job: nothing more to learn
-	return nil
+	return cancelAnswer(v.t, id, r.StatusCode(), r.Body)
 }
 
 func (v v0040) pingOnce(ctx context.Context) error {

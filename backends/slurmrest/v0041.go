@@ -138,10 +138,8 @@ func (v v0041) cancelJob(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if r.StatusCode() != http.StatusOK && !unknownJob(r.StatusCode(), r.Body) {
-		return v.t.answerError("cancel job "+id, r.StatusCode(), r.Body, false)
-	}
-	return nil
+	// v0.0.41 answers 200 with no per-job status
+	return cancelAnswer(v.t, id, r.StatusCode(), r.Body)
 }
 
 func (v v0041) pingOnce(ctx context.Context) error {

@@ -140,17 +140,14 @@ func (v v0042) cancelJob(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if r.StatusCode() != http.StatusOK {
-		if unknownJob(r.StatusCode(), r.Body) {
-			return nil
-		}
-		return v.t.answerError("cancel job "+id, r.StatusCode(), r.Body, false)
+	if r.StatusCode() != http.StatusOK || r.JSON200 == nil {
+		return cancelAnswer(v.t, id, r.StatusCode(), r.Body)
 	}
 	// 200 can still carry a failure per job: 2017 unknown, 2021 finished
-	if r.JSON200 != nil {
-		for _, s := range r.JSON200.Status {
-			if s.Error != nil && s.Error.Code != nil && *s.Error.Code != 0 && *s.Error.Code != 2017 && *s.Error.Code != 2021 {
-				return v.t.answerError("cancel job "+id, r.StatusCode(), r.Body, false)
+	for _, s := range r.JSON200.Status {
+		if s.Error != nil && s.Error.Code != nil {
+			if err := cancelStatus(v.t, id, *s.Error.Code, deref(s.Error.String)); err != nil {
+				return err
 			}
 		}
 	}
