@@ -62,6 +62,9 @@ type Backend struct {
 	Shim     []string
 	KillWait time.Duration
 	Now      func() time.Time
+	// afterShimStart, when a test sets it, runs in Submit right after the
+	// supervisor has started, before Submit records its pid.
+	afterShimStart func(ctx context.Context, jobPath string)
 }
 
 // New returns a backend spooling under dir (created at the first submit).
@@ -111,10 +114,6 @@ func (b *Backend) nextID(ctx context.Context) (string, error) {
 	return strconv.Itoa(n), nil
 }
 
-// afterShimStart, when a test sets it, runs in Submit right after the
-// supervisor has started, before Submit records its pid.
-var afterShimStart func(ctx context.Context, jobPath string)
-
 // Submit records the job and starts its detached supervisor. Once the
 // supervisor runs, the job exists: Submit returns its id whatever happens
 // next (the supervisor records its own pid, and Query keeps a fresh job
@@ -157,8 +156,8 @@ func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends
 	}
 	pid := cmd.Process.Pid
 	go cmd.Wait() // reap the shim if this process outlives it
-	if afterShimStart != nil {
-		afterShimStart(ctx, path)
+	if b.afterShimStart != nil {
+		b.afterShimStart(ctx, path)
 	}
 	// Best effort: the supervisor records its pid itself as it starts.
 	// Failing here (a cancelled ctx, a busy lock) must not lose the job.

@@ -109,7 +109,7 @@ func TestSubmitKeepsStartedJobWhenRecordFails(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var held *rundir.Lock
-	afterShimStart = func(_ context.Context, jobPath string) {
+	b.afterShimStart = func(_ context.Context, jobPath string) {
 		l, err := rundir.LockFile(context.Background(), lockPath(jobPath))
 		if err != nil {
 			t.Errorf("hook: %v", err)
@@ -118,7 +118,6 @@ func TestSubmitKeepsStartedJobWhenRecordFails(t *testing.T) {
 		held = l
 		cancel()
 	}
-	defer func() { afterShimStart = nil }()
 	id, err := b.Submit(ctx, request(t, "run-2.1", "exit 0"))
 	held.Unlock() // the supervisor may go on
 	if err != nil || id == "" {
@@ -217,11 +216,10 @@ func TestCancelBeforeSupervisorStarts(t *testing.T) {
 	ctx := context.Background()
 	req := request(t, "run-5.1", "touch ran")
 	var cerr error
-	afterShimStart = func(_ context.Context, jobPath string) {
+	b.afterShimStart = func(_ context.Context, jobPath string) {
 		// the supervisor has not recorded itself yet, nor has Submit
 		cerr = b.Cancel(ctx, backends.JobID(filepath.Base(jobPath[:len(jobPath)-len(".json")])))
 	}
-	defer func() { afterShimStart = nil }()
 	id, err := b.Submit(ctx, req)
 	if err != nil || cerr != nil {
 		t.Fatalf("submit %v, cancel %v", err, cerr)

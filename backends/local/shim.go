@@ -68,6 +68,17 @@ func RunShim(ctx context.Context, jobPath string) error {
 	cmd.Dir = req.Dir
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.Env = append(jobEnviron(j.Env), "TETHER_LOCAL_JOB_ID="+j.ID)
+	// a cancel recorded since the first look (under the job's lock, as
+	// Cancel records it) or a TERM that came meanwhile: never start
+	cancelledMeanwhile := false
+	if _, err := update(ctx, jobPath, func(j *Job) { cancelledMeanwhile = !j.CancelAt.IsZero() }); err == nil && cancelledMeanwhile {
+		return finish(backends.Cancelled, "cancelled before start", nil, 0)
+	}
+	select {
+	case <-sigs:
+		return finish(backends.Cancelled, "cancelled before start", nil, 0)
+	default:
+	}
 	if err := cmd.Start(); err != nil {
 		return finish(backends.Failed, "cannot start the wrapper: "+err.Error(), nil, 0)
 	}
