@@ -63,8 +63,13 @@ func matchEnv(name string, globs []string) bool {
 
 // JobEnv applies the site's policy (and the Task's pass_env, which
 // validation allowed) to the submitter's environment. It returns what the
-// job gets and the names withheld, sorted. Values are never logged.
-func JobEnv(policy schema.EnvPolicy, passEnv []string, environ []string) (map[string]string, []string) {
+// job gets and the names withheld, sorted. Values are never logged. The
+// variable a slurmrest site reads its JWT from never passes.
+func JobEnv(site *schema.Site, passEnv []string, environ []string) (map[string]string, []string) {
+	policy := site.Env
+	if t := site.SlurmREST.TokenEnv; t != "" {
+		policy.Deny = append(slices.Clone(policy.Deny), t)
+	}
 	pass := map[string]string{}
 	var withheld []string
 	for _, kv := range environ {

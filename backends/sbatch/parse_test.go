@@ -141,11 +141,16 @@ func TestArgs(t *testing.T) {
 		Partition: "debug", Account: "acct", QoS: "q", Reservation: "res", Constraint: "c", Exclude: []string{"n1", "n2"},
 		WarnSignal: "USR1", WarnBefore: 45 * time.Second, ExtraArgs: []string{"--exclusive"}}
 	got := strings.Join(Args(req), " ")
-	want := "--parsable --job-name=n --chdir=/r/a --output=/r/a/stdout --error=/r/100%%/err --comment=tether:r:1 --time=0-00:02:00 --no-requeue " +
+	want := "--parsable --job-name=n --chdir=/r/a --output=/r/a/stdout --error=/r/100%%/err --comment=tether:r:1 --export=NONE --time=0-00:02:00 --no-requeue " +
 		"--nodes=2 --ntasks=8 --ntasks-per-node=4 --cpus-per-task=2 --gpus-per-task=1 --mem=4096M --partition=debug --account=acct --qos=q " +
 		"--reservation=res --constraint=c --exclude=n1,n2 --signal=B:USR1@45 --exclusive /r/a/job.sh"
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	// the site policy's names, never the whole environment, never values
+	req.Env = map[string]string{"B_VAR": "x,y", "A_VAR": "it's"}
+	if got := strings.Join(Args(req), " "); !strings.Contains(got, " --export=A_VAR,B_VAR ") || strings.Contains(got, "x,y") {
+		t.Errorf("with env: %s", got)
 	}
 }
 

@@ -9,9 +9,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -100,6 +102,12 @@ func (e *cmdError) Error() string {
 // stderr in a *cmdError; only Submit turns the definite refusals among
 // them into ErrRejected.
 func (b *Backend) run(ctx context.Context, name string, args ...string) ([]byte, error) {
+	return b.runEnv(ctx, nil, name, args...)
+}
+
+// runEnv is run with jobEnv added to the command's environment (sbatch
+// --export=NAME takes the value from there).
+func (b *Backend) runEnv(ctx context.Context, jobEnv map[string]string, name string, args ...string) ([]byte, error) {
 	if b.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, b.Timeout)
@@ -108,6 +116,9 @@ func (b *Backend) run(ctx context.Context, name string, args ...string) ([]byte,
 	b.calls.Add(1)
 	cmd := exec.CommandContext(ctx, b.bin(name), args...)
 	cmd.Env = b.environ()
+	for _, k := range slices.Sorted(maps.Keys(jobEnv)) {
+		cmd.Env = append(cmd.Env, k+"="+jobEnv[k])
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -123,9 +134,20 @@ func (b *Backend) run(ctx context.Context, name string, args ...string) ([]byte,
 	case ctx.Err() != nil:
 		return stdout.Bytes(), fmt.Errorf("%w: %s timed out: %w", backends.ErrUnavailable, name, ctx.Err())
 	case ee == nil: // could not start: missing binary, bad bin_dir
-		return nil, fmt.Errorf("%w: cannot run %s: %w", backends.ErrUnavailable, b.bin(name), err)
+		return nil, fmt.Errorf("%w: %w: cannot run %s: %w", backends.ErrNotSent, backends.ErrUnavailable, b.bin(name), err)
 	}
 	return stdout.Bytes(), fmt.Errorf("%w: %w", backends.ErrUnavailable, ce)
+}
+
+// exportArg is --export with the names the site's policy passes (sbatch
+// takes their values from its own environment, so commas in values need
+// no escaping), never the whole environment of the submitter.
+func exportArg(env map[string]string) string {
+	names := slices.Sorted(maps.Keys(env))
+	if len(names) == 0 {
+		return "--export=NONE"
+	}
+	return "--export=" + strings.Join(names, ",")
 }
 
 // Args builds the sbatch command line for a request.
@@ -136,6 +158,7 @@ func Args(req backends.JobRequest) []string {
 		"--output=" + escapePattern(req.Stdout),
 		"--error=" + escapePattern(req.Stderr),
 		"--comment=" + req.Tag,
+		exportArg(req.Env),
 		"--time=" + slurm.FormatLimit(req.Walltime),
 	}
 	if req.Requeue {
@@ -193,12 +216,16 @@ func (b *Backend) Describe(req backends.JobRequest) string {
 // (slurm.SbatchRefusal: Slurm's own refusals, sbatch's option errors) is
 // ErrRejected; every other failure is ErrUnavailable.
 func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends.JobID, error) {
-	out, err := b.run(ctx, "sbatch", Args(req)...)
+	out, err := b.runEnv(ctx, req.Env, "sbatch", Args(req)...)
 	if err != nil {
 		var ce *cmdError
 		if errors.As(err, &ce) {
 			if _, refused := slurm.SbatchRefusal(ce.stderr); refused {
 				return "", fmt.Errorf("%w: %w", backends.ErrRejected, ce)
+			}
+			if strings.Contains(ce.stderr, "Unable to contact slurm controller") {
+				// sbatch gave up connecting: slurmctld never saw the job
+				return "", fmt.Errorf("%w: %w", backends.ErrNotSent, err)
 			}
 		}
 		// Anything else may pass: a controller or munge outage, a timeout,

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -294,8 +295,10 @@ func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends
 	if err != nil {
 		return "", fmt.Errorf("read the wrapper: %w", err)
 	}
+	jobEnv := jobEnviron(req.Env)
 	send := func() (backends.JobID, error) {
-		return withAPI(ctx, b, func(ctx context.Context, a api) (backends.JobID, error) {
+		sent := false
+		id, err := withAPI(ctx, b, func(ctx context.Context, a api) (backends.JobID, error) {
 			r := req
 			if len(r.Exclude) > 0 && !canExclude(a) {
 				b.excludeOnce.Do(func() {
@@ -304,9 +307,16 @@ func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends
 				})
 				r.Exclude = nil
 			}
-			id, err := a.submit(sendOnce(ctx), r, string(script), b.jobEnv())
+			sent = true
+			id, err := a.submit(sendOnce(ctx), r, string(script), jobEnv)
 			return id, unclassified(err)
 		})
+		if err != nil && !sent {
+			// failed before the submit (API negotiation, credentials):
+			// certainly not sent
+			return "", fmt.Errorf("%w: %w", backends.ErrNotSent, err)
+		}
+		return id, err
 	}
 	for try := 1; ; try++ {
 		id, err := send()
@@ -319,7 +329,10 @@ func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends
 		// the transport has retried what never reached slurmrestd; here
 		// slurmctld said it did not take the job
 		if !ctldDidNotTake(err) || try > 3 {
-			return "", err
+			if errors.Is(err, backends.ErrNotSent) {
+				return "", err
+			}
+			return "", fmt.Errorf("%w: %w", backends.ErrNotSent, err) // slurmctld did not take it
 		}
 		b.cfg.Log.Info("slurmctld did not take the submit; sending it again", "tag", req.Tag, "try", try, "err", err)
 		t := time.NewTimer(time.Duration(try) * b.lostSubmitWait)
@@ -387,18 +400,22 @@ func (b *Backend) findInController(ctx context.Context, tag string) (backends.Jo
 	return backends.JobID(strconv.FormatInt(best, 10)), true, nil
 }
 
-// jobEnv is the environment a job gets, like sbatch's --export=ALL: the
-// caller's, without tokens.
-func (b *Backend) jobEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if k == "SLURM_JWT" || (b.cfg.TokenEnv != "" && k == b.cfg.TokenEnv) || strings.HasPrefix(k, "TETHER_") {
+// jobEnviron is the job's environment: what the site's policy let
+// through of the submitter's (JobRequest.Env), never this process's own,
+// and never a token. slurmrestd needs at least one variable: a job with
+// none gets the system PATH.
+func jobEnviron(env map[string]string) []string {
+	out := make([]string, 0, len(env)+1)
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		if k == "SLURM_JWT" || strings.HasPrefix(k, "TETHER_") {
 			continue
 		}
-		env = append(env, kv)
+		out = append(out, k+"="+env[k])
 	}
-	return env
+	if len(out) == 0 {
+		out = append(out, "PATH=/usr/local/bin:/usr/bin:/bin")
+	}
+	return out
 }
 
 // Query asks for every id in one request (v0.0.38: the job list; v0.0.40+:

@@ -159,7 +159,7 @@ func (a *app) prepareRun(ctx context.Context, s *session, task *schema.Task, tas
 			before, _ = s.store.Run(id).Load()
 		}
 	}
-	env, withheld := launcher.JobEnv(s.site.Env, task.PassEnv, a.environ())
+	env, withheld := launcher.JobEnv(s.site, task.PassEnv, a.environ())
 	if len(withheld) > 0 {
 		a.log.Debug("environment withheld from the job by the site's policy", "names", strings.Join(withheld, ","))
 	}
@@ -246,7 +246,7 @@ func (a *app) dryRun(task *schema.Task, site *schema.Site) error {
 	store := &rundir.Store{Dir: dir}
 	run := store.Run(rundir.NewRunID(task.Name, a.now()))
 	self, _ := os.Executable()
-	env, withheld := launcher.JobEnv(site.Env, task.PassEnv, a.environ())
+	env, withheld := launcher.JobEnv(site, task.PassEnv, a.environ())
 	plan, err := launcher.Build(run, task, site, launcher.AttemptSpec{N: 1, Env: env}, self)
 	if err != nil {
 		return err

@@ -32,7 +32,7 @@ var states = map[string]backends.State{
 	"STOPPED":       backends.Suspended,
 	"COMPLETED":     backends.Completed,
 	"FAILED":        backends.Failed,
-	"SPECIAL_EXIT":  backends.Failed,
+	"SPECIAL_EXIT":  backends.SpecialExit,
 	"LAUNCH_FAILED": backends.Failed,
 	"TIMEOUT":       backends.Timeout,
 	"DEADLINE":      backends.Deadline,

@@ -15,7 +15,7 @@ func TestMapState(t *testing.T) {
 		"OUT_OF_MEMORY": backends.OutOfMemory, "PREEMPTED": backends.Preempted, "BOOT_FAIL": backends.BootFail,
 		"DEADLINE": backends.Deadline, "SUSPENDED": backends.Suspended, "REQUEUED": backends.Requeued,
 		"COMPLETING": backends.Completing, "CONFIGURING": backends.Configuring, "FAILED": backends.Failed,
-		"SPECIAL_EXIT": backends.Failed, "REVOKED": backends.Cancelled, "RESV_DEL_HOLD": backends.Pending,
+		"SPECIAL_EXIT": backends.SpecialExit, "REVOKED": backends.Cancelled, "RESV_DEL_HOLD": backends.Pending,
 		"REQUEUE_HOLD": backends.Requeued, "STOPPED": backends.Suspended, "SIGNALING": backends.Running,
 		"STAGE_OUT": backends.Running, "RESIZING": backends.Running, "POWER_UP_NODE": backends.Configuring,
 		"COMPLETED+COMPLETING": backends.Completing, "running": backends.Running, "WEIRD": backends.Unknown, "": backends.Unknown,
