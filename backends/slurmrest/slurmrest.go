@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -458,7 +459,30 @@ func (b *Backend) Ping(ctx context.Context) (string, error) {
 		auth = "JWT from " + b.cfg.Token.Describe()
 	}
 	v, _ := b.Version(ctx)
-	return fmt.Sprintf("slurmrestd at %s answers, API %s, %s", b.cfg.URL, v, auth), nil
+	msg := fmt.Sprintf("slurmrestd at %s answers, API %s, %s", b.cfg.URL, v, auth)
+	if p := ProxyFor(b.cfg.URL, http.ProxyFromEnvironment); p != "" && b.cfg.Token != nil {
+		msg += fmt.Sprintf("; note: the proxy %s from the environment (HTTPS_PROXY/HTTP_PROXY) carries every request, the JWT included: add the host to NO_PROXY to reach slurmrestd directly", p)
+	}
+	return msg, nil
+}
+
+// ProxyFor names the proxy (without credentials) that proxy picks for
+// requests to rawURL, or "" for none (NO_PROXY is honoured; unix sockets
+// never use one).
+func ProxyFor(rawURL string, proxy func(*http.Request) (*url.URL, error)) string {
+	if strings.HasPrefix(rawURL, "unix://") {
+		return ""
+	}
+	req, err := http.NewRequest(http.MethodGet, rawURL, nil)
+	if err != nil {
+		return ""
+	}
+	u, err := proxy(req)
+	if err != nil || u == nil {
+		return ""
+	}
+	u.User = nil
+	return u.String()
 }
 
 // Describe shows the REST request a submit would send (without the token).

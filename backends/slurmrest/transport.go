@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -58,7 +59,9 @@ func newTransport(url, user string, token TokenSource, retries int) (*transport,
 		return nil, fmt.Errorf("slurmrest url %q: want http://, https:// or unix://", url)
 	}
 	rc := retryablehttp.NewClient()
-	rc.HTTPClient = &http.Client{Transport: countingRT{base, &t.requests}}
+	rc.HTTPClient = &http.Client{Transport: countingRT{base, &t.requests},
+		// never follow a redirect: the JWT goes to the configured URL only
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	rc.Logger = nil // URLs are harmless, but tether logs through slog only
 	rc.RetryMax = retries
 	rc.RetryWaitMin = 200 * time.Millisecond
@@ -130,6 +133,16 @@ func (t *transport) do(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		// retryablehttp's errors carry the URL and method only, never headers
 		return nil, fmt.Errorf("%w: slurmrestd at %s: %w", backends.ErrUnavailable, t.display, cleanNetErr(err))
+	}
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		resp.Body.Close()
+		where := resp.Header.Get("Location")
+		if u, err := url.Parse(where); err == nil {
+			u.RawQuery, u.User = "", nil
+			where = u.String()
+		}
+		return nil, fmt.Errorf("%w: slurmrestd at %s answered HTTP %d, a redirect to %q: tether does not follow redirects (the JWT goes to the configured URL only); set slurmrest.url to the address slurmrestd serves on",
+			backends.ErrUnavailable, t.display, resp.StatusCode, where)
 	}
 	return resp, nil
 }
