@@ -276,6 +276,7 @@ func TestStatusFloodBoundedRSS(t *testing.T) {
 	if err := wait.Start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { wait.Process.Kill() }) // on a failure before it returned
 	waitLog := newLineLog(stderr)
 	within(t, "tether wait reading the status file", 60*time.Second, waitLog.expect(`running 90% (done writing)`))
 	waitHWM, err := procStatusKB(wait.Process.Pid, "VmHWM")
