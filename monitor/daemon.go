@@ -42,16 +42,43 @@ type Monitor struct {
 	StatEvery time.Duration
 
 	mu       sync.Mutex
-	trackers map[string]*Tracker // site/run -> tracker
+	trackers map[string]*Tracker // site/run -> tracker, for the site's own runs only
+	others   map[string]otherRun // site/run -> an active run the site does not track
+	listed   map[string]int      // site -> entries of the active index at its last cycle
 	seen     map[string]bool     // site/run ids active in the last cycle
 	counted  map[string]bool     // decided runs whose outcome is counted but whose active mark remains
 	kick     map[string]chan struct{}
 }
 
+// otherRun is an entry of the (shared) active index that a site's cycle
+// does not track: a run of another site sharing the state directory, or
+// one whose run.json cannot be read (err). Only run.json's mark is kept,
+// so the run is looked at again only when run.json changes.
+type otherRun struct {
+	mark recMark
+	err  error
+}
+
+// recMark tells whether run.json changed between two looks.
+type recMark struct {
+	exists bool
+	size   int64
+	mod    int64 // mtime, ns
+}
+
+func markOf(path string) recMark {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return recMark{}
+	}
+	return recMark{true, fi.Size(), fi.ModTime().UnixNano()}
+}
+
 // NewMonitor prepares a monitor over sites; the metrics carry version.
 func NewMonitor(sites []*SiteRuntime, version string, now func() time.Time, log *slog.Logger) *Monitor {
 	m := &Monitor{Sites: sites, Metrics: NewMetrics(version), Now: now, Log: log,
-		trackers: map[string]*Tracker{}, seen: map[string]bool{}, counted: map[string]bool{}, kick: map[string]chan struct{}{}}
+		trackers: map[string]*Tracker{}, others: map[string]otherRun{}, listed: map[string]int{},
+		seen: map[string]bool{}, counted: map[string]bool{}, kick: map[string]chan struct{}{}}
 	for _, s := range sites {
 		m.kick[s.Site.Name] = make(chan struct{}, 1)
 		s.Engine.Poller.Backend = &instrumented{Backend: s.Engine.Poller.Backend, site: s.Site.Name, m: m.Metrics}
@@ -88,27 +115,58 @@ func (m *Monitor) Cycle(ctx context.Context, s *SiteRuntime, maxAge time.Duratio
 	t0 := time.Now()
 	name := s.Site.Name
 	// The active index names the runs; their job ids come from run.json,
-	// which the trackers read again only when it changes.
+	// which the trackers read again only when it changes. The index is
+	// shared by the sites of a state directory: only the site's own runs
+	// get a tracker.
 	names, err := s.Store.ActiveNames()
 	if err != nil {
 		return false, err
 	}
 	active := make(map[string]bool, len(names))
 	ids := make([]backends.JobID, 0, len(names))
+	unreadable := 0
 	for _, runID := range names {
 		k := key(name, runID)
+		run := s.Store.Run(runID)
 		m.mu.Lock()
 		tr := m.trackers[k]
-		if tr == nil {
-			tr = NewTracker(s.Store.Run(runID))
+		other, isOther := m.others[k]
+		m.mu.Unlock()
+		fresh := tr == nil
+		var mk recMark
+		if fresh {
+			mk = markOf(run.RunJSON()) // before reading it: a change meanwhile is seen next time
+			if isOther && mk == other.mark {
+				if other.err != nil {
+					unreadable++
+				}
+				continue // another site's, or still unreadable: run.json did not change
+			}
+			tr = NewTracker(run)
+		}
+		rec, err := tr.record(run)
+		if err != nil || (rec.Site != "" && rec.Site != name) {
+			if !fresh {
+				mk = markOf(run.RunJSON())
+			}
+			if err != nil { // logged once per state of run.json
+				unreadable++
+				m.Log.Warn("cannot read the run's run.json; the run is not watched until it can be read",
+					"site", name, "run", runID, "err", err)
+			}
+			m.mu.Lock()
+			delete(m.trackers, k) // another site's run in a shared state dir, or unreadable
+			m.others[k] = otherRun{mark: mk, err: err}
+			m.mu.Unlock()
+			continue
+		}
+		m.mu.Lock()
+		if m.trackers[k] == nil {
 			m.trackers[k] = tr
 			changed = true
 		}
+		delete(m.others, k)
 		m.mu.Unlock()
-		rec, err := tr.record(s.Store.Run(runID))
-		if err != nil || (rec.Site != "" && rec.Site != name) {
-			continue // another site's run in a shared state dir, or being created
-		}
 		active[runID] = true
 		if cur := rec.Current(); cur != nil && cur.JobID != "" {
 			ids = append(ids, backends.JobID(cur.JobID))
@@ -177,7 +235,31 @@ func (m *Monitor) Cycle(ctx context.Context, s *SiteRuntime, maxAge time.Duratio
 	for runID := range views {
 		m.seen[key(name, runID)] = true
 	}
+	// Forget what left the index: trackers of runs no longer active,
+	// other sites' runs and unreadable ones that are gone.
+	listed := make(map[string]bool, len(names))
+	for _, runID := range names {
+		listed[runID] = true
+	}
+	tracked := 0
+	for k := range m.trackers {
+		if site, runID, _ := strings.Cut(k, "/"); site == name {
+			if !active[runID] {
+				delete(m.trackers, k)
+			} else {
+				tracked++
+			}
+		}
+	}
+	for k := range m.others {
+		if site, runID, _ := strings.Cut(k, "/"); site == name && !listed[runID] {
+			delete(m.others, k)
+		}
+	}
+	m.listed[name] = len(names)
 	m.mu.Unlock()
+	m.Metrics.tracked.WithLabelValues(name).Set(float64(tracked))
+	m.Metrics.unreadable.WithLabelValues(name).Set(float64(unreadable))
 	m.Metrics.SetRuns(name, views)
 	sv := SiteView{Name: name, Backend: s.Site.Backend, PendingAlertAfter: s.Site.Poll.PendingAlertAfter.D().Seconds(), LastCycle: float64(now.UnixNano()) / 1e9}
 	if !snap.At.IsZero() {
@@ -392,12 +474,20 @@ func (m *Monitor) statOnce(s *SiteRuntime, marks map[string]fileMark) {
 			delete(marks, runID)
 		}
 	}
-	if names, err := s.Store.ActiveNames(); err == nil && len(names) != len(runs) {
+	if names, err := s.Store.ActiveNames(); err == nil && len(names) != m.listedAt(name) {
 		poke = true // runs appeared or ended since the last cycle
 	}
 	if poke {
 		m.poke(name)
 	}
+}
+
+// listedAt is the size of the active index (every site's runs) at the
+// site's last cycle.
+func (m *Monitor) listedAt(site string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.listed[site]
 }
 
 // activeAttempts maps the site's active runs (as of the last cycle) to

@@ -513,7 +513,7 @@ func (e *Engine) outcomeBase(run rundir.Run, rec *schema.RunRecord, sum rundir.S
 	o := schema.Outcome{
 		V: schema.OutcomeVersion, RunID: rec.RunID, Site: rec.Site, Backend: rec.Backend,
 		Attempts: len(rec.Attempts), RunDir: run.Dir, Key: rec.Key,
-		Fraction: sum.Fraction, Message: sum.Message, Results: sum.Results,
+		Fraction: sum.Fraction, Message: sum.Message, Results: sum.Results, Truncated: sum.Truncated,
 	}
 	if cur := rec.Current(); cur != nil {
 		o.JobID = cur.JobID

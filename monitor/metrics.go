@@ -21,6 +21,9 @@ type Metrics struct {
 	queryErrs *prometheus.CounterVec
 	queryDur  *prometheus.HistogramVec
 	cycleDur  *prometheus.HistogramVec
+	// tracked and unreadable are set by each cycle.
+	tracked    *prometheus.GaugeVec
+	unreadable *prometheus.GaugeVec
 
 	mu    sync.Mutex
 	views map[string]map[string]RunView // site -> run id -> view
@@ -76,12 +79,16 @@ func NewMetrics(version string) *Metrics {
 			Help: "Duration of one batched scheduler query.", Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"site"}),
 		cycleDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tether_monitor_cycle_duration_seconds",
 			Help: "Duration of one monitor cycle over a site's active runs.", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)}, []string{"site"}),
+		tracked: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tether_monitor_tracked_runs",
+			Help: "Runs of the site the monitor keeps state for (its active runs; not other sites' runs sharing the state directory)."}, []string{"site"}),
+		unreadable: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tether_monitor_unreadable_runs",
+			Help: "Entries of the active index whose run.json cannot be read (missing, damaged, unreadable): not watched until it can be read."}, []string{"site"}),
 		views: map[string]map[string]RunView{},
 		sites: map[string]SiteView{},
 	}
 	bi := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tether_build_info", Help: "tether's version; always 1."}, []string{"version", "goversion"})
 	bi.WithLabelValues(version, runtime.Version()).Set(1)
-	m.Registry.MustRegister(m.outcomes, m.lost, m.queries, m.queryErrs, m.queryDur, m.cycleDur, bi, runCollector{m},
+	m.Registry.MustRegister(m.outcomes, m.lost, m.queries, m.queryErrs, m.queryDur, m.cycleDur, m.tracked, m.unreadable, bi, runCollector{m},
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	return m
 }
@@ -95,6 +102,8 @@ func (m *Metrics) initSite(site string) {
 	m.lost.WithLabelValues(site)
 	m.queries.WithLabelValues(site)
 	m.queryErrs.WithLabelValues(site)
+	m.tracked.WithLabelValues(site)
+	m.unreadable.WithLabelValues(site)
 }
 
 // SetRuns replaces the views of a site's active runs.

@@ -6,15 +6,46 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tether-hpc/tether/schema"
 	"golang.org/x/sys/unix"
 )
 
-// maxLine bounds one status line; longer lines are skipped as garbage.
-const maxLine = 1 << 20
+// The status file's limits: whatever a Task writes, a reader holds at
+// most one line and one chunk in memory, and a Summary at most one
+// message, the capped results and the latest checkpoints (each at most a
+// line). What a limit cuts is counted (Bad) or named (Summary.Truncated,
+// the outcome's "truncated"). README, "Status file limits".
+const (
+	// MaxLine bounds one status line. A longer line is skipped (never
+	// read into memory whole) and counted as Bad.
+	MaxLine = 1 << 20
+	// MaxMessage bounds the message a Summary keeps: a longer one is cut
+	// to its first MaxMessage bytes (at a character boundary) and ends
+	// with "…".
+	MaxMessage = 4 << 10
+	// MaxResults, MaxResultKey and MaxResultValue bound the results: a
+	// key longer than MaxResultKey bytes or with a value longer than
+	// MaxResultValue bytes is left out (an earlier value of it too), and
+	// so are new keys once MaxResults are kept.
+	MaxResults     = 64
+	MaxResultKey   = 256
+	MaxResultValue = 4 << 10
+
+	// readChunk is how much a reader reads at a time.
+	readChunk = 64 << 10
+)
+
+// What Summary.Truncated names.
+const (
+	TruncatedMessage = "message"
+	TruncatedResults = "results"
+)
 
 // AppendEvent appends one event as a JSON line. Writers hold an flock while
 // they append, so lines from concurrent writers (MPI ranks, several
@@ -67,14 +98,23 @@ type Summary struct {
 	Message       string
 	// Checkpoint is the latest checkpoint; Resumable the latest one that
 	// can be resumed from.
+	// Their Message is cut as Summary's, their Results are left out.
 	Checkpoint *schema.Event
 	Resumable  *schema.Event
 	Results    map[string]string
+	// Truncated names what the limits cut: TruncatedMessage when Message
+	// is cut, TruncatedResults once a result was left out. Nil when
+	// nothing was.
+	Truncated []string
+
+	messageCut, resultsCut bool
 }
 
 // StatusReader reads a status file incrementally: each Update reads only
 // what was appended since the last one. A trailing line without a newline
-// is left for the next Update (it may still be being written).
+// is left for the next Update (it may still be being written). The file
+// is read in chunks of 64 KiB (more only to complete a line, up to
+// MaxLine), so memory stays bounded whatever the file holds.
 //
 // status.jsonl is shared by every attempt of a run, also across
 // generations (a key reused after a failed run starts a new generation in
@@ -91,6 +131,7 @@ type StatusReader struct {
 	FromAttempt int
 	Since       time.Time
 	off         int64
+	skip        bool   // inside a line longer than MaxLine: drop up to its newline
 	win         window // the window Summary was built with
 	Summary     Summary
 }
@@ -114,7 +155,7 @@ func (r *StatusReader) Update() (changed bool, err error) {
 	reset := false
 	if w := (window{r.FromAttempt, r.Since}); w.from != r.win.from || !w.since.Equal(r.win.since) {
 		reset = r.off > 0 || r.Summary.Events > 0 || r.Summary.Bad > 0 || r.Summary.Old > 0
-		r.off, r.Summary, r.win = 0, Summary{}, w
+		r.off, r.skip, r.Summary, r.win = 0, false, Summary{}, w
 	}
 	if fi, err := os.Stat(r.Path); err == nil && fi.Size() == r.off && r.off > 0 {
 		return reset, nil // nothing appended (one stat, no open)
@@ -134,33 +175,67 @@ func (r *StatusReader) Update() (changed bool, err error) {
 		return reset, err
 	}
 	if fi.Size() < r.off { // truncated or replaced: start again
-		r.off = 0
+		r.off, r.skip = 0, false
 		r.Summary = Summary{}
 		reset = true
 	}
 	if fi.Size() == r.off {
 		return reset, nil
 	}
-	buf := make([]byte, fi.Size()-r.off)
-	n, err := f.ReadAt(buf, r.off)
-	if err != nil && !errors.Is(err, io.EOF) {
-		return reset, err
-	}
-	buf = buf[:n]
-	end := bytes.LastIndexByte(buf, '\n')
-	if end < 0 {
-		if len(buf) > maxLine { // an endless garbage line: skip it
-			r.off += int64(len(buf))
-			r.Summary.Bad++
-		}
-		return reset, nil
-	}
-	r.off += int64(end + 1)
 	before := r.Summary.Events
-	for _, line := range bytes.Split(buf[:end], []byte{'\n'}) {
-		r.Summary.add(line, r.win)
+	err = r.read(f, fi.Size())
+	r.Summary.truncated()
+	return reset || r.Summary.Events != before, err
+}
+
+// read reads the file from r.off up to size in bounded chunks, adding
+// each complete line to the Summary. r.off ends at the start of the
+// unfinished last line, if any, which the next Update reads again.
+func (r *StatusReader) read(f *os.File, size int64) error {
+	buf := make([]byte, min(int64(readChunk), size-r.off))
+	n := 0 // buf[:n] is the unfinished line at r.off
+	for r.off+int64(n) < size {
+		if n == len(buf) { // the unfinished line fills buf: grow it, up to MaxLine+1
+			buf = append(buf, make([]byte, min(len(buf), MaxLine+1-len(buf)))...)
+		}
+		m, err := f.ReadAt(buf[n:min(int64(len(buf)), size-r.off)], r.off+int64(n))
+		if m == 0 {
+			if err != nil && !errors.Is(err, io.EOF) {
+				return err
+			}
+			return nil // shrank meanwhile: the next Update starts again
+		}
+		start := 0 // of the first line not yet added
+		i := bytes.IndexByte(buf[n:n+m], '\n')
+		if i >= 0 {
+			i += n // buf[:n] holds no newline
+		}
+		n += m
+		for i >= 0 {
+			switch {
+			case r.skip:
+				r.skip = false // the end of an overlong line
+			case i-start > MaxLine:
+				r.Summary.Bad++
+			default:
+				r.Summary.add(buf[start:i], r.win)
+			}
+			start = i + 1
+			if i = bytes.IndexByte(buf[start:n], '\n'); i >= 0 {
+				i += start
+			}
+		}
+		switch {
+		case r.skip:
+			start = n // still inside an overlong line
+		case n-start > MaxLine:
+			r.Summary.Bad++ // an overlong line: skip it, without keeping it
+			r.skip, start = true, n
+		}
+		r.off += int64(start)
+		n = copy(buf, buf[start:n])
 	}
-	return reset || r.Summary.Events != before, nil
+	return nil
 }
 
 // EvidenceWindow returns the StatusReader window of the run's current
@@ -251,7 +326,7 @@ func (s *Summary) add(line []byte, w window) {
 		return
 	}
 	var ev schema.Event
-	if len(line) > maxLine || json.Unmarshal(line, &ev) != nil || ev.V < 1 || ev.TS.IsZero() {
+	if json.Unmarshal(line, &ev) != nil || ev.V < 1 || ev.TS.IsZero() {
 		s.Bad++
 		return
 	}
@@ -277,8 +352,10 @@ func (s *Summary) add(line []byte, w window) {
 		f := *ev.Fraction
 		s.Fraction = &f
 	}
+	cut := false
 	if ev.Message != "" {
-		s.Message = ev.Message
+		ev.Message, cut = cutMessage(ev.Message)
+		s.Message, s.messageCut = ev.Message, cut
 	}
 	switch ev.Type {
 	case schema.EventHeartbeat:
@@ -287,6 +364,7 @@ func (s *Summary) add(line []byte, w window) {
 		}
 	case schema.EventCheckpoint:
 		e := ev
+		e.Results = nil // a checkpoint's results are not results
 		s.Checkpoint = &e
 		if ev.Resume != "" {
 			s.Resumable = &e
@@ -295,8 +373,55 @@ func (s *Summary) add(line []byte, w window) {
 		if s.Results == nil {
 			s.Results = map[string]string{}
 		}
-		for k, v := range ev.Results {
-			s.Results[k] = v
+		if len(s.Results)+len(ev.Results) <= MaxResults {
+			for k, v := range ev.Results {
+				s.addResult(k, v)
+			}
+			break
 		}
+		for _, k := range slices.Sorted(maps.Keys(ev.Results)) { // the same keys left out on every read
+			s.addResult(k, ev.Results[k])
+		}
+	}
+}
+
+// addResult keeps one result within the limits.
+func (s *Summary) addResult(k, v string) {
+	_, have := s.Results[k]
+	switch {
+	case len(k) > MaxResultKey || len(v) > MaxResultValue:
+		delete(s.Results, k) // no stale value stays behind
+		s.resultsCut = true
+	case !have && len(s.Results) >= MaxResults:
+		s.resultsCut = true
+	default:
+		s.Results[k] = v
+	}
+}
+
+// cutMessage cuts a message to MaxMessage bytes at a character boundary
+// and marks the cut with "…".
+func cutMessage(m string) (string, bool) {
+	if len(m) <= MaxMessage {
+		return m, false
+	}
+	n := MaxMessage - len("…")
+	for n > 0 && !utf8.RuneStart(m[n]) {
+		n--
+	}
+	return m[:n] + "…", true
+}
+
+// truncated sets Truncated from what the limits cut.
+func (s *Summary) truncated() {
+	var t []string
+	if s.messageCut {
+		t = append(t, TruncatedMessage)
+	}
+	if s.resultsCut {
+		t = append(t, TruncatedResults)
+	}
+	if !slices.Equal(t, s.Truncated) {
+		s.Truncated = t
 	}
 }

@@ -4,13 +4,19 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tether-hpc/tether/schema"
 )
@@ -160,6 +166,12 @@ func FuzzStatusReader(f *testing.F) {
 		if a.Events != r.Summary.Events || a.Bad != r.Summary.Bad {
 			t.Fatalf("split read differs: whole %d/%d, split %d/%d", a.Events, a.Bad, r.Summary.Events, r.Summary.Bad)
 		}
+		if a.Message != r.Summary.Message || !maps.Equal(a.Results, r.Summary.Results) || !slices.Equal(a.Truncated, r.Summary.Truncated) {
+			t.Fatalf("split read differs: message %q/%q results %v/%v truncated %v/%v", a.Message, r.Summary.Message, a.Results, r.Summary.Results, a.Truncated, r.Summary.Truncated)
+		}
+		if len(a.Message) > MaxMessage || len(a.Results) > MaxResults {
+			t.Fatalf("over the limits: message %d bytes, %d results", len(a.Message), len(a.Results))
+		}
 		if a.Fraction != nil && (*a.Fraction < 0 || *a.Fraction > 1) {
 			t.Fatalf("fraction out of range: %v", *a.Fraction)
 		}
@@ -308,5 +320,131 @@ func TestEvidenceWindow(t *testing.T) {
 		if start := GenerationStart(&c.rec); !start.Equal(c.start) {
 			t.Errorf("%s: GenerationStart %v, want %v", c.name, start, c.start)
 		}
+	}
+}
+
+// A line longer than MaxLine is skipped and counted once, whether it
+// arrives whole or in pieces across Updates, and is never held whole: a
+// 64 MB line (a sparse file: no disk) costs the reader about one MaxLine
+// of buffer, not the line.
+func TestStatusReaderOverlongLine(t *testing.T) {
+	dir := t.TempDir()
+	ts := `"2026-01-01T00:00:00Z"`
+	hb := `{"v":1,"ts":` + ts + `,"type":"heartbeat"}` + "\n"
+	p := filepath.Join(dir, "status.jsonl")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(hb)
+	const long = 64 << 20
+	if err := f.Truncate(int64(len(hb)) + long); err != nil { // 64 MB of NULs, no newline
+		t.Fatal(err)
+	}
+	f.Seek(0, io.SeekEnd)
+	f.WriteString("\n" + hb + `{"v":1,"ts":` + ts + `,"type":"progress","fraction":0.5,"message":"` + strings.Repeat("x", MaxLine) + `"}` + "\n" + hb)
+	f.Close()
+
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	s, err := ReadStatus(p)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Events != 3 || s.Bad != 2 || s.Fraction != nil {
+		t.Errorf("events=%d bad=%d fraction=%v, want 3, 2 (the NULs and the line over MaxLine) and none", s.Events, s.Bad, s.Fraction)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 4*MaxLine {
+		t.Errorf("reading a file with a %d MB line allocated %d MB", long>>20, alloc>>20)
+	}
+
+	// The same bytes appended in pieces, an Update after each.
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := filepath.Join(dir, "pieces.jsonl")
+	w, err := os.Create(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	r := StatusReader{Path: q}
+	steps := []int{1, 100, 70_000, MaxLine - 3, MaxLine + 5, 3 * MaxLine, 12_345}
+	for off, i := 0, 0; off < len(data); i++ {
+		end := min(off+steps[i%len(steps)], len(data))
+		w.Write(data[off:end])
+		off = end
+		if _, err := r.Update(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.Summary.Events != s.Events || r.Summary.Bad != s.Bad {
+		t.Errorf("read in pieces: events=%d bad=%d, whole: %d and %d", r.Summary.Events, r.Summary.Bad, s.Events, s.Bad)
+	}
+}
+
+// Messages and results are kept within their limits, and the Summary
+// says what was cut.
+func TestStatusReaderCaps(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "status.jsonl")
+	// a message over MaxMessage whose cut falls inside a 3-byte character
+	long := strings.Repeat("a", MaxMessage-len("…")-1) + strings.Repeat("€", 100)
+	many := map[string]string{}
+	for i := 0; i < MaxResults+6; i++ {
+		many[fmt.Sprintf("k%03d", i)] = "v"
+	}
+	for _, ev := range []schema.Event{
+		{Type: schema.EventResult, Results: map[string]string{"path": "/data/out", "big": "x"}},
+		{Type: schema.EventProgress, Fraction: ptr(0.5), Message: long},
+		{Type: schema.EventCheckpoint, Fraction: ptr(0.6), Resume: "step=6", Message: long, Results: map[string]string{"c": "d"}},
+	} {
+		if err := AppendEvent(p, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := StatusReader{Path: p}
+	if _, err := r.Update(); err != nil {
+		t.Fatal(err)
+	}
+	s := r.Summary
+	if len(s.Message) > MaxMessage || !strings.HasSuffix(s.Message, "…") || !utf8.ValidString(s.Message) || !strings.HasPrefix(long, strings.TrimSuffix(s.Message, "…")) {
+		t.Errorf("message of %d bytes, valid UTF-8 %v: want at most %d, a prefix of the Task's, ending in …", len(s.Message), utf8.ValidString(s.Message), MaxMessage)
+	}
+	if s.Checkpoint == nil || s.Checkpoint.Message != s.Message || s.Checkpoint.Results != nil || s.Resumable.Resume != "step=6" {
+		t.Errorf("checkpoint kept as %+v", s.Checkpoint)
+	}
+	if !slices.Equal(s.Truncated, []string{TruncatedMessage}) || len(s.Results) != 2 {
+		t.Errorf("truncated %v results %v, want [message] and both results", s.Truncated, s.Results)
+	}
+
+	// A short message replaces the cut one; results over their limits are
+	// left out, a value that grew over its limit takes the old one along.
+	for _, ev := range []schema.Event{
+		{Type: schema.EventMessage, Message: "short"},
+		{Type: schema.EventResult, Results: map[string]string{"big": strings.Repeat("x", MaxResultValue+1), strings.Repeat("k", MaxResultKey+1): "v", "ok": strings.Repeat("y", MaxResultValue)}},
+	} {
+		AppendEvent(p, ev)
+	}
+	r.Update()
+	s = r.Summary
+	if s.Message != "short" || !slices.Equal(s.Truncated, []string{TruncatedResults}) {
+		t.Errorf("message %q truncated %v, want short and [results]", s.Message, s.Truncated)
+	}
+	if _, ok := s.Results["big"]; ok || len(s.Results) != 2 || s.Results["path"] != "/data/out" || len(s.Results["ok"]) != MaxResultValue {
+		t.Errorf("results %d keys, big kept %v", len(s.Results), ok)
+	}
+	// At most MaxResults keys: the new ones are taken in key order, so
+	// every read keeps the same; known keys are still updated.
+	AppendEvent(p, schema.Event{Type: schema.EventResult, Results: many})
+	AppendEvent(p, schema.Event{Type: schema.EventResult, Results: map[string]string{"path": "/data/new"}})
+	r.Update()
+	if len(r.Summary.Results) != MaxResults || r.Summary.Results["k000"] != "v" || r.Summary.Results["k061"] != "v" || r.Summary.Results["k062"] != "" || r.Summary.Results["path"] != "/data/new" {
+		t.Errorf("%d results kept, want %d: %v", len(r.Summary.Results), MaxResults, r.Summary.Results)
+	}
+	again, _ := ReadStatus(p)
+	if !maps.Equal(again.Results, r.Summary.Results) || !slices.Equal(again.Truncated, r.Summary.Truncated) {
+		t.Errorf("a second read keeps other results: %v, %v", again.Results, again.Truncated)
 	}
 }

@@ -209,4 +209,9 @@ type Outcome struct {
 	Stuck          string            `json:"stuck,omitempty"`
 	DecidedAt      *time.Time        `json:"decided_at,omitempty"`
 	DecidedBy      string            `json:"decided_by,omitempty"`
+	// Truncated names what the status file's limits cut from Message
+	// and Results: "message" (cut to its first 4 KiB, ending in …),
+	// "results" (a key or value over its limit was left out). README,
+	// "Status file limits".
+	Truncated []string `json:"truncated,omitempty"`
 }

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs every benchmark (make bench). Targets are in each benchmark's comment;
-# the figures go in the issue's closing note.
+# the figures go in the issue's closing note. BenchmarkMonitorSharedStateDir
+# (about a minute: 11,000 run directories, a 10 s window) takes
+# TETHER_BENCH_RUNS (runs of the first site; default 10000) and
+# TETHER_BENCH_WINDOW (default 10s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
