@@ -446,6 +446,10 @@ func (in Input) lostResources(d Decision, state backends.State) Decision {
 		}
 	case len(in.Nodes) > 0:
 		what += " (nodes " + strings.Join(in.Nodes, ",") + ")"
+		if state != backends.Preempted {
+			// the scheduler names no down node: avoid the job's nodes
+			d.FailedNodes = append([]string(nil), in.Nodes...)
+		}
 	}
 	if in.SchedNote != "" {
 		what += ": " + in.SchedNote

@@ -142,9 +142,9 @@ func TestDecideRetryCarriesResumeAndNodes(t *testing.T) {
 	if d.Action != Retry || d.Cause != schema.CauseNodeFail || d.ResumeFrom != "ck-7" || len(d.FailedNodes) != 1 || d.FailedNodes[0] != "n2" {
 		t.Errorf("%+v", d)
 	}
-	// only nodes the scheduler reports down are excluded next time
+	// without the scheduler's word on down nodes, the job's nodes
 	d = Decide(Input{State: backends.NodeFail, Nodes: []string{"n1", "n2"}, Retry: retries(3), Attempts: 1, Proceed: policy("checkpoint", "never")})
-	if d.Action != Retry || len(d.FailedNodes) != 0 {
+	if d.Action != Retry || len(d.FailedNodes) != 2 {
 		t.Errorf("without down nodes: %+v", d)
 	}
 }

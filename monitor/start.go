@@ -109,18 +109,6 @@ func (e *Engine) reuse(ctx context.Context, run rundir.Run, rec *schema.RunRecor
 		return rundir.Run{}, nil, fmt.Errorf("%w: key %q belongs to run %s, which was made from a different spec (task file, --set or site changed); use another --key",
 			ErrKeyConflict, req.Key, rec.RunID)
 	}
-	if rec.EnvHash != "" && req.EnvHash != "" && rec.EnvHash != req.EnvHash {
-		// Not a silent replay: the same key with another environment is
-		// another piece of work (typically mapped tasks without a map
-		// index in the key).
-		var names []string
-		if req.EnvDiff != nil {
-			names = req.EnvDiff(rec.Env, req.Env)
-		}
-		return rundir.Run{}, nil, fmt.Errorf("%w: key %q belongs to run %s, whose job got another environment (differs in %s); "+
-			"give every piece of work its own key, e.g. for mapped Airflow tasks --key \"{{ dag.dag_id }}/{{ run_id }}/{{ ti.task_id }}/{{ ti.map_index }}\"",
-			ErrKeyConflict, req.Key, rec.RunID, namesOr(names))
-	}
 	lock, err := run.Lock(ctx)
 	if err != nil {
 		return rundir.Run{}, nil, err
@@ -133,6 +121,23 @@ func (e *Engine) reuse(ctx context.Context, run rundir.Run, rec *schema.RunRecor
 	if !done {
 		return run, nil, nil // reattach: the acting looks carry it on
 	}
+	// A finished run is replayed or started again only for the same
+	// work: the same key with another environment is another piece of
+	// work (typically mapped tasks without a map index in the key), and
+	// says so instead of replaying silently.
+	if rec.EnvHash != "" && req.EnvHash != "" && rec.EnvHash != req.EnvHash {
+		// Not a silent replay: the same key with another environment is
+		// another piece of work (typically mapped tasks without a map
+		// index in the key).
+		var names []string
+		if req.EnvDiff != nil {
+			names = req.EnvDiff(rec.Env, req.Env)
+		}
+		return rundir.Run{}, nil, fmt.Errorf("%w: key %q belongs to run %s, whose job got another environment (differs in %s); "+
+			"give every piece of work its own key, e.g. for mapped Airflow tasks --key \"{{ dag.dag_id }}/{{ run_id }}/{{ ti.task_id }}/{{ ti.map_index }}\"",
+			ErrKeyConflict, req.Key, rec.RunID, namesOr(names))
+	}
+
 	if out.Proceed {
 		return run, out, nil
 	}
