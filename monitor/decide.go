@@ -234,8 +234,11 @@ func Decide(in Input) Decision {
 		d.CancelJob = true
 	}
 	if in.Exit != nil && in.Exit.Requeued && !in.CancelRequested {
-		// the scheduler restarted the job itself after losing a node
-		return in.requeued(d, "the scheduler requeued the job; tether retries instead")
+		// the scheduler restarted the job itself (Slurm 22.05's REST API
+		// ignores requeue=false) after losing a node, and the wrapper ran
+		// nothing: a node failure, whether or not the node is back yet
+		in.SchedNote = "the scheduler requeued the job; tether retries instead"
+		return in.lostResources(d, backends.NodeFail)
 	}
 	if in.CancelRequested && (state != backends.Completed || (code != nil && *code != 0) || sig != 0) {
 		// a requested cancel wins over a Task killed by the cancel's SIGTERM
