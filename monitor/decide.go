@@ -393,13 +393,19 @@ func (in Input) timeout(d Decision, state backends.State) Decision {
 // is retried while the budget lasts (someone asked for the job to run
 // again).
 func (in Input) requeued(d Decision, note string) Decision {
-	preempted := strings.Contains(strings.ToUpper(in.Native+" "+in.SchedNote), "PREEMPT")
+	said := strings.ToUpper(in.Native + " " + in.SchedNote)
+	preempted, admin := strings.Contains(said, "PREEMPT"), strings.Contains(said, "ADMIN")
 	in.SchedNote = note
 	switch {
 	case len(in.DownNodes) > 0:
 		return in.lostResources(d, backends.NodeFail)
 	case preempted:
 		return in.lostResources(d, backends.Preempted)
+	case len(in.Nodes) > 0 && !admin:
+		// it ran, and the scheduler says neither which node went down
+		// (it may be back already) nor that an administrator asked:
+		// a node failure, avoiding the job's nodes
+		return in.lostResources(d, backends.NodeFail)
 	}
 	what := "the job was requeued (by an administrator or the scheduler): " + note
 	if in.budgetLeft() {
