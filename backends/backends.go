@@ -7,6 +7,8 @@ package backends
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -127,6 +129,16 @@ type JobRequest struct {
 	// own process environment; the wrapper adds the Task's and the
 	// site's variables and tether's own.
 	Env map[string]string `json:"-"`
+}
+
+// EnvList renders a job environment as sorted NAME=value entries (for an
+// exec.Cmd's Env or a REST job's environment).
+func EnvList(env map[string]string) []string {
+	out := make([]string, 0, len(env))
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		out = append(out, k+"="+env[k])
+	}
+	return out
 }
 
 // Backend is one batch system.

@@ -338,14 +338,9 @@ func (e *Engine) act(ctx context.Context, run rundir.Run, obs observation, d Dec
 		d = Decide(in)
 	}
 	if d.CancelJob && cur != nil && cur.JobID != "" {
-		if err := e.Backend.Cancel(ctx, backends.JobID(cur.JobID)); err != nil {
-			// Neither retry nor finish while the job may live on: the
-			// next look sends the cancel again.
-			return nil, fmt.Errorf("cancel job %s: %w", cur.JobID, err)
-		}
-		t := e.Now().UTC()
-		cur.CancelSentAt = &t
-		if err := run.Save(rec); err != nil {
+		// Neither retry nor finish while the job may live on: on an
+		// error the next look sends the cancel again.
+		if err := e.sendCancel(ctx, run, rec); err != nil {
 			return nil, err
 		}
 		e.Log.Info("cancelled the job", "run", run.ID, "job", cur.JobID, "why", d.Reason)
@@ -374,7 +369,6 @@ func (e *Engine) recover(ctx context.Context, run rundir.Run, rec *schema.RunRec
 		_, err := e.Submitter.Recover(ctx, run, rec, noSign)
 		return e.refusedOr(run, rec, in, Decision{Reason: "the job was sent again"}, sum, err)
 	}
-	cur := rec.Current()
 	id, found, err := e.Submitter.Find(ctx, run, rec)
 	if err != nil {
 		return nil, err
@@ -384,12 +378,7 @@ func (e *Engine) recover(ctx context.Context, run rundir.Run, rec *schema.RunRec
 			return nil, nil // recorded: the next look decides with the scheduler's word
 		}
 		e.Log.Info("found the job of a cancelled run", "run", run.ID, "job", id)
-		if err := e.Backend.Cancel(ctx, id); err != nil {
-			return nil, fmt.Errorf("cancel job %s: %w", id, err)
-		}
-		t := e.Now().UTC()
-		cur.CancelSentAt = &t
-		return nil, run.Save(rec)
+		return nil, e.sendCancel(ctx, run, rec)
 	}
 	// The scheduler answered and knows no job with this tag.
 	gone := in.Exit != nil ||
@@ -412,6 +401,18 @@ func (e *Engine) recover(ctx context.Context, run rundir.Run, rec *schema.RunRec
 	d := Decision{Action: Finish, Outcome: schema.OutcomeCancelled, Cause: schema.CauseCancelled,
 		Reason: "cancelled before the scheduler took a job"}
 	return e.finish(run, rec, in, d, sum)
+}
+
+// sendCancel asks the scheduler to end the current attempt's job and
+// records when it accepted (callers hold the run lock).
+func (e *Engine) sendCancel(ctx context.Context, run rundir.Run, rec *schema.RunRecord) error {
+	cur := rec.Current()
+	if err := e.Backend.Cancel(ctx, backends.JobID(cur.JobID)); err != nil {
+		return fmt.Errorf("cancel job %s: %w", cur.JobID, err)
+	}
+	t := e.Now().UTC()
+	cur.CancelSentAt = &t
+	return run.Save(rec)
 }
 
 // endAttempt records how an attempt ended.

@@ -245,10 +245,6 @@ func (e *Engine) requestCancel(ctx context.Context, run rundir.Run) (o *schema.O
 	if cur == nil || cur.JobID == "" || cur.CancelSentAt != nil {
 		return nil, nil, nil
 	}
-	if err := e.Backend.Cancel(ctx, backends.JobID(cur.JobID)); err != nil {
-		return nil, fmt.Errorf("cancel job %s: %w", cur.JobID, err), nil
-	}
-	t := e.Now().UTC()
-	cur.CancelSentAt = &t
-	return nil, nil, run.Save(rec)
+	// not taken (or not recorded): the next acting look sends it again
+	return nil, e.sendCancel(ctx, run, rec), nil
 }

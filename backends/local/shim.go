@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
-	"slices"
 	"syscall"
 	"time"
 
@@ -67,7 +65,9 @@ func RunShim(ctx context.Context, jobPath string) error {
 	cmd := exec.Command("/bin/bash", req.Script)
 	cmd.Dir = req.Dir
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.Env = append(jobEnviron(j.Env), "TETHER_LOCAL_JOB_ID="+j.ID)
+	// exactly the submitter's variables the site's policy let through,
+	// nothing of the supervisor's own environment
+	cmd.Env = append(backends.EnvList(j.Env), "TETHER_LOCAL_JOB_ID="+j.ID)
 	// a cancel recorded since the first look (under the job's lock, as
 	// Cancel records it) or a TERM that came meanwhile: never start
 	cancelledMeanwhile := false
@@ -154,14 +154,4 @@ func exitStatus(err error) (*int, int) {
 		return &c, 0
 	}
 	return nil, 0
-}
-
-// jobEnviron is the wrapper's environment: the submitter's variables the
-// site's policy let through, and nothing of the supervisor's own.
-func jobEnviron(env map[string]string) []string {
-	out := make([]string, 0, len(env)+1)
-	for _, k := range slices.Sorted(maps.Keys(env)) {
-		out = append(out, k+"="+env[k])
-	}
-	return out
 }

@@ -105,9 +105,7 @@ func (b *Backend) runEnv(ctx context.Context, jobEnv map[string]string, name str
 	b.calls.Add(1)
 	cmd := exec.CommandContext(ctx, b.bin(name), args...)
 	cmd.Env = b.environ()
-	for _, k := range slices.Sorted(maps.Keys(jobEnv)) {
-		cmd.Env = append(cmd.Env, k+"="+jobEnv[k])
-	}
+	cmd.Env = append(cmd.Env, backends.EnvList(jobEnv)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	// A process the command left behind holding its output open must not

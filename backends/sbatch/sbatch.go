@@ -116,9 +116,7 @@ func (b *Backend) runEnv(ctx context.Context, jobEnv map[string]string, name str
 	b.calls.Add(1)
 	cmd := exec.CommandContext(ctx, b.bin(name), args...)
 	cmd.Env = b.environ()
-	for _, k := range slices.Sorted(maps.Keys(jobEnv)) {
-		cmd.Env = append(cmd.Env, k+"="+jobEnv[k])
-	}
+	cmd.Env = append(cmd.Env, backends.EnvList(jobEnv)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -406,13 +405,9 @@ func (b *Backend) findInController(ctx context.Context, tag string) (backends.Jo
 // and never a token. slurmrestd needs at least one variable: a job with
 // none gets the system PATH.
 func jobEnviron(env map[string]string) []string {
-	out := make([]string, 0, len(env)+1)
-	for _, k := range slices.Sorted(maps.Keys(env)) {
-		if k == "SLURM_JWT" || strings.HasPrefix(k, "TETHER_") {
-			continue
-		}
-		out = append(out, k+"="+env[k])
-	}
+	out := slices.DeleteFunc(backends.EnvList(env), func(kv string) bool {
+		return strings.HasPrefix(kv, "SLURM_JWT=") || strings.HasPrefix(kv, "TETHER_")
+	})
 	if len(out) == 0 {
 		out = append(out, "PATH=/usr/local/bin:/usr/bin:/bin")
 	}
