@@ -9,6 +9,7 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -84,6 +85,17 @@ type JobStatus struct {
 	End      time.Time
 	// Deadline is when the scheduler will end the job (start + limit).
 	Deadline time.Time
+	// Alloc is what the job was given, where the scheduler says.
+	Alloc Allocation
+}
+
+// Allocation is what a scheduler gave a job; a zero field was not
+// reported.
+type Allocation struct {
+	Nodes     int
+	CPUs      int
+	GPUs      int
+	MemoryMiB int64
 }
 
 // JobRequest is everything a backend needs to submit one attempt.
@@ -188,6 +200,17 @@ type Pinger interface {
 	Ping(ctx context.Context) (string, error)
 }
 
+// RateLimited reports whether a failed call was the scheduler throttling
+// tether: slurmctld's RPC rate limit (rl_enable), an HTTP 429 from
+// slurmrestd or a proxy.
+func RateLimited(err error) bool {
+	if err == nil {
+		return false
+	}
+	m := strings.ToLower(err.Error())
+	return strings.Contains(m, "rate limit") || strings.Contains(m, "too many requests") || strings.Contains(m, "http 429")
+}
+
 // Errors a backend wraps so the CLI can choose its exit code.
 var (
 	// ErrRejected: the scheduler refused the request (bad partition, time
@@ -204,3 +227,41 @@ var (
 	// must fix the site's auth.
 	ErrAuth = errors.New("scheduler refused the credentials")
 )
+
+// Partition is a Slurm partition or a PBS queue with the limits a job must
+// fit. A zero limit is no limit (or one the scheduler does not report).
+type Partition struct {
+	Name string `json:"name"`
+	// Kind is what the scheduler calls it: "partition" (the default) or
+	// "queue" (PBS).
+	Kind string `json:"kind,omitempty"`
+	// Default: jobs that name no partition go here. Unknown is false for
+	// all (REST v0.0.40+ does not say which partition is the default).
+	Default bool `json:"default,omitempty"`
+	// Up: the partition takes jobs and starts them (a DOWN or DRAIN one
+	// takes them but they wait).
+	Up               bool          `json:"up"`
+	Inactive         bool          `json:"inactive,omitempty"` // refuses new jobs (Slurm INACTIVE, a disabled PBS queue)
+	MaxTime          time.Duration `json:"max_time,omitempty"`
+	MaxNodes         int           `json:"max_nodes,omitempty"` // per job
+	TotalNodes       int           `json:"total_nodes,omitempty"`
+	TotalCPUs        int           `json:"total_cpus,omitempty"`
+	MaxCPUsPerNode   int           `json:"max_cpus_per_node,omitempty"`
+	MaxMemPerNodeMiB int64         `json:"max_mem_per_node_mib,omitempty"`
+	MaxCPUs          int           `json:"max_cpus,omitempty"` // per job (PBS resources_max.ncpus)
+}
+
+// PartitionLister is implemented by backends that can list the
+// scheduler's partitions (queues) and their limits, so that a request that
+// can never run is refused before it is submitted.
+type PartitionLister interface {
+	Partitions(ctx context.Context) ([]Partition, error)
+}
+
+// Noun is the partition's kind, "partition" unless the scheduler says queue.
+func (p Partition) Noun() string {
+	if p.Kind == "" {
+		return "partition"
+	}
+	return p.Kind
+}

@@ -55,16 +55,16 @@ func Build(run rundir.Run, task *schema.Task, site *schema.Site, a AttemptSpec, 
 		}
 		taskScript = []byte(body)
 	}
-	launch, err := launchWords(task, site, command)
-	if err != nil {
-		return nil, err
-	}
 	if site.TetherPath != "" {
 		tetherPath = site.TetherPath
 	}
+	launch, err := launchWords(task, site, command, exported(task, site, a.ResumeFrom != "", tetherPath != ""))
+	if err != nil {
+		return nil, err
+	}
 	script := renderWrapper(wrapperInput{
 		run: run, attempt: a.N, task: task, site: site, launch: launch,
-		resumeFrom: a.ResumeFrom, tetherDir: tetherDirFor(tetherPath), warnTimer: a.WarnTimer,
+		resumeFrom: a.ResumeFrom, tetherPath: tetherPath,
 	})
 	r := task.Resources
 	s := task.Scheduler

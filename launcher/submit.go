@@ -18,6 +18,9 @@ type Submitter struct {
 	Backend    backends.Backend
 	TetherPath string
 	Now        func() time.Time
+	// Limits places each request in a partition that can run it, or
+	// refuses it before it reaches the scheduler (nil: no check).
+	Limits *Limits
 }
 
 // Submit adds an attempt to rec and submits it; the caller holds the run
@@ -90,14 +93,21 @@ func (s *Submitter) Recover(ctx context.Context, run rundir.Run, rec *schema.Run
 
 func (s *Submitter) submitCurrent(ctx context.Context, run rundir.Run, rec *schema.RunRecord) (*schema.Attempt, error) {
 	cur := rec.Current()
-	warnTimer := true
-	if wd, ok := s.Backend.(backends.WarnDeliverer); ok && wd.DeliversWarnSignal(ctx) {
-		warnTimer = false
-	}
-	plan, err := Build(run, &rec.Task, s.Site, AttemptSpec{N: cur.N, ResumeFrom: cur.ResumeFrom, Exclude: cur.Exclude, WarnTimer: warnTimer, Env: rec.Env}, s.TetherPath)
+	plan, err := Build(run, &rec.Task, s.Site, AttemptSpec{N: cur.N, ResumeFrom: cur.ResumeFrom, Exclude: cur.Exclude, WarnTimer: NeedsWarnTimer(ctx, s.Backend), Env: rec.Env}, s.TetherPath)
 	if err != nil {
 		return nil, err
 	}
+	pl, err := s.Limits.Place(ctx, plan.Request)
+	if err != nil {
+		if errors.Is(err, backends.ErrRejected) {
+			cur.Unsent = true // never sent: the caller decides
+			if serr := run.Save(rec); serr != nil {
+				return nil, errors.Join(err, serr)
+			}
+		}
+		return nil, err
+	}
+	plan.Request.Partition = pl.Partition
 	if err := run.MkAttemptDir(cur.N); err != nil {
 		return nil, err
 	}
@@ -142,4 +152,11 @@ func (s *Submitter) submitCurrent(ctx context.Context, run rundir.Run, rec *sche
 		return nil, err
 	}
 	return cur, nil
+}
+
+// NeedsWarnTimer: the wrapper sends the warn signal itself unless the
+// backend's scheduler delivers it to the batch script.
+func NeedsWarnTimer(ctx context.Context, b backends.Backend) bool {
+	wd, ok := b.(backends.WarnDeliverer)
+	return !ok || !wd.DeliversWarnSignal(ctx)
 }

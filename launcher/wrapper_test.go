@@ -199,8 +199,8 @@ func TestWrapperBadWorkdir(t *testing.T) {
 	}
 }
 
-// The warn signal and SIGTERM reach the Task (its whole process group for
-// launcher none); the exit code after TERM is the Task's own.
+// The warn signal and SIGTERM reach the Task (warn_target = "group": its
+// whole process group); the exit code after TERM is the Task's own.
 func TestWrapperForwardsSignals(t *testing.T) {
 	task := schema.DefaultTask()
 	task.Name = "sig"
@@ -208,6 +208,7 @@ func TestWrapperForwardsSignals(t *testing.T) {
 	task.Resources.Walltime = schema.Duration(time.Minute)
 	task.Signals.WarnBefore = schema.Duration(10 * time.Second)
 	task.Signals.WarnSignal = "USR2"
+	task.Signals.WarnTarget = "group"
 	// a child process of the script traps too: the group gets the signal.
 	// Each marks when its traps are set; the loops outlast any wait below.
 	// They count in bash, not over $(seq N): a signal that interrupts the
@@ -236,7 +237,7 @@ for ((i = 0; i < 2400; i++)); do sleep 0.05; done`
 		t.Fatalf("wrapper exit %v, want the Task's 42", err)
 	}
 	e := readExit(t, run)
-	if e.ExitCode != 42 || !e.Warned {
+	if e.ExitCode != 42 || !e.Warned || e.Provisional {
 		t.Errorf("exitcode file %+v", e)
 	}
 	got, _ := os.ReadFile(signals)
@@ -244,6 +245,41 @@ for ((i = 0; i < 2400; i++)); do sleep 0.05; done`
 		if !strings.Contains(string(got), want+"\n") {
 			t.Errorf("signals file %q lacks %q", got, want)
 		}
+	}
+}
+
+// By default the warning goes to the Task's main process only: a bash Task
+// following the README's pattern (trap the warning, let the running child
+// finish its checkpoint) keeps its child, which USR1's default action
+// would otherwise kill.
+func TestWrapperWarnsTheMainProcessOnly(t *testing.T) {
+	task := schema.DefaultTask()
+	task.Name = "sig"
+	task.Workdir = t.TempDir()
+	task.Resources.Walltime = schema.Duration(time.Minute)
+	task.Signals.WarnBefore = schema.Duration(10 * time.Second)
+	task.Script = `trap 'echo warned >> signals; touch stop' USR1
+bash -c 'touch child-ready; while [ ! -e stop ]; do sleep 0.02; done; echo child-finished >> signals' &
+touch ready
+while [ ! -e stop ]; do sleep 0.02; done
+wait
+exit 5`
+	signals := filepath.Join(task.Workdir, "signals")
+	run, _, err := runWrapper(t, &task, func(cmd *exec.Cmd) {
+		for _, f := range []string{filepath.Join(task.Workdir, "ready"), filepath.Join(task.Workdir, "child-ready"), filepath.Join(run0(cmd).AttemptDir(1), ".task-pid")} {
+			waitFor(t, "file "+f, func() bool { _, err := os.Stat(f); return err == nil })
+		}
+		cmd.Process.Signal(syscall.SIGUSR1)
+	})
+	var ee *exec.ExitError
+	if !errorsAs(err, &ee) || ee.ExitCode() != 5 {
+		t.Fatalf("wrapper exit %v, want the Task's 5", err)
+	}
+	if e := readExit(t, run); e.ExitCode != 5 || !e.Warned {
+		t.Errorf("exitcode file %+v", e)
+	}
+	if got, _ := os.ReadFile(signals); string(got) != "warned\nchild-finished\n" {
+		t.Errorf("signals file %q: the child must outlive the warning", got)
 	}
 }
 
@@ -309,5 +345,31 @@ func TestWrapperWarnTimer(t *testing.T) {
 	}
 	if e := readExit(t, run); !e.Warned || e.ExitCode != 0 {
 		t.Errorf("exit file %+v", e)
+	}
+}
+
+// The scheduler's warning and the wrapper's own timer both come: the Task
+// gets the first only.
+func TestWrapperWarnsOnce(t *testing.T) {
+	task := schema.DefaultTask()
+	task.Name = "once"
+	task.Workdir = t.TempDir()
+	task.Resources.Walltime = schema.Duration(3 * time.Second)
+	task.Signals.WarnBefore = schema.Duration(2 * time.Second) // the timer fires after 1 s
+	task.Script = "trap 'echo warned >> warns' USR1\ntouch ready\nfor ((i = 0; i < 40; i++)); do sleep 0.05; done\nexit 0"
+	run, _, err := runWrapper(t, &task, func(cmd *exec.Cmd) {
+		for _, f := range []string{filepath.Join(task.Workdir, "ready"), filepath.Join(run0(cmd).AttemptDir(1), ".task-pid")} {
+			waitFor(t, "file "+f, func() bool { _, err := os.Stat(f); return err == nil })
+		}
+		cmd.Process.Signal(syscall.SIGUSR1) // "the scheduler's" warning, before the timer's
+	})
+	if err != nil {
+		t.Fatalf("wrapper: %v", err)
+	}
+	if e := readExit(t, run); !e.Warned || e.ExitCode != 0 {
+		t.Errorf("exit file %+v", e)
+	}
+	if got, _ := os.ReadFile(filepath.Join(task.Workdir, "warns")); string(got) != "warned\n" {
+		t.Errorf("the Task was warned %q, want once", got)
 	}
 }

@@ -48,6 +48,7 @@ type Monitor struct {
 	seen     map[string]bool     // site/run ids active in the last cycle
 	counted  map[string]bool     // decided runs whose outcome is counted but whose active mark remains
 	kick     map[string]chan struct{}
+	urgent   map[string]bool // site -> a run waits for the scheduler's word (its last cycle)
 }
 
 // otherRun is an entry of the (shared) active index that a site's cycle
@@ -78,10 +79,15 @@ func markOf(path string) recMark {
 func NewMonitor(sites []*SiteRuntime, version string, now func() time.Time, log *slog.Logger) *Monitor {
 	m := &Monitor{Sites: sites, Metrics: NewMetrics(version), Now: now, Log: log,
 		trackers: map[string]*Tracker{}, others: map[string]otherRun{}, listed: map[string]int{},
-		seen: map[string]bool{}, counted: map[string]bool{}, kick: map[string]chan struct{}{}}
+		seen: map[string]bool{}, counted: map[string]bool{}, kick: map[string]chan struct{}{}, urgent: map[string]bool{}}
 	for _, s := range sites {
 		m.kick[s.Site.Name] = make(chan struct{}, 1)
 		s.Engine.Poller.Backend = &instrumented{Backend: s.Engine.Poller.Backend, site: s.Site.Name, m: m.Metrics}
+		site := s.Site.Name
+		s.Engine.Called = func(kind string) { m.Metrics.queries.WithLabelValues(site, kind).Inc() }
+		if s.Engine.Submitter != nil {
+			s.Engine.Submitter = countedSubmitter{Submitter: s.Engine.Submitter, count: s.Engine.Called}
+		}
 		s.Engine.Poller.Complete = true // the monitor asks for every active job itself
 		m.Metrics.SetSite(SiteView{Name: s.Site.Name, Backend: s.Site.Backend, PendingAlertAfter: s.Site.Poll.PendingAlertAfter.D().Seconds()})
 		m.Metrics.initSite(s.Site.Name)
@@ -99,7 +105,7 @@ type instrumented struct {
 func (b *instrumented) Query(ctx context.Context, ids []backends.JobID) (map[backends.JobID]backends.JobStatus, error) {
 	t0 := time.Now()
 	out, err := b.Backend.Query(ctx, ids)
-	b.m.queries.WithLabelValues(b.site).Inc()
+	b.m.queries.WithLabelValues(b.site, "status").Inc()
 	b.m.queryDur.WithLabelValues(b.site).Observe(time.Since(t0).Seconds())
 	if err != nil {
 		b.m.queryErrs.WithLabelValues(b.site).Inc()
@@ -107,24 +113,70 @@ func (b *instrumented) Query(ctx context.Context, ids []backends.JobID) (map[bac
 	return out, err
 }
 
+// countedSubmitter counts the monitor's submits and find-by-tag lookups.
+type countedSubmitter struct {
+	Submitter
+	count func(kind string)
+}
+
+func (c countedSubmitter) Submit(ctx context.Context, run rundir.Run, rec *schema.RunRecord, next schema.Attempt) (*schema.Attempt, error) {
+	c.count("submit")
+	return c.Submitter.Submit(ctx, run, rec, next)
+}
+
+func (c countedSubmitter) Recover(ctx context.Context, run rundir.Run, rec *schema.RunRecord, send bool) (*schema.Attempt, error) {
+	c.count("find")
+	return c.Submitter.Recover(ctx, run, rec, send)
+}
+
+func (c countedSubmitter) Find(ctx context.Context, run rundir.Run, rec *schema.RunRecord) (backends.JobID, bool, error) {
+	c.count("find")
+	return c.Submitter.Find(ctx, run, rec)
+}
+
 func key(site, run string) string { return site + "/" + run }
 
 // Cycle looks at every active run of a site once. It returns whether
-// anything changed (a run appeared, ended or changed state).
+// anything changed (a run appeared, ended or changed state). Its steps:
+// track the site's active runs, one batched scheduler query, a step of
+// each run, forget what left, publish the metrics.
 func (m *Monitor) Cycle(ctx context.Context, s *SiteRuntime, maxAge time.Duration) (changed bool, err error) {
 	t0 := time.Now()
-	name := s.Site.Name
-	// The active index names the runs; their job ids come from run.json,
-	// which the trackers read again only when it changes. The index is
-	// shared by the sites of a state directory: only the site's own runs
-	// get a tracker.
 	names, err := s.Store.ActiveNames()
 	if err != nil {
 		return false, err
 	}
-	active := make(map[string]bool, len(names))
-	ids := make([]backends.JobID, 0, len(names))
-	unreadable := 0
+	c := m.track(s, names)
+	snap, perr := s.Engine.Poller.Status(ctx, c.ids, maxAge)
+	if perr != nil && !errors.Is(perr, ErrQuery) {
+		return false, perr
+	}
+	now := m.Now()
+	views, stepped, err := m.stepRuns(ctx, s, c.active, &snap, perr, now)
+	if err != nil {
+		return c.changed || stepped, err
+	}
+	forgot, tracked := m.forget(s, names, c.active, views)
+	m.publish(s, cycleFacts{views: views, snap: snap, perr: perr, now: now, tracked: tracked, unreadable: c.unreadable, t0: t0})
+	return c.changed || stepped || forgot, nil
+}
+
+// tracked is what track found in the active index.
+type tracked struct {
+	active     map[string]bool // the site's own readable runs
+	ids        []backends.JobID
+	unreadable int
+	changed    bool // a run got a tracker
+}
+
+// track gives each of the site's active runs a tracker. The active index
+// names the runs; their job ids come from run.json, which the trackers
+// read again only when it changes. The index is shared by the sites of a
+// state directory: only the site's own runs get a tracker, and another
+// site's (or an unreadable) run.json is read again only when it changes.
+func (m *Monitor) track(s *SiteRuntime, names []string) tracked {
+	name := s.Site.Name
+	c := tracked{active: make(map[string]bool, len(names)), ids: make([]backends.JobID, 0, len(names))}
 	for _, runID := range names {
 		k := key(name, runID)
 		run := s.Store.Run(runID)
@@ -138,7 +190,7 @@ func (m *Monitor) Cycle(ctx context.Context, s *SiteRuntime, maxAge time.Duratio
 			mk = markOf(run.RunJSON()) // before reading it: a change meanwhile is seen next time
 			if isOther && mk == other.mark {
 				if other.err != nil {
-					unreadable++
+					c.unreadable++
 				}
 				continue // another site's, or still unreadable: run.json did not change
 			}
@@ -150,7 +202,7 @@ func (m *Monitor) Cycle(ctx context.Context, s *SiteRuntime, maxAge time.Duratio
 				mk = markOf(run.RunJSON())
 			}
 			if err != nil { // logged once per state of run.json
-				unreadable++
+				c.unreadable++
 				m.Log.Warn("cannot read the run's run.json; the run is not watched until it can be read",
 					"site", name, "run", runID, "err", err)
 			}
@@ -163,30 +215,39 @@ func (m *Monitor) Cycle(ctx context.Context, s *SiteRuntime, maxAge time.Duratio
 		m.mu.Lock()
 		if m.trackers[k] == nil {
 			m.trackers[k] = tr
-			changed = true
+			c.changed = true
 		}
 		delete(m.others, k)
 		m.mu.Unlock()
-		active[runID] = true
+		c.active[runID] = true
 		if cur := rec.Current(); cur != nil && cur.JobID != "" {
-			ids = append(ids, backends.JobID(cur.JobID))
+			c.ids = append(c.ids, backends.JobID(cur.JobID))
 		}
 	}
-	snap, perr := s.Engine.Poller.Status(ctx, ids, maxAge)
-	if perr != nil && !errors.Is(perr, ErrQuery) {
-		return false, perr
-	}
-	now := m.Now()
+	return c
+}
+
+// stepRuns takes one acting step of every active run against the shared
+// snapshot, and returns the views of the runs still going and whether one
+// ended or changed state.
+func (m *Monitor) stepRuns(ctx context.Context, s *SiteRuntime, active map[string]bool, snap *Snapshot, perr error, now time.Time) (map[string]RunView, bool, error) {
+	name := s.Site.Name
+	changed, urgent := false, false
+	defer func() {
+		m.mu.Lock()
+		m.urgent[name] = urgent
+		m.mu.Unlock()
+	}()
 	views := make(map[string]RunView, len(active))
 	for runID := range active {
 		if ctx.Err() != nil {
-			return changed, ctx.Err()
+			return views, changed, ctx.Err()
 		}
 		m.mu.Lock()
 		tr := m.trackers[key(name, runID)]
 		m.mu.Unlock()
 		run := s.Store.Run(runID)
-		st, err := s.Engine.StepWith(ctx, run, &snap, perr, tr)
+		st, err := s.Engine.StepWith(ctx, run, snap, perr, tr)
 		if err != nil {
 			if errors.Is(err, rundir.ErrNoRun) {
 				s.Store.ClearActive(runID) // a run directory someone removed
@@ -204,15 +265,41 @@ func (m *Monitor) Cycle(ctx context.Context, s *SiteRuntime, maxAge time.Duratio
 			changed = true
 			continue
 		}
+		if needsScheduler(st, tr) {
+			urgent = true
+		}
 		v := viewOf(name, now, st, s.Site)
 		if old, ok := m.lastView(name, runID); !ok || old.State != v.State || old.Stuck != v.Stuck {
 			changed = true
 		}
 		views[runID] = v
 	}
-	// Runs that left the active set since the last cycle were decided by
-	// another process: count their outcomes too.
+	return views, changed, nil
+}
+
+// needsScheduler: a run that waits although its wrapper has written an
+// exit file (a signalled end or a non-zero exit: the scheduler must say
+// which), or whose cancel the scheduler has still to confirm, wants the
+// next scheduler answer soon. Running and pending runs do not: a clean
+// exit decides without the scheduler.
+func needsScheduler(st Status, tr *Tracker) bool {
+	return st.Decision.Action == Wait && (tr != nil && tr.exit != nil || st.Record != nil && st.Record.CancelRequested != nil)
+}
+
+func (m *Monitor) isUrgent(site string) bool {
 	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.urgent[site]
+}
+
+// forget counts the outcomes of runs another process decided since the
+// last cycle and drops what left the index: trackers of runs no longer
+// active, other sites' runs and unreadable ones that are gone. It returns
+// whether a run left, and how many runs are tracked.
+func (m *Monitor) forget(s *SiteRuntime, names []string, active map[string]bool, views map[string]RunView) (changed bool, tracked int) {
+	name := s.Site.Name
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	for k := range m.counted {
 		if site, runID, _ := strings.Cut(k, "/"); site == name && !active[runID] {
 			delete(m.counted, k)
@@ -235,13 +322,10 @@ func (m *Monitor) Cycle(ctx context.Context, s *SiteRuntime, maxAge time.Duratio
 	for runID := range views {
 		m.seen[key(name, runID)] = true
 	}
-	// Forget what left the index: trackers of runs no longer active,
-	// other sites' runs and unreadable ones that are gone.
 	listed := make(map[string]bool, len(names))
 	for _, runID := range names {
 		listed[runID] = true
 	}
-	tracked := 0
 	for k := range m.trackers {
 		if site, runID, _ := strings.Cut(k, "/"); site == name {
 			if !active[runID] {
@@ -257,20 +341,34 @@ func (m *Monitor) Cycle(ctx context.Context, s *SiteRuntime, maxAge time.Duratio
 		}
 	}
 	m.listed[name] = len(names)
-	m.mu.Unlock()
-	m.Metrics.tracked.WithLabelValues(name).Set(float64(tracked))
-	m.Metrics.unreadable.WithLabelValues(name).Set(float64(unreadable))
-	m.Metrics.SetRuns(name, views)
-	sv := SiteView{Name: name, Backend: s.Site.Backend, PendingAlertAfter: s.Site.Poll.PendingAlertAfter.D().Seconds(), LastCycle: float64(now.UnixNano()) / 1e9}
-	if !snap.At.IsZero() {
-		sv.LastPollSuccess = float64(snap.At.UnixNano()) / 1e9
+	return changed, tracked
+}
+
+// cycleFacts is what a cycle publishes.
+type cycleFacts struct {
+	views               map[string]RunView
+	snap                Snapshot
+	perr                error
+	now, t0             time.Time
+	tracked, unreadable int
+}
+
+// publish sets the site's metrics after a cycle.
+func (m *Monitor) publish(s *SiteRuntime, f cycleFacts) {
+	name := s.Site.Name
+	m.Metrics.tracked.WithLabelValues(name).Set(float64(f.tracked))
+	m.Metrics.unreadable.WithLabelValues(name).Set(float64(f.unreadable))
+	m.Metrics.SetRuns(name, f.views)
+	sv := SiteView{Name: name, Backend: s.Site.Backend, PendingAlertAfter: s.Site.Poll.PendingAlertAfter.D().Seconds(), LastCycle: float64(f.now.UnixNano()) / 1e9}
+	if !f.snap.At.IsZero() {
+		sv.LastPollSuccess = float64(f.snap.At.UnixNano()) / 1e9
 	}
-	if perr != nil {
-		sv.PollError = perr.Error()
+	sv.QueriesAll, sv.Throttled = float64(f.snap.QueriesTotal), !f.snap.RateLimitedSince.IsZero()
+	if f.perr != nil {
+		sv.PollError = f.perr.Error()
 	}
 	m.Metrics.SetSite(sv)
-	m.Metrics.cycleDur.WithLabelValues(name).Observe(time.Since(t0).Seconds())
-	return changed, nil
+	m.Metrics.cycleDur.WithLabelValues(name).Observe(time.Since(f.t0).Seconds())
 }
 
 // nearDeadline reports whether a running run of the site reaches its
@@ -512,12 +610,19 @@ func (m *Monitor) activeAttempts(site string) map[string]int {
 	return out
 }
 
+// loop runs the site's cycles. Two cadences: a cycle (a stat of each
+// run's files, a step of each run) comes soon after a change or a file
+// event, but the scheduler is asked only when its answer is older than
+// queryAge, which drops to min_interval only when a run needs the
+// scheduler's word (an exit file to explain, a cancel to confirm, a
+// walltime near) and otherwise grows to max_interval. New jobs are asked
+// about at once (subject to the site's spacing and per-minute cap).
 func (m *Monitor) loop(ctx context.Context, s *SiteRuntime, w *fsnotify.Watcher) {
 	minI, maxI := s.Site.Poll.MinInterval.D(), s.Site.Poll.MaxInterval.D()
-	interval := minI
+	queryAge := minI
 	watched := map[string]bool{}
 	for {
-		changed, err := m.Cycle(ctx, s, interval)
+		changed, err := m.Cycle(ctx, s, queryAge)
 		if ctx.Err() != nil {
 			return
 		}
@@ -527,12 +632,16 @@ func (m *Monitor) loop(ctx context.Context, s *SiteRuntime, w *fsnotify.Watcher)
 		if w != nil {
 			m.watchRuns(s, w, watched)
 		}
-		if changed || m.nearDeadline(s.Site.Name, 2*interval) {
-			interval = minI // after a change, and near a run's walltime: look more often
+		if m.isUrgent(s.Site.Name) || m.nearDeadline(s.Site.Name, 2*queryAge) {
+			queryAge = minI
 		} else {
-			interval = min(time.Duration(float64(interval)*1.5), maxI)
+			queryAge = min(time.Duration(float64(queryAge)*1.5), maxI)
 		}
-		t := time.NewTimer(interval)
+		next := queryAge
+		if changed {
+			next = minI // look at the files again soon; the scheduler only as queryAge says
+		}
+		t := time.NewTimer(next)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -540,7 +649,6 @@ func (m *Monitor) loop(ctx context.Context, s *SiteRuntime, w *fsnotify.Watcher)
 		case <-t.C:
 		case <-m.kick[s.Site.Name]:
 			t.Stop()
-			interval = minI
 		}
 	}
 }

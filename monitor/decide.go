@@ -81,7 +81,11 @@ type Input struct {
 	RecoverAfter time.Duration
 	Started      bool
 
-	Exit            *schema.ExitFile // nil when the wrapper wrote none
+	Exit *schema.ExitFile // nil when the wrapper wrote none
+	// ExitConclusive: the exit file of this attempt's latest start says
+	// the Task ended by itself (an exit code, no signal, no SIGTERM
+	// before it): the run is decided without waiting for the scheduler.
+	ExitConclusive  bool
 	CancelRequested bool
 	// CancelSentFor is how long before the latest scheduler answer a
 	// cancel of this job was accepted (nil: never). A cancel is sent
@@ -110,6 +114,9 @@ type Decision struct {
 	ResumeFrom string
 	// FailedNodes are the nodes a NODE_FAIL attempt ran on.
 	FailedNodes []string
+	// FromExitFile: decided on the wrapper's conclusive exit file before
+	// the scheduler reported the job's end.
+	FromExitFile bool
 	// CancelJob: end the scheduler's job before acting (a job the
 	// scheduler requeued although tether owns retries, a held
 	// SPECIAL_EXIT job, or a requested cancel not yet taken).
@@ -121,8 +128,12 @@ type Decision struct {
 const cancelResend = 30 * time.Second
 
 // ExitCode is the CLI exit code of a final outcome: 0 proceed, 1 failed
-// or cancelled, 99 skip downstream.
-func ExitCode(outcome string) int {
+// or cancelled, 2 a request that can never run (cause unsatisfiable), 99
+// skip downstream.
+func ExitCode(outcome string, cause schema.Cause) int {
+	if cause == schema.CauseUnsatisfiable {
+		return 2
+	}
 	switch outcome {
 	case schema.OutcomeSucceeded, schema.OutcomePartial:
 		return 0
@@ -130,6 +141,29 @@ func ExitCode(outcome string) int {
 		return 99
 	}
 	return 1
+}
+
+// neverReasons are the pending reasons that do not clear by waiting:
+// Slurm's (squeue %r, the REST state_reason) for a request above a
+// partition, association or QOS limit, a dependency that can never be
+// met, constraints no node has, an account or QOS the user may not use;
+// and OpenPBS's job comment for a job the scheduler found can never run.
+// Reasons that clear (Resources, Priority, ReqNodeNotAvail with nodes
+// down, Dependency) are not here.
+var neverReasons = []string{
+	"PartitionTimeLimit", "PartitionNodeLimit", "AssocMaxWallDurationPerJobLimit",
+	"QOSMaxWallDurationPerJobLimit", "QOSMaxNodePerJobLimit", "DependencyNeverSatisfied",
+	"BadConstraints", "InvalidAccount", "InvalidQOS", "Can Never Run",
+}
+
+// NeverRuns reports whether a pending job's reason says it can never run.
+func NeverRuns(reason string) bool {
+	for _, r := range neverReasons {
+		if strings.Contains(reason, r) {
+			return true
+		}
+	}
+	return false
 }
 
 // Decide applies the decision table. It is pure: the same input gives the
@@ -177,9 +211,21 @@ func Decide(in Input) Decision {
 			d.CancelJob = true
 		}
 	}
+	if in.ExitConclusive && !in.Missing && state != backends.Requeued && (state == "" || !state.Terminal() && state != backends.Unknown) {
+		// The Task ended by itself: only signalled ends (walltime,
+		// cancel, preemption, an OOM kill, a lost node) need the
+		// scheduler's word to be told apart.
+		live := "before the scheduler's first report"
+		if state != "" {
+			live = "the scheduler still lists the job " + strings.ToLower(string(state))
+		}
+		d.FromExitFile = true
+		return finish(schema.OutcomeSucceeded, schema.CauseCompleted, "completed with exit code 0 (decided from the exit file; "+live+")")
+	}
 	if state == "" && !in.Missing {
 		// the scheduler has not answered about this job yet: nothing is
-		// decided from silence, not even from an exit file
+		// decided from silence, nor from an exit file that needs the
+		// scheduler to explain it
 		d.Reason = "submitted; waiting for the scheduler's first report"
 		return d
 	}
@@ -215,6 +261,11 @@ func Decide(in Input) Decision {
 		d = in.requeued(d, "the scheduler requeued the job; tether retries instead")
 		d.CancelJob = true
 		return d
+	}
+	if state == backends.Pending && !in.CancelRequested && NeverRuns(in.SchedNote) {
+		// waiting would be forever: end the job, and say what to change
+		d.CancelJob = true
+		return finish(schema.OutcomeFailed, schema.CauseUnsatisfiable, "the scheduler says the job can never run: "+in.SchedNote)
 	}
 	if !state.Terminal() {
 		d.Reason = "job is " + strings.ToLower(string(state))
@@ -326,6 +377,11 @@ func (in Input) exitStatus() (*int, int) {
 }
 
 func describeExit(code *int, sig int, exit *schema.ExitFile) string {
+	if exit != nil && exit.Provisional && exit.Error == "" {
+		// the wrapper was killed (SIGKILL after the scheduler's kill
+		// wait) before it could record the Task's own exit
+		return fmt.Sprintf("SIGTERM reached the job and it was killed before the Task's exit was recorded (code %d assumed)", exit.ExitCode)
+	}
 	switch {
 	case exit != nil && exit.Error != "":
 		return "the wrapper failed before the Task started: " + exit.Error
@@ -480,4 +536,19 @@ func (in Input) lostResources(d Decision, state backends.State) Decision {
 		what += fmt.Sprintf("; retries exhausted after %d attempts", in.Attempts)
 	}
 	return in.failure(d, cause, what)
+}
+
+// Conclusive reports whether an exit file settles the run without the
+// scheduler's word: the Task ended by itself with exit code 0 (no signal,
+// no SIGTERM before it, not a provisional record or a scheduler restart),
+// and the file is not older than the attempt's latest start (a scheduler
+// that restarted the job reuses its directory). A non-zero exit waits for
+// the scheduler, which may know more than the code: OUT_OF_MEMORY for a
+// Task that exited 1 after its child was killed, a NODE_FAIL behind an MPI
+// launcher's error, a SPECIAL_EXIT job held in the queue.
+func Conclusive(e *schema.ExitFile, started *schema.Started) bool {
+	if e == nil || e.Provisional || e.Requeued || e.Signal != 0 || e.TermAfter != nil || e.ExitCode != 0 || e.Error != "" {
+		return false
+	}
+	return started == nil || !e.Time.Before(started.Time)
 }

@@ -129,8 +129,8 @@ func TestDecideTable(t *testing.T) {
 			if c.action != Finish {
 				return
 			}
-			if d.Outcome != c.outcome || ExitCode(d.Outcome) != c.exit {
-				t.Errorf("outcome = %s (exit %d), want %s (exit %d)", d.Outcome, ExitCode(d.Outcome), c.outcome, c.exit)
+			if d.Outcome != c.outcome || ExitCode(d.Outcome, d.Cause) != c.exit {
+				t.Errorf("outcome = %s (exit %d), want %s (exit %d)", d.Outcome, ExitCode(d.Outcome, d.Cause), c.outcome, c.exit)
 			}
 		})
 	}
@@ -231,6 +231,11 @@ func TestDecideCauses(t *testing.T) {
 		{"cancel wins over 143", Input{State: backends.Completed, Exit: sig(143, 15), CancelRequested: true, Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseCancelled, false, "cancelled by request"},
 		{"cancel, scheduler cancelled, exit 0", Input{State: backends.Cancelled, Exit: exitFile(0), CancelRequested: true, Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseCancelled, false, "cancelled by request"},
 		{"cancel after a clean exit", Input{State: backends.Completed, Exit: exitFile(0), CancelRequested: true, Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseCompleted, false, "exit code 0"},
+		// a pending reason that never clears: cancel and fail (exit 2)
+		{"never runs", Input{State: backends.Pending, SchedNote: "DependencyNeverSatisfied", Proceed: def, Retry: retries(2), Attempts: 1}, Finish, schema.CauseUnsatisfiable, true, "can never run: DependencyNeverSatisfied"},
+		{"never runs, PBS", Input{State: backends.Pending, SchedNote: "Can Never Run: Insufficient amount of resource: ncpus", Proceed: def, Retry: retries(2), Attempts: 1}, Finish, schema.CauseUnsatisfiable, true, "Insufficient amount"},
+		{"pending for resources waits", Input{State: backends.Pending, SchedNote: "Resources", Proceed: def, Retry: retries(2), Attempts: 1}, Wait, "", false, "pending"},
+		{"a dependency not yet met waits", Input{State: backends.Pending, SchedNote: "Dependency", Proceed: def, Retry: retries(2), Attempts: 1}, Wait, "", false, "pending"},
 		{"cancel of a live job is sent", Input{State: backends.Running, CancelRequested: true, Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", true, "cancel requested"},
 		{"cancel just sent is not resent", Input{State: backends.Running, CancelRequested: true, CancelSentFor: durp(5 * time.Second), Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", false, "cancel requested"},
 		{"cancel resent when the job outlives it", Input{State: backends.Running, CancelRequested: true, CancelSentFor: durp(time.Minute), Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", true, "cancel requested"},
@@ -246,6 +251,16 @@ func TestDecideCauses(t *testing.T) {
 		{"ended, exit file not visible yet", Input{State: backends.Completed, EndedFor: 5 * time.Second, EvidenceGrace: 20 * time.Second, Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", false, "waiting up to 20s"},
 		{"ended, grace over", Input{State: backends.Completed, SchedExit: iptr(0), EndedFor: 30 * time.Second, EvidenceGrace: 20 * time.Second, Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseCompleted, false, "exit code 0"},
 		{"node failure does not wait for an exit file", Input{State: backends.NodeFail, EvidenceGrace: time.Minute, Proceed: def, Retry: retries(2), Attempts: 1}, Retry, schema.CauseNodeFail, false, "node failed"},
+		// the provisional exit record of the TERM trap, when the wrapper
+		// was SIGKILLed before its final one
+		{"provisional record of a walltime kill, job gone", Input{Missing: true, MissingFor: time.Hour, Grace: time.Minute, Walltime: time.Minute,
+			Exit: &schema.ExitFile{V: 1, ExitCode: 143, Signal: 15, TermAfter: iptr(60), Provisional: true}, Evidence: noResume, Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseTimeout, false, "timed out"},
+		{"provisional record, job failed", Input{State: backends.Failed, Exit: &schema.ExitFile{V: 1, ExitCode: 143, Signal: 15, Provisional: true}, Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseExit, false, "killed before the Task's exit was recorded"},
+		// a conclusive exit file (exit 0, the Task's own) decides at once
+		{"exit 0 while still listed running", Input{State: backends.Running, Exit: exitFile(0), ExitConclusive: true, Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseCompleted, false, "decided from the exit file; the scheduler still lists the job running"},
+		{"exit 0 before the first report", Input{Exit: exitFile(0), ExitConclusive: true, Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseCompleted, false, "before the scheduler's first report"},
+		{"exit 0 but the scheduler requeued the job", Input{State: backends.Requeued, Native: "PENDING+REQUEUED", Exit: exitFile(0), ExitConclusive: true, Proceed: def, Retry: retries(2), Attempts: 1}, Retry, schema.CauseRequeued, true, "requeued"},
+		{"exit 0 of a job that went missing", Input{Missing: true, MissingFor: time.Second, Grace: time.Minute, Exit: exitFile(0), ExitConclusive: true, Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseCompleted, false, "decided from the exit file"},
 		// nothing from silence: no report yet, even with an exit file
 		{"no report yet", Input{Exit: exitFile(0), Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", false, "first report"},
 		// attempts without a job id
@@ -276,6 +291,34 @@ func TestEveryCauseDocumented(t *testing.T) {
 	for _, c := range schema.Causes {
 		if !strings.Contains(string(b), "| `"+string(c)+"` |") {
 			t.Errorf("README.md does not document cause %q", c)
+		}
+	}
+}
+
+// Only a clean exit of the Task itself, newer than the attempt's latest
+// start, is conclusive.
+func TestConclusiveExitFile(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	started := &schema.Started{V: 1, Time: t0}
+	term := 5
+	cases := []struct {
+		name string
+		e    *schema.ExitFile
+		want bool
+	}{
+		{"none", nil, false},
+		{"exit 0", &schema.ExitFile{V: 1, Time: t0.Add(time.Minute)}, true},
+		{"exit 3 waits for the scheduler", &schema.ExitFile{V: 1, Time: t0.Add(time.Minute), ExitCode: 3}, false},
+		{"killed", &schema.ExitFile{V: 1, Time: t0.Add(time.Minute), ExitCode: 137, Signal: 9}, false},
+		{"exit 0 after SIGTERM", &schema.ExitFile{V: 1, Time: t0.Add(time.Minute), TermAfter: &term}, false},
+		{"provisional", &schema.ExitFile{V: 1, Time: t0.Add(time.Minute), ExitCode: 143, Signal: 15, Provisional: true}, false},
+		{"scheduler restart", &schema.ExitFile{V: 1, Time: t0.Add(time.Minute), Requeued: true}, false},
+		{"wrapper failure", &schema.ExitFile{V: 1, Time: t0.Add(time.Minute), ExitCode: 127, Error: "no workdir"}, false},
+		{"older than the latest start", &schema.ExitFile{V: 1, Time: t0.Add(-time.Minute)}, false},
+	}
+	for _, c := range cases {
+		if got := Conclusive(c.e, started); got != c.want {
+			t.Errorf("%s: Conclusive = %v, want %v", c.name, got, c.want)
 		}
 	}
 }

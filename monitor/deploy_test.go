@@ -124,7 +124,7 @@ tether_run_stuck{reason="pending_too_long",run_id="RUN2",site="s"} 1
 	for _, family := range []string{"tether_run_state", "tether_run_submit_timestamp_seconds", "tether_run_start_timestamp_seconds",
 		"tether_run_deadline_timestamp_seconds", "tether_run_last_progress_timestamp_seconds", "tether_run_heartbeat_timeout_seconds",
 		"tether_scheduler_query_duration_seconds", "tether_scheduler_queries_total", "tether_last_successful_poll_timestamp_seconds",
-		"tether_build_info", "tether_site_pending_alert_after_seconds"} {
+		"tether_build_info", "tether_site_pending_alert_after_seconds", "tether_site_scheduler_queries_total", "tether_site_scheduler_throttled"} {
 		if !strings.Contains(string(body), "\n"+family) {
 			t.Errorf("no %s in the scrape", family)
 		}

@@ -38,6 +38,9 @@ type Engine struct {
 	Log       *slog.Logger
 	// Actor names the deciding process in outcome.json ("tether run pid 42 on login1").
 	Actor string
+	// Called, when set, counts the engine's own scheduler calls by kind
+	// ("cancel", "nodes"); the monitor's metrics set it.
+	Called func(kind string)
 }
 
 // Tracker keeps what an engine learned about one run between steps: the
@@ -48,6 +51,11 @@ type Tracker struct {
 	recMod  time.Time
 	recSize int64
 	started *schema.Started
+	// the exit file, read again only when it changed (every write renames
+	// a new file in)
+	exit   *schema.ExitFile
+	exitN  int
+	exitFi os.FileInfo
 }
 
 // NewTracker starts tracking a run.
@@ -75,6 +83,25 @@ func (t *Tracker) record(run rundir.Run) (*schema.RunRecord, error) {
 }
 
 func (t *Tracker) forget() { t.rec = nil }
+
+// exitFile reads an attempt's exit file (nil when absent), again only when
+// it changed: a look at a live run costs one stat.
+func (t *Tracker) exitFile(run rundir.Run, n int) (*schema.ExitFile, error) {
+	fi, err := os.Stat(run.ExitCode(n))
+	if err != nil {
+		t.exit, t.exitFi = nil, nil
+		return nil, nil
+	}
+	if t.exitFi != nil && t.exitN == n && os.SameFile(fi, t.exitFi) && fi.ModTime().Equal(t.exitFi.ModTime()) && fi.Size() == t.exitFi.Size() {
+		return t.exit, nil
+	}
+	e, _, err := run.ExitFile(n)
+	if err != nil {
+		return nil, err
+	}
+	t.exit, t.exitN, t.exitFi = e, n, fi
+	return e, nil
+}
 
 // startedFile reads an attempt's started file until it exists, then keeps it.
 func (t *Tracker) startedFile(run rundir.Run, n int) *schema.Started {
@@ -155,7 +182,7 @@ func (e *Engine) step(ctx context.Context, run rundir.Run, snap *Snapshot, perr 
 	}
 	if snap == nil {
 		var s Snapshot
-		if cur := rec.Current(); cur != nil && cur.JobID != "" {
+		if cur := rec.Current(); cur != nil && cur.JobID != "" && !e.endedByItself(run, cur.N, tr) {
 			s, perr = e.Poller.Status(ctx, []backends.JobID{backends.JobID(cur.JobID)}, maxAge)
 			if perr != nil && !errors.Is(perr, ErrQuery) {
 				return Status{}, perr
@@ -202,6 +229,31 @@ func retryable(err error) bool {
 	return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 }
 
+// endedByItself: the attempt's exit file is conclusive, so the look needs
+// no scheduler query (the cached snapshot is enough).
+func (e *Engine) endedByItself(run rundir.Run, n int, tr *Tracker) bool {
+	exit, err := tr.exitFile(run, n)
+	return err == nil && e.decidesAlone(run, n, exit, tr.startedFile(run, n))
+}
+
+// decidesAlone: the exit file is conclusive and the job's stdout file is
+// there. A site whose scheduler copies the output back only at the job's
+// end (PBS stage-out) waits for the scheduler instead: the copy may have
+// begun, so a file that exists may not be complete.
+func (e *Engine) decidesAlone(run rundir.Run, n int, exit *schema.ExitFile, started *schema.Started) bool {
+	if !Conclusive(exit, started) || e.Site.OutputAtEnd() {
+		return false
+	}
+	_, err := os.Stat(run.Stdout(n))
+	return err == nil
+}
+
+func (e *Engine) called(kind string) {
+	if e.Called != nil {
+		e.Called(kind)
+	}
+}
+
 // observation is what observe read: the decision's input, and the
 // status that shows it.
 type observation struct {
@@ -243,13 +295,9 @@ func (e *Engine) observe(ctx context.Context, run rundir.Run, rec *schema.RunRec
 	// Scheduler state first, then the exit file, then the status file: a
 	// Task writes its last checkpoint before it exits and the job ends, so
 	// evidence read in this order is never older than the state it explains.
-	var exit *schema.ExitFile
-	if !known || js.State.Terminal() || js.State == backends.Unknown {
-		// a live job is not decided on its exit file: read it only now
-		var err error
-		if exit, _, err = run.ExitFile(cur.N); err != nil {
-			e.Log.Warn("damaged exit file", "run", run.ID, "err", err)
-		}
+	exit, err := tr.exitFile(run, cur.N)
+	if err != nil {
+		e.Log.Warn("damaged exit file", "run", run.ID, "err", err)
 	}
 	started := tr.startedFile(run, cur.N)
 	tr.status.FromAttempt, tr.status.Since = rundir.EvidenceWindow(rec) // only the current generation's evidence
@@ -258,6 +306,7 @@ func (e *Engine) observe(ctx context.Context, run rundir.Run, rec *schema.RunRec
 	}
 	sum := tr.status.Summary
 	in.Exit, in.Started = exit, started != nil
+	in.ExitConclusive = e.decidesAlone(run, cur.N, exit, started)
 	in.Evidence = Weigh(sum, &rec.Task, rundir.GenerationStart(rec))
 	st.Started, st.Summary = started, sum
 	if known {
@@ -283,6 +332,7 @@ func (e *Engine) observe(ctx context.Context, run rundir.Run, rec *schema.RunRec
 	if in.State == backends.NodeFail || in.State == backends.BootFail || in.State == backends.Requeued || (exit != nil && exit.Requeued) {
 		// name the node that failed (one extra call, only now)
 		if nc, ok := e.Backend.(backends.NodeChecker); ok && len(in.Nodes) > 0 {
+			e.called("nodes")
 			if down, err := nc.DownNodes(ctx, in.Nodes); err == nil {
 				in.DownNodes = down
 			}
@@ -407,6 +457,7 @@ func (e *Engine) recover(ctx context.Context, run rundir.Run, rec *schema.RunRec
 // records when it accepted (callers hold the run lock).
 func (e *Engine) sendCancel(ctx context.Context, run rundir.Run, rec *schema.RunRecord) error {
 	cur := rec.Current()
+	e.called("cancel")
 	if err := e.Backend.Cancel(ctx, backends.JobID(cur.JobID)); err != nil {
 		return fmt.Errorf("cancel job %s: %w", cur.JobID, err)
 	}
@@ -420,8 +471,11 @@ func endAttempt(a *schema.Attempt, in Input, d Decision, now time.Time) {
 	t := now.UTC()
 	a.EndedAt = &t
 	a.State = string(in.State)
-	if in.Missing {
+	switch {
+	case in.Missing:
 		a.State = "VANISHED"
+	case d.FromExitFile:
+		a.State = "" // the scheduler had not reported the end yet
 	}
 	a.ExitCode = d.ExitCode
 	a.Nodes = in.Nodes

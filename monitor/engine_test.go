@@ -271,9 +271,45 @@ func TestEngineVanishedWithExitFile(t *testing.T) {
 	ctx := context.Background()
 	eng.Step(ctx, run, 0, monitor.NewTracker(run))
 	e.be.Forget("1")
-	rundir.WriteJSON(run.ExitCode(1), schema.ExitFile{V: 1, ExitCode: 0})
+	rundir.WriteJSON(run.ExitCode(1), schema.ExitFile{V: 1, ExitCode: 3})
 	st, _ := eng.Step(ctx, run, 0, monitor.NewTracker(run))
-	if st.Outcome.Outcome != schema.OutcomeSucceeded || st.Outcome.SchedulerState != "VANISHED" {
+	if st.Outcome.Outcome != schema.OutcomeFailed || st.Outcome.SchedulerState != "VANISHED" || !strings.Contains(st.Outcome.Reason, "code 3") {
 		t.Fatalf("%+v", st.Outcome)
+	}
+}
+
+// A clean exit of the Task is decided from the exit file at once, with no
+// scheduler query, while the scheduler still lists the job running; an
+// exit of 3 waits for the scheduler's word.
+func TestEngineDecidesCleanExitWithoutAQuery(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	eng := e.engine()
+	run := e.newRun(t, baseTask())
+	eng.Step(ctx, run, 0, monitor.NewTracker(run))
+	e.be.Set("1", backends.Running, -1)
+	eng.Step(ctx, run, 0, monitor.NewTracker(run))
+	rundir.WriteJSON(run.Started(1), schema.Started{V: 1, Time: e.now.Add(-time.Minute), Attempt: 1})
+	rundir.WriteJSON(run.ExitCode(1), schema.ExitFile{V: 1, Time: e.now, ExitCode: 0})
+	before := e.be.Queries.Load()
+	st, err := eng.Step(ctx, run, 0, monitor.NewTracker(run))
+	if err != nil || st.Outcome.Outcome != schema.OutcomeSucceeded || !strings.Contains(st.Outcome.Reason, "decided from the exit file; the scheduler still lists the job running") {
+		t.Fatalf("%+v %v", st.Outcome, err)
+	}
+	if n := e.be.Queries.Load() - before; n != 0 {
+		t.Errorf("%d scheduler queries for a run its exit file decides", n)
+	}
+
+	run2 := e.newRun(t, baseTask())
+	eng.Step(ctx, run2, 0, monitor.NewTracker(run2))
+	rec2, err := run2.Load()
+	if err != nil || rec2.Current() == nil {
+		t.Fatalf("run2: %v", err)
+	}
+	e.be.Set(backends.JobID(rec2.Current().JobID), backends.Running, -1)
+	rundir.WriteJSON(run2.ExitCode(1), schema.ExitFile{V: 1, Time: e.now, ExitCode: 3})
+	st, _ = eng.Step(ctx, run2, 0, monitor.NewTracker(run2))
+	if st.Outcome.Final {
+		t.Fatalf("exit 3 decided before the scheduler's word: %+v", st.Outcome)
 	}
 }

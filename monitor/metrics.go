@@ -58,6 +58,11 @@ type SiteView struct {
 	PendingAlertAfter float64 `json:"pending_alert_after_seconds"`
 	LastCycle         float64 `json:"last_cycle_timestamp"`
 	PollError         string  `json:"poll_error,omitempty"`
+	// QueriesAll counts the site's batched queries by every tether
+	// process sharing its state directory (the poll cache's counter).
+	QueriesAll float64 `json:"queries_all_processes"`
+	// Throttled: the scheduler is rate-limiting the site's queries.
+	Throttled bool `json:"throttled,omitempty"`
 }
 
 // RunStates are the one-hot states of tether_run_state.
@@ -72,7 +77,7 @@ func NewMetrics(version string) *Metrics {
 		lost: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_runs_lost_total",
 			Help: "Runs failed as lost: gone from the scheduler with no exit file after the grace window."}, []string{"site"}),
 		queries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_scheduler_queries_total",
-			Help: "Batched scheduler queries made by the monitor."}, []string{"site"}),
+			Help: "Scheduler calls the monitor made, by kind: status (one batched query for the site), submit, find (a job looked up by its tag), cancel, nodes (down-node lookups after a node failure)."}, []string{"site", "kind"}),
 		queryErrs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_scheduler_query_errors_total",
 			Help: "Scheduler queries that failed."}, []string{"site"}),
 		queryDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tether_scheduler_query_duration_seconds",
@@ -100,7 +105,9 @@ func (m *Metrics) initSite(site string) {
 		m.outcomes.WithLabelValues(site, o)
 	}
 	m.lost.WithLabelValues(site)
-	m.queries.WithLabelValues(site)
+	for _, kind := range []string{"status", "submit", "find", "cancel", "nodes"} {
+		m.queries.WithLabelValues(site, kind)
+	}
 	m.queryErrs.WithLabelValues(site)
 	m.tracked.WithLabelValues(site)
 	m.unreadable.WithLabelValues(site)
@@ -179,11 +186,13 @@ var (
 	descPendingMax = prometheus.NewDesc("tether_site_pending_alert_after_seconds", "The site's pending_alert_after.", []string{"site"}, nil)
 	descActive     = prometheus.NewDesc("tether_active_runs", "Active runs of a site by state.", []string{"site", "state"}, nil)
 	descLastCycle  = prometheus.NewDesc("tether_monitor_last_cycle_timestamp_seconds", "When the monitor last finished a cycle over the site.", []string{"site"}, nil)
+	descQueriesAll = prometheus.NewDesc("tether_site_scheduler_queries_total", "Batched scheduler queries of the site by every tether process sharing its state directory (run, wait, monitor).", []string{"site"}, nil)
+	descThrottled  = prometheus.NewDesc("tether_site_scheduler_throttled", "1 while the scheduler rate-limits the site's queries (rl_enable, HTTP 429).", []string{"site"}, nil)
 )
 
 func (runCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRunState, descSubmit, descStart, descDeadline, descProgress, descFraction,
-		descHeartbeat, descStuck, descLastPoll, descPendingMax, descActive, descLastCycle} {
+		descHeartbeat, descStuck, descLastPoll, descPendingMax, descActive, descLastCycle, descQueriesAll, descThrottled} {
 		ch <- d
 	}
 }
@@ -200,6 +209,12 @@ func (c runCollector) Collect(ch chan<- prometheus.Metric) {
 			g(descLastPoll, sv.LastPollSuccess, site)
 		}
 		g(descPendingMax, sv.PendingAlertAfter, site)
+		ch <- prometheus.MustNewConstMetric(descQueriesAll, prometheus.CounterValue, sv.QueriesAll, site)
+		throttled := 0.0
+		if sv.Throttled {
+			throttled = 1
+		}
+		g(descThrottled, throttled, site)
 		if sv.LastCycle > 0 {
 			g(descLastCycle, sv.LastCycle, site)
 		}

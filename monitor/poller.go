@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -37,10 +38,19 @@ type Snapshot struct {
 	// Err and ErrAt describe the latest failed query, cleared on success.
 	Err string `json:"err,omitempty"`
 	// AuthErr: the failure was the scheduler refusing tether's credentials.
-	AuthErr      bool      `json:"auth_err,omitempty"`
-	ErrAt        time.Time `json:"err_at,omitempty"`
-	Failures     int       `json:"failures,omitempty"`
-	QueriesTotal int64     `json:"queries_total"`
+	AuthErr  bool      `json:"auth_err,omitempty"`
+	ErrAt    time.Time `json:"err_at,omitempty"`
+	Failures int       `json:"failures,omitempty"`
+	// RateLimitedSince: the scheduler has been throttling the site's
+	// queries since then (cleared by a good answer); tether backs off
+	// harder and says so once.
+	RateLimitedSince time.Time `json:"rate_limited_since,omitempty"`
+	// Took is how long the latest good answer took. A slow one (SlowAnswer
+	// or more) is the scheduler throttling too: Slurm 23.02+'s RPC rate
+	// limiting (rl_enable) answers a throttled client late rather than
+	// with an error, and an overloaded slurmctld is slow for everyone.
+	Took         time.Duration `json:"took,omitempty"`
+	QueriesTotal int64         `json:"queries_total"`
 	// Recent holds the start times of the queries of the last minute, for
 	// the site's per-minute cap (a sliding window: no 60 s span ever
 	// holds more than the cap).
@@ -70,6 +80,15 @@ func (s *Snapshot) covers(ids []backends.JobID) bool {
 	return true
 }
 
+// DefaultSlowAnswer: slurmctld answers a status query in milliseconds;
+// a throttled client of Slurm 24.11 waited 10 to 20 s (rl_refill_period
+// 10 s on the 24.11 test cluster).
+const DefaultSlowAnswer = 5 * time.Second
+
+// slowFactor: after a slow answer, the next query waits this many times
+// as long as the answer took.
+const slowFactor = 3
+
 // ErrQuery wraps a failed scheduler query; the snapshot still holds the
 // last good answer.
 var ErrQuery = errors.New("scheduler query failed")
@@ -86,9 +105,14 @@ type Poller struct {
 	MinInterval  time.Duration
 	MaxPerMinute int
 	Now          func() time.Time
+	Log          *slog.Logger // nil: quiet
 	// Complete: the ids given are every active job of the site (the
 	// monitor knows them), so the active index is not read again.
 	Complete bool
+	// SlowAnswer is how long an answer may take before tether takes it
+	// for throttling and leaves SlowFactor times as long between queries
+	// (0: DefaultSlowAnswer).
+	SlowAnswer time.Duration
 
 	mu     sync.Mutex
 	last   Snapshot
@@ -131,40 +155,61 @@ func (p *Poller) Cached() Snapshot {
 // subject to the site's rate limits). A failed query returns the last
 // snapshot together with an error wrapping ErrQuery.
 func (p *Poller) Status(ctx context.Context, ids []backends.JobID, maxAge time.Duration) (Snapshot, error) {
-	snap := p.Cached()
-	now := p.Now()
-	if snap.covers(ids) && maxAge > 0 && now.Sub(snap.At) <= maxAge && snap.Err == "" {
+	if snap := p.Cached(); p.answers(snap, ids, maxAge) {
 		return snap, nil
 	}
 	if err := os.MkdirAll(p.dir(), p.Store.Modes.Dir|0o700); err != nil {
-		return snap, fmt.Errorf("%w: %w", rundir.ErrStateDir, err)
+		return p.Cached(), fmt.Errorf("%w: %w", rundir.ErrStateDir, err)
 	}
 	lock, err := rundir.LockFile(ctx, strings.TrimSuffix(p.cachePath(), ".json")+".lock")
 	if err != nil {
-		return snap, err
+		return p.Cached(), err
 	}
 	defer lock.Unlock()
 	// Another process may have queried while this one waited for the lock.
-	snap = p.Cached()
-	now = p.Now()
-	fresh := maxAge > 0 && now.Sub(snap.At) <= maxAge && snap.Err == ""
-	if snap.covers(ids) && fresh {
+	snap := p.Cached()
+	if p.answers(snap, ids, maxAge) {
 		return snap, nil
 	}
-	// Rate limits: spacing and the per-minute cap.
-	if wait := p.spacing(&snap, now); wait > 0 {
-		if snap.covers(ids) || snap.Err != "" && now.Sub(snap.ErrAt) < p.MinInterval {
-			return snap, snapErr(snap)
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return snap, ctx.Err()
-		case <-t.C:
-		}
-		now = p.Now()
+	now, ask, err := p.waitTurn(ctx, &snap, ids)
+	if !ask {
+		return snap, err
 	}
+	return p.query(ctx, snap, ids, now)
+}
+
+// answers: the shared snapshot covers ids, is fresh enough, and is not a
+// failure.
+func (p *Poller) answers(snap Snapshot, ids []backends.JobID, maxAge time.Duration) bool {
+	return snap.covers(ids) && maxAge > 0 && p.Now().Sub(snap.At) <= maxAge && snap.Err == ""
+}
+
+// waitTurn applies the site's rate limits (spacing, back-off, the
+// per-minute cap): it waits for the next allowed query and returns its
+// time with ask set, or, without ask, the snapshot's own error when the
+// snapshot already covers ids or a failure is too recent to ask again.
+func (p *Poller) waitTurn(ctx context.Context, snap *Snapshot, ids []backends.JobID) (now time.Time, ask bool, err error) {
+	now = p.Now()
+	wait := p.spacing(snap, now)
+	if wait <= 0 {
+		return now, true, nil
+	}
+	if snap.covers(ids) || snap.Err != "" && now.Sub(snap.ErrAt) < p.MinInterval {
+		return now, false, snapErr(*snap)
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return now, false, ctx.Err()
+	case <-t.C:
+	}
+	return p.Now(), true, nil
+}
+
+// query asks the scheduler about every active job of the site (one
+// batched query), updates the snapshot's bookkeeping and saves it.
+func (p *Poller) query(ctx context.Context, snap Snapshot, ids []backends.JobID, now time.Time) (Snapshot, error) {
 	all, err := p.activeIDs(ids)
 	if err != nil {
 		return snap, err
@@ -177,50 +222,99 @@ func (p *Poller) Status(ctx context.Context, ids []backends.JobID, maxAge time.D
 	if qerr != nil {
 		snap.Err, snap.ErrAt, snap.AuthErr = qerr.Error(), done, errors.Is(qerr, backends.ErrAuth)
 		snap.Failures++
+		if backends.RateLimited(qerr) && snap.RateLimitedSince.IsZero() {
+			snap.RateLimitedSince = done
+			if p.Log != nil {
+				p.Log.Warn("the scheduler is rate-limiting tether's queries; backing off", "site", p.Site, "err", qerr)
+			}
+		}
 		if werr := p.save(&snap); werr != nil {
 			return snap, errors.Join(fmt.Errorf("%w: %w", ErrQuery, qerr), werr)
 		}
 		return snap, fmt.Errorf("%w: %w", ErrQuery, qerr)
 	}
+	snap.Missing = missingSince(snap, all, jobs, done)
+	snap.Ended = endedSince(snap, jobs, done)
+	snap.Jobs = jobs
+	snap.Took = done.Sub(now)
+	throttledSince := snap.RateLimitedSince
+	switch slow := snap.Took >= p.slowAnswer(); {
+	case slow && throttledSince.IsZero():
+		throttledSince = done
+		if p.Log != nil {
+			p.Log.Warn("the scheduler was slow to answer tether's query (throttled by slurmctld's RPC rate limiting, rl_enable, or overloaded); backing off",
+				"site", p.Site, "took", snap.Took.Round(100*time.Millisecond), "next_query_after", (slowFactor * snap.Took).Round(time.Second))
+		}
+	case !slow && !throttledSince.IsZero():
+		if p.Log != nil {
+			p.Log.Info("the scheduler answers tether's queries again", "site", p.Site, "throttled_for", done.Sub(throttledSince).Round(time.Second))
+		}
+		throttledSince = time.Time{}
+	}
+	snap.At, snap.Err, snap.ErrAt, snap.Failures, snap.AuthErr, snap.RateLimitedSince = done, "", time.Time{}, 0, false, throttledSince
+	return snap, p.save(&snap)
+}
+
+// missingSince: since when each asked-for job the answer lacks has been
+// missing (a job keeps the time of its first absence).
+func missingSince(prev Snapshot, asked []backends.JobID, jobs map[backends.JobID]backends.JobStatus, at time.Time) map[backends.JobID]time.Time {
 	missing := map[backends.JobID]time.Time{}
-	for _, id := range all {
+	for _, id := range asked {
 		if _, ok := jobs[id]; ok {
 			continue
 		}
-		since, was := snap.Missing[id]
+		since, was := prev.Missing[id]
 		if !was {
-			since = done
+			since = at
 		}
 		missing[id] = since
 	}
+	return missing
+}
+
+// endedSince: since when each job in a terminal state has been in it.
+func endedSince(prev Snapshot, jobs map[backends.JobID]backends.JobStatus, at time.Time) map[backends.JobID]time.Time {
 	ended := map[backends.JobID]time.Time{}
 	for id, js := range jobs {
 		if !js.State.Terminal() {
 			continue
 		}
-		since, was := snap.Ended[id]
-		if !was || snap.Jobs[id].State != js.State {
-			since = done
+		since, was := prev.Ended[id]
+		if !was || prev.Jobs[id].State != js.State {
+			since = at
 		}
 		ended[id] = since
 	}
-	snap.Jobs, snap.Missing, snap.Ended = jobs, missing, ended
-	snap.At, snap.Err, snap.ErrAt, snap.Failures, snap.AuthErr = done, "", time.Time{}, 0, false
-	return snap, p.save(&snap)
+	return ended
 }
 
 // spacing is how long to wait before the next query may start.
 func (p *Poller) spacing(s *Snapshot, now time.Time) time.Duration {
 	wait := s.LastQuery.Add(p.MinInterval).Sub(now)
 	if s.Failures > 0 { // back off while the scheduler is failing
-		back := p.MinInterval << min(s.Failures, 5)
+		n := s.Failures
+		if !s.RateLimitedSince.IsZero() {
+			n += 2 // throttled: back off harder
+		}
+		back := p.MinInterval << min(n, 6)
 		wait = max(wait, s.ErrAt.Add(back).Sub(now))
+	}
+	if s.Failures == 0 && s.Took >= p.slowAnswer() {
+		// a slow answer: throttled, or a controller that is struggling
+		wait = max(wait, s.At.Add(slowFactor*s.Took).Sub(now))
 	}
 	if recent := s.recentSince(now.Add(-time.Minute)); p.MaxPerMinute > 0 && len(recent) >= p.MaxPerMinute {
 		// the query may start once the oldest counted one is a minute old
 		wait = max(wait, recent[len(recent)-p.MaxPerMinute].Add(time.Minute).Sub(now))
 	}
 	return max(wait, 0)
+}
+
+func (p *Poller) slowAnswer() time.Duration {
+	if p.SlowAnswer > 0 {
+		return p.SlowAnswer
+	}
+	return DefaultSlowAnswer
 }
 
 func snapErr(s Snapshot) error {

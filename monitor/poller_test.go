@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -224,5 +226,114 @@ func TestPollerKeepsAuthErrorKind(t *testing.T) {
 	clk.Add(time.Minute)
 	if _, err := other.Status(context.Background(), []backends.JobID{id}, 0); errors.Is(err, backends.ErrAuth) {
 		t.Fatalf("an outage read as an auth error: %v", err)
+	}
+}
+
+// A throttled scheduler (slurmctld's rl_enable, HTTP 429) is said once,
+// backed off from harder than an ordinary failure, and forgotten after a
+// good answer.
+func TestPollerBacksOffWhenRateLimited(t *testing.T) {
+	be := fake.New()
+	clk := &clock{t: time.Unix(1e9, 0)}
+	p, _ := newPoller(t, be, clk)
+	var logged strings.Builder
+	p.Log = slog.New(slog.NewTextHandler(&logged, nil))
+	id, _ := be.Submit(context.Background(), backends.JobRequest{})
+	ctx := context.Background()
+	if _, err := p.Status(ctx, []backends.JobID{id}, 0); err != nil {
+		t.Fatal(err)
+	}
+	be.Fail(fmt.Errorf("%w: squeue: slurm_load_jobs error: RPC rate limit exceeded", backends.ErrUnavailable))
+	for range 3 {
+		clk.Add(time.Hour) // past any back-off
+		if _, err := p.Status(ctx, []backends.JobID{id}, 0); !errors.Is(err, ErrQuery) {
+			t.Fatalf("want ErrQuery, got %v", err)
+		}
+	}
+	if n := strings.Count(logged.String(), "rate-limiting"); n != 1 {
+		t.Errorf("said %d times that the scheduler throttles, want once:\n%s", n, logged.String())
+	}
+	snap := p.Cached()
+	if snap.RateLimitedSince.IsZero() {
+		t.Fatal("the snapshot does not record the throttling")
+	}
+	// harder back-off: 3 failures throttled wait 2^5 intervals, not 2^3
+	if wait := p.spacing(&snap, snap.ErrAt); wait != 32*time.Second {
+		t.Errorf("back-off after 3 throttled failures: %s, want 32s", wait)
+	}
+	be.Fail(nil)
+	clk.Add(time.Hour)
+	if _, err := p.Status(ctx, []backends.JobID{id}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !p.Cached().RateLimitedSince.IsZero() || !strings.Contains(logged.String(), "answers tether's queries again") {
+		t.Errorf("the throttling is not cleared after a good answer:\n%s", logged.String())
+	}
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{errors.New("slurm_load_jobs error: Rate limit exceeded"), true},
+		{errors.New("slurmrestd answered HTTP 429 Too Many Requests"), true},
+		{errors.New("squeue: Socket timed out on send/recv operation"), false},
+		{nil, false},
+	} {
+		if got := backends.RateLimited(c.err); got != c.want {
+			t.Errorf("RateLimited(%v) = %v", c.err, got)
+		}
+	}
+}
+
+// slowBackend answers late: each query advances the clock by delay.
+type slowBackend struct {
+	backends.Backend
+	clk   *clock
+	delay time.Duration
+	times []time.Time
+}
+
+func (b *slowBackend) Query(ctx context.Context, ids []backends.JobID) (map[backends.JobID]backends.JobStatus, error) {
+	b.times = append(b.times, b.clk.Now())
+	b.clk.Add(b.delay)
+	return b.Backend.Query(ctx, ids)
+}
+
+// Slurm 24.11's RPC rate limiting answers a throttled client late, not
+// with an error (measured: 10 to 20 s for squeue and jobs/state as a
+// non-root user). A slow answer is taken for throttling: said once, the
+// next query waits three times as long as the answer took, and a quick
+// answer ends it.
+func TestPollerBacksOffAfterASlowAnswer(t *testing.T) {
+	clk := &clock{t: time.Unix(1e9, 0)}
+	be := &slowBackend{Backend: fake.New(), clk: clk, delay: 10 * time.Second}
+	p, _ := newPoller(t, be, clk)
+	var logged strings.Builder
+	p.Log = slog.New(slog.NewTextHandler(&logged, nil))
+	id, _ := be.Submit(context.Background(), backends.JobRequest{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// callers asking every second for 3 minutes
+	for range 180 {
+		p.Status(ctx, []backends.JobID{id}, time.Second)
+		clk.Add(time.Second)
+	}
+	for i := 1; i < len(be.times); i++ {
+		if gap := be.times[i].Sub(be.times[i-1]); gap < 10*time.Second+30*time.Second {
+			t.Errorf("query %d started %s after the one before, which took 10s: want 40s or more", i, gap)
+		}
+	}
+	if n := strings.Count(logged.String(), "slow to answer"); n != 1 {
+		t.Errorf("said %d times that the scheduler is slow, want once:\n%s", n, logged.String())
+	}
+	if p.Cached().RateLimitedSince.IsZero() {
+		t.Error("the snapshot does not record the throttling")
+	}
+	be.delay = 10 * time.Millisecond
+	clk.Add(time.Minute)
+	if _, err := p.Status(ctx, []backends.JobID{id}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !p.Cached().RateLimitedSince.IsZero() || !strings.Contains(logged.String(), "answers tether's queries again") {
+		t.Errorf("the throttling is not cleared after a quick answer:\n%s", logged.String())
 	}
 }

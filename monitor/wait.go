@@ -14,9 +14,10 @@ import (
 	"github.com/tether-hpc/tether/schema"
 )
 
-// statTick is how often the waiter stats the run's files, so a change made
-// on another NFS client (where inotify sees nothing) is still noticed.
-const statTick = time.Second
+// statTick is how often the waiter stats the run's few files, so a change
+// made on another NFS client (where inotify sees nothing) is still noticed
+// soon: a conclusive exit file decides the run without the scheduler.
+const statTick = 200 * time.Millisecond
 
 // Wait steps a run until it is final. It wakes on changes in the run
 // directory (fsnotify, with a stat fallback for network filesystems) and
@@ -62,11 +63,13 @@ func (e *Engine) Wait(ctx context.Context, run rundir.Run, update func(Status)) 
 				tick.Stop()
 				return nil, ctx.Err()
 			case ev := <-w.events():
-				if filepath.Base(ev) == "status.jsonl" {
-					// progress only: refresh the display from the cache
+				if base := filepath.Base(ev); base == "status.jsonl" || base == "started" {
+					// progress, or the job started: refresh from the cache
 					maxAge = interval
 					break wait
 				}
+				// an exit file, an outcome or run.json: a clean exit is
+				// decided without the scheduler; other ends want its word
 				force = true
 				break wait
 			case <-tick.C:

@@ -111,6 +111,24 @@ func TestLoadTaskErrorsNameFileLineKey(t *testing.T) {
 		{"set not a value", "name='x'\ncommand=['a']\n", []string{"resources.ntasks=two"}, []string{"--set: resources.ntasks: \"two\" is not a valid TOML value"}},
 		{"set no equals", "name='x'\ncommand=['a']\n", []string{"resources.ntasks"}, []string{"is not key=value"}},
 		{"version", "version = 2\nname='x'\ncommand=['a']\n", nil, []string{"task.toml:1: version: unsupported task format version 2"}},
+		// names the wrapper, bash or the scheduler own
+		{"env SECONDS", "name='x'\ncommand=['a']\n[env]\nSECONDS='1'\n", nil, []string{"task.toml:4: env.SECONDS: bash owns SECONDS"}},
+		{"env IFS", "name='x'\ncommand=['a']\n[env]\nIFS=':'\n", nil, []string{"task.toml:4: env.IFS: IFS would change"}},
+		{"env BASH_ENV", "name='x'\ncommand=['a']\n[env]\nBASH_ENV='/x'\n", nil, []string{"task.toml:4: env.BASH_ENV"}},
+		{"env __tether_", "name='x'\ncommand=['a']\n[env]\n__tether_rc='0'\n", nil, []string{"task.toml:4: env.__tether_rc: names starting with __tether_ belong to the wrapper"}},
+		{"env SLURM_RESTART_COUNT", "name='x'\ncommand=['a']\n[env]\nSLURM_RESTART_COUNT='0'\n", nil, []string{"task.toml:4: env.SLURM_RESTART_COUNT: Slurm sets"}},
+		{"env SLURM_JOB_ID", "name='x'\ncommand=['a']\n[env]\nSLURM_JOB_ID='7'\n", nil, []string{"task.toml:4: env.SLURM_JOB_ID: Slurm sets"}},
+		{"env PBS_NODEFILE", "name='x'\ncommand=['a']\n[env]\nPBS_NODEFILE='/x'\n", nil, []string{"task.toml:4: env.PBS_NODEFILE: PBS sets"}},
+		{"env_prepend reserved", "name='x'\ncommand=['a']\n[env_prepend]\nIFS='x'\n", nil, []string{"task.toml:4: env_prepend.IFS"}},
+		// the warning signal
+		{"warn TERM", "name='x'\ncommand=['a']\n[signals]\nwarn_before='1m'\nwarn_signal='TERM'\n", nil, []string{"task.toml:5: signals.warn_signal: TERM cannot be the warning"}},
+		{"warn SIGTERM", "name='x'\ncommand=['a']\n[signals]\nwarn_before='1m'\nwarn_signal='SIGTERM'\n", nil, []string{"task.toml:5: signals.warn_signal: TERM cannot be the warning"}},
+		{"warn HUP through mpirun", "name='x'\ncommand=['a']\n[resources]\nntasks=2\n[signals]\nwarn_before='1m'\nwarn_signal='HUP'\n", nil, []string{"task.toml:7: signals.warn_signal: HUP does not reach the ranks through mpirun"}},
+		{"warn target", "name='x'\ncommand=['a']\n[signals]\nwarn_target='all'\n", nil, []string{"task.toml:4: signals.warn_target"}},
+		// launchers that cannot work on the site's backend (local here)
+		{"srun on local", "name='x'\ncommand=['a']\n[mpi]\nlauncher='srun'\n", nil, []string{"task.toml:4: mpi.launcher: srun needs a Slurm allocation: site \"test\" uses backend \"local\""}},
+		{"mpiexec on local", "name='x'\ncommand=['a']\n[mpi]\nlauncher='mpiexec'\n", nil, []string{"task.toml:4: mpi.launcher: mpiexec as tether runs it reads the hosts from PBS"}},
+		{"ntasks above nodes*per node", "name='x'\ncommand=['a']\n[resources]\nnodes=1\nntasks=8\nntasks_per_node=4\n", nil, []string{"resources.ntasks: 8 tasks do not fit on 1 node(s)"}},
 	}
 	site := testSite(t)
 	for _, c := range cases {
@@ -283,6 +301,41 @@ func TestSiteRefusesJWTOverPlainHTTP(t *testing.T) {
 		}
 		if err != nil && (!strings.Contains(err.Error(), "r.toml:4: slurmrest.url:") || !strings.Contains(err.Error(), "allow_insecure_http")) {
 			t.Errorf("error does not name file, line and key: %v", err)
+		}
+	}
+}
+
+// ntasks and ntasks_per_node without nodes: the nodes follow.
+func TestNodesDerived(t *testing.T) {
+	p := writeTask(t, "name='x'\ncommand=['a']\n[resources]\nntasks=8\nntasks_per_node=4\n")
+	task, err := LoadTask(p, nil, testSite(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := task.Resources; r.Nodes != 2 || r.TotalTasks() != 8 {
+		t.Errorf("resources %+v: want 2 nodes, 8 tasks", r)
+	}
+	p = writeTask(t, "name='x'\ncommand=['a']\n[resources]\nntasks=9\nntasks_per_node=4\n")
+	if task, err = LoadTask(p, nil, testSite(t)); err != nil || task.Resources.Nodes != 3 {
+		t.Errorf("9 tasks by 4: %+v %v", task, err)
+	}
+}
+
+// A site's own launcher and [mpi] env must fit its backend and the wrapper.
+func TestSiteLauncherAndEnv(t *testing.T) {
+	for _, c := range []struct{ body, want string }{
+		{"name='s'\nbackend='pbs'\n[mpi]\nlauncher='srun'\n", "site.toml:4: mpi.launcher: srun needs a Slurm allocation"},
+		{"name='s'\nbackend='sbatch'\n[mpi]\nlauncher='mpiexec'\n", "site.toml:4: mpi.launcher: mpiexec as tether runs it"},
+		{"name='s'\nbackend='local'\n[mpi]\nenv={SECONDS='1'}\n", "site.toml:4: mpi.env.SECONDS: bash owns SECONDS"},
+	} {
+		_, err := ParseSite("site.toml", []byte(c.body))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: got %v, want %q", c.body, err, c.want)
+		}
+	}
+	for _, ok := range []string{"name='s'\nbackend='pbs'\n[mpi]\nlauncher='mpiexec'\n", "name='s'\nbackend='sbatch'\n[mpi]\nlauncher='mpirun'\n", "name='s'\nbackend='local'\n[mpi]\nenv={PATH='/x'}\n"} {
+		if _, err := ParseSite("site.toml", []byte(ok)); err != nil {
+			t.Errorf("%q: %v", ok, err)
 		}
 	}
 }

@@ -33,6 +33,7 @@ func ParseTask(file string, data []byte, sets []string, site *Site) (*Task, erro
 		t.applySiteDefaults(site)
 	}
 	t.resolveWorkdir(file)
+	t.Resources.deriveNodes()
 	errs = append(errs, t.validate(site)...)
 	if site == nil && t.Resources.Walltime == 0 {
 		errs = append(errs, src.errAt("resources.walltime", "is required"))

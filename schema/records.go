@@ -67,11 +67,15 @@ const (
 	CauseRefused     Cause = "refused"      // the scheduler refused a retry's submission
 	CauseWrapper     Cause = "wrapper"      // the wrapper failed before the Task started
 	CauseUnexpected  Cause = "unexpected"   // a scheduler state tether cannot map
+	// CauseUnsatisfiable: the scheduler says the job can never run (a
+	// limit it exceeds, a dependency that can never be met); tether
+	// cancelled it. The CLI exits 2: the request must change.
+	CauseUnsatisfiable Cause = "unsatisfiable"
 )
 
 // Causes lists every cause, for documentation and tests.
 var Causes = []Cause{CauseCompleted, CauseExit, CauseTimeout, CauseNodeFail, CausePreempted, CauseRequeued,
-	CauseOOM, CauseCancelled, CauseSchedCancel, CauseLost, CauseRefused, CauseWrapper, CauseUnexpected}
+	CauseOOM, CauseCancelled, CauseSchedCancel, CauseLost, CauseRefused, CauseWrapper, CauseUnexpected, CauseUnsatisfiable}
 
 // Proceeds reports whether downstream steps may go on after an outcome.
 func Proceeds(outcome string) bool {
@@ -181,6 +185,10 @@ type ExitFile struct {
 	// Requeued: the scheduler restarted the job on its own (after a node
 	// failure) and the wrapper ran nothing.
 	Requeued bool `json:"requeued,omitempty"`
+	// Provisional: written when SIGTERM reached the wrapper, before the
+	// Task's own exit (the scheduler's SIGKILL may follow too soon for the
+	// final record).
+	Provisional bool `json:"provisional,omitempty"`
 }
 
 // Outcome is outcome.json and the CLI's JSON line. For a run that is not

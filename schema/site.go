@@ -32,6 +32,8 @@ type Site struct {
 	SlurmREST SlurmRESTConfig `toml:"slurmrest" json:"slurmrest"`
 	PBS       PBSConfig       `toml:"pbs" json:"pbs"`
 	Local     LocalConfig     `toml:"local" json:"local"`
+	Limits    SiteLimits      `toml:"limits" json:"limits"`
+	Pending   SitePending     `toml:"pending" json:"pending"`
 
 	// File is the path the site was loaded from ("" for the embedded default).
 	File string `toml:"-" json:"file,omitempty"`
@@ -46,6 +48,12 @@ type SiteDefaults struct {
 	Reservation string   `toml:"reservation" json:"reservation,omitempty"`
 	Constraint  string   `toml:"constraint" json:"constraint,omitempty"`
 }
+
+// Rank binding ([mpi] bind).
+const (
+	BindCores = "cores"
+	BindNone  = "none"
+)
 
 // Environment propagation policies ([env] propagate).
 const (
@@ -69,6 +77,7 @@ type SiteMPI struct {
 	Launcher     string            `toml:"launcher" json:"launcher,omitempty" doc:"launcher for tasks with launcher=auto and ntasks > 1; default per backend (srun, mpiexec, mpirun)" enum:"srun,mpiexec,mpirun,none"`
 	SrunMPI      string            `toml:"srun_mpi" json:"srun_mpi,omitempty" doc:"srun --mpi plugin (default pmix; Debian's OpenMPI needs pmix)"`
 	MpiexecStyle string            `toml:"mpiexec_style" json:"mpiexec_style,omitempty" doc:"hostfile: mpiexec -n N --hostfile $PBS_NODEFILE; pals: mpiexec -n N --ppn P (Cray PALS)" enum:"hostfile,pals"`
+	Bind         string            `toml:"bind" json:"bind,omitempty" doc:"how ranks are bound to CPUs: cores (srun --cpu-bind=cores, mpirun --bind-to core) or none (no binding; OMP_PLACES is then not set); default: the launcher's own (mpirun binds each rank to its cpus_per_task cores)" enum:"cores,none"`
 	ExtraArgs    []string          `toml:"extra_args" json:"extra_args,omitempty" doc:"arguments for every launcher call"`
 	Env          map[string]string `toml:"env" json:"env,omitempty" doc:"environment for the launcher"`
 }
@@ -77,11 +86,33 @@ type SiteMPI struct {
 type Poll struct {
 	MinInterval         Duration `toml:"min_interval" json:"min_interval,omitempty" doc:"shortest interval between scheduler queries (after submits, near walltimes)"`
 	MaxInterval         Duration `toml:"max_interval" json:"max_interval,omitempty" doc:"longest interval while nothing changes"`
-	MaxQueriesPerMinute int      `toml:"max_queries_per_minute" json:"max_queries_per_minute,omitempty" doc:"hard cap on scheduler queries per minute for the whole site" min:"0"`
+	MaxQueriesPerMinute int      `toml:"max_queries_per_minute" json:"max_queries_per_minute,omitempty" doc:"hard cap on scheduler status queries per minute for the whole site, every tether process on it together (default 10 on Slurm, 6 on PBS, none on local)" min:"0"`
 	VanishGrace         Duration `toml:"vanish_grace" json:"vanish_grace,omitempty" doc:"how long a job may be missing from the scheduler before the run is lost (when no exit file exists)"`
 	EvidenceGrace       Duration `toml:"evidence_grace" json:"evidence_grace,omitempty" doc:"how long a job the scheduler reports ended waits for its exit file to become visible (shared filesystems cache attributes) before it is decided without it"`
 	RecoverAfter        Duration `toml:"recover_after" json:"recover_after,omitempty" doc:"how long after a submit whose answer was lost tether waits for the job to show up (find by tag) before it sends the job again"`
 	PendingAlertAfter   Duration `toml:"pending_alert_after" json:"pending_alert_after,omitempty" doc:"a job pending longer than this is reported as stuck"`
+}
+
+// SiteLimits is how requests are checked against the scheduler's
+// partition (queue) limits before they are submitted.
+type SiteLimits struct {
+	Check      *bool    `toml:"check" json:"check,omitempty" doc:"refuse (exit 2) a request that no partition it may go to can ever run (walltime over MaxTime, more nodes or CPUs than the partition has, an unknown partition) before submitting it; default true on the batch backends"`
+	CacheFor   Duration `toml:"cache_for" json:"cache_for,omitempty" doc:"how long the scheduler's partition list is reused by every tether process of the site (default 10m)"`
+	Partitions []string `toml:"partitions" json:"partitions,omitempty" doc:"the candidates of partition = \"auto\", in order: the first whose limits fit is used (default: every partition, the scheduler's default first)"`
+}
+
+// SitePending bounds how long a job may wait in the queue.
+type SitePending struct {
+	Timeout Duration `toml:"timeout" json:"timeout,omitempty" doc:"give up on a job still pending after this long: cancel it and end the run failed with cause pending_timeout (exit 1); 0 (default): wait as long as the scheduler keeps it"`
+}
+
+// CheckLimits reports whether requests are checked against the
+// scheduler's partition limits before they are submitted.
+func (s *Site) CheckLimits() bool {
+	if s.Limits.Check != nil {
+		return *s.Limits.Check
+	}
+	return s.Backend != BackendLocal
 }
 
 // SiteRetry holds the site's retry options.
@@ -123,7 +154,13 @@ type PBSConfig struct {
 	ExtraArgs []string          `toml:"extra_args" json:"extra_args,omitempty" doc:"extra qsub arguments for every job"`
 	Env       map[string]string `toml:"env" json:"env,omitempty" doc:"environment for the PBS commands"`
 	Place     string            `toml:"place" json:"place,omitempty" doc:"-l place for jobs of more than one node: free, pack, scatter or vscatter, optionally :excl, :shared, :exclhost, :group=RES (default scatter; none leaves it to the server)"`
+	Stageout  bool              `toml:"stageout" json:"stageout,omitempty" doc:"let the MoM copy stdout/stderr back at the job's end instead of writing them in the run directory as the job runs (qsub -k oed; for servers older than PBS Professional 19.2, which lack direct write); a job's outcome then waits for PBS to report it ended"`
 }
+
+// OutputAtEnd reports whether the job's stdout reaches the run directory
+// only when the job has ended (PBS stage-out): an exit file alone then
+// does not decide the run, since its logs may still be on their way.
+func (s *Site) OutputAtEnd() bool { return s.Backend == BackendPBS && s.PBS.Stageout }
 
 // LocalConfig configures the local process backend.
 type LocalConfig struct {

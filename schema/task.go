@@ -29,6 +29,7 @@ type Task struct {
 	Script           string            `toml:"script" json:"script,omitempty" doc:"shell script to run (a #! line picks the interpreter, default bash); exactly one of command or script"`
 	Workdir          string            `toml:"workdir" json:"workdir,omitempty" doc:"working directory; relative paths are relative to the task file; default the task file's directory"`
 	Env              map[string]string `toml:"env" json:"env,omitempty" doc:"environment variables for the Task"`
+	EnvPrepend       map[string]string `toml:"env_prepend" json:"env_prepend,omitempty" doc:"values put in front of a variable of the job's environment, joined with ':' (e.g. PATH = \"/opt/x/bin\")"`
 	PassEnv          []string          `toml:"pass_env" json:"pass_env,omitempty" doc:"names or globs of the submitter's environment to pass to the job as well (the site must allow it: [env] task_pass)"`
 	Resources        Resources         `toml:"resources" json:"resources"`
 	MPI              TaskMPI           `toml:"mpi" json:"mpi"`
@@ -45,7 +46,7 @@ type Task struct {
 
 // Resources is the Task's layout and limits.
 type Resources struct {
-	Nodes         int      `toml:"nodes" json:"nodes,omitempty" doc:"number of nodes (default 1)" min:"0"`
+	Nodes         int      `toml:"nodes" json:"nodes,omitempty" doc:"number of nodes (default 1; with ntasks and ntasks_per_node, enough for them: ntasks = 8, ntasks_per_node = 4 gives 2)" min:"0"`
 	NTasks        int      `toml:"ntasks" json:"ntasks,omitempty" doc:"number of tasks (MPI ranks); default nodes*ntasks_per_node, else 1" min:"0"`
 	NTasksPerNode int      `toml:"ntasks_per_node" json:"ntasks_per_node,omitempty" doc:"tasks per node" min:"0"`
 	CPUsPerTask   int      `toml:"cpus_per_task" json:"cpus_per_task,omitempty" doc:"CPUs per task (default 1)" min:"0"`
@@ -79,7 +80,8 @@ type Retry struct {
 // Signals asks for a warning signal before the walltime.
 type Signals struct {
 	WarnBefore Duration `toml:"warn_before" json:"warn_before,omitempty" doc:"send warn_signal this long before the walltime (0: no warning)"`
-	WarnSignal string   `toml:"warn_signal" json:"warn_signal,omitempty" doc:"signal name, default USR1" enum:"USR1,USR2,INT,TERM,HUP,QUIT,ALRM,URG,CONT,SIGUSR1,SIGUSR2,SIGINT,SIGTERM,SIGHUP,SIGQUIT,SIGALRM,SIGURG,SIGCONT"`
+	WarnSignal string   `toml:"warn_signal" json:"warn_signal,omitempty" doc:"signal name, default USR1; never TERM; through srun only USR1 and USR2 reach the ranks, through mpirun or mpiexec USR1, USR2, ALRM and CONT" enum:"USR1,USR2,INT,HUP,QUIT,ALRM,URG,CONT,SIGUSR1,SIGUSR2,SIGINT,SIGHUP,SIGQUIT,SIGALRM,SIGURG,SIGCONT"`
+	WarnTarget string   `toml:"warn_target" json:"warn_target,omitempty" doc:"who gets the warning: main (default: the Task's main process, or its MPI launcher) or group (every process of the Task)" enum:"main,group"`
 }
 
 // Scheduler is passed through to the batch system.
@@ -100,6 +102,15 @@ func DefaultTask() Task {
 		MPI:     TaskMPI{Launcher: LauncherAuto},
 		Proceed: Proceed{OnTimeout: PolicyCheckpoint, OnFailure: PolicyNever, MinFraction: 1},
 		Retry:   Retry{MaxAttempts: 1, OnNodeFail: true, OnPreempted: true, OnTimeout: true},
+	}
+}
+
+// deriveNodes sets nodes from ntasks and ntasks_per_node when the Task
+// gives those two only (ntasks = 8, ntasks_per_node = 4: 2 nodes; 9 and
+// 4: 3 nodes), so every backend and launcher gets the same node count.
+func (r *Resources) deriveNodes() {
+	if r.Nodes == 0 && r.NTasks > 0 && r.NTasksPerNode > 0 {
+		r.Nodes = (r.NTasks + r.NTasksPerNode - 1) / r.NTasksPerNode
 	}
 }
 

@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"fmt"
 	"math"
 	"net"
 	"net/url"
@@ -139,19 +140,26 @@ func (t *Task) validate(site *Site) Errors {
 	if strings.ContainsRune(t.Script, 0) {
 		e("script", "contains a NUL byte")
 	}
-	for k, v := range t.Env {
-		switch {
-		case !validEnvKey(k):
-			e("env."+k, "%q is not a valid environment variable name", k)
-		case strings.HasPrefix(k, "TETHER_"):
-			e("env."+k, "names starting with TETHER_ are reserved for tether")
-		case strings.ContainsRune(v, 0):
-			e("env."+k, "value contains a NUL byte")
+	for _, m := range []struct {
+		key string
+		env map[string]string
+	}{{"env", t.Env}, {"env_prepend", t.EnvPrepend}} {
+		for k, v := range m.env {
+			switch why := ReservedEnv(k); {
+			case !validEnvKey(k):
+				e(m.key+"."+k, "%q is not a valid environment variable name", k)
+			case why != "":
+				e(m.key+"."+k, "%s", why)
+			case strings.ContainsRune(v, 0):
+				e(m.key+"."+k, "value contains a NUL byte")
+			}
 		}
 	}
 	for _, g := range t.PassEnv {
 		if !ValidEnvGlob(g) {
 			e("pass_env", "%q: want a variable name, or a name prefix ending in * (PREFIX_*)", g)
+		} else if why := reservedPassEnv(g); why != "" {
+			e("pass_env", "%q: %s; the submitter's must not reach the job", g, why)
 		}
 	}
 	if len(t.PassEnv) > 0 && site != nil && !site.Env.TaskPass {
@@ -167,10 +175,17 @@ func (t *Task) validate(site *Site) Errors {
 			e(f.key, "must not be negative (got %d)", f.v)
 		}
 	}
-	if r.NTasks > 0 && r.NTasksPerNode > 0 && r.NTasks > max(r.Nodes, 1)*r.NTasksPerNode {
-		e("resources.ntasks", "%d tasks do not fit on %d node(s) with ntasks_per_node = %d", r.NTasks, max(r.Nodes, 1), r.NTasksPerNode)
-	}
-	if r.Nodes > 0 && r.NTasks > 0 && r.NTasks < r.Nodes {
+	// nodes left out with ntasks and ntasks_per_node was derived
+	// (deriveNodes): these are the combinations given in full
+	if r.NTasks > 0 && r.NTasksPerNode > 0 {
+		need := (r.NTasks + r.NTasksPerNode - 1) / r.NTasksPerNode
+		switch nodes := max(r.Nodes, 1); {
+		case need > nodes:
+			e("resources.ntasks", "%d tasks do not fit on %d node(s) with ntasks_per_node = %d: that takes %d nodes (set nodes = %d, or leave nodes out)", r.NTasks, nodes, r.NTasksPerNode, need, need)
+		case need < nodes:
+			e("resources.nodes", "%d nodes with ntasks_per_node = %d and ntasks = %d leave %d node(s) without tasks: %d tasks fill %d node(s) (leave nodes out, or lower ntasks_per_node)", nodes, r.NTasksPerNode, r.NTasks, nodes-need, r.NTasks, need)
+		}
+	} else if r.Nodes > 0 && r.NTasks > 0 && r.NTasks < r.Nodes {
 		e("resources.ntasks", "%d tasks cannot fill %d nodes", r.NTasks, r.Nodes)
 	}
 	if r.Walltime < 0 {
@@ -209,8 +224,29 @@ func (t *Task) validate(site *Site) Errors {
 		e("retry.max_attempts", "must be between 1 and 100 (got %d)", t.Retry.MaxAttempts)
 	}
 	if t.Signals.WarnSignal != "" {
-		if _, ok := SignalNumber(t.Signals.WarnSignal); !ok {
-			e("signals.warn_signal", "unknown signal %q (want USR1, USR2, INT, TERM, HUP, QUIT, ALRM, URG or CONT)", t.Signals.WarnSignal)
+		sig := strings.TrimPrefix(strings.ToUpper(t.Signals.WarnSignal), "SIG")
+		if _, ok := SignalNumber(sig); !ok {
+			e("signals.warn_signal", "unknown signal %q (want USR1, USR2, INT, HUP, QUIT, ALRM, URG or CONT)", t.Signals.WarnSignal)
+		} else if sig == "TERM" {
+			e("signals.warn_signal", "TERM cannot be the warning: the wrapper takes the first SIGTERM as the start of a kill (walltime or cancel), so a TERM warning would be misread once the job has left the scheduler; use USR1 (the default) or USR2")
+		} else if launcher, fromSite := t.launcherFrom(site); launcher != "" {
+			if why := warnReaches(launcher, sig); why != "" {
+				via := launcher
+				if fromSite {
+					via += fmt.Sprintf(" (site %q's [mpi] launcher, for %d ranks)", site.Name, r.TotalTasks())
+				}
+				e("signals.warn_signal", "%s does not reach the ranks through %s: %s", sig, via, why)
+			}
+		}
+	}
+	switch t.Signals.WarnTarget {
+	case "", "main", "group":
+	default:
+		e("signals.warn_target", "unknown target %q (want main or group)", t.Signals.WarnTarget)
+	}
+	if site != nil && t.MPI.Launcher != "" && t.MPI.Launcher != LauncherAuto {
+		if why := launcherFits(t.MPI.Launcher, site); why != "" {
+			e("mpi.launcher", "%s", why)
 		}
 	}
 	if t.Signals.WarnBefore < 0 {
@@ -271,6 +307,11 @@ func (s *Site) validate(src *source) Errors {
 			e("mpi.launcher", "unknown MPI launcher %q (want srun, mpiexec, mpirun or none)", s.MPI.Launcher)
 		}
 	}
+	switch s.MPI.Bind {
+	case "", BindCores, BindNone:
+	default:
+		e("mpi.bind", "unknown binding %q (want cores or none)", s.MPI.Bind)
+	}
 	switch s.MPI.MpiexecStyle {
 	case "", "hostfile", "pals":
 	default:
@@ -279,6 +320,13 @@ func (s *Site) validate(src *source) Errors {
 	for k := range s.MPI.Env {
 		if !validEnvKey(k) {
 			e("mpi.env."+k, "%q is not a valid environment variable name", k)
+		} else if why := ReservedEnv(k); why != "" {
+			e("mpi.env."+k, "%s", why)
+		}
+	}
+	if s.MPI.Launcher != "" && s.MPI.Launcher != LauncherNone {
+		if why := launcherFits(s.MPI.Launcher, s); why != "" {
+			e("mpi.launcher", "%s", why)
 		}
 	}
 	switch s.FileMode {

@@ -8,3 +8,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
 go test -run '^$' -bench . -benchtime "${BENCHTIME:-20x}" ./... 2>&1 | grep -E '^(Benchmark|ok|FAIL|---)' | grep -v 'no test files'
+./scripts/bench-controller.sh

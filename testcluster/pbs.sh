@@ -39,6 +39,7 @@ env = { OMPI_ALLOW_RUN_AS_ROOT = "1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM = "1" }
 [poll]
 min_interval = "1s"
 max_interval = "5s"
+max_queries_per_minute = 120
 
 [pbs]
 bin_dir = "$bin"

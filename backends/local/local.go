@@ -65,6 +65,9 @@ type Backend struct {
 	// afterShimStart, when a test sets it, runs in Submit right after the
 	// supervisor has started, before Submit records its pid.
 	afterShimStart func(ctx context.Context, jobPath string)
+	// beforeShimStart, when a test sets it, runs in Submit after the job
+	// file is written and before the supervisor starts.
+	beforeShimStart func(ctx context.Context, jobPath string)
 }
 
 // New returns a backend spooling under dir (created at the first submit).
@@ -140,6 +143,9 @@ func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends
 	j := &Job{ID: id, Request: req, KillWait: b.KillWait, State: backends.Pending, Submit: b.Now().UTC(), Host: host, Env: req.Env}
 	if err := writeJob(path, j); err != nil {
 		return "", fmt.Errorf("local backend: %w", err)
+	}
+	if b.beforeShimStart != nil {
+		b.beforeShimStart(ctx, path)
 	}
 	cmd := exec.Command(b.Shim[0], append(append([]string{}, b.Shim[1:]...), path)...)
 	cmd.Stdout, cmd.Stderr = logf, logf

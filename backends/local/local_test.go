@@ -216,7 +216,9 @@ func TestCancelBeforeSupervisorStarts(t *testing.T) {
 	ctx := context.Background()
 	req := request(t, "run-5.1", "touch ran")
 	var cerr error
-	b.afterShimStart = func(_ context.Context, jobPath string) {
+	// before the supervisor starts (a hook after its start raced a
+	// loaded machine: the supervisor could have started the wrapper)
+	b.beforeShimStart = func(_ context.Context, jobPath string) {
 		// the supervisor has not recorded itself yet, nor has Submit
 		cerr = b.Cancel(ctx, backends.JobID(filepath.Base(jobPath[:len(jobPath)-len(".json")])))
 	}

@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/tether-hpc/tether/backends"
-	"github.com/tether-hpc/tether/backends/internal/slurm"
+	"github.com/tether-hpc/tether/internal/units"
 )
 
 // qstatDoc is the part of `qstat -f -F json` tether reads.
@@ -262,7 +264,7 @@ func (j qstatJob) status(id string) backends.JobStatus {
 		Walltime string `json:"walltime"`
 	}
 	if json.Unmarshal(j.ResourceList, &rl) == nil && rl.Walltime != "" && !st.Start.IsZero() {
-		st.Deadline = st.Start.Add(slurm.ParseLimit(rl.Walltime))
+		st.Deadline = st.Start.Add(units.ParseLimit(rl.Walltime))
 	}
 	sub, _ := strconv.Atoi(j.Substate.String())
 	switch j.JobState {
@@ -331,4 +333,77 @@ func finished(exit *int, substate int) (backends.State, *int, int, string) {
 		return backends.Failed, nil, e - 256, ""
 	}
 	return backends.Failed, exit, 0, ""
+}
+
+// qstatQueues is `qstat -Qf -F json` with the server's default queue
+// (`qstat -Bf -F json`).
+type qstatQueues struct {
+	Queue map[string]struct {
+		QueueType    string         `json:"queue_type"`
+		ResourcesMax map[string]any `json:"resources_max"`
+		Enabled      string         `json:"enabled"`
+		Started      string         `json:"started"`
+	} `json:"Queue"`
+}
+
+type qstatServer struct {
+	Server map[string]struct {
+		DefaultQueue string `json:"default_queue"`
+	} `json:"Server"`
+}
+
+// ParseQueues reads the execution queues and their resources_max limits
+// (walltime, nodect, ncpus) from `qstat -Qf -F json`; defaultQueue (from
+// the server's default_queue) is marked Default. Routing queues are left
+// out: their limits are their destinations'.
+func ParseQueues(raw []byte, defaultQueue string) ([]backends.Partition, error) {
+	var q qstatQueues
+	if err := decodeQstat(raw, &q); err != nil {
+		return nil, err
+	}
+	var out []backends.Partition
+	for _, name := range slices.Sorted(maps.Keys(q.Queue)) {
+		e := q.Queue[name]
+		if e.QueueType != "" && !strings.EqualFold(e.QueueType, "Execution") {
+			continue
+		}
+		p := backends.Partition{
+			Name:     name,
+			Kind:     "queue",
+			Default:  name == defaultQueue,
+			Up:       strings.EqualFold(e.Started, "True"),
+			Inactive: !strings.EqualFold(e.Enabled, "True"),
+		}
+		if w, ok := e.ResourcesMax["walltime"].(string); ok {
+			p.MaxTime = units.ParseLimit(w)
+		}
+		p.MaxNodes = jsonInt(e.ResourcesMax["nodect"])
+		p.MaxCPUs = jsonInt(e.ResourcesMax["ncpus"])
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// ParseDefaultQueue reads the server's default_queue from `qstat -Bf -F json`.
+func ParseDefaultQueue(raw []byte) string {
+	var s qstatServer
+	if decodeQstat(raw, &s) != nil {
+		return ""
+	}
+	for _, e := range s.Server {
+		return e.DefaultQueue
+	}
+	return ""
+}
+
+// jsonInt reads a qstat JSON number (or a string holding one); 0 if none.
+func jsonInt(v any) int {
+	switch x := v.(type) {
+	case float64:
+		return int(x)
+	case string:
+		n, _ := strconv.Atoi(x)
+		return n
+	}
+	return 0
 }

@@ -194,25 +194,28 @@ func TestArgs(t *testing.T) {
 	req := backends.JobRequest{Name: "n", Stdout: "/r/out", Stderr: "/r/err", Script: "/r/job.sh",
 		Nodes: 2, NTasksPerNode: 4, CPUsPerTask: 2, GPUsPerTask: 1, MemoryMiB: 4096, Walltime: 90*time.Minute + time.Second,
 		Partition: "workq", Account: "proj", ExtraArgs: []string{"-W", "depend=afterok:1"}}
-	got := strings.Join(Args(req, ""), " ")
-	want := "-N n -o /r/out -e /r/err -r n -l select=2:ncpus=8:mpiprocs=4:ngpus=4:mem=4096mb -l walltime=01:30:01 -l place=scatter -q workq -A proj -W depend=afterok:1 /r/job.sh"
+	got := strings.Join(Args(req, Options{}), " ")
+	want := "-N n -o /r/out -e /r/err -k oed -r n -l select=2:ncpus=8:mpiprocs=4:ompthreads=2:ngpus=4:mem=4096mb -l walltime=01:30:01 -l place=scatter -q workq -A proj -W depend=afterok:1 /r/job.sh"
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
 	// the environment the site's policy passes: names only, never -V
 	req.Env = map[string]string{"B_VAR": "x,y", "A_VAR": "it's"}
-	if got := strings.Join(Args(req, ""), " "); !strings.Contains(got, " -v A_VAR,B_VAR ") || strings.Contains(got, "-V") || strings.Contains(got, "x,y") {
+	if got := strings.Join(Args(req, Options{}), " "); !strings.Contains(got, " -v A_VAR,B_VAR ") || strings.Contains(got, "-V") || strings.Contains(got, "x,y") {
 		t.Errorf("with env: %s", got)
 	}
 	req.Env = nil
-	if got := strings.Join(Args(req, "scatter:excl"), " "); !strings.Contains(got, " -l place=scatter:excl ") {
+	if got := strings.Join(Args(req, Options{Stageout: true}), " "); strings.Contains(got, " -k ") {
+		t.Errorf("stage-out: %s", got)
+	}
+	if got := strings.Join(Args(req, Options{Place: "scatter:excl"}), " "); !strings.Contains(got, " -l place=scatter:excl ") {
 		t.Errorf("site place: %s", got)
 	}
-	if got := strings.Join(Args(req, "none"), " "); strings.Contains(got, "place") {
+	if got := strings.Join(Args(req, Options{Place: "none"}), " "); strings.Contains(got, "place") {
 		t.Errorf("place none: %s", got)
 	}
 	req.Nodes = 1
-	if got := strings.Join(Args(req, "scatter:excl"), " "); strings.Contains(got, "place") {
+	if got := strings.Join(Args(req, Options{Place: "scatter:excl"}), " "); strings.Contains(got, "place") {
 		t.Errorf("one node: %s", got)
 	}
 	if s := Select(backends.JobRequest{NTasks: 4}); s != "1:ncpus=4:mpiprocs=4" {
@@ -250,5 +253,25 @@ func TestPBSName(t *testing.T) {
 		if got := pbsName(in); got != want {
 			t.Errorf("pbsName(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// The queue limits of a real OpenPBS 23.06 server (captured after qmgr's
+// "set queue workq resources_max.walltime=01:00:00").
+func TestParseQueuesCaptured(t *testing.T) {
+	raw, err := os.ReadFile("testdata/openpbs-qstat-Qf-walltime.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, err := ParseQueues(raw, "workq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := backends.Partition{Name: "workq", Kind: "queue", Default: true, Up: true, MaxTime: time.Hour}
+	if len(parts) != 1 || parts[0] != want {
+		t.Errorf("queues %+v, want [%+v]", parts, want)
+	}
+	if d := ParseDefaultQueue([]byte(`{"timestamp":1,"Server":{"pbshost":{"server_state":"Active","default_queue":"workq"}}}`)); d != "workq" {
+		t.Errorf("default queue %q", d)
 	}
 }

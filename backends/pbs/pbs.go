@@ -12,30 +12,29 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/backends/internal/cli"
 	"github.com/tether-hpc/tether/internal/shellquote"
+	"github.com/tether-hpc/tether/internal/units"
 )
 
-// Backend is the PBS backend.
+// Backend is the PBS backend. Its Runner holds BinDir (qsub, qstat, qdel;
+// "" = $PATH), Env (added to the commands' environment) and Timeout
+// (bounds one command), and counts the PBS commands run (Calls).
 type Backend struct {
-	BinDir string
-	Env    map[string]string
+	cli.Runner
 	Server string // appended to job ids qsub prints without one
 	// Place is the -l place of multi-node jobs ("" = scatter, "none" = the
 	// server's default).
-	Place   string
-	Timeout time.Duration
-	calls   atomic.Int64
+	Place string
+	// Stageout lets the MoM copy stdout/stderr to the run directory at the
+	// job's end instead of writing them there as the job runs (-k oed).
+	Stageout bool
 }
 
 var (
@@ -45,101 +44,64 @@ var (
 	_ backends.Pinger    = (*Backend)(nil)
 )
 
-// New returns a backend.
+// New returns a backend. Its commands do not inherit a TETHER_TAG of
+// tether's own environment (tether running inside a tether job): qsub -V
+// would copy it next to the -v one.
 func New(binDir, server string, env map[string]string) *Backend {
-	return &Backend{BinDir: binDir, Server: server, Env: env, Timeout: 60 * time.Second}
-}
-
-// Calls is how many PBS commands the backend has run.
-func (b *Backend) Calls() int64 { return b.calls.Load() }
-
-func (b *Backend) bin(name string) string {
-	if b.BinDir == "" {
-		return name
-	}
-	return filepath.Join(b.BinDir, name)
+	return &Backend{Runner: cli.Runner{BinDir: binDir, Env: env, Timeout: 60 * time.Second, Hide: []string{tagVar}}, Server: server}
 }
 
 // tagVar is the job variable (qsub -v, Variable_List in qstat -f) that
 // carries the request's tag, so FindByTag can find the job again.
 const tagVar = "TETHER_TAG"
 
-func (b *Backend) environ() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		// qsub -V would copy a TETHER_TAG of our own environment (tether
-		// running inside a tether job) next to the -v one.
-		if !strings.HasPrefix(kv, tagVar+"=") {
-			env = append(env, kv)
-		}
-	}
-	keys := make([]string, 0, len(b.Env))
-	for k := range b.Env {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		env = append(env, k+"="+b.Env[k])
-	}
-	return env
-}
-
-// cmdResult is a finished PBS command.
-type cmdResult struct {
-	stdout, stderr []byte
-	code           int
-}
-
-func (b *Backend) run(ctx context.Context, name string, args ...string) (cmdResult, error) {
-	return b.runEnv(ctx, nil, name, args...)
-}
-
-// runEnv runs a PBS command with jobEnv added to its environment (qsub
-// -v NAME takes the value from there).
-func (b *Backend) runEnv(ctx context.Context, jobEnv map[string]string, name string, args ...string) (cmdResult, error) {
-	if b.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, b.Timeout)
-		defer cancel()
-	}
-	b.calls.Add(1)
-	cmd := exec.CommandContext(ctx, b.bin(name), args...)
-	cmd.Env = b.environ()
-	cmd.Env = append(cmd.Env, backends.EnvList(jobEnv)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	// A process the command left behind holding its output open must not
-	// hold the backend too.
-	cmd.WaitDelay = 5 * time.Second
-	err := cmd.Run()
-	r := cmdResult{stdout: out.Bytes(), stderr: errb.Bytes()}
-	var ee *exec.ExitError
+// failures reads the PBS commands' failures: a server that cannot be
+// contacted, and qsub's definite refusals (qsubRefused). Every other
+// failure is cli.Unknown: ErrUnavailable, and a qsub's job may have been
+// queued.
+func failures(r cli.Result) cli.Class {
 	switch {
-	case err == nil:
-	case ctx.Err() != nil:
-		return r, fmt.Errorf("%w: %s timed out", backends.ErrUnavailable, name)
-	case errors.As(err, &ee):
-		r.code = ee.ExitCode()
-	case errors.Is(err, exec.ErrWaitDelay) && cmd.ProcessState != nil:
-		r.code = cmd.ProcessState.ExitCode()
-	default:
-		return r, fmt.Errorf("%w: cannot run %s: %w", backends.ErrUnavailable, b.bin(name), err)
+	case unreachable(r):
+		return cli.Unavailable
+	case r.Name == "qsub" && qsubRefused(r):
+		return cli.Refused
 	}
-	return r, nil
+	return cli.Unknown
 }
 
 // unreachable recognises a PBS server that cannot be contacted.
-func unreachable(r cmdResult) bool {
-	s := string(r.stderr)
-	return r.code == 162 || r.code == 255 || strings.Contains(s, "cannot connect to server") ||
+func unreachable(r cli.Result) bool {
+	s := string(r.Stderr)
+	return r.Code == 162 || r.Code == 255 || strings.Contains(s, "cannot connect to server") ||
 		strings.Contains(s, "Couldn't connect to cluster") || strings.Contains(s, "Connection refused") ||
 		strings.Contains(s, "System call failure")
 }
 
-// Args builds the qsub command line for a request; place is the site's
-// -l place for multi-node jobs ("" = scatter, "none" = none).
-func Args(req backends.JobRequest, place string) []string {
+// Options are the site's choices that shape every qsub command line.
+type Options struct {
+	// Place is the -l place for multi-node jobs ("" = scatter, "none" =
+	// none).
+	Place string
+	// Stageout: no -k oed; PBS copies the output back at the job's end.
+	Stageout bool
+}
+
+func (b *Backend) options() Options { return Options{Place: b.Place, Stageout: b.Stageout} }
+
+// Args builds the qsub command line for a request.
+//
+// stdout and stderr are written in place, in the run directory, as the
+// job runs (-k oed, "direct write"): tether logs can follow a running PBS
+// job, and a job's output is complete once its wrapper has written the
+// exit file. With the MoM's stage-out, the output appears only when the
+// copy at the job's end has finished (and a reader may see it half
+// copied).
+func Args(req backends.JobRequest, o Options) []string {
+	place := o.Place
 	a := []string{"-N", pbsName(req.Name), "-o", req.Stdout, "-e", req.Stderr}
+	if !o.Stageout {
+		a = append(a, "-k", "oed")
+	}
 	// Not -V (the whole environment): -v with the names the site's
 	// policy passes; qsub takes their values from its own environment
 	// (jobEnviron), so commas and quotes in values need no escaping.
@@ -164,8 +126,7 @@ func Args(req backends.JobRequest, place string) []string {
 	}
 	a = append(a, "-l", "select="+Select(req))
 	if req.Walltime > 0 {
-		s := int((req.Walltime + time.Second - 1) / time.Second)
-		a = append(a, "-l", fmt.Sprintf("walltime=%02d:%02d:%02d", s/3600, s/60%60, s%60))
+		a = append(a, "-l", "walltime="+units.FormatHMS(req.Walltime))
 	}
 	if place == "" {
 		place = "scatter"
@@ -192,6 +153,11 @@ func Select(req backends.JobRequest) string {
 	}
 	cpt := max(req.CPUsPerTask, 1)
 	s := fmt.Sprintf("%d:ncpus=%d:mpiprocs=%d", nodes, perNode*cpt, perNode)
+	if req.CPUsPerTask > 0 {
+		// without ompthreads PBS sets OMP_NUM_THREADS to the chunk's
+		// ncpus: every rank would start ncpus threads
+		s += fmt.Sprintf(":ompthreads=%d", cpt)
+	}
 	if req.GPUsPerTask > 0 {
 		s += fmt.Sprintf(":ngpus=%d", req.GPUsPerTask*perNode)
 	}
@@ -229,8 +195,8 @@ func pbsName(n string) string {
 
 // Describe shows the qsub command line.
 func (b *Backend) Describe(req backends.JobRequest) string {
-	parts := []string{shellquote.Quote(b.bin("qsub"))}
-	for _, a := range Args(req, b.Place) {
+	parts := []string{shellquote.Quote(b.Bin("qsub"))}
+	for _, a := range Args(req, b.options()) {
 		parts = append(parts, shellquote.Quote(a))
 	}
 	return strings.Join(parts, " ")
@@ -240,28 +206,26 @@ func (b *Backend) Describe(req backends.JobRequest) string {
 // that timed out, printed no job id or failed in a way not known to be a
 // refusal may have queued the job: ErrUnavailable, and FindByTag finds it.
 func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends.JobID, error) {
-	r, err := b.runEnv(ctx, req.Env, "qsub", Args(req, b.Place)...)
-	if err != nil {
-		return "", fmt.Errorf("%w (the job may have been queued)", err)
-	}
-	return b.qsubResult(r)
+	r, err := b.Run(ctx, req.Env, "qsub", Args(req, b.options())...)
+	return b.qsubResult(r, err)
 }
 
 // qsubResult reads the job id qsub printed, or classifies its failure.
-func (b *Backend) qsubResult(r cmdResult) (backends.JobID, error) {
-	msg := qsubMessage(r.stderr)
-	switch {
-	case r.code == 0:
-	case unreachable(r):
-		return "", fmt.Errorf("%w: %s", backends.ErrUnavailable, msg)
-	case qsubRefused(r):
-		return "", fmt.Errorf("%w: %s (exit %d)", backends.ErrRejected, msg, r.code)
-	default:
-		return "", fmt.Errorf("%w: %s (exit %d; the job may have been queued)", backends.ErrUnavailable, msg, r.code)
+func (b *Backend) qsubResult(r cli.Result, err error) (backends.JobID, error) {
+	if err == nil {
+		err = r.Err(failures)
 	}
-	id := jobIDLine(string(r.stdout))
+	var ce *cli.Error
+	switch {
+	case err == nil:
+	case errors.Is(err, backends.ErrNotSent), errors.As(err, &ce) && ce.Class != cli.Unknown:
+		return "", err
+	default:
+		return "", fmt.Errorf("%w (the job may have been queued)", err)
+	}
+	id := jobIDLine(string(r.Stdout))
 	if id == "" {
-		return "", fmt.Errorf("%w: qsub printed %q, not a job id (the job may have been queued)", backends.ErrUnavailable, r.stdout)
+		return "", fmt.Errorf("%w: qsub printed %q, not a job id (the job may have been queued)", backends.ErrUnavailable, r.Stdout)
 	}
 	if !strings.Contains(id, ".") && b.Server != "" {
 		id += "." + b.Server
@@ -280,26 +244,6 @@ func jobIDLine(out string) string {
 		}
 	}
 	return ""
-}
-
-// qsubMessage is qsub's stderr on one line, without its usage text, and
-// starting with "qsub:".
-func qsubMessage(stderr []byte) string {
-	var parts []string
-	for _, l := range strings.Split(strings.TrimSpace(string(stderr)), "\n") {
-		l = strings.TrimSpace(l)
-		if strings.HasPrefix(l, "usage:") {
-			break
-		}
-		if l != "" {
-			parts = append(parts, l)
-		}
-	}
-	msg := strings.Join(parts, " ")
-	if !strings.HasPrefix(msg, "qsub") {
-		msg = "qsub: " + msg
-	}
-	return msg
 }
 
 // qsubRefusals are the messages of a qsub that refused the job for good:
@@ -333,9 +277,9 @@ var qsubRefusals = []string{
 
 // qsubRefused recognises a definite refusal: a known PBS message, or
 // qsub's usage error for an option it cannot parse (exit 2).
-func qsubRefused(r cmdResult) bool {
-	s := string(r.stderr)
-	if r.code == 2 && strings.Contains(s, "usage: qsub") {
+func qsubRefused(r cli.Result) bool {
+	s := string(r.Stderr)
+	if r.Code == 2 && strings.Contains(s, "usage: qsub") {
 		return true
 	}
 	for _, m := range qsubRefusals {
@@ -357,23 +301,22 @@ func (b *Backend) Query(ctx context.Context, ids []backends.JobID) (map[backends
 	}
 	if len(args) == 4 {
 		// no jobs: check that the server answers
-		r, err := b.run(ctx, "qstat", "-B")
-		if err != nil {
+		if _, err := b.Output(ctx, failures, nil, "qstat", "-B"); err != nil {
 			return nil, err
-		}
-		if r.code != 0 {
-			return nil, fmt.Errorf("%w: qstat -B: %s", backends.ErrUnavailable, strings.TrimSpace(string(r.stderr)))
 		}
 		return map[backends.JobID]backends.JobStatus{}, nil
 	}
-	r, err := b.run(ctx, "qstat", args...)
+	r, err := b.Run(ctx, nil, "qstat", args...)
 	if err != nil {
 		return nil, err
 	}
-	if r.code != 0 && (unreachable(r) || len(bytes.TrimSpace(r.stdout)) == 0) && !onlyUnknown(r.stderr) {
-		return nil, fmt.Errorf("%w: qstat: %s (exit %d)", backends.ErrUnavailable, strings.TrimSpace(string(r.stderr)), r.code)
+	// qstat fails for ids it does not know, and prints the others
+	if (unreachable(r) || len(bytes.TrimSpace(r.Stdout)) == 0) && !onlyUnknown(r.Stderr) {
+		if err := r.Err(failures); err != nil {
+			return nil, err
+		}
 	}
-	out, err := ParseQstat(r.stdout)
+	out, err := ParseQstat(r.Stdout)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", backends.ErrUnavailable, err)
 	}
@@ -388,14 +331,11 @@ func (b *Backend) FindByTag(ctx context.Context, tag string) (backends.JobID, bo
 	if tag == "" {
 		return "", false, nil
 	}
-	r, err := b.run(ctx, "qstat", "-x", "-f", "-F", "json")
+	out, err := b.Output(ctx, failures, nil, "qstat", "-x", "-f", "-F", "json")
 	if err != nil {
 		return "", false, err
 	}
-	if r.code != 0 {
-		return "", false, fmt.Errorf("%w: qstat: %s (exit %d)", backends.ErrUnavailable, strings.TrimSpace(string(r.stderr)), r.code)
-	}
-	id, ok, err := findTagged(r.stdout, tag)
+	id, ok, err := findTagged(out, tag)
 	if err != nil {
 		return "", false, fmt.Errorf("%w: %w", backends.ErrUnavailable, err)
 	}
@@ -424,19 +364,16 @@ func validID(id string) bool {
 	return err == nil && !strings.ContainsAny(id, "[] ")
 }
 
-// Cancel runs qdel; a finished or unknown job needs no cancel.
+// Cancel runs qdel; a finished (exit 35, PBSE_BADSTATE) or unknown (153,
+// PBSE_UNKJOBID) job needs no cancel. Any other failure is
+// ErrUnavailable: the cancel is issued again.
 func (b *Backend) Cancel(ctx context.Context, id backends.JobID) error {
-	r, err := b.run(ctx, "qdel", string(id))
-	if err != nil {
-		return err
-	}
-	switch {
-	case r.code == 0, r.code == 35, r.code == 153:
+	_, err := b.Output(ctx, failures, nil, "qdel", string(id))
+	var ce *cli.Error
+	if errors.As(err, &ce) && (ce.Code == 35 || ce.Code == 153) {
 		return nil
-	case unreachable(r):
-		return fmt.Errorf("%w: qdel: %s", backends.ErrUnavailable, strings.TrimSpace(string(r.stderr)))
 	}
-	return fmt.Errorf("qdel %s: %s (exit %d)", id, strings.TrimSpace(string(r.stderr)), r.code)
+	return err
 }
 
 // Ping checks that the server answers.
@@ -445,4 +382,23 @@ func (b *Backend) Ping(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return "PBS server answers (qstat -B)", nil
+}
+
+// Partitions lists the execution queues and their resources_max limits
+// (`qstat -Qf -F json`), the server's default queue marked (`qstat -Bf -F
+// json`): two calls, made only when the site's cached list is stale.
+func (b *Backend) Partitions(ctx context.Context) ([]backends.Partition, error) {
+	srv, err := b.Output(ctx, failures, nil, "qstat", "-Bf", "-F", "json")
+	if err != nil {
+		return nil, err
+	}
+	raw, err := b.Output(ctx, failures, nil, "qstat", "-Qf", "-F", "json")
+	if err != nil {
+		return nil, err
+	}
+	parts, err := ParseQueues(raw, ParseDefaultQueue(srv))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", backends.ErrUnavailable, err)
+	}
+	return parts, nil
 }

@@ -9,19 +9,20 @@ import (
 	"testing"
 
 	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/backends/internal/cli"
 )
 
 // The tag goes to the job as a variable (qsub -v), which qstat -f shows in
 // Variable_List (capture 12: "-v FOO=bar" gives "FOO":"bar").
 func TestArgsTag(t *testing.T) {
 	req := backends.JobRequest{Name: "n", Stdout: "/o", Stderr: "/e", Script: "/job.sh", Tag: "tether:sim-20260101T000000-abcdef:2"}
-	got := strings.Join(Args(req, ""), " ")
-	if !strings.HasPrefix(got, "-N n -o /o -e /e -v TETHER_TAG=tether:sim-20260101T000000-abcdef:2 -r n ") {
+	got := strings.Join(Args(req, Options{}), " ")
+	if !strings.HasPrefix(got, "-N n -o /o -e /e -k oed -v TETHER_TAG=tether:sim-20260101T000000-abcdef:2 -r n ") {
 		t.Errorf("args: %s", got)
 	}
 	for _, bad := range []string{"a,b", "a'b", `a"b`, "a b"} {
 		req.Tag = bad
-		if got := strings.Join(Args(req, ""), " "); strings.Contains(got, "TETHER_TAG") {
+		if got := strings.Join(Args(req, Options{}), " "); strings.Contains(got, "TETHER_TAG") {
 			t.Errorf("tag %q that qsub -v would mangle was sent: %s", bad, got)
 		}
 	}
@@ -31,7 +32,7 @@ func TestArgsTag(t *testing.T) {
 func TestEnvironDropsTag(t *testing.T) {
 	t.Setenv("TETHER_TAG", "tether:outer:1")
 	b := New("", "", map[string]string{"PBSEMU_HOME": "/x"})
-	env := b.environ()
+	env := b.Environ()
 	if slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "TETHER_TAG=") }) {
 		t.Errorf("TETHER_TAG passed to qsub")
 	}
@@ -81,7 +82,7 @@ func TestQsubResult(t *testing.T) {
 		{"unknown", 99, "", "qsub: something new\n", unavailable, ""},
 	} {
 		b := &Backend{Server: "srv"}
-		id, err := b.qsubResult(cmdResult{stdout: []byte(c.stdout), stderr: []byte(c.stderr), code: c.code})
+		id, err := b.qsubResult(cli.Result{Name: "qsub", Stdout: []byte(c.stdout), Stderr: []byte(c.stderr), Code: c.code}, nil)
 		switch c.want {
 		case ok:
 			if err != nil || string(id) != c.id {

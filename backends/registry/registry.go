@@ -35,6 +35,7 @@ func Open(site *schema.Site, opts Options) (backends.Backend, error) {
 	case schema.BackendPBS:
 		b := pbs.New(site.PBS.BinDir, site.PBS.Server, site.PBS.Env)
 		b.Place = site.PBS.Place
+		b.Stageout = site.PBS.Stageout
 		return b, nil
 	case schema.BackendSbatch:
 		return sbatch.New(site.Sbatch.BinDir, site.Sbatch.Env, site.Sbatch.UseAccounting()), nil
@@ -50,7 +51,11 @@ func openREST(site *schema.Site, opts Options) (backends.Backend, error) {
 	var tok slurmrest.TokenSource
 	switch {
 	case c.TokenFile != "":
-		tok = &slurmrest.FileToken{Path: c.TokenFile}
+		ft := &slurmrest.FileToken{Path: c.TokenFile}
+		if opts.Log != nil {
+			ft.Warn = opts.Log.Warn
+		}
+		tok = ft
 	case c.TokenEnv != "":
 		tok = slurmrest.EnvToken{Name: c.TokenEnv}
 	case len(c.TokenCommand) > 0:

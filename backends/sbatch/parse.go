@@ -6,35 +6,51 @@ import (
 
 	"github.com/tether-hpc/tether/backends"
 	"github.com/tether-hpc/tether/backends/internal/slurm"
+	"github.com/tether-hpc/tether/internal/units"
 )
 
-// ParseSqueue reads the output of squeue -h -O squeueFormat. Lines that do
-// not parse are skipped.
-func ParseSqueue(raw []byte) []backends.JobStatus {
+// columns says where each field stands in a line of squeue or sacct
+// output, and how its exit field reads.
+type columns struct {
+	split                                                     int // strings.SplitN's n; -1 for all
+	id, state, reason, exit, nodes, submit, start, end, limit int
+	readExit                                                  func(string) (code, sig int, ok bool)
+}
+
+var (
+	// squeueColumns: squeue -h -O squeueFormat (its reason may hold "|").
+	squeueColumns = columns{split: 10, id: 0, state: 1, reason: 2, exit: 3, nodes: 4, submit: 5, start: 6, end: 7, limit: 8, readExit: squeueExit}
+	// sacctColumns: sacct -n -P -X --format=sacctFormat.
+	sacctColumns = columns{split: -1, id: 0, state: 1, exit: 2, reason: 3, nodes: 4, submit: 5, start: 6, end: 7, limit: 8, readExit: slurm.ParseExitPair}
+)
+
+// parseLines reads the jobs of squeue or sacct output. Lines that do not
+// parse are skipped, and so are array and het job ids (not tether's).
+func parseLines(raw []byte, c columns) []backends.JobStatus {
 	var out []backends.JobStatus
 	for _, line := range strings.Split(string(raw), "\n") {
-		f := strings.SplitN(strings.TrimRight(line, "\r"), "|", 10)
+		f := strings.SplitN(strings.TrimRight(line, "\r"), "|", c.split)
 		if len(f) < 9 {
 			continue
 		}
-		id := strings.TrimSpace(f[0])
+		id := strings.TrimSpace(f[c.id])
 		if _, err := strconv.ParseUint(id, 10, 64); err != nil {
-			continue // array or het job ids are not tether's
+			continue
 		}
 		st := backends.JobStatus{
 			ID:     backends.JobID(id),
-			Native: strings.TrimSpace(f[1]),
-			Reason: reason(f[2]),
-			Nodes:  slurm.ExpandHostlist(f[4]),
-			Submit: slurm.ParseTime(f[5]),
-			Start:  slurm.ParseTime(f[6]),
-			End:    slurm.ParseTime(f[7]),
+			Native: strings.TrimSpace(f[c.state]),
+			Reason: reason(f[c.reason]),
+			Nodes:  slurm.ExpandHostlist(f[c.nodes]),
+			Submit: slurm.ParseTime(f[c.submit]),
+			Start:  slurm.ParseTime(f[c.start]),
+			End:    slurm.ParseTime(f[c.end]),
 		}
 		st.State = slurm.MapState(st.Native)
-		if code, sig, ok := squeueExit(f[3]); ok && st.State.Terminal() {
+		if code, sig, ok := c.readExit(f[c.exit]); ok && st.State.Terminal() {
 			setExit(&st, code, sig)
 		}
-		if lim := slurm.ParseLimit(f[8]); lim > 0 && !st.Start.IsZero() {
+		if lim := units.ParseLimit(f[c.limit]); lim > 0 && !st.Start.IsZero() {
 			st.Deadline = st.Start.Add(lim)
 		}
 		out = append(out, st)
@@ -42,34 +58,13 @@ func ParseSqueue(raw []byte) []backends.JobStatus {
 	return out
 }
 
+// ParseSqueue reads the output of squeue -h -O squeueFormat.
+func ParseSqueue(raw []byte) []backends.JobStatus { return parseLines(raw, squeueColumns) }
+
 // ParseSacct reads sacct -n -P -X --format=sacctFormat.
 func ParseSacct(raw []byte) map[backends.JobID]backends.JobStatus {
 	out := map[backends.JobID]backends.JobStatus{}
-	for _, line := range strings.Split(string(raw), "\n") {
-		f := strings.Split(strings.TrimRight(line, "\r"), "|")
-		if len(f) < 9 {
-			continue
-		}
-		id := strings.TrimSpace(f[0])
-		if _, err := strconv.ParseUint(id, 10, 64); err != nil {
-			continue
-		}
-		st := backends.JobStatus{
-			ID:     backends.JobID(id),
-			Native: strings.TrimSpace(f[1]),
-			Reason: reason(f[3]),
-			Nodes:  slurm.ExpandHostlist(f[4]),
-			Submit: slurm.ParseTime(f[5]),
-			Start:  slurm.ParseTime(f[6]),
-			End:    slurm.ParseTime(f[7]),
-		}
-		st.State = slurm.MapState(st.Native)
-		if code, sig, ok := slurm.ParseExitPair(f[2]); ok && st.State.Terminal() {
-			setExit(&st, code, sig)
-		}
-		if lim := slurm.ParseLimit(f[8]); lim > 0 && !st.Start.IsZero() {
-			st.Deadline = st.Start.Add(lim)
-		}
+	for _, st := range parseLines(raw, sacctColumns) {
 		out[st.ID] = st
 	}
 	return out

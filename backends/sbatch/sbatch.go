@@ -5,136 +5,56 @@
 package sbatch
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"maps"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/backends/internal/cli"
 	"github.com/tether-hpc/tether/backends/internal/slurm"
 	"github.com/tether-hpc/tether/internal/shellquote"
 )
 
-// Backend is the Slurm CLI backend.
+// Backend is the Slurm CLI backend. Its Runner holds BinDir (sbatch,
+// squeue, sacct, scancel; "" = $PATH), Env (added to the commands'
+// environment, e.g. SLURM_CONF) and Timeout (bounds one command), and
+// counts the Slurm commands run (Calls).
 type Backend struct {
-	// BinDir holds sbatch, squeue, sacct, scancel ("" = $PATH).
-	BinDir string
-	// Env is added to the commands' environment (e.g. SLURM_CONF).
-	Env map[string]string
-	// Timeout bounds one command.
-	Timeout time.Duration
+	cli.Runner
 	// Accounting enables the sacct fallback for jobs that left the controller.
 	Accounting bool
-
-	calls atomic.Int64
 }
 
-// Calls is how many Slurm commands this backend has run.
-func (b *Backend) Calls() int64 { return b.calls.Load() }
-
-// New returns a backend.
+// New returns a backend. Its commands do not inherit SLURM_JWT (which
+// makes sbatch and srun try JWT auth).
 func New(binDir string, env map[string]string, accounting bool) *Backend {
-	return &Backend{BinDir: binDir, Env: env, Timeout: 60 * time.Second, Accounting: accounting}
+	return &Backend{Runner: cli.Runner{BinDir: binDir, Env: env, Timeout: 60 * time.Second, Hide: []string{"SLURM_JWT"}}, Accounting: accounting}
 }
 
 // Backend implements backends.Backend.
 var _ backends.Backend = (*Backend)(nil)
 
-func (b *Backend) bin(name string) string {
-	if b.BinDir == "" {
-		return name
+// failures reads the Slurm commands' failures (cli.Stderr(err) gives a
+// failure's stderr): the definite refusals of a request
+// (slurm.SbatchRefusal: Slurm's own refusals, sbatch's option errors) and
+// an sbatch that gave up connecting (slurmctld never saw the job). Every
+// other failure of every command is cli.Unknown: ErrUnavailable (an
+// unknown error is transient: retrying later may work).
+func failures(r cli.Result) cli.Class {
+	if r.Name != "sbatch" {
+		return cli.Unknown
 	}
-	return filepath.Join(b.BinDir, name)
-}
-
-// environ is the commands' environment: the caller's, without SLURM_JWT
-// (which makes sbatch and srun try JWT auth), plus the site's additions.
-func (b *Backend) environ() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "SLURM_JWT=") {
-			continue
-		}
-		env = append(env, kv)
+	if _, refused := slurm.SbatchRefusal(string(r.Stderr)); refused {
+		return cli.Refused
 	}
-	keys := make([]string, 0, len(b.Env))
-	for k := range b.Env {
-		keys = append(keys, k)
+	if strings.Contains(string(r.Stderr), "Unable to contact slurm controller") {
+		return cli.NotSent
 	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		env = append(env, k+"="+b.Env[k])
-	}
-	return env
-}
-
-// cmdError is a failed Slurm command with its stderr.
-type cmdError struct {
-	name   string
-	code   int
-	stderr string
-	err    error
-}
-
-func (e *cmdError) Error() string {
-	msg := strings.TrimSpace(e.stderr)
-	if msg == "" {
-		msg = e.err.Error()
-	}
-	if strings.HasPrefix(msg, e.name+":") {
-		return msg // Slurm's messages name the command already
-	}
-	return fmt.Sprintf("%s: %s", e.name, msg)
-}
-
-// run executes a Slurm command. Every failure wraps ErrUnavailable (an
-// unknown error is transient: retrying later may work) with the command's
-// stderr in a *cmdError; only Submit turns the definite refusals among
-// them into ErrRejected.
-func (b *Backend) run(ctx context.Context, name string, args ...string) ([]byte, error) {
-	return b.runEnv(ctx, nil, name, args...)
-}
-
-// runEnv is run with jobEnv added to the command's environment (sbatch
-// --export=NAME takes the value from there).
-func (b *Backend) runEnv(ctx context.Context, jobEnv map[string]string, name string, args ...string) ([]byte, error) {
-	if b.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, b.Timeout)
-		defer cancel()
-	}
-	b.calls.Add(1)
-	cmd := exec.CommandContext(ctx, b.bin(name), args...)
-	cmd.Env = b.environ()
-	cmd.Env = append(cmd.Env, backends.EnvList(jobEnv)...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	if err == nil {
-		return stdout.Bytes(), nil
-	}
-	ce := &cmdError{name: name, stderr: stderr.String(), err: err}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		ce.code = ee.ExitCode()
-	}
-	switch {
-	case ctx.Err() != nil:
-		return stdout.Bytes(), fmt.Errorf("%w: %s timed out: %w", backends.ErrUnavailable, name, ctx.Err())
-	case ee == nil: // could not start: missing binary, bad bin_dir
-		return nil, fmt.Errorf("%w: %w: cannot run %s: %w", backends.ErrNotSent, backends.ErrUnavailable, b.bin(name), err)
-	}
-	return stdout.Bytes(), fmt.Errorf("%w: %w", backends.ErrUnavailable, ce)
+	return cli.Unknown
 }
 
 // exportArg is --export with the names the site's policy passes (sbatch
@@ -153,8 +73,8 @@ func Args(req backends.JobRequest) []string {
 	a := []string{"--parsable",
 		"--job-name=" + req.Name,
 		"--chdir=" + req.Dir,
-		"--output=" + escapePattern(req.Stdout),
-		"--error=" + escapePattern(req.Stderr),
+		"--output=" + slurm.EscapePattern(req.Stdout),
+		"--error=" + slurm.EscapePattern(req.Stderr),
 		"--comment=" + req.Tag,
 		exportArg(req.Env),
 		"--time=" + slurm.FormatLimit(req.Walltime),
@@ -198,12 +118,9 @@ func Args(req backends.JobRequest) []string {
 	return append(a, req.Script)
 }
 
-// escapePattern keeps a path literal for Slurm's filename patterns.
-func escapePattern(p string) string { return strings.ReplaceAll(p, "%", "%%") }
-
 // Describe shows the sbatch command line (for dry runs).
 func (b *Backend) Describe(req backends.JobRequest) string {
-	parts := []string{shellquote.Quote(b.bin("sbatch"))}
+	parts := []string{shellquote.Quote(b.Bin("sbatch"))}
 	for _, a := range Args(req) {
 		parts = append(parts, shellquote.Quote(a))
 	}
@@ -211,24 +128,13 @@ func (b *Backend) Describe(req backends.JobRequest) string {
 }
 
 // Submit runs sbatch --parsable. Only a definite refusal of the request
-// (slurm.SbatchRefusal: Slurm's own refusals, sbatch's option errors) is
-// ErrRejected; every other failure is ErrUnavailable.
+// is ErrRejected; every other failure is ErrUnavailable: a controller or
+// munge outage, a timeout, a message tether does not know. The job may
+// even exist (a lost answer): the attempt keeps its tag and is looked up
+// later.
 func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends.JobID, error) {
-	out, err := b.runEnv(ctx, req.Env, "sbatch", Args(req)...)
+	out, err := b.Output(ctx, failures, req.Env, "sbatch", Args(req)...)
 	if err != nil {
-		var ce *cmdError
-		if errors.As(err, &ce) {
-			if _, refused := slurm.SbatchRefusal(ce.stderr); refused {
-				return "", fmt.Errorf("%w: %w", backends.ErrRejected, ce)
-			}
-			if strings.Contains(ce.stderr, "Unable to contact slurm controller") {
-				// sbatch gave up connecting: slurmctld never saw the job
-				return "", fmt.Errorf("%w: %w", backends.ErrNotSent, err)
-			}
-		}
-		// Anything else may pass: a controller or munge outage, a timeout,
-		// a message tether does not know. The job may even exist (a lost
-		// answer): the attempt keeps its tag and is looked up later.
 		return "", err
 	}
 	// "1234" or "1234;cluster"
@@ -255,16 +161,15 @@ func (b *Backend) Query(ctx context.Context, ids []backends.JobID) (map[backends
 	}
 	if len(valid) == 0 {
 		// nothing to ask about: check that the controller answers
-		if _, err := b.run(ctx, "scontrol", "ping"); err != nil {
+		if _, err := b.Output(ctx, failures, nil, "scontrol", "ping"); err != nil {
 			return nil, err
 		}
 		return out, nil
 	}
 	args := []string{"-h", "-t", "all", "-O", squeueFormat, "-j", strings.Join(valid, ",")}
-	raw, err := b.run(ctx, "squeue", args...)
-	var ce *cmdError
+	raw, err := b.Output(ctx, failures, nil, "squeue", args...)
 	switch {
-	case errors.As(err, &ce) && strings.Contains(ce.stderr, "Invalid job id"):
+	case strings.Contains(cli.Stderr(err), "Invalid job id"):
 		// none of the ids is in the controller any more
 	case err != nil:
 		return nil, err
@@ -294,7 +199,7 @@ const sacctFormat = "JobIDRaw,State,ExitCode,Reason,NodeList,Submit,Start,End,Ti
 // while slurmdbd is down) it finds nothing, and those jobs count as
 // vanished: their exit files decide.
 func (b *Backend) sacct(ctx context.Context, ids []string) map[backends.JobID]backends.JobStatus {
-	raw, err := b.run(ctx, "sacct", "-n", "-P", "-X", "-j", strings.Join(ids, ","), "--format="+sacctFormat)
+	raw, err := b.Output(ctx, failures, nil, "sacct", "-n", "-P", "-X", "-j", strings.Join(ids, ","), "--format="+sacctFormat)
 	if err != nil {
 		return nil
 	}
@@ -306,9 +211,8 @@ func (b *Backend) sacct(ctx context.Context, ids []string) map[backends.JobID]ba
 // versions print the error). Any other failure is ErrUnavailable: the
 // cancel is issued again.
 func (b *Backend) Cancel(ctx context.Context, id backends.JobID) error {
-	_, err := b.run(ctx, "scancel", string(id))
-	var ce *cmdError
-	if errors.As(err, &ce) && (strings.Contains(ce.stderr, "Invalid job id") || strings.Contains(ce.stderr, "already completing or completed")) {
+	_, err := b.Output(ctx, failures, nil, "scancel", string(id))
+	if msg := cli.Stderr(err); strings.Contains(msg, "Invalid job id") || strings.Contains(msg, "already completing or completed") {
 		return nil
 	}
 	return err
@@ -322,7 +226,7 @@ func (b *Backend) Cancel(ctx context.Context, id backends.JobID) error {
 // working directory, the attempt's own directory. Without accounting a
 // purged job cannot be found. When several jobs match, the newest wins.
 func (b *Backend) FindByTag(ctx context.Context, tag string) (backends.JobID, bool, error) {
-	raw, err := b.run(ctx, "squeue", "-h", "-t", "all", "--me", "-O", "JobID:|,Comment:")
+	raw, err := b.Output(ctx, failures, nil, "squeue", "-h", "-t", "all", "--me", "-O", "JobID:|,Comment:")
 	if err != nil {
 		return "", false, err
 	}
@@ -350,10 +254,9 @@ func (b *Backend) FindByTag(ctx context.Context, tag string) (backends.JobID, bo
 func (b *Backend) findInAccounting(ctx context.Context, tag string) (uint64, error) {
 	t, _ := slurm.ParseTag(tag)
 	// WorkDir last: it is matched by its end, and a comment may hold "|"
-	raw, err := b.run(ctx, "sacct", "-X", "-n", "-P", "--format=JobIDRaw,Comment,WorkDir",
+	raw, err := b.Output(ctx, failures, nil, "sacct", "-X", "-n", "-P", "--format=JobIDRaw,Comment,WorkDir",
 		fmt.Sprintf("--starttime=now-%dhours", t.LookBack(time.Now())))
-	var ce *cmdError
-	if errors.As(err, &ce) && strings.Contains(ce.stderr, "accounting storage is disabled") {
+	if strings.Contains(cli.Stderr(err), "accounting storage is disabled") {
 		return 0, nil
 	}
 	if err != nil {
@@ -384,7 +287,7 @@ func jobNum(id string) uint64 {
 
 // Ping checks that the controller answers.
 func (b *Backend) Ping(ctx context.Context) (string, error) {
-	out, err := b.run(ctx, "sbatch", "--version")
+	out, err := b.Output(ctx, failures, nil, "sbatch", "--version")
 	if err != nil {
 		return "", err
 	}
@@ -403,7 +306,7 @@ func (b *Backend) DownNodes(ctx context.Context, nodes []string) (map[string]str
 	if len(nodes) == 0 {
 		return nil, nil
 	}
-	raw, err := b.run(ctx, "sinfo", "-h", "-N", "-n", strings.Join(nodes, ","), "-o", "%N|%T|%E")
+	raw, err := b.Output(ctx, failures, nil, "sinfo", "-h", "-N", "-n", strings.Join(nodes, ","), "-o", "%N|%T|%E")
 	if err != nil {
 		return nil, err
 	}
@@ -424,4 +327,13 @@ func (b *Backend) DownNodes(ctx context.Context, nodes []string) (map[string]str
 		}
 	}
 	return out, nil
+}
+
+// Partitions lists the partitions and their limits (one scontrol call).
+func (b *Backend) Partitions(ctx context.Context) ([]backends.Partition, error) {
+	out, err := b.Output(ctx, failures, nil, "scontrol", "show", "partition", "--oneliner")
+	if err != nil {
+		return nil, err
+	}
+	return slurm.ParsePartitions(string(out)), nil
 }

@@ -61,6 +61,8 @@ type job struct {
 	Signal   int
 	// Comment is the job's comment: tether's tag (tether:<run>:<attempt>).
 	Comment string
+	// Alloc is the allocated TRES ("cpu=2,mem=1G,node=1").
+	Alloc string
 }
 
 func unix(s int64) time.Time {
@@ -84,6 +86,7 @@ func (j job) status() backends.JobStatus {
 	}
 	st.Nodes = slurm.ExpandHostlist(j.Nodes)
 	st.Submit, st.Start, st.End = unix(j.Submit), unix(j.Start), unix(j.End)
+	st.Alloc = slurm.ParseTRES(j.Alloc)
 	if j.LimitMin > 0 && !st.Start.IsZero() {
 		st.Deadline = st.Start.Add(time.Duration(j.LimitMin) * time.Minute)
 	}
@@ -174,6 +177,7 @@ type v4x interface {
 	cancelJob(ctx context.Context, id string) error
 	pingOnce(ctx context.Context) error
 	nodeInfo(ctx context.Context, name string) ([]string, string, error)
+	partitions(ctx context.Context) ([]backends.Partition, error)
 }
 
 // api4x implements api for v0.0.40+.
@@ -261,6 +265,9 @@ func (a api4x) cancel(ctx context.Context, id backends.JobID) error {
 	return a.v.cancelJob(ctx, string(id))
 }
 func (a api4x) ping(ctx context.Context) error { return a.v.pingOnce(ctx) }
+func (a api4x) partitions(ctx context.Context) ([]backends.Partition, error) {
+	return a.v.partitions(ctx)
+}
 func (a api4x) node(ctx context.Context, name string) ([]string, string, error) {
 	return a.v.nodeInfo(ctx, name)
 }
@@ -291,4 +298,24 @@ func cancelStatus(t *transport, id string, code int64, text string) error {
 		return &answerErr{err: fmt.Errorf("cancel job %s: slurmctld refused: %s (Slurm error %d)", id, text, code), status: http.StatusOK, num: int(code)}
 	}
 	return fmt.Errorf("%w: cancel job %s: slurmrestd at %s answered: %s (Slurm error %d)", backends.ErrUnavailable, id, t.display, text, code)
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// notResponding is a ping whose controller does not answer; slurmrestd
+// 24.11 answers a refused token on /ping the same way.
+func notResponding(t *transport) error {
+	return fmt.Errorf("%w: slurmrestd at %s reports slurmctld not responding (or it refused the token from %s)", backends.ErrUnavailable, t.display, tokenWhere(t))
+}
+
+func tokenWhere(t *transport) string {
+	if t.token == nil {
+		return "local auth"
+	}
+	return t.token.Describe()
 }

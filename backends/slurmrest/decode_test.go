@@ -8,9 +8,6 @@ import (
 
 	"github.com/tether-hpc/tether/backends"
 	g38 "github.com/tether-hpc/tether/backends/slurmrest/internal/v0038"
-	g40 "github.com/tether-hpc/tether/backends/slurmrest/internal/v0040"
-	g41 "github.com/tether-hpc/tether/backends/slurmrest/internal/v0041"
-	g42 "github.com/tether-hpc/tether/backends/slurmrest/internal/v0042"
 )
 
 // decodeJob reads a captured GET job answer of one API version and
@@ -23,24 +20,12 @@ func decodeJob(t testing.TB, version string, raw []byte) (backends.JobStatus, er
 			return backends.JobStatus{}, errNoJob(err)
 		}
 		return jobV0038((*r.Jobs)[0]).status(), nil
-	case "v0.0.40":
-		var r g40.V0040OpenapiJobInfoResp
+	case "v0.0.40", "v0.0.41", "v0.0.42":
+		var r wireJobs
 		if err := json.Unmarshal(raw, &r); err != nil || len(r.Jobs) == 0 {
 			return backends.JobStatus{}, errNoJob(err)
 		}
-		return jobV0040(r.Jobs[0]).status(), nil
-	case "v0.0.41":
-		var r g41.V0041OpenapiJobInfoResp
-		if err := json.Unmarshal(raw, &r); err != nil || len(r.Jobs) == 0 {
-			return backends.JobStatus{}, errNoJob(err)
-		}
-		return jobV0041(r.Jobs[0]).status(), nil
-	case "v0.0.42":
-		var r g42.V0042OpenapiJobInfoResp
-		if err := json.Unmarshal(raw, &r); err != nil || len(r.Jobs) == 0 {
-			return backends.JobStatus{}, errNoJob(err)
-		}
-		return jobV0042(r.Jobs[0]).status(), nil
+		return r.Jobs[0].job().status(), nil
 	}
 	t.Fatalf("unknown version %s", version)
 	return backends.JobStatus{}, nil

@@ -3,6 +3,7 @@ package slurmrest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -94,5 +95,36 @@ func TestProxyFor(t *testing.T) {
 	}
 	if got := ProxyFor("unix:///run/slurmrestd.sock", proxied); got != "" {
 		t.Errorf("unix socket: %q", got)
+	}
+}
+
+// A token file others can read is warned about once (never with its
+// content); a private one is not.
+func TestTokenFileReadableByOthersWarnsOnce(t *testing.T) {
+	for _, c := range []struct {
+		mode os.FileMode
+		warn bool
+	}{{0o600, false}, {0o400, false}, {0o640, true}, {0o644, true}, {0o604, true}} {
+		p := filepath.Join(t.TempDir(), "jwt")
+		os.WriteFile(p, []byte("SLURM_JWT="+secret+"\n"), 0o600)
+		os.Chmod(p, c.mode)
+		var warnings []string
+		ft := &FileToken{Path: p, Warn: func(msg string, args ...any) {
+			warnings = append(warnings, fmt.Sprint(append([]any{msg}, args...)...))
+		}}
+		for range 3 {
+			if tok, err := ft.Token(context.Background()); err != nil || tok != secret {
+				t.Fatalf("mode %04o: %q %v", c.mode, tok, err)
+			}
+			ft.Invalidate()
+		}
+		if got := len(warnings); (got == 1) != c.warn || got > 1 {
+			t.Errorf("mode %04o: %d warnings %q, want warn=%v once", c.mode, got, warnings, c.warn)
+		}
+		for _, w := range warnings {
+			if strings.Contains(w, secret) || !strings.Contains(w, p) || !strings.Contains(w, fmt.Sprintf("%04o", c.mode)) {
+				t.Errorf("warning %q: must name the file and mode, never the token", w)
+			}
+		}
 	}
 }

@@ -46,6 +46,8 @@ type api interface {
 	node(ctx context.Context, name string) (states []string, reason string, err error)
 	// jobs reads every job the controller knows, with its comment.
 	jobs(ctx context.Context) ([]job, error)
+	// partitions lists the partitions and their limits.
+	partitions(ctx context.Context) ([]backends.Partition, error)
 }
 
 // Config configures the backend.
@@ -458,6 +460,13 @@ func (b *Backend) Ping(ctx context.Context) (string, error) {
 	if p := ProxyFor(b.cfg.URL, http.ProxyFromEnvironment); p != "" && b.cfg.Token != nil {
 		msg += fmt.Sprintf("; note: the proxy %s from the environment (HTTPS_PROXY/HTTP_PROXY) carries every request, the JWT included: add the host to NO_PROXY to reach slurmrestd directly", p)
 	}
+	if ft, ok := b.cfg.Token.(*FileToken); ok {
+		if fi, err := os.Stat(ft.Path); err == nil {
+			if why := Exposed(fi.Mode()); why != "" {
+				msg += fmt.Sprintf("; warning: the token file %s is readable by others (%s): chmod 600 it", ft.Path, why)
+			}
+		}
+	}
 	return msg, nil
 }
 
@@ -491,6 +500,17 @@ func (b *Backend) Describe(req backends.JobRequest) string {
 func (b *Backend) DeliversWarnSignal(ctx context.Context) bool {
 	v, err := b.Version(ctx)
 	return err == nil && v != "v0.0.38"
+}
+
+// Partitions lists the partitions and their limits (one request).
+func (b *Backend) Partitions(ctx context.Context) ([]backends.Partition, error) {
+	a, err := b.apiFor(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	return a.partitions(ctx)
 }
 
 // DownNodes reads each of a failed job's nodes (a few requests, only after

@@ -69,11 +69,7 @@ func TestSlowControllerSubmitIsNotSentAgain(t *testing.T) {
 // to it: error 1800) is sent again; one it may have taken (socket timed
 // out inside Slurm: 5004) is not.
 func TestSubmitSentAgainOnlyWhenCertain(t *testing.T) {
-	f := &fakeRest{lose: map[int]string{1: "1800"}}
-	srv := httptest.NewServer(f)
-	defer srv.Close()
-	b := testBackend(t, srv.URL)
-	b.lostSubmitWait = time.Millisecond
+	f, b := losingBackend(t, map[int]string{1: "1800"})
 	if id, err := b.Submit(context.Background(), submitReq(t)); err != nil || id != "100" || f.posts.Load() != 2 {
 		t.Errorf("after 1800: Submit = %q, %v after %d submits; want the second one's job", id, err, f.posts.Load())
 	}

@@ -35,11 +35,27 @@ func cleanToken(s string) string {
 
 // FileToken rereads its file whenever the file changes.
 type FileToken struct {
-	Path  string
-	mu    sync.Mutex
-	mtime time.Time
-	size  int64
-	value string
+	Path string
+	// Warn, when set, is told once that the file is readable by users
+	// other than its owner (anyone who can read a JWT can act as its user).
+	Warn   func(msg string, args ...any)
+	mu     sync.Mutex
+	mtime  time.Time
+	size   int64
+	value  string
+	warned bool
+}
+
+// Exposed says why a token file is readable by others ("" when it is not):
+// group or world read permission lets those users act as the token's user.
+func Exposed(mode os.FileMode) string {
+	switch p := mode.Perm(); {
+	case p&0o004 != 0:
+		return fmt.Sprintf("mode %04o: every user on the host can read it", p)
+	case p&0o040 != 0:
+		return fmt.Sprintf("mode %04o: its group can read it", p)
+	}
+	return ""
 }
 
 func (f *FileToken) Token(context.Context) (string, error) {
@@ -48,6 +64,11 @@ func (f *FileToken) Token(context.Context) (string, error) {
 	fi, err := os.Stat(f.Path)
 	if err != nil {
 		return "", fmt.Errorf("token file %s: %w", f.Path, errors.Unwrap(err))
+	}
+	if why := Exposed(fi.Mode()); why != "" && !f.warned && f.Warn != nil {
+		f.warned = true
+		f.Warn("the JWT file is readable by others: anyone who reads it can act as its user; chmod 600 it",
+			"token_file", f.Path, "why", why)
 	}
 	if f.value == "" || !fi.ModTime().Equal(f.mtime) || fi.Size() != f.size {
 		b, err := os.ReadFile(f.Path)

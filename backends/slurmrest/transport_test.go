@@ -300,6 +300,17 @@ func (f *fakeRest) count(prefix string) int {
 
 // submitReq is an attempt as the launcher makes it: its tag and its own
 // working directory, <state>/runs/<run id>/attempts/<n>.
+// losingBackend is a backend on a fake slurmrestd that loses the answers
+// to the submits lose numbers (1 = the first), in the way it names.
+func losingBackend(t *testing.T, lose map[int]string) (*fakeRest, *Backend) {
+	f := &fakeRest{lose: lose}
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	b := testBackend(t, srv.URL)
+	b.lostSubmitWait = time.Millisecond
+	return f, b
+}
+
 func submitReq(t *testing.T) backends.JobRequest {
 	const run = "run-20261201T120000-abcdef"
 	dir := filepath.Join(t.TempDir(), "runs", run, "attempts", "1")
@@ -312,11 +323,7 @@ func submitReq(t *testing.T) backends.JobRequest {
 // again: the job is found by its tag. Before, go-retryablehttp resent the
 // POST and each 504 left one more copy of the job running.
 func TestLostSubmitAnswerFindsTheJob(t *testing.T) {
-	f := &fakeRest{lose: map[int]string{1: "504"}}
-	srv := httptest.NewServer(f)
-	defer srv.Close()
-	b := testBackend(t, srv.URL)
-	b.lostSubmitWait = time.Millisecond
+	f, b := losingBackend(t, map[int]string{1: "504"})
 	id, err := b.Submit(context.Background(), submitReq(t))
 	if err != nil || id != "100" {
 		t.Fatalf("Submit = %q, %v; want the job the lost answer created (100)", id, err)
@@ -332,11 +339,7 @@ func TestLostSubmitAnswerFindsTheJob(t *testing.T) {
 // attempt and submits again only after FindByTag has not found it.
 // Before, Submit resent it after 1-3 s.
 func TestResetSubmitIsNotSentAgain(t *testing.T) {
-	f := &fakeRest{lose: map[int]string{1: "reset"}}
-	srv := httptest.NewServer(f)
-	defer srv.Close()
-	b := testBackend(t, srv.URL)
-	b.lostSubmitWait = time.Millisecond
+	f, b := losingBackend(t, map[int]string{1: "reset"})
 	req := submitReq(t)
 	id, err := b.Submit(context.Background(), req)
 	if !errors.Is(err, backends.ErrUnavailable) || id != "" || f.posts.Load() != 1 || len(f.jobs) != 0 {

@@ -3,8 +3,10 @@ package slurmrest
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tether-hpc/tether/backends"
 	"github.com/tether-hpc/tether/backends/internal/slurm"
@@ -119,8 +121,8 @@ func (v v0038) submit(ctx context.Context, req backends.JobRequest, script strin
 	p := gen.V0038JobProperties{
 		Environment:             envMap,
 		CurrentWorkingDirectory: &req.Dir,
-		StandardOutput:          strPtr(escapePattern(req.Stdout)),
-		StandardError:           strPtr(escapePattern(req.Stderr)),
+		StandardOutput:          strPtr(slurm.EscapePattern(req.Stdout)),
+		StandardError:           strPtr(slurm.EscapePattern(req.Stderr)),
 		Name:                    strPtr(req.Name),
 		Comment:                 strPtr(req.Tag),
 		Requeue:                 ptr(req.Requeue),
@@ -207,4 +209,47 @@ func (v v0038) node(ctx context.Context, name string) ([]string, string, error) 
 	}
 	n := (*r.JSON200.Nodes)[0]
 	return []string{deref(n.State)}, deref(n.Reason), nil
+}
+
+func (v v0038) partitions(ctx context.Context) ([]backends.Partition, error) {
+	r, err := v.c.SlurmV0038GetPartitionsWithResponse(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	if r.StatusCode() != http.StatusOK || r.JSON200 == nil || r.JSON200.Partitions == nil {
+		return nil, v.t.answerError("read partitions", r.StatusCode(), r.Body, false)
+	}
+	var out []backends.Partition
+	for _, g := range *r.JSON200.Partitions {
+		p := backends.Partition{
+			Name:             deref(g.Name),
+			Default:          g.Flags != nil && slices.Contains(*g.Flags, "default"),
+			MaxTime:          time.Duration(limit38(g.MaxTimeLimit)) * time.Minute,
+			MaxNodes:         int(limit38(intPtr64(g.MaximumNodesPerJob))),
+			TotalNodes:       int(limit38(intPtr64(g.TotalNodes))),
+			TotalCPUs:        int(limit38(intPtr64(g.TotalCpus))),
+			MaxCPUsPerNode:   int(limit38(intPtr64(g.MaximumCpusPerNode))),
+			MaxMemPerNodeMiB: limit38(g.MaximumMemoryPerNode),
+		}
+		p.Up, p.Inactive = partitionState([]string{deref(g.State)})
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// limit38 reads a v0.0.38 limit: null, -1 (UNLIMITED) and Slurm's
+// INFINITE/NO_VAL (0xffffffff, 0xfffffffe) are no limit (0).
+func limit38(n *int64) int64 {
+	if n == nil || *n < 0 || *n >= 0xfffffffe {
+		return 0
+	}
+	return *n
+}
+
+func intPtr64(n *int) *int64 {
+	if n == nil {
+		return nil
+	}
+	v := int64(*n)
+	return &v
 }

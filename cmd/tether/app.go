@@ -158,8 +158,9 @@ func (a *app) open(site *schema.Site) (*session, error) {
 		return nil, err
 	}
 	host, _ := os.Hostname()
-	sub := &launcher.Submitter{Store: store, Site: site, Backend: be, TetherPath: self, Now: a.now}
-	poller := &monitor.Poller{Site: site.Name, Store: store, Backend: be, MinInterval: site.Poll.MinInterval.D(),
+	sub := &launcher.Submitter{Store: store, Site: site, Backend: be, TetherPath: self, Now: a.now,
+		Limits: launcher.NewLimits(site, store, be, a.now, a.log)}
+	poller := &monitor.Poller{Site: site.Name, Store: store, Backend: be, Log: a.log, MinInterval: site.Poll.MinInterval.D(),
 		MaxPerMinute: site.Poll.MaxQueriesPerMinute, Now: a.now}
 	eng := &monitor.Engine{Site: site, Store: store, Backend: be, Poller: poller, Submitter: sub,
 		Now: a.now, Log: a.log, Actor: fmt.Sprintf("tether pid %d on %s", os.Getpid(), host)}
@@ -246,7 +247,7 @@ func outcomeExit(o *schema.Outcome) int {
 	if !o.Final {
 		return ExitNotFinished
 	}
-	return monitor.ExitCode(o.Outcome)
+	return monitor.ExitCode(o.Outcome, o.Cause)
 }
 
 var errSilent = errors.New("")

@@ -247,7 +247,16 @@ func (a *app) dryRun(task *schema.Task, site *schema.Site) error {
 	run := store.Run(rundir.NewRunID(task.Name, a.now()))
 	self, _ := os.Executable()
 	env, withheld := launcher.JobEnv(site, task.PassEnv, a.environ())
-	plan, err := launcher.Build(run, task, site, launcher.AttemptSpec{N: 1, Env: env}, self)
+	// the same wrapper as the real job's: with the warn timer where the
+	// scheduler cannot warn the batch script (PBS, slurmrestd v0.0.38)
+	be, beErr := registry.Open(site, registry.Options{StateDir: dir, Self: []string{self}})
+	warnTimer := true
+	if beErr == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		warnTimer = launcher.NeedsWarnTimer(ctx, be)
+		cancel()
+	}
+	plan, err := launcher.Build(run, task, site, launcher.AttemptSpec{N: 1, Env: env, WarnTimer: warnTimer}, self)
 	if err != nil {
 		return err
 	}
@@ -260,8 +269,20 @@ func (a *app) dryRun(task *schema.Task, site *schema.Site) error {
 	if plan.TaskScript != nil {
 		fmt.Fprintf(a.stdout, "# ---- %s ----\n%s", run.TaskScript(1), plan.TaskScript)
 	}
+	if beErr == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		pl, err := launcher.NewLimits(site, store, be, a.now, a.log).Place(ctx, plan.Request)
+		cancel()
+		if err != nil {
+			return err
+		}
+		plan.Request.Partition = pl.Partition
+		if pl.Why != "" {
+			fmt.Fprintf(a.stdout, "# partition: %s\n", pl.Why)
+		}
+	}
 	fmt.Fprintf(a.stdout, "# ---- backend request ----\n")
-	if be, err := registry.Open(site, registry.Options{StateDir: dir, Self: []string{self}}); err == nil {
+	if beErr == nil {
 		if d, ok := be.(backends.Describer); ok {
 			fmt.Fprintf(a.stdout, "%s\n", d.Describe(plan.Request))
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
+	"github.com/tether-hpc/tether/internal/pbsemu"
 	"github.com/tether-hpc/tether/internal/pbsemu/pbsemutest"
 )
 
@@ -35,6 +36,7 @@ deny = ["PBSEMU_*"]
 [poll]
 min_interval = "500ms"
 max_interval = "2s"
+max_queries_per_minute = 240
 vanish_grace = "10s"
 
 [pbs]
@@ -63,7 +65,10 @@ func TestPBS(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			srv := pbsemutest.Start(t, pbsemutest.Options{NCPUs: 8, NodeName: "localhost", DisableHistory: !history,
-				WalltimeCheckInterval: time.Second, KillDelay: 2 * time.Second})
+				WalltimeCheckInterval: time.Second, KillDelay: 2 * time.Second,
+				// workq, the default, without limits; short as qmgr's
+				// "set queue short resources_max.walltime=00:02:00"
+				Queues: []pbsemu.QueueConfig{{Name: "workq"}, {Name: "short", ResourcesMax: map[string]string{"walltime": "00:02:00", "ncpus": "4"}}}})
 			site := pbsSite(t, srv, "pbs-"+name)
 			p := scriptParams(t, v.dir)
 			mpi := haveMPI(t) // here: Condition runs in the scripts' goroutines

@@ -468,8 +468,11 @@ func TestSchedulingAndHolds(t *testing.T) {
 
 func TestDependencies(t *testing.T) {
 	e := newEnv(t, pbsemutest.Options{NCPUs: 4})
-	e.script("ok.sh", "sleep 1\n")
-	e.script("bad.sh", "sleep 1; exit 3\n")
+	// the parents run until the test has looked at the held children
+	release := filepath.Join(e.dir, "release")
+	wait := "while [ ! -e " + release + " ]; do sleep 0.05; done\n"
+	e.script("ok.sh", wait)
+	e.script("bad.sh", wait+"exit 3\n")
 	e.script("child.sh", "true\n")
 	okP := e.qsub("ok.sh")
 	badP := e.qsub("bad.sh")
@@ -480,6 +483,9 @@ func TestDependencies(t *testing.T) {
 		t.Errorf("dependent: %v %v %v %v", c["job_state"], c["substate"], c["Hold_Types"], c["depend"])
 	}
 	sameKeys(t, "dependent", c, capturedKeys(t, "07_depend_afterok.txt", "9.pbshost"), "PBS_O_LANG")
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	f := e.wait(okC, "F", 10*time.Second)
 	if num(f, "Exit_status") != 0 || str(f, "Hold_Types") != "n" || f["depend"] != nil {
 		t.Errorf("released child: %v", f)
@@ -553,9 +559,24 @@ func TestMPINodefile(t *testing.T) {
 	}
 }
 
+// A hybrid chunk: ompthreads sets OMP_NUM_THREADS and NCPUS (without it
+// PBS would give each rank the chunk's ncpus threads).
+func TestOmpThreads(t *testing.T) {
+	e := newEnv(t, pbsemutest.Options{NCPUs: 4})
+	e.script("omp.sh", "#PBS -N omptest\n#PBS -l select=1:ncpus=4:mpiprocs=2:ompthreads=2\n#PBS -j oe\ncat $PBS_NODEFILE\necho NCPUS=$NCPUS OMP_NUM_THREADS=$OMP_NUM_THREADS\n")
+	id := e.qsub("omp.sh")
+	e.wait(id, "F", 10*time.Second)
+	out, _ := os.ReadFile(filepath.Join(e.dir, "omptest.o"+strings.TrimSuffix(id, ".pbshost")))
+	if string(out) != "pbshost\npbshost\nNCPUS=2 OMP_NUM_THREADS=2\n" {
+		t.Errorf("output %q", out)
+	}
+}
+
 func TestServerDownAndUp(t *testing.T) {
 	e := newEnv(t, pbsemutest.Options{NCPUs: 1})
-	run := e.qsub(e.script("s.sh", "#PBS -N survivor\nsleep 1\necho survived\n"))
+	// the job runs until the server is down
+	release := filepath.Join(e.dir, "release")
+	run := e.qsub(e.script("s.sh", "#PBS -N survivor\nwhile [ ! -e "+release+" ]; do sleep 0.05; done\necho survived\n"))
 	queued := e.qsub(e.script("q.sh", "#PBS -N later\necho later\n"))
 	e.wait(run, "R", 5*time.Second)
 	e.srv.Down()
@@ -578,6 +599,9 @@ func TestServerDownAndUp(t *testing.T) {
 	}
 	// the running job ends while the server is down: its supervisor has
 	// delivered the output and recorded the end
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	mom := filepath.Join(e.srv.Home, "jobs", strings.TrimSuffix(run, ".pbshost"), "mom.json")
 	e.waitUntil("the job ends while the server is down", 10*time.Second, func() (bool, string) {
 		b, err := os.ReadFile(mom)

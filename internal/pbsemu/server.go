@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1059,14 +1061,36 @@ func (s *server) queueStats() []StatEntry {
 				counts[j.State]++
 			}
 		}
-		out = append(out, StatEntry{ID: q.Name, Attrs: []Attr{
+		attrs := []Attr{
 			{Name: "queue_type", Value: "Execution"},
 			{Name: "total_jobs", Value: strconv.Itoa(total)},
 			{Name: "state_count", Value: fmt.Sprintf("Transit:0 Queued:%d Held:%d Waiting:%d Running:%d Exiting:%d Begun:0 ",
 				counts["Q"], counts["H"], counts["W"], counts["R"], counts["E"])},
-			{Name: "enabled", Value: "True"},
-			{Name: "started", Value: "True"},
-		}})
+		}
+		// as a real server prints them (qstat -Qf after qmgr's
+		// "set queue workq resources_max.walltime=01:00:00"): the set
+		// limits and defaults, sorted, then what is assigned
+		for _, r := range slices.Sorted(maps.Keys(q.ResourcesMax)) {
+			attrs = append(attrs, Attr{Name: "resources_max", Resource: r, Value: q.ResourcesMax[r]})
+		}
+		for _, r := range slices.Sorted(maps.Keys(q.ResourcesDefault)) {
+			attrs = append(attrs, Attr{Name: "resources_default", Resource: r, Value: q.ResourcesDefault[r]})
+		}
+		assigned := map[string]int{}
+		for _, j := range s.jobs {
+			if j.Queue == q.Name && j.State == "R" {
+				assigned["mpiprocs"] += j.Resources.totalInt("mpiprocs")
+				assigned["ncpus"] += j.Resources.totalInt("ncpus")
+				assigned["nodect"] += max(j.Resources.totalInt("nodect"), 1)
+			}
+		}
+		attrs = append(attrs,
+			Attr{Name: "resources_assigned", Resource: "mpiprocs", Value: strconv.Itoa(assigned["mpiprocs"])},
+			Attr{Name: "resources_assigned", Resource: "ncpus", Value: strconv.Itoa(assigned["ncpus"])},
+			Attr{Name: "resources_assigned", Resource: "nodect", Value: strconv.Itoa(assigned["nodect"])},
+			Attr{Name: "enabled", Value: "True"},
+			Attr{Name: "started", Value: "True"})
+		out = append(out, StatEntry{ID: q.Name, Attrs: attrs})
 	}
 	return out
 }

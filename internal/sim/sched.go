@@ -55,6 +55,13 @@ type job struct {
 	purged  bool
 	// cancelled: the scheduler accepted a cancel for this job.
 	cancelled bool
+	// selfExit: the Task ended by itself with this code (its exit file
+	// is conclusive); completing: the scheduler still lists the job
+	// running after that; rerun: the scheduler restarted the job after
+	// the Task had ended (a late requeue), and the wrapper runs nothing.
+	selfExit   *int
+	completing bool
+	rerun      bool
 }
 
 // live reports whether the job may still run (or run again): not ended,
@@ -192,9 +199,11 @@ func (s *Sched) Cancel(_ context.Context, id backends.JobID) error {
 			// traps TERM and records 143/15, or the Task exits 0 on TERM
 			c := [...]int{271, 0, 143}[s.rng().IntN(3)]
 			j.exit = &c
-			ef := schema.ExitFile{V: 1, Time: s.w.now, ExitCode: 143, Signal: 15}
+			// (the wrapper notes when SIGTERM came, whatever the Task did)
+			term := 1
+			ef := schema.ExitFile{V: 1, Time: s.w.now, ExitCode: 143, Signal: 15, TermAfter: &term}
 			if s.rng().IntN(3) == 0 {
-				ef = schema.ExitFile{V: 1, Time: s.w.now, ExitCode: 0}
+				ef = schema.ExitFile{V: 1, Time: s.w.now, ExitCode: 0, TermAfter: &term}
 			}
 			s.writeLater(filepath.Join(j.dir, "exitcode"), ef)
 		}
@@ -315,6 +324,22 @@ func (s *Sched) Tick() {
 func (s *Sched) advance(j *job) {
 	w := s.w
 	switch {
+	case j.completing:
+		j.completing = false
+		if s.rng().IntN(4) == 0 {
+			// the node fails after the Task ended: the scheduler
+			// requeues the job, which runs again
+			j.state, j.fate, j.rerun = backends.Requeued, fateOK, true
+			w.note("job %s requeued after its Task ended (a late requeue)", j.id)
+			return
+		}
+		st := backends.Completed
+		if *j.selfExit != 0 {
+			st = backends.Failed
+		}
+		s.end(j, st)
+		w.note("job %s ends %s", j.id, j.state)
+		return
 	case j.state == backends.Pending || j.state == backends.Requeued:
 		j.state, j.ran = backends.Running, true
 		j.nodes = []string{fmt.Sprintf("n%d", 1+s.rng().IntN(3))}
@@ -336,13 +361,32 @@ func (s *Sched) advance(j *job) {
 		j.exit, j.sig = &c, sig
 		s.writeLater(filepath.Join(j.dir, "exitcode"), schema.ExitFile{V: 1, Time: w.now, ExitCode: c, Signal: sig})
 	}
+	// selfEnd: the Task exits c by itself; now and then the scheduler
+	// lists the job running a while longer (completing)
+	selfEnd := func(c int, st backends.State) {
+		code(c, 0)
+		j.selfExit = &c
+		if s.rng().IntN(3) == 0 {
+			j.completing = true
+			w.note("job %s: its Task exited %d; the job is still listed running", j.id, c)
+			return
+		}
+		s.end(j, st)
+	}
+	if j.rerun {
+		// the wrapper of a job the scheduler restarted runs nothing
+		c := 0
+		j.exit, j.sig = &c, 0
+		s.writeLater(filepath.Join(j.dir, "exitcode"), schema.ExitFile{V: 1, Time: w.now, ExitCode: 0, Requeued: true})
+		s.end(j, backends.Completed)
+		w.note("job %s (restarted) ends %s; its wrapper ran nothing", j.id, j.state)
+		return
+	}
 	switch j.fate {
 	case fateOK:
-		code(0, 0)
-		s.end(j, backends.Completed)
+		selfEnd(0, backends.Completed)
 	case fateExit3:
-		code(3, 0)
-		s.end(j, backends.Failed)
+		selfEnd(3, backends.Failed)
 	case fateTimeout:
 		c, term := 143, int(w.walltime.Seconds())
 		j.exit, j.sig = &c, 15
@@ -362,6 +406,7 @@ func (s *Sched) advance(j *job) {
 		s.end(j, backends.OutOfMemory)
 	case fateSpecialExit:
 		code(3, 0)
+		j.selfExit = j.exit
 		s.end(j, backends.SpecialExit)
 	case fateVanish:
 		s.end(j, backends.Failed)

@@ -69,6 +69,7 @@ func TestSimulation(t *testing.T) {
 				total.Interleavings += st.Interleavings
 				total.Decisions += st.Decisions
 				total.Jobs += st.Jobs
+				total.EarlyDecisions += st.EarlyDecisions
 				if len(rt.errs) > 0 && failures < 3 {
 					failures++
 					for _, e := range rt.errs {
@@ -84,8 +85,8 @@ func TestSimulation(t *testing.T) {
 	}
 	close(seeds)
 	wg.Wait()
-	t.Logf("%d schedules, %d steps, %d crashes, %d interleavings, %d decisions, %d jobs in %s",
-		n, total.Steps, total.Crashes, total.Interleavings, total.Decisions, total.Jobs, time.Since(start).Round(time.Millisecond))
+	t.Logf("%d schedules, %d steps, %d crashes, %d interleavings, %d decisions (%d on a conclusive exit file before the scheduler's word), %d jobs in %s",
+		n, total.Steps, total.Crashes, total.Interleavings, total.Decisions, total.EarlyDecisions, total.Jobs, time.Since(start).Round(time.Millisecond))
 }
 
 // TestSimulationCatchesABrokenFindByTag is the simulation's self-test:

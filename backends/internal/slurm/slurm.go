@@ -1,6 +1,7 @@
 // Package slurm holds what the sbatch and slurmrest backends share: the
 // mapping of Slurm's job states onto tether's normalized states, hostlist
-// expansion, and Slurm's time and exit-code formats.
+// expansion, and Slurm's timestamp, time-limit and exit-code formats
+// (durations themselves are package units').
 package slurm
 
 import (
@@ -10,7 +11,7 @@ import (
 	"time"
 
 	"github.com/tether-hpc/tether/backends"
-	"github.com/tether-hpc/tether/schema"
+	"github.com/tether-hpc/tether/internal/units"
 )
 
 // states maps every base job state Slurm 22.05–24.11 reports.
@@ -172,23 +173,11 @@ func ParseTime(s string) time.Time {
 	return t
 }
 
-// ParseLimit reads a time limit ("1:00:00", "2-00:00:00", "UNLIMITED").
-func ParseLimit(s string) time.Duration {
-	d, err := schema.ParseDuration(strings.TrimSpace(s))
-	if err != nil {
-		return 0
-	}
-	return d
-}
-
 // FormatLimit writes a walltime for --time, rounding up to whole minutes
-// (Slurm's granularity): "D-HH:MM:00".
+// (Slurm's granularity), at least one: "D-HH:MM:00".
 func FormatLimit(d time.Duration) string {
-	m := int((d + time.Minute - 1) / time.Minute)
-	if m < 1 {
-		m = 1
-	}
-	return fmt.Sprintf("%d-%02d:%02d:00", m/(24*60), m/60%24, m%60)
+	m := max((d+time.Minute-1)/time.Minute, 1)
+	return units.FormatDHMS(m * time.Minute)
 }
 
 // WaitStatus splits a raw wait status (squeue's exit_code, REST
@@ -209,4 +198,40 @@ func ParseExitPair(s string) (code, sig int, ok bool) {
 		return 0, 0, false
 	}
 	return c, g, true
+}
+
+// EscapePattern keeps a path literal for Slurm's filename patterns
+// (sbatch --output, the REST job's standard_output): %% for %.
+func EscapePattern(p string) string { return strings.ReplaceAll(p, "%", "%%") }
+
+// ParseTRES reads a job's allocated TRES ("cpu=4,mem=2G,node=1,
+// billing=4,gres/gpu=2", Slurm's tres_alloc_str and sacct's AllocTRES).
+// Unknown kinds are left out; a malformed count is skipped.
+func ParseTRES(s string) backends.Allocation {
+	var a backends.Allocation
+	for _, part := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok {
+			continue
+		}
+		if k == "mem" {
+			if m, err := units.ParseMemory(v); err == nil {
+				a.MemoryMiB = m
+			}
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			continue
+		}
+		switch {
+		case k == "cpu":
+			a.CPUs = n
+		case k == "node":
+			a.Nodes = n
+		case k == "gres/gpu":
+			a.GPUs = n // the total; gres/gpu:a100 repeats it by type
+		}
+	}
+	return a
 }

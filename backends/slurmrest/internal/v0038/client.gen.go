@@ -962,6 +962,109 @@ type V0038NodesResponse struct {
 	Nodes *[]V0038Node `json:"nodes,omitempty"`
 }
 
+// V0038Partition defines model for v0.0.38_partition.
+type V0038Partition struct {
+	// AllowedAccounts comma delimited list of accounts
+	AllowedAccounts *string `json:"allowed_accounts,omitempty"`
+
+	// AllowedAllocationNodes list names of allowed allocating nodes
+	AllowedAllocationNodes *string `json:"allowed_allocation_nodes,omitempty"`
+
+	// AllowedGroups comma delimited list of groups
+	AllowedGroups *string `json:"allowed_groups,omitempty"`
+
+	// AllowedQos comma delimited list of qos
+	AllowedQos *string `json:"allowed_qos,omitempty"`
+
+	// Alternative name of alternate partition
+	Alternative *string `json:"alternative,omitempty"`
+
+	// BillingWeights TRES billing weights
+	BillingWeights *string `json:"billing_weights,omitempty"`
+
+	// DefaultMemoryPerCpu default MB memory per allocated CPU
+	DefaultMemoryPerCpu *int64 `json:"default_memory_per_cpu,omitempty"`
+
+	// DefaultMemoryPerNode default MB memory per allocated node
+	DefaultMemoryPerNode *int64 `json:"default_memory_per_node,omitempty"`
+
+	// DefaultTimeLimit default time limit (minutes)
+	DefaultTimeLimit *int64 `json:"default_time_limit,omitempty"`
+
+	// DeniedAccounts comma delimited list of denied accounts
+	DeniedAccounts *string `json:"denied_accounts,omitempty"`
+
+	// DeniedQos comma delimited list of denied qos
+	DeniedQos *string `json:"denied_qos,omitempty"`
+
+	// Flags partition options
+	Flags *[]string `json:"flags,omitempty"`
+
+	// MaxTimeLimit Max time limit per job
+	MaxTimeLimit *int64 `json:"max_time_limit,omitempty"`
+
+	// MaximumCpusPerNode maximum allocated CPUs per node
+	MaximumCpusPerNode *int `json:"maximum_cpus_per_node,omitempty"`
+
+	// MaximumMemoryPerCpu maximum memory per allocated CPU (MiB)
+	MaximumMemoryPerCpu *int64 `json:"maximum_memory_per_cpu,omitempty"`
+
+	// MaximumMemoryPerNode maximum memory per allocated node (MiB)
+	MaximumMemoryPerNode *int64 `json:"maximum_memory_per_node,omitempty"`
+
+	// MaximumNodesPerJob Max nodes per job
+	MaximumNodesPerJob *int `json:"maximum_nodes_per_job,omitempty"`
+
+	// MinNodesPerJob Min number of nodes per job
+	MinNodesPerJob *int `json:"min_nodes_per_job,omitempty"`
+
+	// Name Partition name
+	Name *string `json:"name,omitempty"`
+
+	// Nodes list names of nodes in partition
+	Nodes *string `json:"nodes,omitempty"`
+
+	// OverTimeLimit job's time limit can be exceeded by this number of minutes before cancellation
+	OverTimeLimit *int `json:"over_time_limit,omitempty"`
+
+	// PreemptionGraceTime preemption grace time (seconds)
+	PreemptionGraceTime *int64 `json:"preemption_grace_time,omitempty"`
+
+	// PreemptionMode preemption type
+	PreemptionMode *[]string `json:"preemption_mode,omitempty"`
+
+	// PriorityJobFactor job priority weight factor
+	PriorityJobFactor *int `json:"priority_job_factor,omitempty"`
+
+	// PriorityTier tier for scheduling and preemption
+	PriorityTier *int `json:"priority_tier,omitempty"`
+
+	// Qos partition QOS name
+	Qos *string `json:"qos,omitempty"`
+
+	// State Partition state
+	State *string `json:"state,omitempty"`
+
+	// TotalCpus Total cpus in partition
+	TotalCpus *int `json:"total_cpus,omitempty"`
+
+	// TotalNodes Total number of nodes in partition
+	TotalNodes *int `json:"total_nodes,omitempty"`
+
+	// Tres configured TRES in partition
+	Tres *string `json:"tres,omitempty"`
+}
+
+// V0038PartitionsResponse defines model for v0.0.38_partitions_response.
+type V0038PartitionsResponse struct {
+	// Errors slurm errors
+	Errors *[]V0038Error `json:"errors,omitempty"`
+	Meta   *V0038Meta    `json:"meta,omitempty"`
+
+	// Partitions partition info
+	Partitions *[]V0038Partition `json:"partitions,omitempty"`
+}
+
 // V0038Ping defines model for v0.0.38_ping.
 type V0038Ping struct {
 	// Hostname slurm controller hostname
@@ -1001,6 +1104,12 @@ type SlurmV0038CancelJobParams struct {
 
 // SlurmV0038GetJobsParams defines parameters for SlurmV0038GetJobs.
 type SlurmV0038GetJobsParams struct {
+	// UpdateTime Filter if changed since update_time. Use of this parameter can result in faster replies.
+	UpdateTime *int64 `form:"update_time,omitempty" json:"update_time,omitempty"`
+}
+
+// SlurmV0038GetPartitionsParams defines parameters for SlurmV0038GetPartitions.
+type SlurmV0038GetPartitionsParams struct {
 	// UpdateTime Filter if changed since update_time. Use of this parameter can result in faster replies.
 	UpdateTime *int64 `form:"update_time,omitempty" json:"update_time,omitempty"`
 }
@@ -1121,6 +1230,11 @@ type ClientInterface interface {
 	// Corresponds with GET /slurm/v0.0.38/node/{node_name} (the `SlurmV0038GetNode` operationId).
 	SlurmV0038GetNode(ctx context.Context, nodeName string, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// SlurmV0038GetPartitions get all partition info
+	//
+	// Corresponds with GET /slurm/v0.0.38/partitions (the `SlurmV0038GetPartitions` operationId).
+	SlurmV0038GetPartitions(ctx context.Context, params *SlurmV0038GetPartitionsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// SlurmV0038Ping ping test
 	//
 	// Corresponds with GET /slurm/v0.0.38/ping (the `SlurmV0038Ping` operationId).
@@ -1226,6 +1340,21 @@ func (c *Client) SlurmV0038GetJobs(ctx context.Context, params *SlurmV0038GetJob
 // Corresponds with GET /slurm/v0.0.38/node/{node_name} (the `SlurmV0038GetNode` operationId).
 func (c *Client) SlurmV0038GetNode(ctx context.Context, nodeName string, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewSlurmV0038GetNodeRequest(c.Server, nodeName)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SlurmV0038GetPartitions get all partition info
+//
+// Corresponds with GET /slurm/v0.0.38/partitions (the `SlurmV0038GetPartitions` operationId).
+func (c *Client) SlurmV0038GetPartitions(ctx context.Context, params *SlurmV0038GetPartitionsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSlurmV0038GetPartitionsRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1501,6 +1630,60 @@ func NewSlurmV0038GetNodeRequest(server string, nodeName string) (*http.Request,
 	return req, nil
 }
 
+// NewSlurmV0038GetPartitionsRequest constructs an http.Request for the SlurmV0038GetPartitions method
+func NewSlurmV0038GetPartitionsRequest(server string, params *SlurmV0038GetPartitionsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/slurm/v0.0.38/partitions")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.UpdateTime != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "update_time", *params.UpdateTime, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewSlurmV0038PingRequest constructs an http.Request for the SlurmV0038Ping method
 func NewSlurmV0038PingRequest(server string) (*http.Request, error) {
 	var err error
@@ -1620,6 +1803,13 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /slurm/v0.0.38/node/{node_name} (the `SlurmV0038GetNode` operationId).
 	SlurmV0038GetNodeWithResponse(ctx context.Context, nodeName string, reqEditors ...RequestEditorFn) (*SlurmV0038GetNodeResponse, error)
+
+	// SlurmV0038GetPartitionsWithResponse get all partition info
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /slurm/v0.0.38/partitions (the `SlurmV0038GetPartitions` operationId).
+	SlurmV0038GetPartitionsWithResponse(ctx context.Context, params *SlurmV0038GetPartitionsParams, reqEditors ...RequestEditorFn) (*SlurmV0038GetPartitionsResponse, error)
 
 	// SlurmV0038PingWithResponse ping test
 	//
@@ -1903,6 +2093,54 @@ func (r SlurmV0038GetNodeResponse) ContentType() string {
 	return ""
 }
 
+type SlurmV0038GetPartitionsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *V0038PartitionsResponse
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *V0038Errors
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SlurmV0038GetPartitionsResponse) GetJSON200() *V0038PartitionsResponse {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r SlurmV0038GetPartitionsResponse) GetJSONDefault() *V0038Errors {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SlurmV0038GetPartitionsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SlurmV0038GetPartitionsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SlurmV0038GetPartitionsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SlurmV0038GetPartitionsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type SlurmV0038PingResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -2040,6 +2278,19 @@ func (c *ClientWithResponses) SlurmV0038GetNodeWithResponse(ctx context.Context,
 		return nil, err
 	}
 	return ParseSlurmV0038GetNodeResponse(rsp)
+}
+
+// SlurmV0038GetPartitionsWithResponse get all partition info
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /slurm/v0.0.38/partitions (the `SlurmV0038GetPartitions` operationId).
+func (c *ClientWithResponses) SlurmV0038GetPartitionsWithResponse(ctx context.Context, params *SlurmV0038GetPartitionsParams, reqEditors ...RequestEditorFn) (*SlurmV0038GetPartitionsResponse, error) {
+	rsp, err := c.SlurmV0038GetPartitions(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSlurmV0038GetPartitionsResponse(rsp)
 }
 
 // SlurmV0038PingWithResponse ping test
@@ -2219,6 +2470,39 @@ func ParseSlurmV0038GetNodeResponse(rsp *http.Response) (*SlurmV0038GetNodeRespo
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest V0038NodesResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest V0038Errors
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseSlurmV0038GetPartitionsResponse parses an HTTP response from a SlurmV0038GetPartitionsWithResponse call
+func ParseSlurmV0038GetPartitionsResponse(rsp *http.Response) (*SlurmV0038GetPartitionsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SlurmV0038GetPartitionsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest V0038PartitionsResponse
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

@@ -166,6 +166,39 @@ func (e SlurmV0040GetNodeParamsFlags) Valid() bool {
 	}
 }
 
+// Defines values for SlurmV0040GetPartitionsParamsFlags.
+const (
+	SlurmV0040GetPartitionsParamsFlagsALL        SlurmV0040GetPartitionsParamsFlags = "ALL"
+	SlurmV0040GetPartitionsParamsFlagsDETAIL     SlurmV0040GetPartitionsParamsFlags = "DETAIL"
+	SlurmV0040GetPartitionsParamsFlagsFEDERATION SlurmV0040GetPartitionsParamsFlags = "FEDERATION"
+	SlurmV0040GetPartitionsParamsFlagsFUTURE     SlurmV0040GetPartitionsParamsFlags = "FUTURE"
+	SlurmV0040GetPartitionsParamsFlagsLOCAL      SlurmV0040GetPartitionsParamsFlags = "LOCAL"
+	SlurmV0040GetPartitionsParamsFlagsMIXED      SlurmV0040GetPartitionsParamsFlags = "MIXED"
+	SlurmV0040GetPartitionsParamsFlagsSIBLING    SlurmV0040GetPartitionsParamsFlags = "SIBLING"
+)
+
+// Valid indicates whether the value is a known member of the SlurmV0040GetPartitionsParamsFlags enum.
+func (e SlurmV0040GetPartitionsParamsFlags) Valid() bool {
+	switch e {
+	case SlurmV0040GetPartitionsParamsFlagsALL:
+		return true
+	case SlurmV0040GetPartitionsParamsFlagsDETAIL:
+		return true
+	case SlurmV0040GetPartitionsParamsFlagsFEDERATION:
+		return true
+	case SlurmV0040GetPartitionsParamsFlagsFUTURE:
+		return true
+	case SlurmV0040GetPartitionsParamsFlagsLOCAL:
+		return true
+	case SlurmV0040GetPartitionsParamsFlagsMIXED:
+		return true
+	case SlurmV0040GetPartitionsParamsFlagsSIBLING:
+		return true
+	default:
+		return false
+	}
+}
+
 // V0040AcctGatherEnergy defines model for v0.0.40_acct_gather_energy.
 type V0040AcctGatherEnergy struct {
 	// AverageWatts Average power consumption, in watts
@@ -1347,6 +1380,17 @@ type V0040OpenapiNodesResp struct {
 	Warnings   *V0040OpenapiWarnings `json:"warnings,omitempty"`
 }
 
+// V0040OpenapiPartitionResp defines model for v0.0.40_openapi_partition_resp.
+type V0040OpenapiPartitionResp struct {
+	Errors *V0040OpenapiErrors `json:"errors,omitempty"`
+
+	// LastUpdate Integer number with flags
+	LastUpdate V0040Uint64NoVal      `json:"last_update"`
+	Meta       *V0040OpenapiMeta     `json:"meta,omitempty"`
+	Partitions V0040PartitionInfoMsg `json:"partitions"`
+	Warnings   *V0040OpenapiWarnings `json:"warnings,omitempty"`
+}
+
 // V0040OpenapiPingArrayResp defines model for v0.0.40_openapi_ping_array_resp.
 type V0040OpenapiPingArrayResp struct {
 	Errors   *V0040OpenapiErrors      `json:"errors,omitempty"`
@@ -1373,6 +1417,153 @@ type V0040OpenapiWarning struct {
 
 // V0040OpenapiWarnings defines model for v0.0.40_openapi_warnings.
 type V0040OpenapiWarnings = []V0040OpenapiWarning
+
+// V0040OversubscribeFlags defines model for v0.0.40_oversubscribe_flags.
+type V0040OversubscribeFlags = []string
+
+// V0040PartitionInfo defines model for v0.0.40_partition_info.
+type V0040PartitionInfo struct {
+	Accounts *struct {
+		// Allowed AllowAccounts
+		Allowed *string `json:"allowed,omitempty"`
+
+		// Deny DenyAccounts
+		Deny *string `json:"deny,omitempty"`
+	} `json:"accounts,omitempty"`
+
+	// Alternate Alternate
+	Alternate *string `json:"alternate,omitempty"`
+
+	// Cluster Cluster name
+	Cluster *string `json:"cluster,omitempty"`
+	Cpus    *struct {
+		// TaskBinding CpuBind
+		TaskBinding *int64 `json:"task_binding,omitempty"`
+
+		// Total TotalCPUs
+		Total *int64 `json:"total,omitempty"`
+	} `json:"cpus,omitempty"`
+	Defaults *struct {
+		// Job JobDefaults
+		Job *string `json:"job,omitempty"`
+
+		// MemoryPerCpu DefMemPerCPU or DefMemPerNode
+		MemoryPerCpu *int64 `json:"memory_per_cpu,omitempty"`
+
+		// PartitionMemoryPerCpu Integer number with flags
+		PartitionMemoryPerCpu *V0040Uint64NoVal `json:"partition_memory_per_cpu,omitempty"`
+
+		// PartitionMemoryPerNode Integer number with flags
+		PartitionMemoryPerNode *V0040Uint64NoVal `json:"partition_memory_per_node,omitempty"`
+
+		// Time Integer number with flags
+		Time *V0040Uint32NoVal `json:"time,omitempty"`
+	} `json:"defaults,omitempty"`
+
+	// GraceTime GraceTime
+	GraceTime *int64 `json:"grace_time,omitempty"`
+	Groups    *struct {
+		// Allowed AllowGroups
+		Allowed *string `json:"allowed,omitempty"`
+	} `json:"groups,omitempty"`
+	Maximums *struct {
+		// CpusPerNode Integer number with flags
+		CpusPerNode *V0040Uint32NoVal `json:"cpus_per_node,omitempty"`
+
+		// CpusPerSocket Integer number with flags
+		CpusPerSocket *V0040Uint32NoVal `json:"cpus_per_socket,omitempty"`
+
+		// MemoryPerCpu MaxMemPerCPU or MaxMemPerNode
+		MemoryPerCpu *int64 `json:"memory_per_cpu,omitempty"`
+
+		// Nodes Integer number with flags
+		Nodes *V0040Uint32NoVal `json:"nodes,omitempty"`
+
+		// OverTimeLimit Integer number with flags
+		OverTimeLimit *V0040Uint16NoVal `json:"over_time_limit,omitempty"`
+		Oversubscribe *struct {
+			Flags *V0040OversubscribeFlags `json:"flags,omitempty"`
+
+			// Jobs Maximum number of jobs allowed to oversubscribe resources
+			Jobs *int64 `json:"jobs,omitempty"`
+		} `json:"oversubscribe,omitempty"`
+
+		// PartitionMemoryPerCpu Integer number with flags
+		PartitionMemoryPerCpu *V0040Uint64NoVal `json:"partition_memory_per_cpu,omitempty"`
+
+		// PartitionMemoryPerNode Integer number with flags
+		PartitionMemoryPerNode *V0040Uint64NoVal `json:"partition_memory_per_node,omitempty"`
+
+		// Shares OverSubscribe
+		Shares *int64 `json:"shares,omitempty"`
+
+		// Time Integer number with flags
+		Time *V0040Uint32NoVal `json:"time,omitempty"`
+	} `json:"maximums,omitempty"`
+	Minimums *struct {
+		// Nodes MinNodes
+		Nodes *int64 `json:"nodes,omitempty"`
+	} `json:"minimums,omitempty"`
+
+	// Name PartitionName
+	Name *string `json:"name,omitempty"`
+
+	// NodeSets NodeSets
+	NodeSets *string `json:"node_sets,omitempty"`
+	Nodes    *struct {
+		// AllowedAllocation AllocNodes
+		AllowedAllocation *string `json:"allowed_allocation,omitempty"`
+
+		// Configured Nodes
+		Configured *string `json:"configured,omitempty"`
+
+		// Total TotalNodes
+		Total *int64 `json:"total,omitempty"`
+	} `json:"nodes,omitempty"`
+	Partition *struct {
+		State *V0040PartitionStates `json:"state,omitempty"`
+	} `json:"partition,omitempty"`
+	Priority *struct {
+		// JobFactor PriorityJobFactor
+		JobFactor *int64 `json:"job_factor,omitempty"`
+
+		// Tier PriorityTier
+		Tier *int64 `json:"tier,omitempty"`
+	} `json:"priority,omitempty"`
+	Qos *struct {
+		// Allowed AllowQOS
+		Allowed *string `json:"allowed,omitempty"`
+
+		// Assigned QOS
+		Assigned *string `json:"assigned,omitempty"`
+
+		// Deny DenyQOS
+		Deny *string `json:"deny,omitempty"`
+	} `json:"qos,omitempty"`
+
+	// SuspendTime Integer number with flags
+	SuspendTime *V0040Uint32NoVal `json:"suspend_time,omitempty"`
+	Timeouts    *struct {
+		// Resume Integer number with flags
+		Resume *V0040Uint16NoVal `json:"resume,omitempty"`
+
+		// Suspend Integer number with flags
+		Suspend *V0040Uint16NoVal `json:"suspend,omitempty"`
+	} `json:"timeouts,omitempty"`
+	Tres *struct {
+		// BillingWeights TRESBillingWeights
+		BillingWeights *string `json:"billing_weights,omitempty"`
+
+		// Configured TRES
+		Configured *string `json:"configured,omitempty"`
+	} `json:"tres,omitempty"`
+}
+
+// V0040PartitionInfoMsg defines model for v0.0.40_partition_info_msg.
+type V0040PartitionInfoMsg = []V0040PartitionInfo
+
+// V0040PartitionStates defines model for v0.0.40_partition_states.
+type V0040PartitionStates = []string
 
 // V0040PowerFlags removed field
 //
@@ -1500,6 +1691,18 @@ type SlurmV0040GetNodeParams struct {
 // SlurmV0040GetNodeParamsFlags defines parameters for SlurmV0040GetNode.
 type SlurmV0040GetNodeParamsFlags string
 
+// SlurmV0040GetPartitionsParams defines parameters for SlurmV0040GetPartitions.
+type SlurmV0040GetPartitionsParams struct {
+	// UpdateTime Filter partitions since update timestamp
+	UpdateTime *string `form:"update_time,omitempty" json:"update_time,omitempty"`
+
+	// Flags Query flags
+	Flags *SlurmV0040GetPartitionsParamsFlags `form:"flags,omitempty" json:"flags,omitempty"`
+}
+
+// SlurmV0040GetPartitionsParamsFlags defines parameters for SlurmV0040GetPartitions.
+type SlurmV0040GetPartitionsParamsFlags string
+
 // SlurmV0040PostJobSubmitJSONRequestBody defines body for SlurmV0040PostJobSubmit for application/json ContentType.
 type SlurmV0040PostJobSubmitJSONRequestBody = V0040JobSubmitReq
 
@@ -1616,6 +1819,11 @@ type ClientInterface interface {
 	// Corresponds with GET /slurm/v0.0.40/node/{node_name} (the `SlurmV0040GetNode` operationId).
 	SlurmV0040GetNode(ctx context.Context, nodeName string, params *SlurmV0040GetNodeParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// SlurmV0040GetPartitions get all partition info
+	//
+	// Corresponds with GET /slurm/v0.0.40/partitions/ (the `SlurmV0040GetPartitions` operationId).
+	SlurmV0040GetPartitions(ctx context.Context, params *SlurmV0040GetPartitionsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// SlurmV0040GetPing ping test
 	//
 	// Corresponds with GET /slurm/v0.0.40/ping/ (the `SlurmV0040GetPing` operationId).
@@ -1721,6 +1929,21 @@ func (c *Client) SlurmV0040GetJobsState(ctx context.Context, params *SlurmV0040G
 // Corresponds with GET /slurm/v0.0.40/node/{node_name} (the `SlurmV0040GetNode` operationId).
 func (c *Client) SlurmV0040GetNode(ctx context.Context, nodeName string, params *SlurmV0040GetNodeParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewSlurmV0040GetNodeRequest(c.Server, nodeName, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SlurmV0040GetPartitions get all partition info
+//
+// Corresponds with GET /slurm/v0.0.40/partitions/ (the `SlurmV0040GetPartitions` operationId).
+func (c *Client) SlurmV0040GetPartitions(ctx context.Context, params *SlurmV0040GetPartitionsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSlurmV0040GetPartitionsRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -2125,6 +2348,72 @@ func NewSlurmV0040GetNodeRequest(server string, nodeName string, params *SlurmV0
 	return req, nil
 }
 
+// NewSlurmV0040GetPartitionsRequest constructs an http.Request for the SlurmV0040GetPartitions method
+func NewSlurmV0040GetPartitionsRequest(server string, params *SlurmV0040GetPartitionsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/slurm/v0.0.40/partitions/")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.UpdateTime != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "update_time", *params.UpdateTime, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Flags != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "flags", *params.Flags, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewSlurmV0040GetPingRequest constructs an http.Request for the SlurmV0040GetPing method
 func NewSlurmV0040GetPingRequest(server string) (*http.Request, error) {
 	var err error
@@ -2244,6 +2533,13 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /slurm/v0.0.40/node/{node_name} (the `SlurmV0040GetNode` operationId).
 	SlurmV0040GetNodeWithResponse(ctx context.Context, nodeName string, params *SlurmV0040GetNodeParams, reqEditors ...RequestEditorFn) (*SlurmV0040GetNodeResponse, error)
+
+	// SlurmV0040GetPartitionsWithResponse get all partition info
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /slurm/v0.0.40/partitions/ (the `SlurmV0040GetPartitions` operationId).
+	SlurmV0040GetPartitionsWithResponse(ctx context.Context, params *SlurmV0040GetPartitionsParams, reqEditors ...RequestEditorFn) (*SlurmV0040GetPartitionsResponse, error)
 
 	// SlurmV0040GetPingWithResponse ping test
 	//
@@ -2541,6 +2837,54 @@ func (r SlurmV0040GetNodeResponse) ContentType() string {
 	return ""
 }
 
+type SlurmV0040GetPartitionsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *V0040OpenapiPartitionResp
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *V0040OpenapiPartitionResp
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SlurmV0040GetPartitionsResponse) GetJSON200() *V0040OpenapiPartitionResp {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r SlurmV0040GetPartitionsResponse) GetJSONDefault() *V0040OpenapiPartitionResp {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SlurmV0040GetPartitionsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SlurmV0040GetPartitionsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SlurmV0040GetPartitionsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SlurmV0040GetPartitionsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type SlurmV0040GetPingResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -2678,6 +3022,19 @@ func (c *ClientWithResponses) SlurmV0040GetNodeWithResponse(ctx context.Context,
 		return nil, err
 	}
 	return ParseSlurmV0040GetNodeResponse(rsp)
+}
+
+// SlurmV0040GetPartitionsWithResponse get all partition info
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /slurm/v0.0.40/partitions/ (the `SlurmV0040GetPartitions` operationId).
+func (c *ClientWithResponses) SlurmV0040GetPartitionsWithResponse(ctx context.Context, params *SlurmV0040GetPartitionsParams, reqEditors ...RequestEditorFn) (*SlurmV0040GetPartitionsResponse, error) {
+	rsp, err := c.SlurmV0040GetPartitions(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSlurmV0040GetPartitionsResponse(rsp)
 }
 
 // SlurmV0040GetPingWithResponse ping test
@@ -2881,6 +3238,39 @@ func ParseSlurmV0040GetNodeResponse(rsp *http.Response) (*SlurmV0040GetNodeRespo
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest V0040OpenapiNodesResp
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseSlurmV0040GetPartitionsResponse parses an HTTP response from a SlurmV0040GetPartitionsWithResponse call
+func ParseSlurmV0040GetPartitionsResponse(rsp *http.Response) (*SlurmV0040GetPartitionsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SlurmV0040GetPartitionsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest V0040OpenapiPartitionResp
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest V0040OpenapiPartitionResp
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

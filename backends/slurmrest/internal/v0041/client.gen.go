@@ -1177,6 +1177,90 @@ func (e V0041OpenapiNodesRespNodesState) Valid() bool {
 	}
 }
 
+// Defines values for V0041OpenapiPartitionRespPartitionsMaximumsOversubscribeFlags.
+const (
+	V0041OpenapiPartitionRespPartitionsMaximumsOversubscribeFlagsForce V0041OpenapiPartitionRespPartitionsMaximumsOversubscribeFlags = "force"
+)
+
+// Valid indicates whether the value is a known member of the V0041OpenapiPartitionRespPartitionsMaximumsOversubscribeFlags enum.
+func (e V0041OpenapiPartitionRespPartitionsMaximumsOversubscribeFlags) Valid() bool {
+	switch e {
+	case V0041OpenapiPartitionRespPartitionsMaximumsOversubscribeFlagsForce:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for V0041OpenapiPartitionRespPartitionsPartitionState.
+const (
+	V0041OpenapiPartitionRespPartitionsPartitionStateDOWN     V0041OpenapiPartitionRespPartitionsPartitionState = "DOWN"
+	V0041OpenapiPartitionRespPartitionsPartitionStateDRAIN    V0041OpenapiPartitionRespPartitionsPartitionState = "DRAIN"
+	V0041OpenapiPartitionRespPartitionsPartitionStateINACTIVE V0041OpenapiPartitionRespPartitionsPartitionState = "INACTIVE"
+	V0041OpenapiPartitionRespPartitionsPartitionStateUNKNOWN  V0041OpenapiPartitionRespPartitionsPartitionState = "UNKNOWN"
+	V0041OpenapiPartitionRespPartitionsPartitionStateUP       V0041OpenapiPartitionRespPartitionsPartitionState = "UP"
+)
+
+// Valid indicates whether the value is a known member of the V0041OpenapiPartitionRespPartitionsPartitionState enum.
+func (e V0041OpenapiPartitionRespPartitionsPartitionState) Valid() bool {
+	switch e {
+	case V0041OpenapiPartitionRespPartitionsPartitionStateDOWN:
+		return true
+	case V0041OpenapiPartitionRespPartitionsPartitionStateDRAIN:
+		return true
+	case V0041OpenapiPartitionRespPartitionsPartitionStateINACTIVE:
+		return true
+	case V0041OpenapiPartitionRespPartitionsPartitionStateUNKNOWN:
+		return true
+	case V0041OpenapiPartitionRespPartitionsPartitionStateUP:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for V0041OpenapiPartitionRespPartitionsSelectType.
+const (
+	V0041OpenapiPartitionRespPartitionsSelectTypeBOARD                V0041OpenapiPartitionRespPartitionsSelectType = "BOARD"
+	V0041OpenapiPartitionRespPartitionsSelectTypeCORE                 V0041OpenapiPartitionRespPartitionsSelectType = "CORE"
+	V0041OpenapiPartitionRespPartitionsSelectTypeCOREDEFAULTDISTBLOCK V0041OpenapiPartitionRespPartitionsSelectType = "CORE_DEFAULT_DIST_BLOCK"
+	V0041OpenapiPartitionRespPartitionsSelectTypeCPU                  V0041OpenapiPartitionRespPartitionsSelectType = "CPU"
+	V0041OpenapiPartitionRespPartitionsSelectTypeLINEAR               V0041OpenapiPartitionRespPartitionsSelectType = "LINEAR"
+	V0041OpenapiPartitionRespPartitionsSelectTypeLLN                  V0041OpenapiPartitionRespPartitionsSelectType = "LLN"
+	V0041OpenapiPartitionRespPartitionsSelectTypeMEMORY               V0041OpenapiPartitionRespPartitionsSelectType = "MEMORY"
+	V0041OpenapiPartitionRespPartitionsSelectTypeONETASKPERCORE       V0041OpenapiPartitionRespPartitionsSelectType = "ONE_TASK_PER_CORE"
+	V0041OpenapiPartitionRespPartitionsSelectTypePACKNODES            V0041OpenapiPartitionRespPartitionsSelectType = "PACK_NODES"
+	V0041OpenapiPartitionRespPartitionsSelectTypeSOCKET               V0041OpenapiPartitionRespPartitionsSelectType = "SOCKET"
+)
+
+// Valid indicates whether the value is a known member of the V0041OpenapiPartitionRespPartitionsSelectType enum.
+func (e V0041OpenapiPartitionRespPartitionsSelectType) Valid() bool {
+	switch e {
+	case V0041OpenapiPartitionRespPartitionsSelectTypeBOARD:
+		return true
+	case V0041OpenapiPartitionRespPartitionsSelectTypeCORE:
+		return true
+	case V0041OpenapiPartitionRespPartitionsSelectTypeCOREDEFAULTDISTBLOCK:
+		return true
+	case V0041OpenapiPartitionRespPartitionsSelectTypeCPU:
+		return true
+	case V0041OpenapiPartitionRespPartitionsSelectTypeLINEAR:
+		return true
+	case V0041OpenapiPartitionRespPartitionsSelectTypeLLN:
+		return true
+	case V0041OpenapiPartitionRespPartitionsSelectTypeMEMORY:
+		return true
+	case V0041OpenapiPartitionRespPartitionsSelectTypeONETASKPERCORE:
+		return true
+	case V0041OpenapiPartitionRespPartitionsSelectTypePACKNODES:
+		return true
+	case V0041OpenapiPartitionRespPartitionsSelectTypeSOCKET:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for SlurmV0041DeleteJobParamsFlags.
 const (
 	SlurmV0041DeleteJobParamsFlagsARRAYTASK         SlurmV0041DeleteJobParamsFlags = "ARRAY_TASK"
@@ -1318,6 +1402,39 @@ func (e SlurmV0041GetNodeParamsFlags) Valid() bool {
 	case SlurmV0041GetNodeParamsFlagsMIXED:
 		return true
 	case SlurmV0041GetNodeParamsFlagsSIBLING:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for SlurmV0041GetPartitionsParamsFlags.
+const (
+	SlurmV0041GetPartitionsParamsFlagsALL        SlurmV0041GetPartitionsParamsFlags = "ALL"
+	SlurmV0041GetPartitionsParamsFlagsDETAIL     SlurmV0041GetPartitionsParamsFlags = "DETAIL"
+	SlurmV0041GetPartitionsParamsFlagsFEDERATION SlurmV0041GetPartitionsParamsFlags = "FEDERATION"
+	SlurmV0041GetPartitionsParamsFlagsFUTURE     SlurmV0041GetPartitionsParamsFlags = "FUTURE"
+	SlurmV0041GetPartitionsParamsFlagsLOCAL      SlurmV0041GetPartitionsParamsFlags = "LOCAL"
+	SlurmV0041GetPartitionsParamsFlagsMIXED      SlurmV0041GetPartitionsParamsFlags = "MIXED"
+	SlurmV0041GetPartitionsParamsFlagsSIBLING    SlurmV0041GetPartitionsParamsFlags = "SIBLING"
+)
+
+// Valid indicates whether the value is a known member of the SlurmV0041GetPartitionsParamsFlags enum.
+func (e SlurmV0041GetPartitionsParamsFlags) Valid() bool {
+	switch e {
+	case SlurmV0041GetPartitionsParamsFlagsALL:
+		return true
+	case SlurmV0041GetPartitionsParamsFlagsDETAIL:
+		return true
+	case SlurmV0041GetPartitionsParamsFlagsFEDERATION:
+		return true
+	case SlurmV0041GetPartitionsParamsFlagsFUTURE:
+		return true
+	case SlurmV0041GetPartitionsParamsFlagsLOCAL:
+		return true
+	case SlurmV0041GetPartitionsParamsFlagsMIXED:
+		return true
+	case SlurmV0041GetPartitionsParamsFlagsSIBLING:
 		return true
 	default:
 		return false
@@ -3830,6 +3947,466 @@ type V0041OpenapiNodesResp_Warnings struct {
 	Source *string `json:"source,omitempty"`
 }
 
+// V0041OpenapiPartitionResp defines model for v0.0.41_openapi_partition_resp.
+type V0041OpenapiPartitionResp struct {
+	// Errors Query errors
+	Errors *[]V0041OpenapiPartitionResp_Errors `json:"errors,omitempty"`
+
+	// LastUpdate Time of last partition change (UNIX timestamp)
+	LastUpdate V0041OpenapiPartitionResp_LastUpdate `json:"last_update"`
+
+	// Meta Slurm meta values
+	Meta *V0041OpenapiPartitionResp_Meta `json:"meta,omitempty"`
+
+	// Partitions List of partitions
+	Partitions []V0041OpenapiPartitionResp_Partitions `json:"partitions"`
+
+	// Warnings Query warnings
+	Warnings *[]V0041OpenapiPartitionResp_Warnings `json:"warnings,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Errors defines model for V0041OpenapiPartitionResp.Errors.
+type V0041OpenapiPartitionResp_Errors struct {
+	// Description Long form error description
+	Description *string `json:"description,omitempty"`
+
+	// Error Short form error description
+	Error *string `json:"error,omitempty"`
+
+	// ErrorNumber Slurm numeric error identifier
+	ErrorNumber *int64 `json:"error_number,omitempty"`
+
+	// Source Source of error or where error was first detected
+	Source *string `json:"source,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_LastUpdate Time of last partition change (UNIX timestamp)
+type V0041OpenapiPartitionResp_LastUpdate struct {
+	// Infinite True if number has been set to infinite; "set" and "number" will be ignored
+	Infinite *bool `json:"infinite,omitempty"`
+
+	// Number If "set" is True the number will be set with value; otherwise ignore number contents
+	Number *int64 `json:"number,omitempty"`
+
+	// Set True if number has been set; False if number is unset
+	Set *bool `json:"set,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Meta_Client defines model for V0041OpenapiPartitionResp.Meta.Client.
+type V0041OpenapiPartitionResp_Meta_Client struct {
+	// Group Client group (if known)
+	Group *string `json:"group,omitempty"`
+
+	// Source Client source description
+	Source *string `json:"source,omitempty"`
+
+	// User Client user (if known)
+	User *string `json:"user,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Meta_Plugin defines model for V0041OpenapiPartitionResp.Meta.Plugin.
+type V0041OpenapiPartitionResp_Meta_Plugin struct {
+	// AccountingStorage Slurm accounting plugin
+	AccountingStorage *string `json:"accounting_storage,omitempty"`
+
+	// DataParser Slurm data_parser plugin
+	DataParser *string `json:"data_parser,omitempty"`
+
+	// Name Slurm plugin name (if applicable)
+	Name *string `json:"name,omitempty"`
+
+	// Type Slurm plugin type (if applicable)
+	Type *string `json:"type,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Meta_Slurm_Version defines model for V0041OpenapiPartitionResp.Meta.Slurm.Version.
+type V0041OpenapiPartitionResp_Meta_Slurm_Version struct {
+	// Major Slurm release major version
+	Major *string `json:"major,omitempty"`
+
+	// Micro Slurm release micro version
+	Micro *string `json:"micro,omitempty"`
+
+	// Minor Slurm release minor version
+	Minor *string `json:"minor,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Meta_Slurm defines model for V0041OpenapiPartitionResp.Meta.Slurm.
+type V0041OpenapiPartitionResp_Meta_Slurm struct {
+	// Cluster Slurm cluster name
+	Cluster *string `json:"cluster,omitempty"`
+
+	// Release Slurm release string
+	Release *string                                       `json:"release,omitempty"`
+	Version *V0041OpenapiPartitionResp_Meta_Slurm_Version `json:"version,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Meta Slurm meta values
+type V0041OpenapiPartitionResp_Meta struct {
+	Client *V0041OpenapiPartitionResp_Meta_Client `json:"client,omitempty"`
+
+	// Command CLI command (if applicable)
+	Command *[]string                              `json:"command,omitempty"`
+	Plugin  *V0041OpenapiPartitionResp_Meta_Plugin `json:"plugin,omitempty"`
+	Slurm   *V0041OpenapiPartitionResp_Meta_Slurm  `json:"slurm,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Accounts defines model for V0041OpenapiPartitionResp.Partitions.Accounts.
+type V0041OpenapiPartitionResp_Partitions_Accounts struct {
+	// Allowed AllowAccounts
+	Allowed *string `json:"allowed,omitempty"`
+
+	// Deny DenyAccounts
+	Deny *string `json:"deny,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Cpus defines model for V0041OpenapiPartitionResp.Partitions.Cpus.
+type V0041OpenapiPartitionResp_Partitions_Cpus struct {
+	// TaskBinding CpuBind
+	TaskBinding *int64 `json:"task_binding,omitempty"`
+
+	// Total TotalCPUs
+	Total *int64 `json:"total,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Defaults_PartitionMemoryPerCpu DefMemPerCPU
+type V0041OpenapiPartitionResp_Partitions_Defaults_PartitionMemoryPerCpu struct {
+	// Infinite True if number has been set to infinite; "set" and "number" will be ignored
+	Infinite *bool `json:"infinite,omitempty"`
+
+	// Number If "set" is True the number will be set with value; otherwise ignore number contents
+	Number *int64 `json:"number,omitempty"`
+
+	// Set True if number has been set; False if number is unset
+	Set *bool `json:"set,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Defaults_PartitionMemoryPerNode DefMemPerNode
+type V0041OpenapiPartitionResp_Partitions_Defaults_PartitionMemoryPerNode struct {
+	// Infinite True if number has been set to infinite; "set" and "number" will be ignored
+	Infinite *bool `json:"infinite,omitempty"`
+
+	// Number If "set" is True the number will be set with value; otherwise ignore number contents
+	Number *int64 `json:"number,omitempty"`
+
+	// Set True if number has been set; False if number is unset
+	Set *bool `json:"set,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Defaults_Time DefaultTime in minutes
+type V0041OpenapiPartitionResp_Partitions_Defaults_Time struct {
+	// Infinite True if number has been set to infinite; "set" and "number" will be ignored
+	Infinite *bool `json:"infinite,omitempty"`
+
+	// Number If "set" is True the number will be set with value; otherwise ignore number contents
+	Number *int64 `json:"number,omitempty"`
+
+	// Set True if number has been set; False if number is unset
+	Set *bool `json:"set,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Defaults defines model for V0041OpenapiPartitionResp.Partitions.Defaults.
+type V0041OpenapiPartitionResp_Partitions_Defaults struct {
+	// Job JobDefaults
+	Job *string `json:"job,omitempty"`
+
+	// MemoryPerCpu DefMemPerCPU or DefMemPerNode
+	MemoryPerCpu *int64 `json:"memory_per_cpu,omitempty"`
+
+	// PartitionMemoryPerCpu DefMemPerCPU
+	PartitionMemoryPerCpu *V0041OpenapiPartitionResp_Partitions_Defaults_PartitionMemoryPerCpu `json:"partition_memory_per_cpu,omitempty"`
+
+	// PartitionMemoryPerNode DefMemPerNode
+	PartitionMemoryPerNode *V0041OpenapiPartitionResp_Partitions_Defaults_PartitionMemoryPerNode `json:"partition_memory_per_node,omitempty"`
+
+	// Time DefaultTime in minutes
+	Time *V0041OpenapiPartitionResp_Partitions_Defaults_Time `json:"time,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Groups defines model for V0041OpenapiPartitionResp.Partitions.Groups.
+type V0041OpenapiPartitionResp_Partitions_Groups struct {
+	// Allowed AllowGroups
+	Allowed *string `json:"allowed,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Maximums_CpusPerNode MaxCPUsPerNode
+type V0041OpenapiPartitionResp_Partitions_Maximums_CpusPerNode struct {
+	// Infinite True if number has been set to infinite; "set" and "number" will be ignored
+	Infinite *bool `json:"infinite,omitempty"`
+
+	// Number If "set" is True the number will be set with value; otherwise ignore number contents
+	Number *int64 `json:"number,omitempty"`
+
+	// Set True if number has been set; False if number is unset
+	Set *bool `json:"set,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Maximums_CpusPerSocket MaxCPUsPerSocket
+type V0041OpenapiPartitionResp_Partitions_Maximums_CpusPerSocket struct {
+	// Infinite True if number has been set to infinite; "set" and "number" will be ignored
+	Infinite *bool `json:"infinite,omitempty"`
+
+	// Number If "set" is True the number will be set with value; otherwise ignore number contents
+	Number *int64 `json:"number,omitempty"`
+
+	// Set True if number has been set; False if number is unset
+	Set *bool `json:"set,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Maximums_Nodes MaxNodes
+type V0041OpenapiPartitionResp_Partitions_Maximums_Nodes struct {
+	// Infinite True if number has been set to infinite; "set" and "number" will be ignored
+	Infinite *bool `json:"infinite,omitempty"`
+
+	// Number If "set" is True the number will be set with value; otherwise ignore number contents
+	Number *int64 `json:"number,omitempty"`
+
+	// Set True if number has been set; False if number is unset
+	Set *bool `json:"set,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Maximums_OverTimeLimit OverTimeLimit
+type V0041OpenapiPartitionResp_Partitions_Maximums_OverTimeLimit struct {
+	// Infinite True if number has been set to infinite; "set" and "number" will be ignored
+	Infinite *bool `json:"infinite,omitempty"`
+
+	// Number If "set" is True the number will be set with value; otherwise ignore number contents
+	Number *int64 `json:"number,omitempty"`
+
+	// Set True if number has been set; False if number is unset
+	Set *bool `json:"set,omitempty"`
+}
+
+// V0041OpenapiPartitionRespPartitionsMaximumsOversubscribeFlags defines model for V0041OpenapiPartitionResp.Partitions.Maximums.Oversubscribe.Flags.
+type V0041OpenapiPartitionRespPartitionsMaximumsOversubscribeFlags string
+
+// V0041OpenapiPartitionResp_Partitions_Maximums_Oversubscribe defines model for V0041OpenapiPartitionResp.Partitions.Maximums.Oversubscribe.
+type V0041OpenapiPartitionResp_Partitions_Maximums_Oversubscribe struct {
+	// Flags Flags applicable to the OverSubscribe setting
+	Flags *[]V0041OpenapiPartitionRespPartitionsMaximumsOversubscribeFlags `json:"flags,omitempty"`
+
+	// Jobs Maximum number of jobs allowed to oversubscribe resources
+	Jobs *int64 `json:"jobs,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Maximums_PartitionMemoryPerCpu MaxMemPerCPU
+type V0041OpenapiPartitionResp_Partitions_Maximums_PartitionMemoryPerCpu struct {
+	// Infinite True if number has been set to infinite; "set" and "number" will be ignored
+	Infinite *bool `json:"infinite,omitempty"`
+
+	// Number If "set" is True the number will be set with value; otherwise ignore number contents
+	Number *int64 `json:"number,omitempty"`
+
+	// Set True if number has been set; False if number is unset
+	Set *bool `json:"set,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Maximums_PartitionMemoryPerNode MaxMemPerNode
+type V0041OpenapiPartitionResp_Partitions_Maximums_PartitionMemoryPerNode struct {
+	// Infinite True if number has been set to infinite; "set" and "number" will be ignored
+	Infinite *bool `json:"infinite,omitempty"`
+
+	// Number If "set" is True the number will be set with value; otherwise ignore number contents
+	Number *int64 `json:"number,omitempty"`
+
+	// Set True if number has been set; False if number is unset
+	Set *bool `json:"set,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Maximums_Time MaxTime
+type V0041OpenapiPartitionResp_Partitions_Maximums_Time struct {
+	// Infinite True if number has been set to infinite; "set" and "number" will be ignored
+	Infinite *bool `json:"infinite,omitempty"`
+
+	// Number If "set" is True the number will be set with value; otherwise ignore number contents
+	Number *int64 `json:"number,omitempty"`
+
+	// Set True if number has been set; False if number is unset
+	Set *bool `json:"set,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Maximums defines model for V0041OpenapiPartitionResp.Partitions.Maximums.
+type V0041OpenapiPartitionResp_Partitions_Maximums struct {
+	// CpusPerNode MaxCPUsPerNode
+	CpusPerNode *V0041OpenapiPartitionResp_Partitions_Maximums_CpusPerNode `json:"cpus_per_node,omitempty"`
+
+	// CpusPerSocket MaxCPUsPerSocket
+	CpusPerSocket *V0041OpenapiPartitionResp_Partitions_Maximums_CpusPerSocket `json:"cpus_per_socket,omitempty"`
+
+	// MemoryPerCpu MaxMemPerCPU or MaxMemPerNode
+	MemoryPerCpu *int64 `json:"memory_per_cpu,omitempty"`
+
+	// Nodes MaxNodes
+	Nodes *V0041OpenapiPartitionResp_Partitions_Maximums_Nodes `json:"nodes,omitempty"`
+
+	// OverTimeLimit OverTimeLimit
+	OverTimeLimit *V0041OpenapiPartitionResp_Partitions_Maximums_OverTimeLimit `json:"over_time_limit,omitempty"`
+	Oversubscribe *V0041OpenapiPartitionResp_Partitions_Maximums_Oversubscribe `json:"oversubscribe,omitempty"`
+
+	// PartitionMemoryPerCpu MaxMemPerCPU
+	PartitionMemoryPerCpu *V0041OpenapiPartitionResp_Partitions_Maximums_PartitionMemoryPerCpu `json:"partition_memory_per_cpu,omitempty"`
+
+	// PartitionMemoryPerNode MaxMemPerNode
+	PartitionMemoryPerNode *V0041OpenapiPartitionResp_Partitions_Maximums_PartitionMemoryPerNode `json:"partition_memory_per_node,omitempty"`
+
+	// Shares OverSubscribe
+	Shares *int64 `json:"shares,omitempty"`
+
+	// Time MaxTime
+	Time *V0041OpenapiPartitionResp_Partitions_Maximums_Time `json:"time,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Minimums defines model for V0041OpenapiPartitionResp.Partitions.Minimums.
+type V0041OpenapiPartitionResp_Partitions_Minimums struct {
+	// Nodes MinNodes
+	Nodes *int64 `json:"nodes,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Nodes defines model for V0041OpenapiPartitionResp.Partitions.Nodes.
+type V0041OpenapiPartitionResp_Partitions_Nodes struct {
+	// AllowedAllocation AllocNodes
+	AllowedAllocation *string `json:"allowed_allocation,omitempty"`
+
+	// Configured Nodes
+	Configured *string `json:"configured,omitempty"`
+
+	// Total TotalNodes
+	Total *int64 `json:"total,omitempty"`
+}
+
+// V0041OpenapiPartitionRespPartitionsPartitionState defines model for V0041OpenapiPartitionResp.Partitions.Partition.State.
+type V0041OpenapiPartitionRespPartitionsPartitionState string
+
+// V0041OpenapiPartitionResp_Partitions_Partition defines model for V0041OpenapiPartitionResp.Partitions.Partition.
+type V0041OpenapiPartitionResp_Partitions_Partition struct {
+	// State Current state(s)
+	State *[]V0041OpenapiPartitionRespPartitionsPartitionState `json:"state,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Priority defines model for V0041OpenapiPartitionResp.Partitions.Priority.
+type V0041OpenapiPartitionResp_Partitions_Priority struct {
+	// JobFactor PriorityJobFactor
+	JobFactor *int64 `json:"job_factor,omitempty"`
+
+	// Tier PriorityTier
+	Tier *int64 `json:"tier,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Qos defines model for V0041OpenapiPartitionResp.Partitions.Qos.
+type V0041OpenapiPartitionResp_Partitions_Qos struct {
+	// Allowed AllowQOS
+	Allowed *string `json:"allowed,omitempty"`
+
+	// Assigned QOS
+	Assigned *string `json:"assigned,omitempty"`
+
+	// Deny DenyQOS
+	Deny *string `json:"deny,omitempty"`
+}
+
+// V0041OpenapiPartitionRespPartitionsSelectType defines model for V0041OpenapiPartitionResp.Partitions.SelectType.
+type V0041OpenapiPartitionRespPartitionsSelectType string
+
+// V0041OpenapiPartitionResp_Partitions_SuspendTime SuspendTime (GLOBAL if both set and infinite are false)
+type V0041OpenapiPartitionResp_Partitions_SuspendTime struct {
+	// Infinite True if number has been set to infinite; "set" and "number" will be ignored
+	Infinite *bool `json:"infinite,omitempty"`
+
+	// Number If "set" is True the number will be set with value; otherwise ignore number contents
+	Number *int64 `json:"number,omitempty"`
+
+	// Set True if number has been set; False if number is unset
+	Set *bool `json:"set,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Timeouts_Resume ResumeTimeout (GLOBAL if both set and infinite are false)
+type V0041OpenapiPartitionResp_Partitions_Timeouts_Resume struct {
+	// Infinite True if number has been set to infinite; "set" and "number" will be ignored
+	Infinite *bool `json:"infinite,omitempty"`
+
+	// Number If "set" is True the number will be set with value; otherwise ignore number contents
+	Number *int64 `json:"number,omitempty"`
+
+	// Set True if number has been set; False if number is unset
+	Set *bool `json:"set,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Timeouts_Suspend SuspendTimeout (GLOBAL if both set and infinite are false)
+type V0041OpenapiPartitionResp_Partitions_Timeouts_Suspend struct {
+	// Infinite True if number has been set to infinite; "set" and "number" will be ignored
+	Infinite *bool `json:"infinite,omitempty"`
+
+	// Number If "set" is True the number will be set with value; otherwise ignore number contents
+	Number *int64 `json:"number,omitempty"`
+
+	// Set True if number has been set; False if number is unset
+	Set *bool `json:"set,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Timeouts defines model for V0041OpenapiPartitionResp.Partitions.Timeouts.
+type V0041OpenapiPartitionResp_Partitions_Timeouts struct {
+	// Resume ResumeTimeout (GLOBAL if both set and infinite are false)
+	Resume *V0041OpenapiPartitionResp_Partitions_Timeouts_Resume `json:"resume,omitempty"`
+
+	// Suspend SuspendTimeout (GLOBAL if both set and infinite are false)
+	Suspend *V0041OpenapiPartitionResp_Partitions_Timeouts_Suspend `json:"suspend,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions_Tres defines model for V0041OpenapiPartitionResp.Partitions.Tres.
+type V0041OpenapiPartitionResp_Partitions_Tres struct {
+	// BillingWeights TRESBillingWeights
+	BillingWeights *string `json:"billing_weights,omitempty"`
+
+	// Configured TRES
+	Configured *string `json:"configured,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Partitions defines model for V0041OpenapiPartitionResp.Partitions.
+type V0041OpenapiPartitionResp_Partitions struct {
+	Accounts *V0041OpenapiPartitionResp_Partitions_Accounts `json:"accounts,omitempty"`
+
+	// Alternate Alternate
+	Alternate *string `json:"alternate,omitempty"`
+
+	// Cluster Cluster name
+	Cluster  *string                                        `json:"cluster,omitempty"`
+	Cpus     *V0041OpenapiPartitionResp_Partitions_Cpus     `json:"cpus,omitempty"`
+	Defaults *V0041OpenapiPartitionResp_Partitions_Defaults `json:"defaults,omitempty"`
+
+	// GraceTime GraceTime
+	GraceTime *int64                                         `json:"grace_time,omitempty"`
+	Groups    *V0041OpenapiPartitionResp_Partitions_Groups   `json:"groups,omitempty"`
+	Maximums  *V0041OpenapiPartitionResp_Partitions_Maximums `json:"maximums,omitempty"`
+	Minimums  *V0041OpenapiPartitionResp_Partitions_Minimums `json:"minimums,omitempty"`
+
+	// Name PartitionName
+	Name *string `json:"name,omitempty"`
+
+	// NodeSets NodeSets
+	NodeSets  *string                                         `json:"node_sets,omitempty"`
+	Nodes     *V0041OpenapiPartitionResp_Partitions_Nodes     `json:"nodes,omitempty"`
+	Partition *V0041OpenapiPartitionResp_Partitions_Partition `json:"partition,omitempty"`
+	Priority  *V0041OpenapiPartitionResp_Partitions_Priority  `json:"priority,omitempty"`
+	Qos       *V0041OpenapiPartitionResp_Partitions_Qos       `json:"qos,omitempty"`
+
+	// SelectType Scheduler consumable resource selection type
+	SelectType *[]V0041OpenapiPartitionRespPartitionsSelectType `json:"select_type,omitempty"`
+
+	// SuspendTime SuspendTime (GLOBAL if both set and infinite are false)
+	SuspendTime *V0041OpenapiPartitionResp_Partitions_SuspendTime `json:"suspend_time,omitempty"`
+	Timeouts    *V0041OpenapiPartitionResp_Partitions_Timeouts    `json:"timeouts,omitempty"`
+	Tres        *V0041OpenapiPartitionResp_Partitions_Tres        `json:"tres,omitempty"`
+}
+
+// V0041OpenapiPartitionResp_Warnings defines model for V0041OpenapiPartitionResp.Warnings.
+type V0041OpenapiPartitionResp_Warnings struct {
+	// Description Long form warning description
+	Description *string `json:"description,omitempty"`
+
+	// Source Source of warning or where warning was first detected
+	Source *string `json:"source,omitempty"`
+}
+
 // V0041OpenapiPingArrayResp defines model for v0.0.41_openapi_ping_array_resp.
 type V0041OpenapiPingArrayResp struct {
 	// Errors Query errors
@@ -4098,6 +4675,18 @@ type SlurmV0041GetNodeParams struct {
 // SlurmV0041GetNodeParamsFlags defines parameters for SlurmV0041GetNode.
 type SlurmV0041GetNodeParamsFlags string
 
+// SlurmV0041GetPartitionsParams defines parameters for SlurmV0041GetPartitions.
+type SlurmV0041GetPartitionsParams struct {
+	// UpdateTime Filter partitions since update timestamp
+	UpdateTime *string `form:"update_time,omitempty" json:"update_time,omitempty"`
+
+	// Flags Query flags
+	Flags *SlurmV0041GetPartitionsParamsFlags `form:"flags,omitempty" json:"flags,omitempty"`
+}
+
+// SlurmV0041GetPartitionsParamsFlags defines parameters for SlurmV0041GetPartitions.
+type SlurmV0041GetPartitionsParamsFlags string
+
 // SlurmV0041PostJobSubmitJSONRequestBody defines body for SlurmV0041PostJobSubmit for application/json ContentType.
 type SlurmV0041PostJobSubmitJSONRequestBody = V0041JobSubmitReq
 
@@ -4214,6 +4803,11 @@ type ClientInterface interface {
 	// Corresponds with GET /slurm/v0.0.41/node/{node_name} (the `SlurmV0041GetNode` operationId).
 	SlurmV0041GetNode(ctx context.Context, nodeName string, params *SlurmV0041GetNodeParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// SlurmV0041GetPartitions get all partition info
+	//
+	// Corresponds with GET /slurm/v0.0.41/partitions/ (the `SlurmV0041GetPartitions` operationId).
+	SlurmV0041GetPartitions(ctx context.Context, params *SlurmV0041GetPartitionsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// SlurmV0041GetPing ping test
 	//
 	// Corresponds with GET /slurm/v0.0.41/ping/ (the `SlurmV0041GetPing` operationId).
@@ -4319,6 +4913,21 @@ func (c *Client) SlurmV0041GetJobsState(ctx context.Context, params *SlurmV0041G
 // Corresponds with GET /slurm/v0.0.41/node/{node_name} (the `SlurmV0041GetNode` operationId).
 func (c *Client) SlurmV0041GetNode(ctx context.Context, nodeName string, params *SlurmV0041GetNodeParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewSlurmV0041GetNodeRequest(c.Server, nodeName, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SlurmV0041GetPartitions get all partition info
+//
+// Corresponds with GET /slurm/v0.0.41/partitions/ (the `SlurmV0041GetPartitions` operationId).
+func (c *Client) SlurmV0041GetPartitions(ctx context.Context, params *SlurmV0041GetPartitionsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSlurmV0041GetPartitionsRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -4723,6 +5332,72 @@ func NewSlurmV0041GetNodeRequest(server string, nodeName string, params *SlurmV0
 	return req, nil
 }
 
+// NewSlurmV0041GetPartitionsRequest constructs an http.Request for the SlurmV0041GetPartitions method
+func NewSlurmV0041GetPartitionsRequest(server string, params *SlurmV0041GetPartitionsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/slurm/v0.0.41/partitions/")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.UpdateTime != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "update_time", *params.UpdateTime, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Flags != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "flags", *params.Flags, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewSlurmV0041GetPingRequest constructs an http.Request for the SlurmV0041GetPing method
 func NewSlurmV0041GetPingRequest(server string) (*http.Request, error) {
 	var err error
@@ -4842,6 +5517,13 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /slurm/v0.0.41/node/{node_name} (the `SlurmV0041GetNode` operationId).
 	SlurmV0041GetNodeWithResponse(ctx context.Context, nodeName string, params *SlurmV0041GetNodeParams, reqEditors ...RequestEditorFn) (*SlurmV0041GetNodeResponse, error)
+
+	// SlurmV0041GetPartitionsWithResponse get all partition info
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /slurm/v0.0.41/partitions/ (the `SlurmV0041GetPartitions` operationId).
+	SlurmV0041GetPartitionsWithResponse(ctx context.Context, params *SlurmV0041GetPartitionsParams, reqEditors ...RequestEditorFn) (*SlurmV0041GetPartitionsResponse, error)
 
 	// SlurmV0041GetPingWithResponse ping test
 	//
@@ -5139,6 +5821,54 @@ func (r SlurmV0041GetNodeResponse) ContentType() string {
 	return ""
 }
 
+type SlurmV0041GetPartitionsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *V0041OpenapiPartitionResp
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *V0041OpenapiPartitionResp
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SlurmV0041GetPartitionsResponse) GetJSON200() *V0041OpenapiPartitionResp {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r SlurmV0041GetPartitionsResponse) GetJSONDefault() *V0041OpenapiPartitionResp {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SlurmV0041GetPartitionsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SlurmV0041GetPartitionsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SlurmV0041GetPartitionsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SlurmV0041GetPartitionsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type SlurmV0041GetPingResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -5276,6 +6006,19 @@ func (c *ClientWithResponses) SlurmV0041GetNodeWithResponse(ctx context.Context,
 		return nil, err
 	}
 	return ParseSlurmV0041GetNodeResponse(rsp)
+}
+
+// SlurmV0041GetPartitionsWithResponse get all partition info
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /slurm/v0.0.41/partitions/ (the `SlurmV0041GetPartitions` operationId).
+func (c *ClientWithResponses) SlurmV0041GetPartitionsWithResponse(ctx context.Context, params *SlurmV0041GetPartitionsParams, reqEditors ...RequestEditorFn) (*SlurmV0041GetPartitionsResponse, error) {
+	rsp, err := c.SlurmV0041GetPartitions(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSlurmV0041GetPartitionsResponse(rsp)
 }
 
 // SlurmV0041GetPingWithResponse ping test
@@ -5479,6 +6222,39 @@ func ParseSlurmV0041GetNodeResponse(rsp *http.Response) (*SlurmV0041GetNodeRespo
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest V0041OpenapiNodesResp
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseSlurmV0041GetPartitionsResponse parses an HTTP response from a SlurmV0041GetPartitionsWithResponse call
+func ParseSlurmV0041GetPartitionsResponse(rsp *http.Response) (*SlurmV0041GetPartitionsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SlurmV0041GetPartitionsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest V0041OpenapiPartitionResp
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest V0041OpenapiPartitionResp
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

@@ -163,6 +163,39 @@ func (e SlurmV0042GetNodeParamsFlags) Valid() bool {
 	}
 }
 
+// Defines values for SlurmV0042GetPartitionsParamsFlags.
+const (
+	SlurmV0042GetPartitionsParamsFlagsALL        SlurmV0042GetPartitionsParamsFlags = "ALL"
+	SlurmV0042GetPartitionsParamsFlagsDETAIL     SlurmV0042GetPartitionsParamsFlags = "DETAIL"
+	SlurmV0042GetPartitionsParamsFlagsFEDERATION SlurmV0042GetPartitionsParamsFlags = "FEDERATION"
+	SlurmV0042GetPartitionsParamsFlagsFUTURE     SlurmV0042GetPartitionsParamsFlags = "FUTURE"
+	SlurmV0042GetPartitionsParamsFlagsLOCAL      SlurmV0042GetPartitionsParamsFlags = "LOCAL"
+	SlurmV0042GetPartitionsParamsFlagsMIXED      SlurmV0042GetPartitionsParamsFlags = "MIXED"
+	SlurmV0042GetPartitionsParamsFlagsSIBLING    SlurmV0042GetPartitionsParamsFlags = "SIBLING"
+)
+
+// Valid indicates whether the value is a known member of the SlurmV0042GetPartitionsParamsFlags enum.
+func (e SlurmV0042GetPartitionsParamsFlags) Valid() bool {
+	switch e {
+	case SlurmV0042GetPartitionsParamsFlagsALL:
+		return true
+	case SlurmV0042GetPartitionsParamsFlagsDETAIL:
+		return true
+	case SlurmV0042GetPartitionsParamsFlagsFEDERATION:
+		return true
+	case SlurmV0042GetPartitionsParamsFlagsFUTURE:
+		return true
+	case SlurmV0042GetPartitionsParamsFlagsLOCAL:
+		return true
+	case SlurmV0042GetPartitionsParamsFlagsMIXED:
+		return true
+	case SlurmV0042GetPartitionsParamsFlagsSIBLING:
+		return true
+	default:
+		return false
+	}
+}
+
 // V0042AcctGatherEnergy defines model for v0.0.42_acct_gather_energy.
 type V0042AcctGatherEnergy struct {
 	// AverageWatts Average power consumption, in watts
@@ -1270,6 +1303,15 @@ type V0042OpenapiNodesResp struct {
 	Warnings   *V0042OpenapiWarnings  `json:"warnings,omitempty"`
 }
 
+// V0042OpenapiPartitionResp defines model for v0.0.42_openapi_partition_resp.
+type V0042OpenapiPartitionResp struct {
+	Errors     *V0042OpenapiErrors    `json:"errors,omitempty"`
+	LastUpdate V0042Uint64NoValStruct `json:"last_update"`
+	Meta       *V0042OpenapiMeta      `json:"meta,omitempty"`
+	Partitions V0042PartitionInfoMsg  `json:"partitions"`
+	Warnings   *V0042OpenapiWarnings  `json:"warnings,omitempty"`
+}
+
 // V0042OpenapiPingArrayResp defines model for v0.0.42_openapi_ping_array_resp.
 type V0042OpenapiPingArrayResp struct {
 	Errors   *V0042OpenapiErrors      `json:"errors,omitempty"`
@@ -1290,6 +1332,9 @@ type V0042OpenapiWarning struct {
 // V0042OpenapiWarnings defines model for v0.0.42_openapi_warnings.
 type V0042OpenapiWarnings = []V0042OpenapiWarning
 
+// V0042OversubscribeFlags defines model for v0.0.42_oversubscribe_flags.
+type V0042OversubscribeFlags = []string
+
 // V0042PartPrio defines model for v0.0.42_part_prio.
 type V0042PartPrio struct {
 	// Partition Partition name
@@ -1298,6 +1343,127 @@ type V0042PartPrio struct {
 	// Priority Prospective job priority if it runs in this partition
 	Priority *int64 `json:"priority,omitempty"`
 }
+
+// V0042PartitionInfo defines model for v0.0.42_partition_info.
+type V0042PartitionInfo struct {
+	Accounts *struct {
+		// Allowed AllowAccounts
+		Allowed *string `json:"allowed,omitempty"`
+
+		// Deny DenyAccounts
+		Deny *string `json:"deny,omitempty"`
+	} `json:"accounts,omitempty"`
+
+	// Alternate Alternate
+	Alternate *string `json:"alternate,omitempty"`
+
+	// Cluster Cluster name
+	Cluster *string `json:"cluster,omitempty"`
+	Cpus    *struct {
+		// TaskBinding CpuBind
+		TaskBinding *int64 `json:"task_binding,omitempty"`
+
+		// Total TotalCPUs
+		Total *int64 `json:"total,omitempty"`
+	} `json:"cpus,omitempty"`
+	Defaults *struct {
+		// Job JobDefaults
+		Job *string `json:"job,omitempty"`
+
+		// MemoryPerCpu DefMemPerCPU or DefMemPerNode
+		MemoryPerCpu           *int64                  `json:"memory_per_cpu,omitempty"`
+		PartitionMemoryPerCpu  *V0042Uint64NoValStruct `json:"partition_memory_per_cpu,omitempty"`
+		PartitionMemoryPerNode *V0042Uint64NoValStruct `json:"partition_memory_per_node,omitempty"`
+		Time                   *V0042Uint32NoValStruct `json:"time,omitempty"`
+	} `json:"defaults,omitempty"`
+
+	// GraceTime GraceTime
+	GraceTime *int64 `json:"grace_time,omitempty"`
+	Groups    *struct {
+		// Allowed AllowGroups
+		Allowed *string `json:"allowed,omitempty"`
+	} `json:"groups,omitempty"`
+	Maximums *struct {
+		CpusPerNode   *V0042Uint32NoValStruct `json:"cpus_per_node,omitempty"`
+		CpusPerSocket *V0042Uint32NoValStruct `json:"cpus_per_socket,omitempty"`
+
+		// MemoryPerCpu MaxMemPerCPU or MaxMemPerNode
+		MemoryPerCpu  *int64                  `json:"memory_per_cpu,omitempty"`
+		Nodes         *V0042Uint32NoValStruct `json:"nodes,omitempty"`
+		OverTimeLimit *V0042Uint16NoValStruct `json:"over_time_limit,omitempty"`
+		Oversubscribe *struct {
+			Flags *V0042OversubscribeFlags `json:"flags,omitempty"`
+
+			// Jobs Maximum number of jobs allowed to oversubscribe resources
+			Jobs *int64 `json:"jobs,omitempty"`
+		} `json:"oversubscribe,omitempty"`
+		PartitionMemoryPerCpu  *V0042Uint64NoValStruct `json:"partition_memory_per_cpu,omitempty"`
+		PartitionMemoryPerNode *V0042Uint64NoValStruct `json:"partition_memory_per_node,omitempty"`
+
+		// Shares OverSubscribe
+		Shares *int64                  `json:"shares,omitempty"`
+		Time   *V0042Uint32NoValStruct `json:"time,omitempty"`
+	} `json:"maximums,omitempty"`
+	Minimums *struct {
+		// Nodes MinNodes
+		Nodes *int64 `json:"nodes,omitempty"`
+	} `json:"minimums,omitempty"`
+
+	// Name PartitionName
+	Name *string `json:"name,omitempty"`
+
+	// NodeSets NodeSets
+	NodeSets *string `json:"node_sets,omitempty"`
+	Nodes    *struct {
+		// AllowedAllocation AllocNodes
+		AllowedAllocation *string `json:"allowed_allocation,omitempty"`
+
+		// Configured Nodes
+		Configured *string `json:"configured,omitempty"`
+
+		// Total TotalNodes
+		Total *int64 `json:"total,omitempty"`
+	} `json:"nodes,omitempty"`
+	Partition *struct {
+		State *V0042PartitionStates `json:"state,omitempty"`
+	} `json:"partition,omitempty"`
+	Priority *struct {
+		// JobFactor PriorityJobFactor
+		JobFactor *int64 `json:"job_factor,omitempty"`
+
+		// Tier PriorityTier
+		Tier *int64 `json:"tier,omitempty"`
+	} `json:"priority,omitempty"`
+	Qos *struct {
+		// Allowed AllowQOS
+		Allowed *string `json:"allowed,omitempty"`
+
+		// Assigned QOS
+		Assigned *string `json:"assigned,omitempty"`
+
+		// Deny DenyQOS
+		Deny *string `json:"deny,omitempty"`
+	} `json:"qos,omitempty"`
+	SelectType  *V0042CrType            `json:"select_type,omitempty"`
+	SuspendTime *V0042Uint32NoValStruct `json:"suspend_time,omitempty"`
+	Timeouts    *struct {
+		Resume  *V0042Uint16NoValStruct `json:"resume,omitempty"`
+		Suspend *V0042Uint16NoValStruct `json:"suspend,omitempty"`
+	} `json:"timeouts,omitempty"`
+	Tres *struct {
+		// BillingWeights TRESBillingWeights
+		BillingWeights *string `json:"billing_weights,omitempty"`
+
+		// Configured TRES
+		Configured *string `json:"configured,omitempty"`
+	} `json:"tres,omitempty"`
+}
+
+// V0042PartitionInfoMsg defines model for v0.0.42_partition_info_msg.
+type V0042PartitionInfoMsg = []V0042PartitionInfo
+
+// V0042PartitionStates defines model for v0.0.42_partition_states.
+type V0042PartitionStates = []string
 
 // V0042PriorityByPartition defines model for v0.0.42_priority_by_partition.
 type V0042PriorityByPartition = []V0042PartPrio
@@ -1416,6 +1582,18 @@ type SlurmV0042GetNodeParams struct {
 // SlurmV0042GetNodeParamsFlags defines parameters for SlurmV0042GetNode.
 type SlurmV0042GetNodeParamsFlags string
 
+// SlurmV0042GetPartitionsParams defines parameters for SlurmV0042GetPartitions.
+type SlurmV0042GetPartitionsParams struct {
+	// UpdateTime Query partitions updated more recently than this time (UNIX timestamp)
+	UpdateTime *string `form:"update_time,omitempty" json:"update_time,omitempty"`
+
+	// Flags Query flags
+	Flags *SlurmV0042GetPartitionsParamsFlags `form:"flags,omitempty" json:"flags,omitempty"`
+}
+
+// SlurmV0042GetPartitionsParamsFlags defines parameters for SlurmV0042GetPartitions.
+type SlurmV0042GetPartitionsParamsFlags string
+
 // SlurmV0042PostJobSubmitJSONRequestBody defines body for SlurmV0042PostJobSubmit for application/json ContentType.
 type SlurmV0042PostJobSubmitJSONRequestBody = V0042JobSubmitReq
 
@@ -1532,6 +1710,11 @@ type ClientInterface interface {
 	// Corresponds with GET /slurm/v0.0.42/node/{node_name} (the `SlurmV0042GetNode` operationId).
 	SlurmV0042GetNode(ctx context.Context, nodeName string, params *SlurmV0042GetNodeParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// SlurmV0042GetPartitions get all partition info
+	//
+	// Corresponds with GET /slurm/v0.0.42/partitions/ (the `SlurmV0042GetPartitions` operationId).
+	SlurmV0042GetPartitions(ctx context.Context, params *SlurmV0042GetPartitionsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// SlurmV0042GetPing ping test
 	//
 	// Corresponds with GET /slurm/v0.0.42/ping/ (the `SlurmV0042GetPing` operationId).
@@ -1637,6 +1820,21 @@ func (c *Client) SlurmV0042GetJobsState(ctx context.Context, params *SlurmV0042G
 // Corresponds with GET /slurm/v0.0.42/node/{node_name} (the `SlurmV0042GetNode` operationId).
 func (c *Client) SlurmV0042GetNode(ctx context.Context, nodeName string, params *SlurmV0042GetNodeParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewSlurmV0042GetNodeRequest(c.Server, nodeName, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SlurmV0042GetPartitions get all partition info
+//
+// Corresponds with GET /slurm/v0.0.42/partitions/ (the `SlurmV0042GetPartitions` operationId).
+func (c *Client) SlurmV0042GetPartitions(ctx context.Context, params *SlurmV0042GetPartitionsParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSlurmV0042GetPartitionsRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -2041,6 +2239,72 @@ func NewSlurmV0042GetNodeRequest(server string, nodeName string, params *SlurmV0
 	return req, nil
 }
 
+// NewSlurmV0042GetPartitionsRequest constructs an http.Request for the SlurmV0042GetPartitions method
+func NewSlurmV0042GetPartitionsRequest(server string, params *SlurmV0042GetPartitionsParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/slurm/v0.0.42/partitions/")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.UpdateTime != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "update_time", *params.UpdateTime, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Flags != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", false, "flags", *params.Flags, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewSlurmV0042GetPingRequest constructs an http.Request for the SlurmV0042GetPing method
 func NewSlurmV0042GetPingRequest(server string) (*http.Request, error) {
 	var err error
@@ -2160,6 +2424,13 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /slurm/v0.0.42/node/{node_name} (the `SlurmV0042GetNode` operationId).
 	SlurmV0042GetNodeWithResponse(ctx context.Context, nodeName string, params *SlurmV0042GetNodeParams, reqEditors ...RequestEditorFn) (*SlurmV0042GetNodeResponse, error)
+
+	// SlurmV0042GetPartitionsWithResponse get all partition info
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /slurm/v0.0.42/partitions/ (the `SlurmV0042GetPartitions` operationId).
+	SlurmV0042GetPartitionsWithResponse(ctx context.Context, params *SlurmV0042GetPartitionsParams, reqEditors ...RequestEditorFn) (*SlurmV0042GetPartitionsResponse, error)
 
 	// SlurmV0042GetPingWithResponse ping test
 	//
@@ -2457,6 +2728,54 @@ func (r SlurmV0042GetNodeResponse) ContentType() string {
 	return ""
 }
 
+type SlurmV0042GetPartitionsResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *V0042OpenapiPartitionResp
+	// JSONDefault the response for an HTTP default `application/json` response
+	JSONDefault *V0042OpenapiPartitionResp
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SlurmV0042GetPartitionsResponse) GetJSON200() *V0042OpenapiPartitionResp {
+	return r.JSON200
+}
+
+// GetJSONDefault returns the response for an HTTP default `application/json` response
+func (r SlurmV0042GetPartitionsResponse) GetJSONDefault() *V0042OpenapiPartitionResp {
+	return r.JSONDefault
+}
+
+// GetBody returns the raw response body bytes
+func (r SlurmV0042GetPartitionsResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SlurmV0042GetPartitionsResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SlurmV0042GetPartitionsResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SlurmV0042GetPartitionsResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type SlurmV0042GetPingResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -2594,6 +2913,19 @@ func (c *ClientWithResponses) SlurmV0042GetNodeWithResponse(ctx context.Context,
 		return nil, err
 	}
 	return ParseSlurmV0042GetNodeResponse(rsp)
+}
+
+// SlurmV0042GetPartitionsWithResponse get all partition info
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /slurm/v0.0.42/partitions/ (the `SlurmV0042GetPartitions` operationId).
+func (c *ClientWithResponses) SlurmV0042GetPartitionsWithResponse(ctx context.Context, params *SlurmV0042GetPartitionsParams, reqEditors ...RequestEditorFn) (*SlurmV0042GetPartitionsResponse, error) {
+	rsp, err := c.SlurmV0042GetPartitions(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSlurmV0042GetPartitionsResponse(rsp)
 }
 
 // SlurmV0042GetPingWithResponse ping test
@@ -2797,6 +3129,39 @@ func ParseSlurmV0042GetNodeResponse(rsp *http.Response) (*SlurmV0042GetNodeRespo
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
 		var dest V0042OpenapiNodesResp
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSONDefault = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseSlurmV0042GetPartitionsResponse parses an HTTP response from a SlurmV0042GetPartitionsWithResponse call
+func ParseSlurmV0042GetPartitionsResponse(rsp *http.Response) (*SlurmV0042GetPartitionsResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SlurmV0042GetPartitionsResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest V0042OpenapiPartitionResp
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && true:
+		var dest V0042OpenapiPartitionResp
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}

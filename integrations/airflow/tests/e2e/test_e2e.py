@@ -337,7 +337,7 @@ def test_success_on_slurm_22_05(runner: Runner, mode: str):
         r = runner.run(f"e2e_{mode}_success")
         got = check_outcome(r, "succeeded")
         assert got["backend"] == "sbatch" and got["site"] == "slurm-22.05-sbatch", got
-        assert got["job_id"].isdigit() and got["scheduler_state"] == "COMPLETED", got
+        assert got["job_id"].isdigit() and got["cause"] == "completed", got
         assert got["results"] == {"rows": "42"}
         assert got["run_dir"].startswith(str(SHARED)), got
     finally:
