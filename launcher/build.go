@@ -27,6 +27,9 @@ type AttemptSpec struct {
 	N          int
 	ResumeFrom string
 	Exclude    []string
+	// MemoryMiB overrides the Task's memory (a retry after an
+	// out-of-memory end asks for more); 0: the Task's.
+	MemoryMiB int64
 	// WarnTimer makes the wrapper send the warn signal itself, for backends
 	// that cannot deliver it to the batch script.
 	WarnTimer bool
@@ -96,6 +99,9 @@ func Build(run rundir.Run, task *schema.Task, site *schema.Site, a AttemptSpec, 
 		ExtraArgs:     extra,
 		Tag:           Tag(run.ID, a.N),
 		Env:           a.Env,
+	}
+	if a.MemoryMiB > 0 {
+		req.MemoryMiB = a.MemoryMiB
 	}
 	disp := make([]string, len(launch))
 	for i, w := range launch {

@@ -27,7 +27,7 @@ type Submitter struct {
 // lock. The attempt is recorded before the backend call, so a crash in
 // between leaves a marker that Recover resolves instead of submitting twice.
 // A rejected submit removes the attempt again.
-// next supplies Reason, Generation, ResumeFrom and Exclude.
+// next supplies Reason, Generation, ResumeFrom, Exclude and MemoryMiB.
 func (s *Submitter) Submit(ctx context.Context, run rundir.Run, rec *schema.RunRecord, next schema.Attempt) (*schema.Attempt, error) {
 	a := schema.Attempt{
 		N:           len(rec.Attempts) + 1,
@@ -36,6 +36,7 @@ func (s *Submitter) Submit(ctx context.Context, run rundir.Run, rec *schema.RunR
 		Generation:  next.Generation,
 		ResumeFrom:  next.ResumeFrom,
 		Exclude:     next.Exclude,
+		MemoryMiB:   next.MemoryMiB,
 	}
 	rec.Attempts = append(rec.Attempts, a)
 	return s.submitCurrent(ctx, run, rec)
@@ -93,7 +94,7 @@ func (s *Submitter) Recover(ctx context.Context, run rundir.Run, rec *schema.Run
 
 func (s *Submitter) submitCurrent(ctx context.Context, run rundir.Run, rec *schema.RunRecord) (*schema.Attempt, error) {
 	cur := rec.Current()
-	plan, err := Build(run, &rec.Task, s.Site, AttemptSpec{N: cur.N, ResumeFrom: cur.ResumeFrom, Exclude: cur.Exclude, WarnTimer: NeedsWarnTimer(ctx, s.Backend), Env: rec.Env}, s.TetherPath)
+	plan, err := Build(run, &rec.Task, s.Site, AttemptSpec{N: cur.N, ResumeFrom: cur.ResumeFrom, Exclude: cur.Exclude, MemoryMiB: cur.MemoryMiB, WarnTimer: NeedsWarnTimer(ctx, s.Backend), Env: rec.Env}, s.TetherPath)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/internal/units"
 	"github.com/tether-hpc/tether/schema"
 )
 
@@ -99,6 +100,13 @@ type Input struct {
 	// Attempts made in the current generation, this one included.
 	Attempts int
 	Walltime time.Duration
+	// PendingFor is how long the current attempt has waited since its
+	// submit (in the scheduler answer's time) without starting;
+	// PendingTimeout is the site's [pending] timeout (0: none).
+	PendingFor     time.Duration
+	PendingTimeout time.Duration
+	// MemoryMiB is the memory the current attempt asked for (0: none).
+	MemoryMiB int64
 }
 
 // Decision is the verdict.
@@ -112,6 +120,9 @@ type Decision struct {
 	Signal   int
 	// ResumeFrom is the checkpoint state a Retry resumes from.
 	ResumeFrom string
+	// MemoryMiB is the memory a Retry after an out-of-memory end asks
+	// for (0: the same as the attempt that ended).
+	MemoryMiB int64
 	// FailedNodes are the nodes a NODE_FAIL attempt ran on.
 	FailedNodes []string
 	// FromExitFile: decided on the wrapper's conclusive exit file before
@@ -267,6 +278,16 @@ func Decide(in Input) Decision {
 		d.CancelJob = true
 		return finish(schema.OutcomeFailed, schema.CauseUnsatisfiable, "the scheduler says the job can never run: "+in.SchedNote)
 	}
+	if state == backends.Pending && !in.CancelRequested && !in.Started && in.PendingTimeout > 0 && in.PendingFor >= in.PendingTimeout {
+		// the site gives up on a job that waits this long
+		d.CancelJob = true
+		why := ""
+		if in.SchedNote != "" {
+			why = " (the scheduler's reason: " + in.SchedNote + ")"
+		}
+		return finish(schema.OutcomeFailed, schema.CausePendingTimeout,
+			fmt.Sprintf("still pending after %s, the site's [pending] timeout of %s%s", in.PendingFor.Round(time.Second), in.PendingTimeout, why))
+	}
 	if !state.Terminal() {
 		d.Reason = "job is " + strings.ToLower(string(state))
 		if d.CancelJob || in.CancelRequested {
@@ -314,8 +335,11 @@ func Decide(in Input) Decision {
 		if code != nil && *code == 0 && state == backends.Failed {
 			what = "the scheduler reports FAILED although the Task exited 0"
 		}
-		if in.SchedNote != "" && state == backends.Failed && in.Exit == nil {
+		if in.SchedNote != "" && (state == backends.OutOfMemory || in.Exit == nil) {
 			what += " (" + in.SchedNote + ")"
+		}
+		if cause == schema.CauseOOM && in.Retry.OnOOM {
+			return in.outOfMemory(d, what)
 		}
 		return in.failure(d, cause, what)
 	case backends.Timeout, backends.Deadline:
@@ -416,6 +440,25 @@ func (in Input) policyOutcome(d Decision, cause schema.Cause, policy, what strin
 
 func (in Input) failure(d Decision, cause schema.Cause, what string) Decision {
 	return in.policyOutcome(d, cause, in.Proceed.OnFailure, what)
+}
+
+// outOfMemory retries an attempt that ran out of memory with more memory
+// (retry.on_oom), while the budget lasts and max_memory allows.
+func (in Input) outOfMemory(d Decision, what string) Decision {
+	next := in.Retry.NextMemory(in.MemoryMiB)
+	switch {
+	case !in.budgetLeft():
+	case next == 0 && in.MemoryMiB > 0:
+		what += fmt.Sprintf("; not retried with more memory: %s is already retry.max_memory", units.HumanMemory(in.MemoryMiB))
+	case next == 0:
+		what += "; not retried with more memory: the attempt asked for no memory"
+	default:
+		d.Action, d.Cause, d.MemoryMiB, d.ResumeFrom = Retry, schema.CauseOOM, next, in.Evidence.Resume
+		d.Reason = fmt.Sprintf("%s; retrying with %s of memory instead of %s (attempt %d of %d)",
+			what, units.HumanMemory(next), units.HumanMemory(in.MemoryMiB), in.Attempts+1, in.Retry.MaxAttempts)
+		return d
+	}
+	return in.failure(d, schema.CauseOOM, what)
 }
 
 func (in Input) budgetLeft() bool { return in.Attempts < in.Retry.MaxAttempts }

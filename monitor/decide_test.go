@@ -235,6 +235,11 @@ func TestDecideCauses(t *testing.T) {
 		{"never runs", Input{State: backends.Pending, SchedNote: "DependencyNeverSatisfied", Proceed: def, Retry: retries(2), Attempts: 1}, Finish, schema.CauseUnsatisfiable, true, "can never run: DependencyNeverSatisfied"},
 		{"never runs, PBS", Input{State: backends.Pending, SchedNote: "Can Never Run: Insufficient amount of resource: ncpus", Proceed: def, Retry: retries(2), Attempts: 1}, Finish, schema.CauseUnsatisfiable, true, "Insufficient amount"},
 		{"pending for resources waits", Input{State: backends.Pending, SchedNote: "Resources", Proceed: def, Retry: retries(2), Attempts: 1}, Wait, "", false, "pending"},
+		// the site's [pending] timeout: cancel and fail (exit 1); not before it, not once started
+		{"pending timeout", Input{State: backends.Pending, SchedNote: "Priority", PendingFor: 2 * time.Hour, PendingTimeout: time.Hour, Proceed: def, Retry: retries(2), Attempts: 1}, Finish, schema.CausePendingTimeout, true, "still pending after 2h0m0s, the site's [pending] timeout of 1h0m0s (the scheduler's reason: Priority)"},
+		{"pending under the timeout waits", Input{State: backends.Pending, SchedNote: "Priority", PendingFor: 59 * time.Minute, PendingTimeout: time.Hour, Proceed: def, Retry: retries(2), Attempts: 1}, Wait, "", false, "pending"},
+		{"pending after a start is not a pending timeout", Input{State: backends.Pending, Started: true, PendingFor: 2 * time.Hour, PendingTimeout: time.Hour, Proceed: def, Retry: retries(2), Attempts: 1}, Wait, "", false, "pending"},
+		{"pending timeout off", Input{State: backends.Pending, PendingFor: 200 * time.Hour, Proceed: def, Retry: retries(2), Attempts: 1}, Wait, "", false, "pending"},
 		{"a dependency not yet met waits", Input{State: backends.Pending, SchedNote: "Dependency", Proceed: def, Retry: retries(2), Attempts: 1}, Wait, "", false, "pending"},
 		{"cancel of a live job is sent", Input{State: backends.Running, CancelRequested: true, Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", true, "cancel requested"},
 		{"cancel just sent is not resent", Input{State: backends.Running, CancelRequested: true, CancelSentFor: durp(5 * time.Second), Proceed: def, Retry: retries(1), Attempts: 1}, Wait, "", false, "cancel requested"},
@@ -319,6 +324,61 @@ func TestConclusiveExitFile(t *testing.T) {
 	for _, c := range cases {
 		if got := Conclusive(c.e, started); got != c.want {
 			t.Errorf("%s: Conclusive = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// retry.on_oom: an out-of-memory end is retried with memory_factor times
+// the memory, up to max_memory, while the budget lasts; the retry resumes
+// from the latest checkpoint.
+func TestDecideOutOfMemoryRetriesWithMoreMemory(t *testing.T) {
+	def := schema.DefaultTask().Proceed
+	oom := func(mem int64, attempts int, r schema.Retry) Decision {
+		return Decide(Input{State: backends.OutOfMemory, Exit: &schema.ExitFile{V: 1, ExitCode: 137, Signal: 9}, MemoryMiB: mem, Proceed: def, Retry: r, Attempts: attempts,
+			Evidence: Evidence{Resume: "step-3"}})
+	}
+	on := schema.Retry{MaxAttempts: 3, OnOOM: true}
+	d := oom(4096, 1, on)
+	if d.Action != Retry || d.Cause != schema.CauseOOM || d.MemoryMiB != 6144 || d.ResumeFrom != "step-3" {
+		t.Fatalf("first OOM: %v %s mem %d resume %q (%s)", d.Action, d.Cause, d.MemoryMiB, d.ResumeFrom, d.Reason)
+	}
+	if !strings.Contains(d.Reason, "retrying with 6G of memory instead of 4G (attempt 2 of 3)") {
+		t.Errorf("reason %q", d.Reason)
+	}
+	f2 := on
+	f2.MemoryFactor, f2.MaxMemory = 2, 10240
+	if d := oom(6144, 2, f2); d.Action != Retry || d.MemoryMiB != 10240 {
+		t.Errorf("capped at max_memory: %v mem %d (%s)", d.Action, d.MemoryMiB, d.Reason)
+	}
+	if d := oom(10240, 2, f2); d.Action != Finish || d.Cause != schema.CauseOOM || !strings.Contains(d.Reason, "already retry.max_memory") {
+		t.Errorf("at max_memory: %v %s (%s)", d.Action, d.Cause, d.Reason)
+	}
+	if d := oom(4096, 3, on); d.Action != Finish || d.Cause != schema.CauseOOM || d.Outcome != schema.OutcomeFailed {
+		t.Errorf("budget spent: %v %s %s (%s)", d.Action, d.Cause, d.Outcome, d.Reason)
+	}
+	if d := oom(4096, 1, schema.Retry{MaxAttempts: 3}); d.Action != Finish || d.Cause != schema.CauseOOM {
+		t.Errorf("on_oom off: %v %s (%s)", d.Action, d.Cause, d.Reason)
+	}
+	// a plain failure is not an out-of-memory retry
+	if d := Decide(Input{State: backends.Failed, Exit: exitFile(1), MemoryMiB: 4096, Proceed: def, Retry: on, Attempts: 1}); d.Action != Finish || d.Cause != schema.CauseExit {
+		t.Errorf("exit 1: %v %s", d.Action, d.Cause)
+	}
+}
+
+func TestNextMemory(t *testing.T) {
+	for _, c := range []struct {
+		r         schema.Retry
+		cur, want int64
+	}{
+		{schema.Retry{}, 1000, 1500},
+		{schema.Retry{MemoryFactor: 2}, 1000, 2000},
+		{schema.Retry{MemoryFactor: 1.5}, 1001, 1502}, // rounded up
+		{schema.Retry{MaxMemory: 1200}, 1000, 1200},
+		{schema.Retry{MaxMemory: 1000}, 1000, 0},
+		{schema.Retry{}, 0, 0},
+	} {
+		if got := c.r.NextMemory(c.cur); got != c.want {
+			t.Errorf("%+v NextMemory(%d) = %d, want %d", c.r, c.cur, got, c.want)
 		}
 	}
 }

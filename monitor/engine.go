@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/internal/units"
 	"github.com/tether-hpc/tether/rundir"
 	"github.com/tether-hpc/tether/schema"
 )
@@ -276,6 +277,7 @@ func (e *Engine) observe(ctx context.Context, run rundir.Run, rec *schema.RunRec
 		EvidenceGrace:    e.Site.Poll.EvidenceGrace.D(),
 		RecoverAfter:     e.Site.Poll.RecoverAfter.D(),
 		SchedulerRequeue: e.Site.Retry.Requeue,
+		PendingTimeout:   e.Site.Pending.Timeout.D(),
 	}
 	st := Status{PollErr: perr, Record: rec}
 	obs := observation{cur: cur, at: snap.At}
@@ -285,6 +287,10 @@ func (e *Engine) observe(ctx context.Context, run rundir.Run, rec *schema.RunRec
 		return obs
 	}
 	in.Attempts = attemptsIn(rec, cur.Generation)
+	in.MemoryMiB = cur.MemoryMiB
+	if in.MemoryMiB == 0 {
+		in.MemoryMiB = rec.Task.Resources.Memory.MiB()
+	}
 	id := backends.JobID(cur.JobID)
 	js, known := snap.Jobs[id]
 	if cur.JobID == "" {
@@ -314,6 +320,9 @@ func (e *Engine) observe(ctx context.Context, run rundir.Run, rec *schema.RunRec
 		st.Job = &j
 		in.State, in.Native, in.SchedExit, in.SchedSig, in.SchedNote, in.Nodes = js.State, js.Native, js.ExitCode, js.Signal, js.Reason, js.Nodes
 		st.Deadline = js.Deadline
+		if js.State == backends.Pending && !cur.SubmittedAt.IsZero() {
+			in.PendingFor = max(snap.At.Sub(cur.SubmittedAt), 0)
+		}
 		if since, ok := snap.Ended[id]; ok && js.State.Terminal() {
 			in.EndedFor = snap.At.Sub(since)
 		}
@@ -532,7 +541,10 @@ func (e *Engine) ClearDecided(ctx context.Context, run rundir.Run) error {
 func (e *Engine) retry(ctx context.Context, run rundir.Run, rec *schema.RunRecord, in Input, d Decision, sum rundir.Summary) (*schema.Outcome, error) {
 	cur := rec.Current()
 	endAttempt(cur, in, d, e.Now())
-	next := schema.Attempt{Reason: d.Reason, Generation: cur.Generation, ResumeFrom: d.ResumeFrom}
+	next := schema.Attempt{Reason: d.Reason, Generation: cur.Generation, ResumeFrom: d.ResumeFrom, MemoryMiB: cur.MemoryMiB}
+	if d.MemoryMiB > 0 {
+		next.MemoryMiB = d.MemoryMiB // more memory after an out-of-memory end
+	}
 	if e.Site.Retry.ExcludeFailedNodes {
 		next.Exclude = append(slices.Clone(cur.Exclude), d.FailedNodes...)
 		slices.Sort(next.Exclude)
@@ -573,6 +585,7 @@ func (e *Engine) outcomeBase(run rundir.Run, rec *schema.RunRecord, sum rundir.S
 	if cur := rec.Current(); cur != nil {
 		o.JobID = cur.JobID
 	}
+	o.AttemptMemory = attemptMemory(rec)
 	return o
 }
 
@@ -603,4 +616,25 @@ func (e *Engine) live(run rundir.Run, rec *schema.RunRecord, st Status, sum rund
 		o.Stuck = detail
 	}
 	return o
+}
+
+// attemptMemory lists each attempt's memory request when a retry raised
+// it (nil otherwise).
+func attemptMemory(rec *schema.RunRecord) []string {
+	raised := false
+	for _, a := range rec.Attempts {
+		raised = raised || a.MemoryMiB > 0
+	}
+	if !raised {
+		return nil
+	}
+	out := make([]string, len(rec.Attempts))
+	for i, a := range rec.Attempts {
+		mib := a.MemoryMiB
+		if mib == 0 {
+			mib = rec.Task.Resources.Memory.MiB()
+		}
+		out[i] = units.HumanMemory(mib)
+	}
+	return out
 }

@@ -71,11 +71,14 @@ const (
 	// limit it exceeds, a dependency that can never be met); tether
 	// cancelled it. The CLI exits 2: the request must change.
 	CauseUnsatisfiable Cause = "unsatisfiable"
+	// CausePendingTimeout: the job was still pending after the site's
+	// [pending] timeout; tether cancelled it.
+	CausePendingTimeout Cause = "pending_timeout"
 )
 
 // Causes lists every cause, for documentation and tests.
 var Causes = []Cause{CauseCompleted, CauseExit, CauseTimeout, CauseNodeFail, CausePreempted, CauseRequeued,
-	CauseOOM, CauseCancelled, CauseSchedCancel, CauseLost, CauseRefused, CauseWrapper, CauseUnexpected, CauseUnsatisfiable}
+	CauseOOM, CauseCancelled, CauseSchedCancel, CauseLost, CauseRefused, CauseWrapper, CauseUnexpected, CauseUnsatisfiable, CausePendingTimeout}
 
 // Proceeds reports whether downstream steps may go on after an outcome.
 func Proceeds(outcome string) bool {
@@ -131,6 +134,9 @@ type Attempt struct {
 	Generation int      `json:"generation"`
 	ResumeFrom string   `json:"resume_from,omitempty"`
 	Exclude    []string `json:"exclude,omitempty"`
+	// MemoryMiB is the memory this attempt asked for when a retry after
+	// an out-of-memory end raised it above the Task's (0: the Task's).
+	MemoryMiB int64 `json:"memory_mib,omitempty"`
 	// Unsent: the last submit of this attempt certainly never reached the
 	// scheduler (it failed before sending), so it may be sent again at
 	// once. Without it, an attempt with no job id waits for find-by-tag
@@ -222,4 +228,7 @@ type Outcome struct {
 	// "results" (a key or value over its limit was left out). README,
 	// "Status file limits".
 	Truncated []string `json:"truncated,omitempty"`
+	// AttemptMemory is each attempt's memory request ("4G", "6G"), given
+	// when a retry after an out-of-memory end asked for more.
+	AttemptMemory []string `json:"attempt_memory,omitempty"`
 }

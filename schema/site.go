@@ -165,4 +165,9 @@ func (s *Site) OutputAtEnd() bool { return s.Backend == BackendPBS && s.PBS.Stag
 // LocalConfig configures the local process backend.
 type LocalConfig struct {
 	KillWait Duration `toml:"kill_wait" json:"kill_wait,omitempty" doc:"time between SIGTERM and SIGKILL at the walltime or on cancel"`
+	// LimitMemory: nil means true.
+	LimitMemory *bool `toml:"limit_memory" json:"limit_memory,omitempty" doc:"run a job that asks for memory in a memory cgroup of that size, as a cluster would (default true; where this process cannot make cgroups the limit is not enforced, and the job record says so)"`
 }
+
+// LimitsMemory reports whether local jobs run in a memory cgroup.
+func (c LocalConfig) LimitsMemory() bool { return c.LimitMemory == nil || *c.LimitMemory }

@@ -1,5 +1,7 @@
 package schema
 
+import "math"
+
 // Launcher names accepted in [mpi] launcher.
 const (
 	LauncherAuto    = "auto"
@@ -75,6 +77,35 @@ type Retry struct {
 	OnNodeFail  bool `toml:"on_node_fail" json:"on_node_fail" doc:"retry after NODE_FAIL or BOOT_FAIL"`
 	OnPreempted bool `toml:"on_preempted" json:"on_preempted" doc:"retry after preemption"`
 	OnTimeout   bool `toml:"on_timeout" json:"on_timeout" doc:"retry after a timeout when the Task left a resumable checkpoint"`
+	// OnOOM retries a job that ran out of memory with memory_factor
+	// times the memory of the attempt that failed, up to max_memory.
+	OnOOM        bool    `toml:"on_oom" json:"on_oom,omitempty" doc:"retry after an out-of-memory kill, asking memory_factor times the memory (needs resources.memory)"`
+	MemoryFactor float64 `toml:"memory_factor" json:"memory_factor,omitempty" doc:"how much more memory each on_oom retry asks for (default 1.5)"`
+	MaxMemory    Memory  `toml:"max_memory" json:"max_memory,omitempty" doc:"the most memory an on_oom retry asks for, e.g. \"512G\" (default: no limit)"`
+}
+
+// DefaultMemoryFactor is memory_factor when unset.
+const DefaultMemoryFactor = 1.5
+
+// NextMemory is the memory (MiB) the retry after an out-of-memory end of
+// an attempt that had cur MiB asks for, or 0 when it cannot ask for more
+// (no memory known, or already at max_memory).
+func (r Retry) NextMemory(cur int64) int64 {
+	if cur <= 0 {
+		return 0
+	}
+	f := r.MemoryFactor
+	if f <= 1 {
+		f = DefaultMemoryFactor
+	}
+	next := int64(math.Ceil(float64(cur) * f))
+	if r.MaxMemory > 0 && next > r.MaxMemory.MiB() {
+		next = r.MaxMemory.MiB()
+	}
+	if next <= cur {
+		return 0
+	}
+	return next
 }
 
 // Signals asks for a warning signal before the walltime.

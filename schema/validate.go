@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 	"syscall"
+
+	"github.com/tether-hpc/tether/internal/units"
 )
 
 // ValidName reports whether s matches ^[A-Za-z0-9][A-Za-z0-9._-]{0,max-1}$:
@@ -222,6 +224,15 @@ func (t *Task) validate(site *Site) Errors {
 	}
 	if t.Retry.MaxAttempts < 1 || t.Retry.MaxAttempts > 100 {
 		e("retry.max_attempts", "must be between 1 and 100 (got %d)", t.Retry.MaxAttempts)
+	}
+	if t.Retry.MemoryFactor != 0 && (t.Retry.MemoryFactor <= 1 || t.Retry.MemoryFactor > 16) {
+		e("retry.memory_factor", "must be above 1 and at most 16 (got %g)", t.Retry.MemoryFactor)
+	}
+	if t.Retry.OnOOM && t.Resources.Memory == 0 {
+		e("retry.on_oom", "needs resources.memory: a retry after an out-of-memory kill asks for memory_factor times the memory of the attempt that failed")
+	}
+	if t.Retry.MaxMemory != 0 && t.Resources.Memory != 0 && t.Retry.MaxMemory < t.Resources.Memory {
+		e("retry.max_memory", "%s is below resources.memory %s", units.HumanMemory(t.Retry.MaxMemory.MiB()), units.HumanMemory(t.Resources.Memory.MiB()))
 	}
 	if t.Signals.WarnSignal != "" {
 		sig := strings.TrimPrefix(strings.ToUpper(t.Signals.WarnSignal), "SIG")

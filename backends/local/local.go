@@ -51,6 +51,14 @@ type Job struct {
 	// Env is the job's environment from the submitter (JobRequest.Env):
 	// the wrapper gets exactly this, not the supervisor's environment.
 	Env map[string]string `json:"env,omitempty"`
+	// LimitMemory: the supervisor runs the job in a memory cgroup of
+	// the request's size. MemoryLimit says whether it could ("" when
+	// the job asked no memory); OOMKills and MaxRSSBytes are the
+	// group's counters when the job ended.
+	LimitMemory bool   `json:"limit_memory,omitempty"`
+	MemoryLimit string `json:"memory_limit,omitempty"`
+	OOMKills    int    `json:"oom_kills,omitempty"`
+	MaxRSSBytes int64  `json:"max_rss_bytes,omitempty"`
 }
 
 // Backend is the local process backend.
@@ -61,7 +69,10 @@ type Backend struct {
 	// is appended ("/usr/bin/tether", "local-shim").
 	Shim     []string
 	KillWait time.Duration
-	Now      func() time.Time
+	// LimitMemory runs each job that asks for memory in a memory cgroup
+	// of that size, where the kernel lets this process make one.
+	LimitMemory bool
+	Now         func() time.Time
 	// afterShimStart, when a test sets it, runs in Submit right after the
 	// supervisor has started, before Submit records its pid.
 	afterShimStart func(ctx context.Context, jobPath string)
@@ -140,7 +151,7 @@ func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends
 	defer logf.Close()
 	host, _ := os.Hostname()
 	path := b.jobPath(id)
-	j := &Job{ID: id, Request: req, KillWait: b.KillWait, State: backends.Pending, Submit: b.Now().UTC(), Host: host, Env: req.Env}
+	j := &Job{ID: id, Request: req, KillWait: b.KillWait, State: backends.Pending, Submit: b.Now().UTC(), Host: host, Env: req.Env, LimitMemory: b.LimitMemory}
 	if err := writeJob(path, j); err != nil {
 		return "", fmt.Errorf("local backend: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/internal/units"
 	"github.com/tether-hpc/tether/schema"
 )
 
@@ -36,10 +37,22 @@ func RunShim(ctx context.Context, jobPath string) error {
 		return nil
 	}
 	req := j.Request
+	var cg *memCgroup
 	finish := func(state backends.State, reason string, code *int, sig int) error {
 		killSession(self, syscall.SIGKILL) // like a batch system's process tracking
+		oom, peak := 0, int64(0)
+		if cg != nil {
+			oom, peak = cg.oomKills(), cg.peakBytes()
+			cg.remove()
+			if oom > 0 && state == backends.Failed {
+				// the kernel ended a process of the job at its memory limit
+				state = backends.OutOfMemory
+				reason = fmt.Sprintf("the job went past its memory limit of %s (the kernel's OOM killer ended %d process(es))", units.HumanMemory(req.MemoryMiB), oom)
+			}
+		}
 		_, err := update(context.WithoutCancel(ctx), jobPath, func(j *Job) {
 			j.State, j.Reason, j.ExitCode, j.Signal, j.End = state, reason, code, sig, time.Now().UTC()
+			j.OOMKills, j.MaxRSSBytes = oom, peak
 		})
 		return err
 	}
@@ -63,6 +76,20 @@ func RunShim(ctx context.Context, jobPath string) error {
 	}
 	defer stderr.Close()
 	cmd := exec.Command("/bin/bash", req.Script)
+	if j.LimitMemory && req.MemoryMiB > 0 {
+		// the request is a limit, as on a cluster: the wrapper joins a
+		// memory cgroup of that size before it starts (its children follow)
+		var err error
+		limit := "enforced by a memory cgroup"
+		if cg, err = newMemCgroup(j.ID, req.MemoryMiB); err != nil {
+			limit = "not enforced: " + err.Error()
+		} else {
+			cmd = exec.Command("/bin/sh", "-c", `echo $$ > "$1" && exec /bin/bash "$2"`, "tether-job", cg.procsFile(), req.Script)
+		}
+		if _, err := update(ctx, jobPath, func(j *Job) { j.MemoryLimit = limit }); err != nil {
+			fmt.Fprintln(os.Stderr, "local-shim: record the memory limit:", err)
+		}
+	}
 	cmd.Dir = req.Dir
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	// exactly the submitter's variables the site's policy let through,

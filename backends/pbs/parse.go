@@ -214,8 +214,8 @@ type jobExec struct {
 var jobExecs = map[int]jobExec{
 	jobExecFail1:          {"JOB_EXEC_FAIL1", backends.Failed, "PBS could not start the job (before its files were set up)"},
 	jobExecFail2:          {"JOB_EXEC_FAIL2", backends.Failed, "PBS could not start the job (after its files were set up)"},
-	jobExecRetry:          {"JOB_EXEC_RETRY", backends.Failed, "PBS could not start the job (retryable)"},
-	jobExecInitAbt:        {"JOB_EXEC_INITABT", backends.Failed, "the MoM aborted the job when it restarted"},
+	jobExecRetry:          {"JOB_EXEC_RETRY", backends.BootFail, "PBS could not start the job on its node (retryable)"},
+	jobExecInitAbt:        {"JOB_EXEC_INITABT", backends.BootFail, "the MoM aborted the job when it restarted (retryable)"},
 	jobExecInitRst:        {"JOB_EXEC_INITRST", backends.Failed, "the MoM aborted the checkpointed job when it restarted"},
 	jobExecInitRmg:        {"JOB_EXEC_INITRMG", backends.Failed, "the MoM aborted the checkpointed job when it restarted"},
 	jobExecBadResrt:       {"JOB_EXEC_BADRESRT", backends.Failed, "the job could not be restarted from its checkpoint"},

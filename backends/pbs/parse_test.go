@@ -129,6 +129,9 @@ func TestParseJobExecCodes(t *testing.T) {
 	}{
 		{-1, backends.Failed, "JOB_EXEC_FAIL1"},
 		{-2, backends.Failed, "JOB_EXEC_FAIL2"},
+		// start failures PBS calls retryable: retried like a node that failed to boot
+		{-3, backends.BootFail, "JOB_EXEC_RETRY"},
+		{-4, backends.BootFail, "JOB_EXEC_INITABT"},
 		{-10, backends.Failed, "JOB_EXEC_FAILUID"},
 		{-14, backends.NodeFail, "sister node"},
 		{-20, backends.NodeFail, "mother superior"},

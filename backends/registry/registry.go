@@ -41,7 +41,11 @@ func Open(site *schema.Site, opts Options) (backends.Backend, error) {
 		return sbatch.New(site.Sbatch.BinDir, site.Sbatch.Env, site.Sbatch.UseAccounting()), nil
 	case schema.BackendLocal:
 		shim := append(append([]string{}, opts.Self...), "local-shim")
-		return local.New(filepath.Join(opts.StateDir, "local"), shim, site.Local.KillWait.D())
+		b, err := local.New(filepath.Join(opts.StateDir, "local"), shim, site.Local.KillWait.D())
+		if err == nil {
+			b.LimitMemory = site.Local.LimitsMemory()
+		}
+		return b, err
 	}
 	return nil, fmt.Errorf("site %q: backend %q is not built into this tether", site.Name, site.Backend)
 }

@@ -171,3 +171,15 @@ func Human(d time.Duration) string {
 	}
 	return s
 }
+
+// HumanMemory writes MiB in the largest unit that divides it exactly
+// ("6G", "1536M", "2T"), for messages.
+func HumanMemory(mib int64) string {
+	switch {
+	case mib > 0 && mib%(1024*1024) == 0:
+		return strconv.FormatInt(mib/(1024*1024), 10) + "T"
+	case mib > 0 && mib%1024 == 0:
+		return strconv.FormatInt(mib/1024, 10) + "G"
+	}
+	return strconv.FormatInt(mib, 10) + "M"
+}

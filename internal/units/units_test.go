@@ -73,3 +73,11 @@ func TestHuman(t *testing.T) {
 		}
 	}
 }
+
+func TestHumanMemory(t *testing.T) {
+	for mib, want := range map[int64]string{6144: "6G", 1536: "1536M", 2 * 1024 * 1024: "2T", 0: "0M", 100: "100M"} {
+		if got := HumanMemory(mib); got != want {
+			t.Errorf("HumanMemory(%d) = %q, want %q", mib, got, want)
+		}
+	}
+}
