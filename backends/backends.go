@@ -89,6 +89,24 @@ type JobStatus struct {
 	Alloc Allocation
 }
 
+// UsageReader is a backend that reads what a finished job used from the
+// scheduler's accounting (one call per decided attempt, not per poll).
+type UsageReader interface {
+	// Usage reports the job's usage; ok is false when accounting has no
+	// record of it (yet).
+	Usage(ctx context.Context, id JobID) (u Usage, ok bool, err error)
+}
+
+// Usage is a job's accounted use; zero fields were not reported.
+type Usage struct {
+	Elapsed     time.Duration
+	CPUSeconds  float64 // allocated CPUs × elapsed
+	GPUSeconds  float64 // allocated GPUs × elapsed
+	MaxRSSBytes int64
+	Nodes       int
+	Source      string // "sacct", "slurmdb", "qstat", "local"
+}
+
 // Allocation is what a scheduler gave a job; a zero field was not
 // reported.
 type Allocation struct {

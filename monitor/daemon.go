@@ -408,6 +408,7 @@ func (m *Monitor) ended(site, runID string, o *schema.Outcome) {
 
 func (m *Monitor) count(site string, o *schema.Outcome) {
 	m.Metrics.outcomes.WithLabelValues(site, o.Outcome).Inc()
+	m.Metrics.countUsage(site, o)
 	if o.Cause == schema.CauseLost {
 		m.Metrics.lost.WithLabelValues(site).Inc()
 	}

@@ -404,6 +404,9 @@ func (e *Engine) act(ctx context.Context, run rundir.Run, obs observation, d Dec
 		}
 		e.Log.Info("cancelled the job", "run", run.ID, "job", cur.JobID, "why", d.Reason)
 	}
+	if (d.Action == Finish || d.Action == Retry) && cur != nil && cur.Usage == nil {
+		cur.Usage = e.attemptUsage(ctx, rec, obs)
+	}
 	switch d.Action {
 	case Finish:
 		return e.finish(run, rec, in, d, obs.st.Summary)
@@ -586,6 +589,7 @@ func (e *Engine) outcomeBase(run rundir.Run, rec *schema.RunRecord, sum rundir.S
 		o.JobID = cur.JobID
 	}
 	o.AttemptMemory = attemptMemory(rec)
+	o.Usage = runUsage(rec)
 	return o
 }
 

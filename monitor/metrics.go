@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"github.com/tether-hpc/tether/schema"
 	"runtime"
 	"sort"
 	"sync"
@@ -15,12 +16,14 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	outcomes  *prometheus.CounterVec
-	lost      *prometheus.CounterVec
-	queries   *prometheus.CounterVec
-	queryErrs *prometheus.CounterVec
-	queryDur  *prometheus.HistogramVec
-	cycleDur  *prometheus.HistogramVec
+	outcomes *prometheus.CounterVec
+	lost     *prometheus.CounterVec
+	// usage counters of decided runs, by site and Airflow DAG
+	cpuSeconds, gpuSeconds, nodeSeconds, elapsed *prometheus.CounterVec
+	queries                                      *prometheus.CounterVec
+	queryErrs                                    *prometheus.CounterVec
+	queryDur                                     *prometheus.HistogramVec
+	cycleDur                                     *prometheus.HistogramVec
 	// tracked and unreadable are set by each cycle.
 	tracked    *prometheus.GaugeVec
 	unreadable *prometheus.GaugeVec
@@ -76,8 +79,16 @@ func NewMetrics(version string) *Metrics {
 			Help: "Runs that ended while the monitor watched them, by outcome."}, []string{"site", "outcome"}),
 		lost: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_runs_lost_total",
 			Help: "Runs failed as lost: gone from the scheduler with no exit file after the grace window."}, []string{"site"}),
+		cpuSeconds: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_usage_cpu_seconds_total",
+			Help: "CPU-seconds allocated to the attempts of runs that ended while the monitor watched them (allocated CPUs × elapsed), by site and Airflow DAG (from the key; empty without one)."}, []string{"site", "dag"}),
+		gpuSeconds: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_usage_gpu_seconds_total",
+			Help: "GPU-seconds allocated to the attempts of runs that ended, by site and Airflow DAG."}, []string{"site", "dag"}),
+		nodeSeconds: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_usage_node_seconds_total",
+			Help: "Node-seconds (nodes × elapsed) of the attempts of runs that ended, by site and Airflow DAG."}, []string{"site", "dag"}),
+		elapsed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_usage_elapsed_seconds_total",
+			Help: "Wall seconds of the attempts of runs that ended, by site and Airflow DAG."}, []string{"site", "dag"}),
 		queries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_scheduler_queries_total",
-			Help: "Scheduler calls the monitor made, by kind: status (one batched query for the site), submit, find (a job looked up by its tag), cancel, nodes (down-node lookups after a node failure)."}, []string{"site", "kind"}),
+			Help: "Scheduler calls the monitor made, by kind: status (one batched query for the site), submit, find (a job looked up by its tag), cancel, nodes (down-node lookups after a node failure), usage (a decided attempt's accounting)."}, []string{"site", "kind"}),
 		queryErrs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tether_scheduler_query_errors_total",
 			Help: "Scheduler queries that failed."}, []string{"site"}),
 		queryDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tether_scheduler_query_duration_seconds",
@@ -93,7 +104,7 @@ func NewMetrics(version string) *Metrics {
 	}
 	bi := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tether_build_info", Help: "tether's version; always 1."}, []string{"version", "goversion"})
 	bi.WithLabelValues(version, runtime.Version()).Set(1)
-	m.Registry.MustRegister(m.outcomes, m.lost, m.queries, m.queryErrs, m.queryDur, m.cycleDur, m.tracked, m.unreadable, bi, runCollector{m},
+	m.Registry.MustRegister(m.outcomes, m.lost, m.cpuSeconds, m.gpuSeconds, m.nodeSeconds, m.elapsed, m.queries, m.queryErrs, m.queryDur, m.cycleDur, m.tracked, m.unreadable, bi, runCollector{m},
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	return m
 }
@@ -105,7 +116,10 @@ func (m *Metrics) initSite(site string) {
 		m.outcomes.WithLabelValues(site, o)
 	}
 	m.lost.WithLabelValues(site)
-	for _, kind := range []string{"status", "submit", "find", "cancel", "nodes"} {
+	for _, c := range []*prometheus.CounterVec{m.cpuSeconds, m.gpuSeconds, m.nodeSeconds, m.elapsed} {
+		c.WithLabelValues(site, "")
+	}
+	for _, kind := range []string{"status", "submit", "find", "cancel", "nodes", "usage"} {
 		m.queries.WithLabelValues(site, kind)
 	}
 	m.queryErrs.WithLabelValues(site)
@@ -256,4 +270,17 @@ func (c runCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
+}
+
+// countUsage adds a decided run's usage to the site's (and its DAG's)
+// counters.
+func (m *Metrics) countUsage(site string, o *schema.Outcome) {
+	if o.Usage == nil {
+		return
+	}
+	dag := dagOf(o.Key)
+	m.cpuSeconds.WithLabelValues(site, dag).Add(o.Usage.CPUS)
+	m.gpuSeconds.WithLabelValues(site, dag).Add(o.Usage.GPUS)
+	m.elapsed.WithLabelValues(site, dag).Add(o.Usage.ElapsedS)
+	m.nodeSeconds.WithLabelValues(site, dag).Add(o.Usage.NodeS)
 }

@@ -152,6 +152,45 @@ type Attempt struct {
 	Nodes    []string   `json:"nodes,omitempty"`
 	Decision string     `json:"decision,omitempty"`
 	Cause    Cause      `json:"cause,omitempty"`
+	// Usage is what the attempt used, when it ended.
+	Usage *Usage `json:"usage,omitempty"`
+}
+
+// Usage is what one attempt, or a whole run, cost. For a run, elapsed_s,
+// cpu_s and gpu_s are summed over its attempts; max_rss_bytes and nodes
+// are the largest of them.
+type Usage struct {
+	// ElapsedS is the job's wall time in seconds.
+	ElapsedS float64 `json:"elapsed_s"`
+	// CPUS is CPU-seconds of the allocation (allocated CPUs × elapsed,
+	// what accounting bills: Slurm's CPUTimeRAW); GPUS likewise for GPUs.
+	CPUS float64 `json:"cpu_s"`
+	GPUS float64 `json:"gpu_s"`
+	// MaxRSSBytes is the largest resident set of any task or step (0: not
+	// reported).
+	MaxRSSBytes int64 `json:"max_rss_bytes"`
+	Nodes       int   `json:"nodes"`
+	// NodeS is node-seconds (nodes × elapsed, summed per attempt).
+	NodeS float64 `json:"node_s"`
+	// Source says where the figures come from: "sacct", "slurmdb",
+	// "qstat", "local", or "exit file" (tether's own evidence: elapsed
+	// from the wrapper's start and exit, the allocation from the request).
+	Source string `json:"source,omitempty"`
+}
+
+// Add sums u into a run's total.
+func (t *Usage) Add(u Usage) {
+	t.ElapsedS += u.ElapsedS
+	t.CPUS += u.CPUS
+	t.GPUS += u.GPUS
+	t.NodeS += u.NodeS
+	t.MaxRSSBytes = max(t.MaxRSSBytes, u.MaxRSSBytes)
+	t.Nodes = max(t.Nodes, u.Nodes)
+	if t.Source == "" {
+		t.Source = u.Source
+	} else if u.Source != "" && u.Source != t.Source {
+		t.Source = "mixed"
+	}
 }
 
 // Current returns the last attempt, or nil.
@@ -231,4 +270,6 @@ type Outcome struct {
 	// AttemptMemory is each attempt's memory request ("4G", "6G"), given
 	// when a retry after an out-of-memory end asked for more.
 	AttemptMemory []string `json:"attempt_memory,omitempty"`
+	// Usage is what the run's attempts used, summed (see Usage).
+	Usage *Usage `json:"usage,omitempty"`
 }

@@ -317,3 +317,29 @@ func (b *Backend) FindByTag(ctx context.Context, tag string) (backends.JobID, bo
 
 // DeliversWarnSignal: the supervisor sends the warn signal itself.
 func (b *Backend) DeliversWarnSignal(context.Context) bool { return true }
+
+// Usage reports a finished local job's use: its wall time, the CPUs and
+// GPUs it asked for over that time, and the largest resident set of its
+// processes (the memory cgroup's peak, or the wrapper's rusage).
+func (b *Backend) Usage(ctx context.Context, id backends.JobID) (backends.Usage, bool, error) {
+	if !validID(string(id)) {
+		return backends.Usage{}, false, nil
+	}
+	j, err := readJob(b.jobPath(string(id)))
+	if errors.Is(err, os.ErrNotExist) {
+		return backends.Usage{}, false, nil
+	}
+	if err != nil {
+		return backends.Usage{}, false, fmt.Errorf("local backend: %w", err)
+	}
+	if !j.State.Terminal() || j.Start.IsZero() || !j.End.After(j.Start) {
+		return backends.Usage{}, false, nil
+	}
+	r := j.Request
+	tasks := max(r.NTasks, 1)
+	el := j.End.Sub(j.Start)
+	return backends.Usage{
+		Elapsed: el, CPUSeconds: el.Seconds() * float64(tasks*max(r.CPUsPerTask, 1)),
+		GPUSeconds: el.Seconds() * float64(tasks*r.GPUsPerTask), MaxRSSBytes: j.MaxRSSBytes, Nodes: 1, Source: "local",
+	}, true, nil
+}

@@ -38,6 +38,7 @@ func RunShim(ctx context.Context, jobPath string) error {
 	}
 	req := j.Request
 	var cg *memCgroup
+	var rusageRSS int64 // the wrapper's and its reaped descendants' largest RSS
 	finish := func(state backends.State, reason string, code *int, sig int) error {
 		killSession(self, syscall.SIGKILL) // like a batch system's process tracking
 		oom, peak := 0, int64(0)
@@ -52,7 +53,7 @@ func RunShim(ctx context.Context, jobPath string) error {
 		}
 		_, err := update(context.WithoutCancel(ctx), jobPath, func(j *Job) {
 			j.State, j.Reason, j.ExitCode, j.Signal, j.End = state, reason, code, sig, time.Now().UTC()
-			j.OOMKills, j.MaxRSSBytes = oom, peak
+			j.OOMKills, j.MaxRSSBytes = oom, max(peak, rusageRSS)
 		})
 		return err
 	}
@@ -135,6 +136,9 @@ func RunShim(ctx context.Context, jobPath string) error {
 		select {
 		case werr := <-done:
 			code, sig := exitStatus(werr)
+			if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+				rusageRSS = ru.Maxrss * 1024 // kilobytes on Linux
+			}
 			switch {
 			case timedOut:
 				return finish(backends.Timeout, fmt.Sprintf("walltime %s reached", req.Walltime), code, sig)
