@@ -87,6 +87,24 @@ type JobStatus struct {
 	Deadline time.Time
 	// Alloc is what the job was given, where the scheduler says.
 	Alloc Allocation
+	// ExpectedStart is when the scheduler expects a pending job to start
+	// (Slurm's backfill estimate, PBS's estimated.start_time); zero when
+	// it gives none.
+	ExpectedStart time.Time
+}
+
+// PendingStart moves the start time a scheduler reports for a job that
+// has not started (Slurm's StartTime of a pending job is its expected
+// start) into ExpectedStart, so that Start and Deadline are only ever
+// a real start and its end.
+func (st *JobStatus) PendingStart() {
+	if st.State != Pending && st.State != Requeued {
+		return
+	}
+	if !st.Start.IsZero() {
+		st.ExpectedStart = st.Start
+	}
+	st.Start, st.Deadline = time.Time{}, time.Time{}
 }
 
 // UsageReader is a backend that reads what a finished job used from the

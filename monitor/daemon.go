@@ -436,6 +436,10 @@ func viewOf(site string, now time.Time, st Status, s *schema.Site) RunView {
 		v.SchedulerState = string(st.Job.State)
 	}
 	v.State = Phase(st)
+	if st.Job != nil && v.State == "pending" {
+		v.ExpectedStart = ts(st.Job.ExpectedStart)
+		v.PendingReason = st.Job.Reason
+	}
 	v.Start = ts(StartOf(st))
 	v.Deadline = ts(DeadlineOf(st))
 	v.LastProgress = ts(LastSignOfLife(st))

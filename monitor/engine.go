@@ -606,6 +606,14 @@ func (e *Engine) live(run rundir.Run, rec *schema.RunRecord, st Status, sum rund
 		if st.Job.State == backends.Pending && st.Job.Reason != "" {
 			o.Reason = "pending: " + st.Job.Reason
 		}
+		if es := st.Job.ExpectedStart; !es.IsZero() && !st.Job.State.Started() {
+			t := es.UTC()
+			o.ExpectedStart = &t
+			if o.Reason == "" || o.Reason == st.Decision.Reason {
+				o.Reason = "pending"
+			}
+			o.Reason += "; the scheduler expects it to start at " + t.Format(time.RFC3339)
+		}
 		o.Nodes = st.Job.Nodes
 	}
 	if started != nil && o.Outcome == "pending" {

@@ -47,6 +47,8 @@ type RunView struct {
 	LastProgress     float64  `json:"last_progress_timestamp,omitempty"`
 	Fraction         *float64 `json:"fraction"`
 	HeartbeatTimeout float64  `json:"heartbeat_timeout_seconds,omitempty"`
+	ExpectedStart    float64  `json:"expected_start_timestamp,omitempty"`
+	PendingReason    string   `json:"pending_reason,omitempty"`
 	Stuck            string   `json:"stuck,omitempty"`
 	StuckDetail      string   `json:"stuck_detail,omitempty"`
 	Attempts         int      `json:"attempts"`
@@ -195,6 +197,8 @@ var (
 	descProgress   = prometheus.NewDesc("tether_run_last_progress_timestamp_seconds", "Last heartbeat, progress or checkpoint of the Task (or its start).", runLabels, nil)
 	descFraction   = prometheus.NewDesc("tether_run_progress_ratio", "Fraction of the work the Task reports done (0..1).", runLabels, nil)
 	descHeartbeat  = prometheus.NewDesc("tether_run_heartbeat_timeout_seconds", "The Task's heartbeat_timeout (0: off).", runLabels, nil)
+	descExpected   = prometheus.NewDesc("tether_run_expected_start_timestamp_seconds", "When the scheduler expects a pending run's job to start (only while it gives an estimate).", runLabels, nil)
+	descPendReason = prometheus.NewDesc("tether_run_pending_reason", "1 while a run's job is pending, labelled with the scheduler's pending reason.", append(runLabels, "reason"), nil)
 	descStuck      = prometheus.NewDesc("tether_run_stuck", "1 when an active run looks stuck, by reason.", append(runLabels, "reason"), nil)
 	descLastPoll   = prometheus.NewDesc("tether_last_successful_poll_timestamp_seconds", "When a scheduler query of the site last succeeded (any tether process).", []string{"site"}, nil)
 	descPendingMax = prometheus.NewDesc("tether_site_pending_alert_after_seconds", "The site's pending_alert_after.", []string{"site"}, nil)
@@ -205,7 +209,7 @@ var (
 )
 
 func (runCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRunState, descSubmit, descStart, descDeadline, descProgress, descFraction,
+	for _, d := range []*prometheus.Desc{descRunState, descSubmit, descStart, descDeadline, descProgress, descFraction, descExpected, descPendReason,
 		descHeartbeat, descStuck, descLastPoll, descPendingMax, descActive, descLastCycle, descQueriesAll, descThrottled} {
 		ch <- d
 	}
@@ -257,6 +261,12 @@ func (c runCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			if v.Deadline > 0 {
 				g(descDeadline, v.Deadline, v.Site, v.RunID)
+			}
+			if v.ExpectedStart > 0 {
+				g(descExpected, v.ExpectedStart, v.Site, v.RunID)
+			}
+			if v.PendingReason != "" {
+				g(descPendReason, 1, v.Site, v.RunID, v.PendingReason)
 			}
 			if v.LastProgress > 0 {
 				g(descProgress, v.LastProgress, v.Site, v.RunID)

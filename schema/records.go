@@ -270,6 +270,9 @@ type Outcome struct {
 	// AttemptMemory is each attempt's memory request ("4G", "6G"), given
 	// when a retry after an out-of-memory end asked for more.
 	AttemptMemory []string `json:"attempt_memory,omitempty"`
+	// ExpectedStart is when the scheduler expects a pending run's job to
+	// start (not final outcomes; absent when it gives no estimate).
+	ExpectedStart *time.Time `json:"expected_start,omitempty"`
 	// Usage is what the run's attempts used, summed (see Usage).
 	Usage *Usage `json:"usage,omitempty"`
 }

@@ -31,6 +31,12 @@ type qstatJob struct {
 	Obittime     string          `json:"obittime"`
 	Mtime        string          `json:"mtime"`
 	ResourceList json.RawMessage `json:"Resource_List"`
+	// Estimated is the scheduler's estimate for a queued job (OpenPBS
+	// sets estimated.start_time when it calendars jobs: strict ordering
+	// or backfill_depth).
+	Estimated struct {
+		StartTime string `json:"start_time"`
+	} `json:"estimated"`
 }
 
 // decodeQstat decodes qstat's JSON. Some qstat builds print invalid JSON
@@ -270,6 +276,7 @@ func (j qstatJob) status(id string) backends.JobStatus {
 	switch j.JobState {
 	case "Q", "W", "T":
 		st.State = backends.Pending
+		st.ExpectedStart = pbsTime(j.Estimated.StartTime)
 	case "H":
 		st.State, st.Reason = backends.Pending, firstNonEmpty(j.Comment, "held")
 	case "R", "B":

@@ -278,3 +278,19 @@ func TestParseQueuesCaptured(t *testing.T) {
 		t.Errorf("default queue %q", d)
 	}
 }
+
+// A queued job the scheduler has calendared carries estimated.start_time:
+// the expected start, never the start.
+func TestParseEstimatedStart(t *testing.T) {
+	raw := []byte(`{"Jobs":{"9.h":{"job_state":"Q","comment":"Not Running: Insufficient amount of resource: ncpus",
+		"estimated":{"exec_vnode":"(h:ncpus=4)","start_time":"Fri Dec  4 19:30:00 2026"}}}}`)
+	got, err := ParseQstat(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := got["9.h"]
+	want := time.Date(2026, 12, 4, 19, 30, 0, 0, time.Local)
+	if st.State != backends.Pending || !st.ExpectedStart.Equal(want) || !st.Start.IsZero() {
+		t.Errorf("%+v", st)
+	}
+}

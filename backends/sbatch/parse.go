@@ -53,6 +53,7 @@ func parseLines(raw []byte, c columns) []backends.JobStatus {
 		if lim := units.ParseLimit(f[c.limit]); lim > 0 && !st.Start.IsZero() {
 			st.Deadline = st.Start.Add(lim)
 		}
+		st.PendingStart()
 		out = append(out, st)
 	}
 	return out

@@ -90,6 +90,7 @@ func (j job) status() backends.JobStatus {
 	if j.LimitMin > 0 && !st.Start.IsZero() {
 		st.Deadline = st.Start.Add(time.Duration(j.LimitMin) * time.Minute)
 	}
+	st.PendingStart()
 	if st.State.Terminal() && j.ExitSet {
 		c := j.ExitCode
 		st.ExitCode, st.Signal = &c, j.Signal
