@@ -181,6 +181,8 @@ EnforcePartLimits=ALL
 # accept CPUs= larger than the real core count
 SlurmdParameters=config_overrides
 JobAcctGatherType=jobacct_gather/linux
+# sample every 2 s, so a job of a few seconds has a MaxRSS in sacct
+JobAcctGatherFrequency=task=2
 JobCompType=jobcomp/filetxt
 JobCompLoc=$LOG_IN/jobcomp.txt
 $acct

@@ -182,7 +182,12 @@ type v4x interface {
 }
 
 // api4x implements api for v0.0.40+.
-type api4x struct{ v v4x }
+type api4x struct {
+	v v4x
+	// detail keeps the pending reasons and expected starts jobs/state
+	// does not give (nil: none read).
+	detail *liveDetail
+}
 
 func (a api4x) submit(ctx context.Context, req backends.JobRequest, script string, env []string) (backends.JobID, error) {
 	d, err := newDesc(req, script, env)
@@ -227,6 +232,7 @@ func (a api4x) query(ctx context.Context, ids []backends.JobID) (map[backends.Jo
 		}
 		out[id] = st
 	}
+	a.pendingDetail(ctx, out)
 	if len(ended) == 0 {
 		return out, nil
 	}

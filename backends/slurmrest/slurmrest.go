@@ -109,6 +109,9 @@ func New(cfg Config) (*Backend, error) {
 // Requests is how many HTTP requests the backend has sent (retries included).
 func (b *Backend) Requests() int64 { return b.t.requests.Load() }
 
+// ReceivedBytes is how many bytes of answers the backend has read.
+func (b *Backend) ReceivedBytes() int64 { return b.t.received.Load() }
+
 // Version returns the API version in use, negotiating it if needed.
 func (b *Backend) Version(ctx context.Context) (string, error) {
 	if _, err := b.apiFor(ctx); err != nil {

@@ -32,6 +32,8 @@ type transport struct {
 	token    TokenSource // nil: unix socket with local auth
 	client   *retryablehttp.Client
 	requests atomic.Int64
+	// received counts response body bytes read (answers' sizes).
+	received atomic.Int64
 }
 
 // maxBody bounds what is read from an error answer.
@@ -59,7 +61,7 @@ func newTransport(url, user string, token TokenSource, retries int) (*transport,
 		return nil, fmt.Errorf("slurmrest url %q: want http://, https:// or unix://", url)
 	}
 	rc := retryablehttp.NewClient()
-	rc.HTTPClient = &http.Client{Transport: countingRT{base, &t.requests},
+	rc.HTTPClient = &http.Client{Transport: countingRT{base, &t.requests, &t.received},
 		// never follow a redirect: the JWT goes to the configured URL only
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	rc.Logger = nil // URLs are harmless, but tether logs through slog only
@@ -147,15 +149,33 @@ func (t *transport) do(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// countingRT counts the HTTP requests that go out, retries included.
+// countingRT counts the HTTP requests that go out, retries included, and
+// the bytes of the answers' bodies.
 type countingRT struct {
-	next http.RoundTripper
-	n    *atomic.Int64
+	next  http.RoundTripper
+	n     *atomic.Int64
+	bytes *atomic.Int64
 }
 
 func (c countingRT) RoundTrip(r *http.Request) (*http.Response, error) {
 	c.n.Add(1)
-	return c.next.RoundTrip(r)
+	resp, err := c.next.RoundTrip(r)
+	if err == nil && resp.Body != nil && c.bytes != nil {
+		resp.Body = countingBody{resp.Body, c.bytes}
+	}
+	return resp, err
+}
+
+// countingBody counts what is read of a body.
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
 }
 
 // jwtExpiry reads the exp claim of a JWT without verifying it.

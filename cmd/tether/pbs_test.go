@@ -68,7 +68,9 @@ func TestPBS(t *testing.T) {
 				WalltimeCheckInterval: time.Second, KillDelay: 2 * time.Second,
 				// workq, the default, without limits; short as qmgr's
 				// "set queue short resources_max.walltime=00:02:00"
-				Queues: []pbsemu.QueueConfig{{Name: "workq"}, {Name: "short", ResourcesMax: map[string]string{"walltime": "00:02:00", "ncpus": "4"}}}})
+				Queues: []pbsemu.QueueConfig{{Name: "workq"}, {Name: "short", ResourcesMax: map[string]string{"walltime": "00:02:00", "ncpus": "4"}}},
+				// the MoM's $enforce mem: a job over its mem request is killed (JOB_EXEC_KILL_MEM)
+				Configure: func(c *pbsemu.Config) { c.EnforceMem = true }})
 			site := pbsSite(t, srv, "pbs-"+name)
 			p := scriptParams(t, v.dir)
 			mpi := haveMPI(t) // here: Condition runs in the scripts' goroutines

@@ -1,0 +1,131 @@
+package slurmrest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/backends/internal/slurm"
+)
+
+// dbJobUsage is the part of a /slurmdb/v0.0.NN/job/{id} answer Usage
+// reads. v0.0.38 gives state.current as a string, v0.0.40+ as a list;
+// the rest agrees: time.elapsed (s), the allocated TRES, allocation_nodes,
+// and each step's tres.requested.max (the step's largest use: "mem" is
+// its max RSS in bytes).
+type dbJobUsage struct {
+	Jobs []struct {
+		JobID int64 `json:"job_id"`
+		State struct {
+			Current json.RawMessage `json:"current"`
+		} `json:"state"`
+		Time struct {
+			Elapsed int64 `json:"elapsed"`
+		} `json:"time"`
+		AllocationNodes int64 `json:"allocation_nodes"`
+		TRES            struct {
+			Allocated []dbTRES `json:"allocated"`
+		} `json:"tres"`
+		Steps []struct {
+			TRES struct {
+				Requested struct {
+					Max []dbTRES `json:"max"`
+				} `json:"requested"`
+			} `json:"tres"`
+		} `json:"steps"`
+	} `json:"jobs"`
+}
+
+type dbTRES struct {
+	Type  string `json:"type"`
+	Name  string `json:"name"`
+	Count int64  `json:"count"`
+}
+
+// dbJobPath is one job's accounting record.
+func dbJobPath(version, id string) string {
+	return "/slurmdb/" + version + "/job/" + id
+}
+
+// Usage reads a finished job's use from slurmdbd through slurmrestd (one
+// GET of /slurmdb/.../job/{id}). Without the openapi/slurmdbd plugin, or
+// while accounting has not closed the job, ok is false.
+func (b *Backend) Usage(ctx context.Context, id backends.JobID) (backends.Usage, bool, error) {
+	version, err := b.Version(ctx)
+	if err != nil {
+		return backends.Usage{}, false, err
+	}
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.t.base+dbJobPath(version, string(id)), nil)
+	if err != nil {
+		return backends.Usage{}, false, err
+	}
+	resp, err := b.t.Do(req)
+	if err != nil {
+		return backends.Usage{}, false, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return backends.Usage{}, false, fmt.Errorf("%w: read job %s's accounting: %w", backends.ErrUnavailable, id, err)
+	}
+	if resp.StatusCode == http.StatusNotFound && !unknownJob(resp.StatusCode, body) {
+		return backends.Usage{}, false, nil // no openapi/slurmdbd plugin
+	}
+	if num, _ := slurmErrorOf(body); resp.StatusCode != http.StatusOK || num != 0 {
+		if num == errNothingFound || unknownJob(resp.StatusCode, body) {
+			return backends.Usage{}, false, nil
+		}
+		return backends.Usage{}, false, b.t.answerError("read job "+string(id)+"'s accounting", resp.StatusCode, body, false)
+	}
+	return parseDBUsage(body, string(id))
+}
+
+// parseDBUsage reads one job's usage from a slurmdb job answer.
+func parseDBUsage(body []byte, id string) (backends.Usage, bool, error) {
+	var d dbJobUsage
+	if err := json.Unmarshal(body, &d); err != nil {
+		return backends.Usage{}, false, fmt.Errorf("%w: slurmrestd's accounting answer for job %s: %w", backends.ErrUnavailable, id, err)
+	}
+	for _, j := range d.Jobs {
+		if fmt.Sprint(j.JobID) != id {
+			continue
+		}
+		var states []string
+		if json.Unmarshal(j.State.Current, &states) != nil {
+			var one string
+			if json.Unmarshal(j.State.Current, &one) == nil {
+				states = []string{one}
+			}
+		}
+		if len(states) == 0 || !slurm.MapState(states[0], states[1:]...).Terminal() {
+			return backends.Usage{}, false, nil
+		}
+		el := time.Duration(j.Time.Elapsed) * time.Second
+		u := backends.Usage{Elapsed: el, Nodes: int(j.AllocationNodes), Source: "slurmdb"}
+		for _, t := range j.TRES.Allocated {
+			switch {
+			case t.Type == "cpu":
+				u.CPUSeconds = float64(t.Count) * el.Seconds()
+			case t.Type == "gres" && t.Name == "gpu":
+				u.GPUSeconds = float64(t.Count) * el.Seconds()
+			case t.Type == "node" && u.Nodes == 0:
+				u.Nodes = int(t.Count)
+			}
+		}
+		for _, s := range j.Steps {
+			for _, t := range s.TRES.Requested.Max {
+				if t.Type == "mem" && t.Count > u.MaxRSSBytes {
+					u.MaxRSSBytes = t.Count
+				}
+			}
+		}
+		return u, true, nil
+	}
+	return backends.Usage{}, false, nil
+}
