@@ -107,30 +107,69 @@ type desc struct {
 	env       []string
 	hold      bool
 	exclusive bool
+	begin     time.Time // --begin: not before then (zero: none)
+	depend    string    // --dependency, as sbatch takes it
 }
 
 // restOptions translates the sbatch-style extra arguments the REST API can
 // express; others are refused rather than silently dropped.
-func restOptions(req backends.JobRequest) (hold, exclusive bool, err error) {
+func restOptions(req backends.JobRequest, now time.Time) (d desc, err error) {
 	for _, a := range req.ExtraArgs {
-		switch a {
-		case "--hold", "-H":
-			hold = true
-		case "--exclusive":
-			exclusive = true
+		switch {
+		case a == "--hold" || a == "-H":
+			d.hold = true
+		case a == "--exclusive":
+			d.exclusive = true
+		case strings.HasPrefix(a, "--dependency=") || strings.HasPrefix(a, "-d="):
+			_, d.depend, _ = strings.Cut(a, "=")
+		case strings.HasPrefix(a, "--begin="):
+			if d.begin, err = beginTime(strings.TrimPrefix(a, "--begin="), now); err != nil {
+				return desc{}, fmt.Errorf("%w: extra argument %q: %w", backends.ErrRejected, a, err)
+			}
 		default:
-			return false, false, fmt.Errorf("%w: extra argument %q is an sbatch option the slurmrest backend cannot pass (supported: --hold, --exclusive)", backends.ErrRejected, a)
+			return desc{}, fmt.Errorf("%w: extra argument %q is an sbatch option the slurmrest backend cannot pass (supported: --hold, --exclusive, --dependency=..., --begin=now+N<unit> or --begin=YYYY-MM-DDTHH:MM[:SS])", backends.ErrRejected, a)
 		}
 	}
-	return hold, exclusive, nil
+	return d, nil
+}
+
+// beginTime reads the --begin forms the REST backend sends as a time:
+// now+N with units seconds (default), minutes, hours, days, weeks, and
+// YYYY-MM-DD[THH:MM[:SS]] in local time.
+func beginTime(s string, now time.Time) (time.Time, error) {
+	if rest, ok := strings.CutPrefix(s, "now+"); ok {
+		i := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
+		if i < 0 {
+			i = len(rest)
+		}
+		n, err := strconv.Atoi(rest[:i])
+		if err != nil {
+			return time.Time{}, fmt.Errorf("want now+N[seconds|minutes|hours|days|weeks]")
+		}
+		unit := map[string]time.Duration{"": time.Second, "s": time.Second, "sec": time.Second, "seconds": time.Second,
+			"m": time.Minute, "min": time.Minute, "minutes": time.Minute, "h": time.Hour, "hour": time.Hour, "hours": time.Hour,
+			"d": 24 * time.Hour, "day": 24 * time.Hour, "days": 24 * time.Hour, "w": 7 * 24 * time.Hour, "week": 7 * 24 * time.Hour, "weeks": 7 * 24 * time.Hour}
+		u, ok := unit[rest[i:]]
+		if !ok {
+			return time.Time{}, fmt.Errorf("unknown unit %q", rest[i:])
+		}
+		return now.Add(time.Duration(n) * u), nil
+	}
+	for _, layout := range []string{"2006-01-02T15:04:05", "2006-01-02T15:04", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("want now+N[unit] or YYYY-MM-DD[THH:MM[:SS]]")
 }
 
 func newDesc(req backends.JobRequest, script string, env []string) (desc, error) {
-	hold, excl, err := restOptions(req)
+	d, err := restOptions(req, time.Now())
 	if err != nil {
 		return desc{}, err
 	}
-	return desc{req: req, script: script, env: env, hold: hold, exclusive: excl}, nil
+	d.req, d.script, d.env = req, script, env
+	return d, nil
 }
 
 func (d desc) minutes() int64 {

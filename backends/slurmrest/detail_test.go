@@ -62,3 +62,25 @@ func TestLiveDetailIsBoundedAndRoundRobin(t *testing.T) {
 		t.Errorf("a running job kept its pending detail: %+v", out["10"])
 	}
 }
+
+func TestBeginTime(t *testing.T) {
+	now := time.Date(2026, 12, 4, 10, 0, 0, 0, time.Local)
+	for s, want := range map[string]time.Time{
+		"now+3600":         now.Add(time.Hour),
+		"now+1hour":        now.Add(time.Hour),
+		"now+90minutes":    now.Add(90 * time.Minute),
+		"now+2days":        now.Add(48 * time.Hour),
+		"2026-12-05T08:30": time.Date(2026, 12, 5, 8, 30, 0, 0, time.Local),
+		"2026-12-05":       time.Date(2026, 12, 5, 0, 0, 0, 0, time.Local),
+	} {
+		got, err := beginTime(s, now)
+		if err != nil || !got.Equal(want) {
+			t.Errorf("%s: %v %v, want %v", s, got, err, want)
+		}
+	}
+	for _, bad := range []string{"now+", "now+1fortnight", "tomorrow", "noon"} {
+		if _, err := beginTime(bad, now); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

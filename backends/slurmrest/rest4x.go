@@ -57,6 +57,8 @@ type wireDesc struct {
 	KillWarningDelay        *noVal   `json:"kill_warning_delay,omitempty"` // seconds
 	KillWarningFlags        []string `json:"kill_warning_flags,omitempty"`
 	Hold                    *bool    `json:"hold,omitempty"`
+	BeginTime               *noVal   `json:"begin_time,omitempty"` // unix seconds
+	Dependency              string   `json:"dependency,omitempty"`
 	Shared                  []string `json:"shared,omitempty"`
 }
 
@@ -294,6 +296,10 @@ func (d desc) wire() wireDesc {
 	if d.exclusive {
 		m.Shared = []string{"none"}
 	}
+	if !d.begin.IsZero() {
+		m.BeginTime = ptr(setNoVal(d.begin.Unix()))
+	}
+	m.Dependency = d.depend
 	return m
 }
 

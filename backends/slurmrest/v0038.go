@@ -161,6 +161,11 @@ func (v v0038) submit(ctx context.Context, req backends.JobRequest, script strin
 	if d.exclusive {
 		p.Exclusive = ptr(gen.V0038JobPropertiesExclusive("true"))
 	}
+	p.Dependency = strPtr(d.depend)
+	if !d.begin.IsZero() {
+		// 22.05 parses it with parse_time(): a local time, not a number
+		p.BeginTime = ptr(d.begin.Local().Format("2006-01-02T15:04:05"))
+	}
 	r, err := v.c.SlurmV0038SubmitJobWithResponse(ctx, gen.V0038JobSubmission{Script: d.script, Job: &p})
 	if err != nil {
 		return "", err

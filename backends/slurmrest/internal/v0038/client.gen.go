@@ -196,7 +196,7 @@ type V0038JobProperties struct {
 	BatchFeatures *string `json:"batch_features,omitempty"`
 
 	// BeginTime Submit the batch script to the Slurm controller immediately, like normal, but tell the controller to defer the allocation of the job until the specified time.
-	BeginTime *int64 `json:"begin_time,omitempty"`
+	BeginTime *string `json:"begin_time,omitempty"`
 
 	// BurstBuffer Burst buffer specification.
 	BurstBuffer *string `json:"burst_buffer,omitempty"`
