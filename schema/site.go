@@ -145,6 +145,8 @@ type SlurmRESTConfig struct {
 	// AllowInsecureHTTP lets a JWT travel over plain http:// to a host
 	// that is not the loopback.
 	AllowInsecureHTTP bool `toml:"allow_insecure_http" json:"allow_insecure_http,omitempty" doc:"send the JWT over plain http:// to a host other than the loopback (anyone on the path can read it; prefer https:// or a unix:// socket)"`
+	// LiveDetail: nil means true.
+	LiveDetail *bool `toml:"live_detail" json:"live_detail,omitempty" doc:"on API v0.0.40+ read one pending job's full record per poll for its pending reason and expected start, which jobs/state lacks (default true; false: jobs/state only)"`
 }
 
 // PBSConfig configures the PBS backend.

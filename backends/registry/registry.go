@@ -74,5 +74,6 @@ func openREST(site *schema.Site, opts Options) (backends.Backend, error) {
 	return slurmrest.New(slurmrest.Config{
 		URL: c.URL, APIVersion: c.APIVersion, User: user, Token: tok, TokenEnv: c.TokenEnv,
 		Timeout: c.Timeout.D(), CacheDir: opts.StateDir, Log: opts.Log,
+		NoLiveDetail: c.LiveDetail != nil && !*c.LiveDetail,
 	})
 }

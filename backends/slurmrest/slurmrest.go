@@ -63,6 +63,9 @@ type Config struct {
 	// CacheDir keeps the negotiated version (the state directory).
 	CacheDir string
 	Log      *slog.Logger
+	// NoLiveDetail: on v0.0.40+, poll with jobs/state only (no pending
+	// reasons or expected starts; see detail.go).
+	NoLiveDetail bool
 }
 
 // Backend is the slurmrestd backend.
@@ -145,17 +148,25 @@ func (b *Backend) apiFor(ctx context.Context) (api, error) {
 
 func (b *Backend) newAPI(v string) (api, error) {
 	base, doer := b.t.base, b.t
+	var a api
+	var err error
 	switch v {
 	case "v0.0.38":
 		return newV0038(base, doer, b.t)
 	case "v0.0.40":
-		return newV0040(base, doer, b.t)
+		a, err = newV0040(base, doer, b.t)
 	case "v0.0.41":
-		return newV0041(base, doer, b.t)
+		a, err = newV0041(base, doer, b.t)
 	case "v0.0.42":
-		return newV0042(base, doer, b.t)
+		a, err = newV0042(base, doer, b.t)
+	default:
+		return nil, fmt.Errorf("no client for API %s", v)
 	}
-	return nil, fmt.Errorf("no client for API %s", v)
+	if a4, ok := a.(api4x); ok && err == nil && !b.cfg.NoLiveDetail {
+		a4.detail = newLiveDetail()
+		a = a4
+	}
+	return a, err
 }
 
 // versionCache is <state>/slurmrest/<hash of url>.json.

@@ -15,7 +15,7 @@ func newV0040(base string, doer gen.HttpRequestDoer, t *transport) (api, error) 
 	if err != nil {
 		return nil, err
 	}
-	return api4x{v: rest4x{e: endpointsV0040(c), t: t}, detail: newLiveDetail()}, nil
+	return api4x{v: rest4x{e: endpointsV0040(c), t: t}}, nil
 }
 
 func endpointsV0040(c *gen.Client) endpoints {

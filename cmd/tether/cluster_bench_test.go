@@ -374,3 +374,72 @@ func benchDir(b *testing.B, shared, prefix string) string {
 	})
 	return dir
 }
+
+// BenchmarkRESTLiveDetail5000: one poll of 5,000 held jobs on 24.11's
+// REST API (v0.0.42), with the live detail (jobs/state plus one pending
+// job's full record) and without it (jobs/state only), alternately in one
+// run. Target: at most 2 requests and 0.5 MB per poll with the detail.
+// The jobs are submitted with sbatch (about a minute) and cancelled after.
+func BenchmarkRESTLiveDetail5000(b *testing.B) {
+	for _, c := range needClusters(b) {
+		if c.get("TESTCLUSTER_SLURM_VERSION") != "24.11" {
+			continue
+		}
+		b.Run(c.key, func(b *testing.B) {
+			bin := c.get("TESTCLUSTER_BIN_DIR")
+			dir := benchDir(b, c.get("TESTCLUSTER_SHARED_DIR"), "livedetail")
+			script := fmt.Sprintf(`seq %d | xargs -P 4 -I{} %s/sbatch --parsable --hold -J tether-bench-detail -t 1 -D %s -o /dev/null --wrap true`, 5000, bin, dir)
+			out, err := exec.Command("sh", "-c", script).Output()
+			defer exec.Command(filepath.Join(bin, "scancel"), "-n", "tether-bench-detail").Run()
+			if err != nil {
+				b.Fatalf("submit: %v", err)
+			}
+			var ids []backends.JobID
+			for _, f := range strings.Fields(string(out)) {
+				ids = append(ids, backends.JobID(f))
+			}
+			open := func(detail bool) backends.Backend {
+				site, err := schema.LoadSite(c.site["rest"])
+				if err != nil {
+					b.Fatal(err)
+				}
+				site.SlurmREST.APIVersion = "v0.0.42"
+				site.SlurmREST.LiveDetail = &detail
+				be, err := registry.Open(site, registry.Options{StateDir: dir})
+				if err != nil {
+					b.Fatal(err)
+				}
+				return be
+			}
+			type counted interface {
+				Requests() int64
+				ReceivedBytes() int64
+			}
+			with, without := open(true), open(false)
+			ctx := context.Background()
+			var reqs, bytes [2]int64
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				for k, be := range []backends.Backend{with, without} {
+					cb := be.(counted)
+					r0, b0 := cb.Requests(), cb.ReceivedBytes()
+					got, err := be.Query(ctx, ids)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if len(got) != len(ids) {
+						b.Fatalf("%d of %d jobs in the answer", len(got), len(ids))
+					}
+					reqs[k] += cb.Requests() - r0
+					bytes[k] += cb.ReceivedBytes() - b0
+				}
+			}
+			b.StopTimer()
+			n := float64(b.N)
+			b.ReportMetric(float64(reqs[0])/n, "requests/poll-detail")
+			b.ReportMetric(float64(bytes[0])/n/1e3, "kB/poll-detail")
+			b.ReportMetric(float64(reqs[1])/n, "requests/poll-state-only")
+			b.ReportMetric(float64(bytes[1])/n/1e3, "kB/poll-state-only")
+		})
+	}
+}
