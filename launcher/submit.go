@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tether-hpc/tether/backends"
@@ -21,6 +22,9 @@ type Submitter struct {
 	// Limits places each request in a partition that can run it, or
 	// refuses it before it reaches the scheduler (nil: no check).
 	Limits *Limits
+	// BadNodes, when set, names the nodes the site's bad-node list keeps
+	// new submissions away from.
+	BadNodes interface{ Excluded() ([]string, error) }
 }
 
 // Submit adds an attempt to rec and submits it; the caller holds the run
@@ -94,7 +98,8 @@ func (s *Submitter) Recover(ctx context.Context, run rundir.Run, rec *schema.Run
 
 func (s *Submitter) submitCurrent(ctx context.Context, run rundir.Run, rec *schema.RunRecord) (*schema.Attempt, error) {
 	cur := rec.Current()
-	plan, err := Build(run, &rec.Task, s.Site, AttemptSpec{N: cur.N, ResumeFrom: cur.ResumeFrom, Exclude: cur.Exclude, MemoryMiB: cur.MemoryMiB, WarnTimer: NeedsWarnTimer(ctx, s.Backend), Env: rec.Env}, s.TetherPath)
+	cur.ExcludeBad = s.badNodes(cur.Exclude)
+	plan, err := Build(run, &rec.Task, s.Site, AttemptSpec{N: cur.N, ResumeFrom: cur.ResumeFrom, Exclude: slices.Concat(cur.Exclude, cur.ExcludeBad), MemoryMiB: cur.MemoryMiB, WarnTimer: NeedsWarnTimer(ctx, s.Backend), Env: rec.Env}, s.TetherPath)
 	if err != nil {
 		return nil, err
 	}
@@ -131,6 +136,16 @@ func (s *Submitter) submitCurrent(ctx context.Context, run rundir.Run, rec *sche
 		return nil, err
 	}
 	id, err := s.Backend.Submit(ctx, plan.Request)
+	if errors.Is(err, backends.ErrRejected) && len(cur.ExcludeBad) > 0 {
+		// the site's bad-node list may leave the job no node it can
+		// run on: it is advice, so the job goes without it
+		cur.ExcludeBad = nil
+		plan.Request.Exclude = cur.Exclude
+		if serr := run.Save(rec); serr != nil {
+			return nil, serr
+		}
+		id, err = s.Backend.Submit(ctx, plan.Request)
+	}
 	if err != nil {
 		if errors.Is(err, backends.ErrRejected) || errors.Is(err, backends.ErrNotSent) {
 			// It never reached the scheduler (or was refused, which the
@@ -160,4 +175,17 @@ func (s *Submitter) submitCurrent(ctx context.Context, run rundir.Run, rec *sche
 func NeedsWarnTimer(ctx context.Context, b backends.Backend) bool {
 	wd, ok := b.(backends.WarnDeliverer)
 	return !ok || !wd.DeliversWarnSignal(ctx)
+}
+
+// badNodes are the nodes of the site's bad-node list an attempt avoids
+// beyond its own exclusions.
+func (s *Submitter) badNodes(own []string) []string {
+	if s.BadNodes == nil {
+		return nil
+	}
+	bad, err := s.BadNodes.Excluded()
+	if err != nil {
+		return nil // advice only: a damaged list never stops a submit
+	}
+	return slices.DeleteFunc(bad, func(n string) bool { return slices.Contains(own, n) })
 }

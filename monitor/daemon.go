@@ -367,6 +367,9 @@ func (m *Monitor) publish(s *SiteRuntime, f cycleFacts) {
 	if f.perr != nil {
 		sv.PollError = f.perr.Error()
 	}
+	if s.Engine != nil && s.Engine.BadNodes != nil {
+		sv.BadNodes, _ = s.Engine.BadNodes.Nodes()
+	}
 	m.Metrics.SetSite(sv)
 	m.Metrics.cycleDur.WithLabelValues(name).Observe(time.Since(f.t0).Seconds())
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/health"
 	"github.com/tether-hpc/tether/internal/units"
 	"github.com/tether-hpc/tether/rundir"
 	"github.com/tether-hpc/tether/schema"
@@ -42,6 +43,15 @@ type Engine struct {
 	// Called, when set, counts the engine's own scheduler calls by kind
 	// ("cancel", "nodes"); the monitor's metrics set it.
 	Called func(kind string)
+	// BadNodes, when set, is the site's shared bad-node list: every node
+	// an attempt failed on is counted there.
+	BadNodes NodeRecorder
+}
+
+// NodeRecorder counts nodes that failed attempts (health.List).
+type NodeRecorder interface {
+	Record(ctx context.Context, nodes []string) ([]string, error)
+	Nodes() ([]health.Node, error)
 }
 
 // Tracker keeps what an engine learned about one run between steps: the
@@ -406,6 +416,14 @@ func (e *Engine) act(ctx context.Context, run rundir.Run, obs observation, d Dec
 	}
 	if (d.Action == Finish || d.Action == Retry) && cur != nil && cur.Usage == nil {
 		cur.Usage = e.attemptUsage(ctx, rec, obs)
+	}
+	if (d.Action == Finish || d.Action == Retry) && len(d.FailedNodes) > 0 && e.BadNodes != nil {
+		if listed, err := e.BadNodes.Record(ctx, d.FailedNodes); err != nil {
+			e.Log.Warn("cannot update the site's bad-node list", "run", run.ID, "err", err)
+		} else if len(listed) > 0 {
+			e.Log.Warn("nodes put on the site's bad-node list: new submissions avoid them", "nodes", strings.Join(listed, ","),
+				"failures", e.Site.BadNodes.After, "within", e.Site.BadNodes.Window(), "for", e.Site.BadNodes.Exclusion())
+		}
 	}
 	switch d.Action {
 	case Finish:

@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"github.com/tether-hpc/tether/health"
 	"github.com/tether-hpc/tether/schema"
 	"runtime"
 	"sort"
@@ -68,6 +69,8 @@ type SiteView struct {
 	QueriesAll float64 `json:"queries_all_processes"`
 	// Throttled: the scheduler is rate-limiting the site's queries.
 	Throttled bool `json:"throttled,omitempty"`
+	// BadNodes are the nodes on the site's bad-node list.
+	BadNodes []health.Node `json:"bad_nodes,omitempty"`
 }
 
 // RunStates are the one-hot states of tether_run_state.
@@ -205,12 +208,13 @@ var (
 	descActive     = prometheus.NewDesc("tether_active_runs", "Active runs of a site by state.", []string{"site", "state"}, nil)
 	descLastCycle  = prometheus.NewDesc("tether_monitor_last_cycle_timestamp_seconds", "When the monitor last finished a cycle over the site.", []string{"site"}, nil)
 	descQueriesAll = prometheus.NewDesc("tether_site_scheduler_queries_total", "Batched scheduler queries of the site by every tether process sharing its state directory (run, wait, monitor).", []string{"site"}, nil)
+	descBadNode    = prometheus.NewDesc("tether_site_bad_node_until_timestamp_seconds", "A node on the site's bad-node list (new submissions avoid it), with when it leaves the list.", []string{"site", "node"}, nil)
 	descThrottled  = prometheus.NewDesc("tether_site_scheduler_throttled", "1 while the scheduler rate-limits the site's queries (rl_enable, HTTP 429).", []string{"site"}, nil)
 )
 
 func (runCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRunState, descSubmit, descStart, descDeadline, descProgress, descFraction, descExpected, descPendReason,
-		descHeartbeat, descStuck, descLastPoll, descPendingMax, descActive, descLastCycle, descQueriesAll, descThrottled} {
+		descHeartbeat, descStuck, descLastPoll, descPendingMax, descActive, descLastCycle, descQueriesAll, descThrottled, descBadNode} {
 		ch <- d
 	}
 }
@@ -233,6 +237,9 @@ func (c runCollector) Collect(ch chan<- prometheus.Metric) {
 			throttled = 1
 		}
 		g(descThrottled, throttled, site)
+		for _, n := range sv.BadNodes {
+			g(descBadNode, float64(n.Until.UnixNano())/1e9, site, n.Name)
+		}
 		if sv.LastCycle > 0 {
 			g(descLastCycle, sv.LastCycle, site)
 		}

@@ -134,6 +134,9 @@ type Attempt struct {
 	Generation int      `json:"generation"`
 	ResumeFrom string   `json:"resume_from,omitempty"`
 	Exclude    []string `json:"exclude,omitempty"`
+	// ExcludeBad are the nodes the site's bad-node list kept this attempt
+	// away from (beyond Exclude).
+	ExcludeBad []string `json:"exclude_bad_nodes,omitempty"`
 	// MemoryMiB is the memory this attempt asked for when a retry after
 	// an out-of-memory end raised it above the Task's (0: the Task's).
 	MemoryMiB int64 `json:"memory_mib,omitempty"`

@@ -1,5 +1,7 @@
 package schema
 
+import "time"
+
 // Backend names accepted in a site's backend key.
 const (
 	BackendSlurmREST = "slurmrest"
@@ -34,6 +36,7 @@ type Site struct {
 	Local     LocalConfig     `toml:"local" json:"local"`
 	Limits    SiteLimits      `toml:"limits" json:"limits"`
 	Pending   SitePending     `toml:"pending" json:"pending"`
+	BadNodes  SiteBadNodes    `toml:"bad_nodes" json:"bad_nodes"`
 
 	// File is the path the site was loaded from ("" for the embedded default).
 	File string `toml:"-" json:"file,omitempty"`
@@ -113,6 +116,34 @@ func (s *Site) CheckLimits() bool {
 		return *s.Limits.Check
 	}
 	return s.Backend != BackendLocal
+}
+
+// SiteBadNodes is the site's shared bad-node list: a node that failed
+// After attempts (of any runs of the site) within Within is excluded from
+// every new submission of the site for ExcludeFor.
+type SiteBadNodes struct {
+	After      int      `toml:"after" json:"after,omitempty" doc:"node failures within 'within' that put a node on the site's bad-node list (0, the default: no list)" min:"0"`
+	Within     Duration `toml:"within" json:"within,omitempty" doc:"the window the failures are counted in (default 1h)"`
+	ExcludeFor Duration `toml:"exclude_for" json:"exclude_for,omitempty" doc:"how long a listed node is excluded from new submissions (default 6h)"`
+}
+
+// Enabled reports whether the site keeps a bad-node list.
+func (b SiteBadNodes) Enabled() bool { return b.After > 0 }
+
+// Window is Within, default 1h.
+func (b SiteBadNodes) Window() time.Duration {
+	if b.Within > 0 {
+		return b.Within.D()
+	}
+	return time.Hour
+}
+
+// Exclusion is ExcludeFor, default 6h.
+func (b SiteBadNodes) Exclusion() time.Duration {
+	if b.ExcludeFor > 0 {
+		return b.ExcludeFor.D()
+	}
+	return 6 * time.Hour
 }
 
 // SiteRetry holds the site's retry options.

@@ -366,6 +366,18 @@ func (s *Site) validate(src *source) Errors {
 	if s.Poll.MaxQueriesPerMinute < 0 {
 		e("poll.max_queries_per_minute", "must not be negative")
 	}
+	if s.Backend == BackendPBS || s.Backend == BackendLocal {
+		// they have no way to ask for "any node but these"
+		if s.Retry.ExcludeFailedNodes {
+			e("retry.exclude_failed_nodes", "the %s backend cannot ask the scheduler to avoid a node (OpenPBS's select has no host exclusion; the local backend has one node)", s.Backend)
+		}
+		if s.BadNodes.Enabled() {
+			e("bad_nodes.after", "the %s backend cannot keep jobs off a bad node (no host exclusion)", s.Backend)
+		}
+	}
+	if s.BadNodes.After < 0 {
+		e("bad_nodes.after", "must not be negative")
+	}
 	if s.Backend == BackendSlurmREST {
 		r := s.SlurmREST
 		switch {

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/tether-hpc/tether/backends"
 	"github.com/tether-hpc/tether/backends/registry"
+	"github.com/tether-hpc/tether/health"
 	"github.com/tether-hpc/tether/launcher"
 	"github.com/tether-hpc/tether/monitor"
 	"github.com/tether-hpc/tether/rundir"
@@ -118,12 +119,17 @@ func (a *app) loadSite() (*schema.Site, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.overrideStateDir(site)
+	return site, nil
+}
+
+// overrideStateDir applies --state-dir or $TETHER_STATE_DIR to a site.
+func (a *app) overrideStateDir(site *schema.Site) {
 	if d := a.stateDir; d != "" {
 		site.StateDir = d
 	} else if d := a.getenv("TETHER_STATE_DIR"); d != "" {
 		site.StateDir = d
 	}
-	return site, nil
 }
 
 func fileExists(p string) bool {
@@ -164,6 +170,9 @@ func (a *app) open(site *schema.Site) (*session, error) {
 		MaxPerMinute: site.Poll.MaxQueriesPerMinute, Now: a.now}
 	eng := &monitor.Engine{Site: site, Store: store, Backend: be, Poller: poller, Submitter: sub,
 		Now: a.now, Log: a.log, Actor: fmt.Sprintf("tether pid %d on %s", os.Getpid(), host)}
+	if bad := health.Open(store.Dir, site); bad != nil {
+		sub.BadNodes, eng.BadNodes = bad, bad
+	}
 	return &session{site: site, store: store, backend: be, engine: eng, submitter: sub}, nil
 }
 

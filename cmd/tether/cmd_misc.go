@@ -5,12 +5,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tether-hpc/tether/health"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"sort"
+	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/BurntSushi/toml"
 	"github.com/spf13/cobra"
@@ -186,6 +189,18 @@ type siteEntry struct {
 	Backend string `json:"backend"`
 	File    string `json:"file"`
 	Error   string `json:"error,omitempty"`
+	// BadNodes are the nodes on the site's bad-node list now.
+	BadNodes []health.Node `json:"bad_nodes,omitempty"`
+}
+
+// badNodesOf reads a site's bad-node list (nil without one).
+func badNodesOf(s *schema.Site) []health.Node {
+	dir, err := s.ResolvedStateDir()
+	if err != nil {
+		return nil
+	}
+	nodes, _ := health.Open(dir, s).Nodes()
+	return nodes
 }
 
 func (a *app) sitesCmd() *cobra.Command {
@@ -217,7 +232,8 @@ func (a *app) sitesCmd() *cobra.Command {
 					if s, err := schema.LoadSite(f); err != nil {
 						e.Error = err.Error()
 					} else {
-						e.Name, e.Backend = s.Name, s.Backend
+						a.overrideStateDir(s)
+						e.Name, e.Backend, e.BadNodes = s.Name, s.Backend, badNodesOf(s)
 					}
 					rows = append(rows, e)
 				}
@@ -226,13 +242,17 @@ func (a *app) sitesCmd() *cobra.Command {
 				return printJSON(a.stdout, rows)
 			}
 			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tBACKEND\tFILE")
+			fmt.Fprintln(tw, "NAME\tBACKEND\tFILE\tBAD NODES")
 			for _, r := range rows {
 				b := r.Backend
 				if r.Error != "" {
 					b = "invalid"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Name, b, r.File)
+				bad := make([]string, len(r.BadNodes))
+				for i, n := range r.BadNodes {
+					bad[i] = fmt.Sprintf("%s (%d failures, until %s)", n.Name, n.Failures, n.Until.Local().Format(time.DateTime))
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, b, r.File, strings.Join(bad, ", "))
 			}
 			return tw.Flush()
 		},
