@@ -231,6 +231,14 @@ type NodeChecker interface {
 	DownNodes(ctx context.Context, nodes []string) (map[string]string, error) // node -> reason
 }
 
+// StepOOMChecker is implemented by backends that can tell whether one of
+// a failed job's steps ran out of memory (an srun step OOM-killed while
+// the batch script lived on: the job is FAILED, the step OUT_OF_MEMORY).
+type StepOOMChecker interface {
+	// StepOOM names the steps that ran out of memory ("" when none).
+	StepOOM(ctx context.Context, id JobID) (string, error)
+}
+
 // Pinger is implemented by backends that can check connectivity and auth.
 type Pinger interface {
 	Ping(ctx context.Context) (string, error)

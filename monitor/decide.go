@@ -107,6 +107,9 @@ type Input struct {
 	PendingTimeout time.Duration
 	// MemoryMiB is the memory the current attempt asked for (0: none).
 	MemoryMiB int64
+	// StepOOM names the job's steps the scheduler reports OUT_OF_MEMORY
+	// (a step killed while the batch script lived on), "" for none.
+	StepOOM string
 }
 
 // Decision is the verdict.
@@ -331,6 +334,8 @@ func Decide(in Input) Decision {
 		cause := in.exitCause()
 		if state == backends.OutOfMemory {
 			what, cause = "ran out of memory; "+what, schema.CauseOOM
+		} else if in.StepOOM != "" {
+			what, cause = "ran out of memory ("+in.StepOOM+"); "+what, schema.CauseOOM
 		}
 		if code != nil && *code == 0 && state == backends.Failed {
 			what = "the scheduler reports FAILED although the Task exited 0"

@@ -382,3 +382,19 @@ func TestNextMemory(t *testing.T) {
 		}
 	}
 }
+
+// A step the scheduler reports OUT_OF_MEMORY makes a FAILED job an
+// out-of-memory end (retried with on_oom).
+func TestDecideStepOOM(t *testing.T) {
+	def := schema.DefaultTask().Proceed
+	in := Input{State: backends.Failed, Exit: &schema.ExitFile{V: 1, ExitCode: 137}, StepOOM: "step 7.0 OUT_OF_MEMORY (exit 0:125)",
+		MemoryMiB: 1000, Proceed: def, Retry: schema.Retry{MaxAttempts: 2, OnOOM: true}, Attempts: 1}
+	d := Decide(in)
+	if d.Action != Retry || d.Cause != schema.CauseOOM || d.MemoryMiB != 1500 || !strings.Contains(d.Reason, "step 7.0 OUT_OF_MEMORY") {
+		t.Errorf("%v %s %d %s", d.Action, d.Cause, d.MemoryMiB, d.Reason)
+	}
+	in.StepOOM = ""
+	if d := Decide(in); d.Cause != schema.CauseExit {
+		t.Errorf("without the step's word: %s", d.Cause)
+	}
+}

@@ -357,8 +357,27 @@ func (e *Engine) observe(ctx context.Context, run rundir.Run, rec *schema.RunRec
 			}
 		}
 	}
+	if in.State == backends.Failed && killedLikeOOM(exit, in.SchedExit, in.SchedSig) {
+		// a step OOM-killed while the batch script lived on (one extra
+		// call, only now)
+		if oc, ok := e.Backend.(backends.StepOOMChecker); ok && cur.JobID != "" {
+			e.called("usage")
+			if steps, err := oc.StepOOM(ctx, id); err == nil {
+				in.StepOOM = steps
+			}
+		}
+	}
 	obs.in, obs.st = in, st
 	return obs
+}
+
+// killedLikeOOM: the Task's end looks like an out-of-memory kill — SIGKILL
+// (9, exit 137) or srun's 125 for a step that ran out of memory.
+func killedLikeOOM(exit *schema.ExitFile, schedExit *int, schedSig int) bool {
+	if exit != nil {
+		return exit.Signal == 9 || exit.ExitCode == 137 || exit.ExitCode == 125
+	}
+	return schedSig == 9 || schedExit != nil && (*schedExit == 137 || *schedExit == 125)
 }
 
 func attemptsIn(rec *schema.RunRecord, gen int) int {

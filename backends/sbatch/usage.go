@@ -2,6 +2,7 @@ package sbatch
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -103,4 +104,34 @@ func slurmSize(s string) int64 {
 		return 0
 	}
 	return int64(v * mult)
+}
+
+// StepOOM asks accounting (one sacct call with the job's steps) whether a
+// step of the job ended OUT_OF_MEMORY.
+func (b *Backend) StepOOM(ctx context.Context, id backends.JobID) (string, error) {
+	if !b.Accounting {
+		return "", nil
+	}
+	raw, err := b.Output(ctx, failures, nil, "sacct", "-n", "-P", "-j", string(id), "--format=JobIDRaw,State,ExitCode")
+	if err != nil {
+		return "", err
+	}
+	return ParseStepOOM(raw, string(id)), nil
+}
+
+// ParseStepOOM names the steps of job id that sacct -P
+// (JobIDRaw,State,ExitCode) shows OUT_OF_MEMORY, with their exit codes.
+func ParseStepOOM(raw []byte, id string) string {
+	var steps []string
+	for _, line := range strings.Split(string(raw), "\n") {
+		f := strings.Split(strings.TrimSpace(line), "|")
+		if len(f) < 3 {
+			continue
+		}
+		jid, step, _ := strings.Cut(f[0], ".")
+		if jid == id && step != "" && slurm.MapState(f[1]) == backends.OutOfMemory {
+			steps = append(steps, fmt.Sprintf("step %s OUT_OF_MEMORY (exit %s)", f[0], f[2]))
+		}
+	}
+	return strings.Join(steps, ", ")
 }

@@ -28,3 +28,20 @@ func TestParseUsage(t *testing.T) {
 		}
 	}
 }
+
+// An srun step OOM-killed while the batch script survives: sacct shows the
+// step OUT_OF_MEMORY with exit 0:125 while the job is FAILED (Slurm's
+// documented record of a step over its memory, sacct -o JobIDRaw,State,ExitCode).
+func TestParseStepOOM(t *testing.T) {
+	raw := []byte("77|FAILED|137:0\n77.batch|FAILED|137:0\n77.extern|COMPLETED|0:0\n77.0|OUT_OF_MEMORY|0:125\n")
+	if got := ParseStepOOM(raw, "77"); got != "step 77.0 OUT_OF_MEMORY (exit 0:125)" {
+		t.Errorf("%q", got)
+	}
+	if got := ParseStepOOM([]byte("78|FAILED|1:0\n78.batch|FAILED|1:0\n78.0|FAILED|1:0\n"), "78"); got != "" {
+		t.Errorf("no OOM step: %q", got)
+	}
+	// the job line itself is the scheduler's state, not a step's
+	if got := ParseStepOOM([]byte("79|OUT_OF_MEMORY|0:125\n"), "79"); got != "" {
+		t.Errorf("job line read as a step: %q", got)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/tether-hpc/tether/backends"
@@ -31,6 +32,10 @@ type dbJobUsage struct {
 			Allocated []dbTRES `json:"allocated"`
 		} `json:"tres"`
 		Steps []struct {
+			State json.RawMessage `json:"state"`
+			Step  struct {
+				ID json.RawMessage `json:"id"`
+			} `json:"step"`
 			TRES struct {
 				Requested struct {
 					Max []dbTRES `json:"max"`
@@ -55,35 +60,45 @@ func dbJobPath(version, id string) string {
 // GET of /slurmdb/.../job/{id}). Without the openapi/slurmdbd plugin, or
 // while accounting has not closed the job, ok is false.
 func (b *Backend) Usage(ctx context.Context, id backends.JobID) (backends.Usage, bool, error) {
+	body, ok, err := b.dbJob(ctx, id)
+	if err != nil || !ok {
+		return backends.Usage{}, false, err
+	}
+	return parseDBUsage(body, string(id))
+}
+
+// dbJob GETs one job's accounting record; ok is false without the
+// openapi/slurmdbd plugin or a record.
+func (b *Backend) dbJob(ctx context.Context, id backends.JobID) ([]byte, bool, error) {
 	version, err := b.Version(ctx)
 	if err != nil {
-		return backends.Usage{}, false, err
+		return nil, false, err
 	}
 	ctx, cancel := b.ctx(ctx)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.t.base+dbJobPath(version, string(id)), nil)
 	if err != nil {
-		return backends.Usage{}, false, err
+		return nil, false, err
 	}
 	resp, err := b.t.Do(req)
 	if err != nil {
-		return backends.Usage{}, false, err
+		return nil, false, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return backends.Usage{}, false, fmt.Errorf("%w: read job %s's accounting: %w", backends.ErrUnavailable, id, err)
+		return nil, false, fmt.Errorf("%w: read job %s's accounting: %w", backends.ErrUnavailable, id, err)
 	}
 	if resp.StatusCode == http.StatusNotFound && !unknownJob(resp.StatusCode, body) {
-		return backends.Usage{}, false, nil // no openapi/slurmdbd plugin
+		return nil, false, nil // no openapi/slurmdbd plugin
 	}
 	if num, _ := slurmErrorOf(body); resp.StatusCode != http.StatusOK || num != 0 {
 		if num == errNothingFound || unknownJob(resp.StatusCode, body) {
-			return backends.Usage{}, false, nil
+			return nil, false, nil
 		}
-		return backends.Usage{}, false, b.t.answerError("read job "+string(id)+"'s accounting", resp.StatusCode, body, false)
+		return nil, false, b.t.answerError("read job "+string(id)+"'s accounting", resp.StatusCode, body, false)
 	}
-	return parseDBUsage(body, string(id))
+	return body, true, nil
 }
 
 // parseDBUsage reads one job's usage from a slurmdb job answer.
@@ -96,14 +111,8 @@ func parseDBUsage(body []byte, id string) (backends.Usage, bool, error) {
 		if fmt.Sprint(j.JobID) != id {
 			continue
 		}
-		var states []string
-		if json.Unmarshal(j.State.Current, &states) != nil {
-			var one string
-			if json.Unmarshal(j.State.Current, &one) == nil {
-				states = []string{one}
-			}
-		}
-		if len(states) == 0 || !slurm.MapState(states[0], states[1:]...).Terminal() {
+		st := states(j.State.Current)
+		if len(st) == 0 || !slurm.MapState(st[0], st[1:]...).Terminal() {
 			return backends.Usage{}, false, nil
 		}
 		el := time.Duration(j.Time.Elapsed) * time.Second
@@ -128,4 +137,47 @@ func parseDBUsage(body []byte, id string) (backends.Usage, bool, error) {
 		return u, true, nil
 	}
 	return backends.Usage{}, false, nil
+}
+
+// states reads a state that is a string (v0.0.38) or a list (v0.0.40+).
+func states(raw json.RawMessage) []string {
+	var list []string
+	if json.Unmarshal(raw, &list) == nil {
+		return list
+	}
+	var one string
+	if json.Unmarshal(raw, &one) == nil && one != "" {
+		return []string{one}
+	}
+	return nil
+}
+
+// parseStepOOM names the steps of a slurmdb job answer that ended
+// OUT_OF_MEMORY.
+func parseStepOOM(body []byte, id string) (string, error) {
+	var d dbJobUsage
+	if err := json.Unmarshal(body, &d); err != nil {
+		return "", fmt.Errorf("%w: slurmrestd's accounting answer for job %s: %w", backends.ErrUnavailable, id, err)
+	}
+	var out []string
+	for _, j := range d.Jobs {
+		if fmt.Sprint(j.JobID) != id {
+			continue
+		}
+		for _, s := range j.Steps {
+			st := states(s.State)
+			if len(st) == 0 || slurm.MapState(st[0], st[1:]...) != backends.OutOfMemory {
+				continue
+			}
+			var name string
+			if json.Unmarshal(s.Step.ID, &name) != nil || name == "" {
+				name = "?"
+			}
+			if !strings.Contains(name, ".") {
+				name = id + "." + name // v0.0.38 gives "batch" or "0"
+			}
+			out = append(out, "step "+name+" OUT_OF_MEMORY")
+		}
+	}
+	return strings.Join(out, ", "), nil
 }

@@ -45,3 +45,32 @@ func TestParseDBUsageCaptured(t *testing.T) {
 		})
 	}
 }
+
+// A step that ended OUT_OF_MEMORY is named, on every version's record
+// (the captured records, with their batch step's state changed as Slurm
+// records an OOM-killed step).
+func TestParseStepOOM(t *testing.T) {
+	for v, oom := range map[string]string{"v0.0.38": `"state": "OUT_OF_MEMORY"`, "v0.0.42": `"state": ["OUT_OF_MEMORY"]`} {
+		raw, err := os.ReadFile("testdata/slurmdb-job-" + v + ".json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var id string
+		if v == "v0.0.38" {
+			id = "88"
+		} else {
+			id = "187"
+		}
+		if got, err := parseStepOOM(raw, id); err != nil || got != "" {
+			t.Errorf("%s: completed steps named: %q %v", v, got, err)
+		}
+		completed := map[string]string{"v0.0.38": `"state": "COMPLETED"`, "v0.0.42": "\"state\": [\n                        \"COMPLETED\"\n                    ]"}[v]
+		if !strings.Contains(string(raw), completed) {
+			t.Fatalf("%s: capture has no %q", v, completed)
+		}
+		changed := strings.Replace(string(raw), completed, oom, -1)
+		if got, err := parseStepOOM([]byte(changed), id); err != nil || got != "step "+id+".batch OUT_OF_MEMORY" {
+			t.Errorf("%s: %q %v", v, got, err)
+		}
+	}
+}
