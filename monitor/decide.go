@@ -108,7 +108,8 @@ type Input struct {
 	// MemoryMiB is the memory the current attempt asked for (0: none).
 	MemoryMiB int64
 	// StepOOM names the job's steps the scheduler reports OUT_OF_MEMORY
-	// (a step killed while the batch script lived on), "" for none.
+	// (a step killed while the batch script lived on), or is the batch
+	// system's memory-kill notice from the job's stderr; "" for none.
 	StepOOM string
 }
 
@@ -268,7 +269,15 @@ func Decide(in Input) Decision {
 		if *code == 0 && sig == 0 {
 			return finish(schema.OutcomeSucceeded, schema.CauseCompleted, "completed (exit code 0, decided from the exit file)")
 		}
-		return in.failure(d, in.exitCause(), fmt.Sprintf("%s (decided from the exit file; the job left the scheduler)", describeExit(code, sig, in.Exit)))
+		what := fmt.Sprintf("%s (decided from the exit file; the job left the scheduler)", describeExit(code, sig, in.Exit))
+		if in.StepOOM != "" {
+			what = "ran out of memory (" + in.StepOOM + "); " + what
+			if in.Retry.OnOOM {
+				return in.outOfMemory(d, what)
+			}
+			return in.failure(d, schema.CauseOOM, what)
+		}
+		return in.failure(d, in.exitCause(), what)
 	}
 	if state == backends.Requeued && !in.SchedulerRequeue && !in.CancelRequested {
 		// tether owns retries: cancel the scheduler's restart and retry

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -367,8 +368,39 @@ func (e *Engine) observe(ctx context.Context, run rundir.Run, rec *schema.RunRec
 			}
 		}
 	}
+	if in.StepOOM == "" && (in.State == backends.Failed || in.Missing && exit != nil) && killedBySystem(exit) {
+		// the batch system's own kill notice in the job's stderr: Slurm's
+		// jobacct_gather memory kill (no OUT_OF_MEMORY state without
+		// cgroups), a PBS MoM's mem kill when the server kept no history
+		in.StepOOM = backends.MemoryKill(tailOf(run.Stderr(cur.N), 64<<10))
+	}
 	obs.in, obs.st = in, st
 	return obs
+}
+
+// killedBySystem: the Task was killed by a signal (SIGKILL or SIGTERM, or
+// their 128+n codes), or the job ended without an exit file.
+func killedBySystem(exit *schema.ExitFile) bool {
+	if exit != nil {
+		return exit.Signal == 9 || exit.Signal == 15 || exit.ExitCode == 137 || exit.ExitCode == 143
+	}
+	return true
+}
+
+// tailOf reads the last n bytes of a file (nil when it cannot).
+func tailOf(path string, n int64) []byte {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size() > n {
+		if _, err := f.Seek(fi.Size()-n, io.SeekStart); err != nil {
+			return nil
+		}
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, n))
+	return b
 }
 
 // killedLikeOOM: the Task's end looks like an out-of-memory kill — SIGKILL

@@ -162,7 +162,11 @@ SlurmdDebug=info
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
+# memory is a consumable resource (500 MB per CPU unless a job asks), so
+# every step has a memory limit, and jobacct_gather kills a step that
+# goes past it (OverMemoryKill below): memory enforcement without cgroups
+SelectTypeParameters=CR_CPU_Memory
+DefMemPerCPU=500
 SchedulerType=sched/backfill
 # start batch jobs right away (the default batch_sched_delay adds 1-3 s per job)
 SchedulerParameters=batch_sched_delay=0
@@ -183,6 +187,7 @@ SlurmdParameters=config_overrides
 JobAcctGatherType=jobacct_gather/linux
 # sample every 2 s, so a job of a few seconds has a MaxRSS in sacct
 JobAcctGatherFrequency=task=2
+JobAcctGatherParams=OverMemoryKill
 JobCompType=jobcomp/filetxt
 JobCompLoc=$LOG_IN/jobcomp.txt
 $acct
