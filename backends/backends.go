@@ -87,6 +87,9 @@ type JobStatus struct {
 	Deadline time.Time
 	// Alloc is what the job was given, where the scheduler says.
 	Alloc Allocation
+	// LimitKill names the resource limit (other than memory and
+	// walltime) the batch system killed the job for: "cput", "ncpus".
+	LimitKill string
 	// ExpectedStart is when the scheduler expects a pending job to start
 	// (Slurm's backfill estimate, PBS's estimated.start_time); zero when
 	// it gives none.

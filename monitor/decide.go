@@ -50,11 +50,14 @@ type Evidence struct {
 type Input struct {
 	// State is the scheduler's normalized state; Missing is set when the
 	// scheduler no longer knows the job, MissingFor how long it has not.
-	State      backends.State
-	Native     string
-	SchedExit  *int
-	SchedSig   int
-	SchedNote  string // the scheduler's reason
+	State     backends.State
+	Native    string
+	SchedExit *int
+	SchedSig  int
+	SchedNote string // the scheduler's reason
+	// SchedLimit is the resource limit the batch system killed the job
+	// for ("cput", "ncpus"; "" for none).
+	SchedLimit string
 	Nodes      []string
 	Missing    bool
 	MissingFor time.Duration
@@ -345,6 +348,8 @@ func Decide(in Input) Decision {
 			what, cause = "ran out of memory; "+what, schema.CauseOOM
 		} else if in.StepOOM != "" {
 			what, cause = "ran out of memory ("+in.StepOOM+"); "+what, schema.CauseOOM
+		} else if in.SchedLimit != "" {
+			cause = schema.CauseLimit
 		}
 		if code != nil && *code == 0 && state == backends.Failed {
 			what = "the scheduler reports FAILED although the Task exited 0"

@@ -220,6 +220,7 @@ func TestDecideCauses(t *testing.T) {
 	}{
 		{"exit 0", Input{State: backends.Completed, Exit: exitFile(0), Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseCompleted, false, "exit code 0"},
 		{"exit 3", Input{State: backends.Failed, Exit: exitFile(3), Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseExit, false, "code 3"},
+		{"resource limit kill", Input{State: backends.Failed, SchedLimit: "cput", SchedNote: "PBS killed the job for exceeding its CPU time limit (cput)", Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseLimit, false, "CPU time limit"},
 		{"oom", Input{State: backends.OutOfMemory, Exit: sig(137, 9), Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseOOM, false, "out of memory"},
 		{"timeout", Input{State: backends.Timeout, Evidence: noResume, Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseTimeout, false, "timed out"},
 		{"scheduler cancel", Input{State: backends.Cancelled, Proceed: def, Retry: retries(1), Attempts: 1}, Finish, schema.CauseSchedCancel, false, "administrator"},

@@ -330,6 +330,7 @@ func (e *Engine) observe(ctx context.Context, run rundir.Run, rec *schema.RunRec
 		j := js
 		st.Job = &j
 		in.State, in.Native, in.SchedExit, in.SchedSig, in.SchedNote, in.Nodes = js.State, js.Native, js.ExitCode, js.Signal, js.Reason, js.Nodes
+		in.SchedLimit = js.LimitKill
 		st.Deadline = js.Deadline
 		if js.State == backends.Pending && !cur.SubmittedAt.IsZero() {
 			in.PendingFor = max(snap.At.Sub(cur.SubmittedAt), 0)

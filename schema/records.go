@@ -71,6 +71,9 @@ const (
 	// limit it exceeds, a dependency that can never be met); tether
 	// cancelled it. The CLI exits 2: the request must change.
 	CauseUnsatisfiable Cause = "unsatisfiable"
+	// CauseLimit: the batch system killed the job for going past a
+	// resource limit other than memory or walltime (PBS cput, ncpus).
+	CauseLimit Cause = "limit"
 	// CausePendingTimeout: the job was still pending after the site's
 	// [pending] timeout; tether cancelled it.
 	CausePendingTimeout Cause = "pending_timeout"
@@ -78,7 +81,7 @@ const (
 
 // Causes lists every cause, for documentation and tests.
 var Causes = []Cause{CauseCompleted, CauseExit, CauseTimeout, CauseNodeFail, CausePreempted, CauseRequeued,
-	CauseOOM, CauseCancelled, CauseSchedCancel, CauseLost, CauseRefused, CauseWrapper, CauseUnexpected, CauseUnsatisfiable, CausePendingTimeout}
+	CauseOOM, CauseCancelled, CauseSchedCancel, CauseLost, CauseRefused, CauseWrapper, CauseUnexpected, CauseUnsatisfiable, CausePendingTimeout, CauseLimit}
 
 // Proceeds reports whether downstream steps may go on after an outcome.
 func Proceeds(outcome string) bool {

@@ -76,6 +76,9 @@ type Backend struct {
 	// afterShimStart, when a test sets it, runs in Submit right after the
 	// supervisor has started, before Submit records its pid.
 	afterShimStart func(ctx context.Context, jobPath string)
+	// afterRead, when a test sets it, runs in Query between reading a live
+	// job's record and looking at its supervisor.
+	afterRead func(path string)
 	// beforeShimStart, when a test sets it, runs in Submit after the job
 	// file is written and before the supervisor starts.
 	beforeShimStart func(ctx context.Context, jobPath string)
@@ -206,7 +209,18 @@ func (b *Backend) Query(ctx context.Context, ids []backends.JobID) (map[backends
 			return nil, fmt.Errorf("local backend: %w", err)
 		}
 		if !j.State.Terminal() {
+			if b.afterRead != nil {
+				b.afterRead(b.jobPath(string(id)))
+			}
 			supervised := j.ShimPID == 0 && b.Now().Sub(j.Submit) < 10*time.Second || alive(j.ShimPID, j.ShimStart)
+			if !supervised {
+				// the supervisor may have written the final state and
+				// exited between the read and the look at its pid
+				if again, err := readJob(b.jobPath(string(id))); err == nil && again.State.Terminal() {
+					out[id] = again.status()
+					continue
+				}
+			}
 			switch {
 			case !supervised && !j.CancelAt.IsZero():
 				// the supervisor died of the cancel before it could record it

@@ -270,3 +270,36 @@ func TestQueryCancelledJobWithoutSupervisor(t *testing.T) {
 		t.Errorf("cancelled job without supervisor: %+v", m)
 	}
 }
+
+// A supervisor that writes the job's final state and exits between
+// Query's read of the record and its look at the supervisor's pid: the
+// job is reported ended, not vanished (seen under load as a job decided
+// from its exit file as if it had left the scheduler).
+func TestQuerySupervisorEndsBetweenReadAndLook(t *testing.T) {
+	b, err := New(t.TempDir(), []string{"/bin/false"}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(b.jobsDir(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	code := 137
+	live := &Job{ID: "7", State: backends.Running, ShimPID: 1 << 22, ShimStart: 1, Submit: time.Now().Add(-time.Minute), Start: time.Now().Add(-time.Minute)}
+	if err := writeJob(b.jobPath("7"), live); err != nil {
+		t.Fatal(err)
+	}
+	b.afterRead = func(path string) {
+		ended := *live
+		ended.State, ended.ExitCode, ended.Signal, ended.End = backends.OutOfMemory, &code, 9, time.Now()
+		if err := writeJob(path, &ended); err != nil {
+			t.Error(err)
+		}
+	}
+	got, err := b.Query(context.Background(), []backends.JobID{"7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, ok := got["7"]; !ok || st.State != backends.OutOfMemory {
+		t.Errorf("%+v %v, want OUT_OF_MEMORY", st, ok)
+	}
+}

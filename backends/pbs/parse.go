@@ -213,39 +213,40 @@ type jobExec struct {
 	name   string // the job.h constant
 	state  backends.State
 	reason string
+	limit  string // the resource whose limit PBS killed the job for ("" for none)
 }
 
 // jobExecs maps the JOB_EXEC_* values onto states; values not listed are
 // failures of PBS itself (Failed).
 var jobExecs = map[int]jobExec{
-	jobExecFail1:          {"JOB_EXEC_FAIL1", backends.Failed, "PBS could not start the job (before its files were set up)"},
-	jobExecFail2:          {"JOB_EXEC_FAIL2", backends.Failed, "PBS could not start the job (after its files were set up)"},
-	jobExecRetry:          {"JOB_EXEC_RETRY", backends.BootFail, "PBS could not start the job on its node (retryable)"},
-	jobExecInitAbt:        {"JOB_EXEC_INITABT", backends.BootFail, "the MoM aborted the job when it restarted (retryable)"},
-	jobExecInitRst:        {"JOB_EXEC_INITRST", backends.Failed, "the MoM aborted the checkpointed job when it restarted"},
-	jobExecInitRmg:        {"JOB_EXEC_INITRMG", backends.Failed, "the MoM aborted the checkpointed job when it restarted"},
-	jobExecBadResrt:       {"JOB_EXEC_BADRESRT", backends.Failed, "the job could not be restarted from its checkpoint"},
-	jobExecFailUID:        {"JOB_EXEC_FAILUID", backends.Failed, "invalid uid or gid for the job on the execution host"},
-	jobExecRerun:          {"JOB_EXEC_RERUN", backends.Failed, "PBS asked to rerun the job, which is not rerunnable"},
-	jobExecChkp:           {"JOB_EXEC_CHKP", backends.Failed, "the job was checkpointed and killed"},
-	jobExecFailPassword:   {"JOB_EXEC_FAIL_PASSWORD", backends.Failed, "the job's password was refused"},
-	jobExecRerunSisFail:   {"JOB_EXEC_RERUN_SIS_FAIL", backends.NodeFail, "a sister node of the job failed"},
-	jobExecQueRst:         {"JOB_EXEC_QUERST", backends.Failed, "the job was requeued for a restart from its checkpoint"},
-	jobExecFailHookRerun:  {"JOB_EXEC_FAILHOOK_RERUN", backends.Failed, "a hook rejected the job"},
-	jobExecFailHookDelete: {"JOB_EXEC_FAILHOOK_DELETE", backends.Failed, "a hook rejected the job"},
-	jobExecHookRerun:      {"JOB_EXEC_HOOK_RERUN", backends.Failed, "a hook asked to requeue the job"},
-	jobExecHookDelete:     {"JOB_EXEC_HOOK_DELETE", backends.Failed, "a hook asked to delete the job"},
-	jobExecRerunMSFail:    {"JOB_EXEC_RERUN_MS_FAIL", backends.NodeFail, "PBS lost the connection to the job's mother superior node"},
-	jobExecFailSecurity:   {"JOB_EXEC_FAIL_SECURITY", backends.Failed, "PBS found a security problem in the job's directory"},
-	jobExecHookError:      {"JOB_EXEC_HOOKERROR", backends.Failed, "a hook failed or timed out"},
-	jobExecFailKRB5:       {"JOB_EXEC_FAIL_KRB5", backends.Failed, "no kerberos credentials for the job"},
-	jobExecKillNCPUsBurst: {"JOB_EXEC_KILL_NCPUS_BURST", backends.Failed, "PBS killed the job for using more CPUs than it asked for (ncpus, burst)"},
-	jobExecKillNCPUsSum:   {"JOB_EXEC_KILL_NCPUS_SUM", backends.Failed, "PBS killed the job for using more CPUs than it asked for (ncpus, sum)"},
-	jobExecKillVmem:       {"JOB_EXEC_KILL_VMEM", backends.OutOfMemory, "PBS killed the job for exceeding its virtual memory limit (vmem)"},
-	jobExecKillMem:        {"JOB_EXEC_KILL_MEM", backends.OutOfMemory, "PBS killed the job for exceeding its memory limit (mem)"},
-	jobExecKillCPUT:       {"JOB_EXEC_KILL_CPUT", backends.Failed, "PBS killed the job for exceeding its CPU time limit (cput)"},
-	jobExecKillWalltime:   {"JOB_EXEC_KILL_WALLTIME", backends.Timeout, "PBS killed the job at its walltime limit"},
-	jobExecJoinJob:        {"JOB_EXEC_JOINJOB", backends.Failed, "the job failed to join its sister nodes"},
+	jobExecFail1:          {"JOB_EXEC_FAIL1", backends.Failed, "PBS could not start the job (before its files were set up)", ""},
+	jobExecFail2:          {"JOB_EXEC_FAIL2", backends.Failed, "PBS could not start the job (after its files were set up)", ""},
+	jobExecRetry:          {"JOB_EXEC_RETRY", backends.BootFail, "PBS could not start the job on its node (retryable)", ""},
+	jobExecInitAbt:        {"JOB_EXEC_INITABT", backends.BootFail, "the MoM aborted the job when it restarted (retryable)", ""},
+	jobExecInitRst:        {"JOB_EXEC_INITRST", backends.Failed, "the MoM aborted the checkpointed job when it restarted", ""},
+	jobExecInitRmg:        {"JOB_EXEC_INITRMG", backends.Failed, "the MoM aborted the checkpointed job when it restarted", ""},
+	jobExecBadResrt:       {"JOB_EXEC_BADRESRT", backends.Failed, "the job could not be restarted from its checkpoint", ""},
+	jobExecFailUID:        {"JOB_EXEC_FAILUID", backends.Failed, "invalid uid or gid for the job on the execution host", ""},
+	jobExecRerun:          {"JOB_EXEC_RERUN", backends.Failed, "PBS asked to rerun the job, which is not rerunnable", ""},
+	jobExecChkp:           {"JOB_EXEC_CHKP", backends.Failed, "the job was checkpointed and killed", ""},
+	jobExecFailPassword:   {"JOB_EXEC_FAIL_PASSWORD", backends.Failed, "the job's password was refused", ""},
+	jobExecRerunSisFail:   {"JOB_EXEC_RERUN_SIS_FAIL", backends.NodeFail, "a sister node of the job failed", ""},
+	jobExecQueRst:         {"JOB_EXEC_QUERST", backends.Failed, "the job was requeued for a restart from its checkpoint", ""},
+	jobExecFailHookRerun:  {"JOB_EXEC_FAILHOOK_RERUN", backends.Failed, "a hook rejected the job", ""},
+	jobExecFailHookDelete: {"JOB_EXEC_FAILHOOK_DELETE", backends.Failed, "a hook rejected the job", ""},
+	jobExecHookRerun:      {"JOB_EXEC_HOOK_RERUN", backends.Failed, "a hook asked to requeue the job", ""},
+	jobExecHookDelete:     {"JOB_EXEC_HOOK_DELETE", backends.Failed, "a hook asked to delete the job", ""},
+	jobExecRerunMSFail:    {"JOB_EXEC_RERUN_MS_FAIL", backends.NodeFail, "PBS lost the connection to the job's mother superior node", ""},
+	jobExecFailSecurity:   {"JOB_EXEC_FAIL_SECURITY", backends.Failed, "PBS found a security problem in the job's directory", ""},
+	jobExecHookError:      {"JOB_EXEC_HOOKERROR", backends.Failed, "a hook failed or timed out", ""},
+	jobExecFailKRB5:       {"JOB_EXEC_FAIL_KRB5", backends.Failed, "no kerberos credentials for the job", ""},
+	jobExecKillNCPUsBurst: {"JOB_EXEC_KILL_NCPUS_BURST", backends.Failed, "PBS killed the job for using more CPUs than it asked for (ncpus, burst)", "ncpus"},
+	jobExecKillNCPUsSum:   {"JOB_EXEC_KILL_NCPUS_SUM", backends.Failed, "PBS killed the job for using more CPUs than it asked for (ncpus, sum)", "ncpus"},
+	jobExecKillVmem:       {"JOB_EXEC_KILL_VMEM", backends.OutOfMemory, "PBS killed the job for exceeding its virtual memory limit (vmem)", ""},
+	jobExecKillMem:        {"JOB_EXEC_KILL_MEM", backends.OutOfMemory, "PBS killed the job for exceeding its memory limit (mem)", ""},
+	jobExecKillCPUT:       {"JOB_EXEC_KILL_CPUT", backends.Failed, "PBS killed the job for exceeding its CPU time limit (cput)", "cput"},
+	jobExecKillWalltime:   {"JOB_EXEC_KILL_WALLTIME", backends.Timeout, "PBS killed the job at its walltime limit", ""},
+	jobExecJoinJob:        {"JOB_EXEC_JOINJOB", backends.Failed, "the job failed to join its sister nodes", ""},
 }
 
 func (j qstatJob) status(id string) backends.JobStatus {
@@ -290,6 +291,9 @@ func (j qstatJob) status(id string) backends.JobStatus {
 		st.State, st.ExitCode, st.Signal, why = finished(j.ExitStatus, sub)
 		if why != "" {
 			st.Reason = why
+		}
+		if j.ExitStatus != nil && sub != substateTerminated {
+			st.LimitKill = jobExecs[*j.ExitStatus].limit
 		}
 	default:
 		st.State = backends.Unknown

@@ -156,6 +156,10 @@ func TestParseJobExecCodes(t *testing.T) {
 		if st.ExitCode != nil {
 			t.Errorf("Exit_status %d: exit code %d; PBS's own codes are no task exit code", c.exit, *st.ExitCode)
 		}
+		wantLimit := map[int]string{-24: "ncpus", -25: "ncpus", -28: "cput"}[c.exit]
+		if st.LimitKill != wantLimit {
+			t.Errorf("Exit_status %d: limit %q, want %q", c.exit, st.LimitKill, wantLimit)
+		}
 		if x, ok := jobExecs[c.exit]; ok && !strings.Contains(st.Reason, fmt.Sprintf("Exit_status %d, %s", c.exit, x.name)) {
 			t.Errorf("Exit_status %d: reason %q does not name %s", c.exit, st.Reason, x.name)
 		}

@@ -5,7 +5,9 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
+	"github.com/tether-hpc/tether/backends"
 	"github.com/tether-hpc/tether/monitor"
 	"golang.org/x/term"
 )
@@ -48,6 +50,14 @@ func (p *progress) update(st monitor.Status) {
 	}
 	if o.Message != "" {
 		line += " " + o.Message
+	}
+	if st.Job != nil && st.Job.State == backends.Pending {
+		if st.Job.Reason != "" {
+			line += " (" + st.Job.Reason + ")"
+		}
+		if o.ExpectedStart != nil {
+			line += ", expected to start " + o.ExpectedStart.Local().Format(time.DateTime)
+		}
 	}
 	if o.Stuck != "" {
 		line += " (" + o.Stuck + ")"
