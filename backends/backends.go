@@ -270,6 +270,13 @@ var (
 	// never reached the scheduler (no connection, API negotiation failed,
 	// the command could not start): a submit may be sent again at once.
 	ErrNotSent = errors.New("request not sent")
+	// ErrSubmitLimit wraps ErrNotSent when the scheduler turned a submit
+	// away for a limit on the number of jobs (Slurm's
+	// QOSMaxSubmitJobPerUserLimit, AssocMaxSubmitJobLimit, MaxJobCount
+	// reached; a PBS queue's max_queued per user): no job exists, and the
+	// same request is taken once some jobs have ended, so the submitter
+	// waits and sends it again.
+	ErrSubmitLimit = errors.New("the scheduler's limit on submitted jobs is reached")
 	// ErrAuth: credentials were refused or expired: exit 3, and the admin
 	// must fix the site's auth.
 	ErrAuth = errors.New("scheduler refused the credentials")

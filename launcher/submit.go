@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -25,6 +26,55 @@ type Submitter struct {
 	// BadNodes, when set, names the nodes the site's bad-node list keeps
 	// new submissions away from.
 	BadNodes interface{ Excluded() ([]string, error) }
+	// Pace spaces the site's submits ([submit] max_per_second; nil: none).
+	Pace *Pace
+	// LimitWait is how long a submit the scheduler turns away for a limit
+	// on submitted jobs is waited out and sent again (0: not at all, the
+	// error is returned and the attempt sent again by a later look).
+	LimitWait time.Duration
+	// LimitBackoff is the first wait after a submit-limit refusal (0: 2 s).
+	LimitBackoff time.Duration
+	// Log says when a submit limit makes a submit wait (nil: silent).
+	Log *slog.Logger
+}
+
+// limitBackoff is the first wait after a submit-limit refusal (then twice
+// as long each time, up to limitBackoffMax).
+const (
+	limitBackoff    = 2 * time.Second
+	limitBackoffMax = time.Minute
+)
+
+// send submits a request at its paced slot, and waits out the
+// scheduler's limit on submitted jobs (while LimitWait and ctx allow):
+// such a refusal created no job, and the same request is taken once some
+// of the user's jobs have ended.
+func (s *Submitter) send(ctx context.Context, req backends.JobRequest) (backends.JobID, error) {
+	wait, waited := limitBackoff, time.Duration(0)
+	if s.LimitBackoff > 0 {
+		wait = s.LimitBackoff
+	}
+	for {
+		if err := s.Pace.Wait(ctx); err != nil {
+			return "", fmt.Errorf("%w: %w: waiting for the site's submit pace: %w", backends.ErrNotSent, backends.ErrUnavailable, err)
+		}
+		id, err := s.Backend.Submit(ctx, req)
+		if !errors.Is(err, backends.ErrSubmitLimit) || waited+wait > s.LimitWait {
+			return id, err
+		}
+		if s.Log != nil {
+			s.Log.Warn("the scheduler's limit on submitted jobs is reached: waiting before sending the job again", "run", req.RunID, "wait", wait, "err", err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return "", err
+		case <-t.C:
+		}
+		waited += wait
+		wait = min(2*wait, limitBackoffMax)
+	}
 }
 
 // Submit adds an attempt to rec and submits it; the caller holds the run
@@ -135,7 +185,7 @@ func (s *Submitter) submitCurrent(ctx context.Context, run rundir.Run, rec *sche
 	if err := s.Store.SetActive(run.ID, "", s.Site.Name); err != nil {
 		return nil, err
 	}
-	id, err := s.Backend.Submit(ctx, plan.Request)
+	id, err := s.send(ctx, plan.Request)
 	if errors.Is(err, backends.ErrRejected) && len(cur.ExcludeBad) > 0 {
 		// the site's bad-node list may leave the job no node it can
 		// run on: it is advice, so the job goes without it
@@ -144,7 +194,7 @@ func (s *Submitter) submitCurrent(ctx context.Context, run rundir.Run, rec *sche
 		if serr := run.Save(rec); serr != nil {
 			return nil, serr
 		}
-		id, err = s.Backend.Submit(ctx, plan.Request)
+		id, err = s.send(ctx, plan.Request)
 	}
 	if err != nil {
 		if errors.Is(err, backends.ErrRejected) || errors.Is(err, backends.ErrNotSent) {

@@ -37,6 +37,7 @@ type Site struct {
 	Limits    SiteLimits      `toml:"limits" json:"limits"`
 	Pending   SitePending     `toml:"pending" json:"pending"`
 	BadNodes  SiteBadNodes    `toml:"bad_nodes" json:"bad_nodes"`
+	Submit    SiteSubmit      `toml:"submit" json:"submit"`
 
 	// File is the path the site was loaded from ("" for the embedded default).
 	File string `toml:"-" json:"file,omitempty"`
@@ -102,6 +103,11 @@ type SiteLimits struct {
 	Check      *bool    `toml:"check" json:"check,omitempty" doc:"refuse (exit 2) a request that no partition it may go to can ever run (walltime over MaxTime, more nodes or CPUs than the partition has, an unknown partition) before submitting it; default true on the batch backends"`
 	CacheFor   Duration `toml:"cache_for" json:"cache_for,omitempty" doc:"how long the scheduler's partition list is reused by every tether process of the site (default 10m)"`
 	Partitions []string `toml:"partitions" json:"partitions,omitempty" doc:"the candidates of partition = \"auto\", in order: the first whose limits fit is used (default: every partition, the scheduler's default first)"`
+}
+
+// SiteSubmit paces the site's submits.
+type SiteSubmit struct {
+	MaxPerSecond float64 `toml:"max_per_second" json:"max_per_second,omitempty" doc:"submits per second for the whole site, shared by every tether process of the state directory (0, the default: no pacing)"`
 }
 
 // SitePending bounds how long a job may wait in the queue.

@@ -375,6 +375,9 @@ func (s *Site) validate(src *source) Errors {
 			e("bad_nodes.after", "the %s backend cannot keep jobs off a bad node (no host exclusion)", s.Backend)
 		}
 	}
+	if s.Submit.MaxPerSecond < 0 {
+		e("submit.max_per_second", "must not be negative")
+	}
 	if s.BadNodes.After < 0 {
 		e("bad_nodes.after", "must not be negative")
 	}

@@ -241,6 +241,11 @@ start_slurmdbd() {
     d_stop slurmctld
     rm -f "$(hp "$STATE_IN/ctld/clustername")"
   fi
+  # a QOS with a submit limit (MaxSubmitJobsPerUser=5) root may use
+  IN sacctmgr -n -P show qos format=name | grep -qx tether5 ||
+    IN sacctmgr -i add qos tether5 MaxSubmitJobsPerUser=5 >> "$TC_LOG" 2>&1 || die "sacctmgr add qos failed"
+  IN sacctmgr -n -P show assoc user=root format=qos | grep -q tether5 ||
+    IN sacctmgr -i modify user root set qos+=tether5 >> "$TC_LOG" 2>&1 || die "sacctmgr modify user root failed"
   log "slurmdbd pid $(d_pid slurmdbd)"
 }
 

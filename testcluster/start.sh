@@ -130,7 +130,10 @@ step_config() {
 AccountingStorageHost=127.0.0.1
 AccountingStoragePort=$P_DBD
 # munge socket for talking to slurmdbd (AuthInfo is not used for that connection)
-AccountingStoragePass=$MUNGE_SOCK_IN"
+AccountingStoragePass=$MUNGE_SOCK_IN
+# associations, limits and QOS are enforced: the QOS tether5 (5 submitted
+# jobs per user, see start_slurmdbd) is a submit limit for tests to meet
+AccountingStorageEnforce=associations,limits,qos"
   fi
   # RPC rate limiting (Slurm >= 23.02): root and SlurmUser are exempt, so
   # it throttles only the tests that query as another user (a bucket of 3,

@@ -63,10 +63,22 @@ func failures(r cli.Result) cli.Class {
 	switch {
 	case unreachable(r):
 		return cli.Unavailable
+	case r.Name == "qsub" && qsubLimit(r):
+		return cli.SubmitLimit
 	case r.Name == "qsub" && qsubRefused(r):
 		return cli.Refused
 	}
 	return cli.Unknown
+}
+
+// qsubLimit recognises a submit turned away by a limit on queued jobs (or
+// on the resources of a user's queued jobs) that clears as jobs end: the
+// limits framework's "qsub: would exceed queue generic's per-user limit
+// of jobs in 'Q' state" (and its server, complex and per-group forms),
+// PBSE_MAXQUED "Maximum number of jobs already in queue".
+func qsubLimit(r cli.Result) bool {
+	s := string(r.Stderr)
+	return strings.Contains(s, "qsub: would exceed") || strings.Contains(s, "Maximum number of jobs already in queue")
 }
 
 // unreachable recognises a PBS server that cannot be contacted.

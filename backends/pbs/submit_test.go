@@ -49,6 +49,7 @@ func TestQsubResult(t *testing.T) {
 		ok want = iota
 		rejected
 		unavailable
+		limit // a submit limit: not sent, to be sent again later
 	)
 	for _, c := range []struct {
 		name           string
@@ -77,7 +78,9 @@ func TestQsubResult(t *testing.T) {
 		{"protocol", 183, "", "qsub: Batch protocol error\n", unavailable, ""},
 		{"daemon", 1, "", "Failed to recv data from background qsub\n", unavailable, ""},
 		{"queue disabled", 38, "", "qsub: Queue is not enabled\n", unavailable, ""},
-		{"max queued", 38, "", "qsub: would exceed complex's per-user limit of jobs in 'Q' state\n", unavailable, ""},
+		{"max queued", 38, "", "qsub: would exceed complex's per-user limit of jobs in 'Q' state\n", limit, ""},
+		{"max queued, queue", 38, "", "qsub: would exceed queue generic's per-user limit of jobs in 'Q' state\n", limit, ""},
+		{"queue full", 38, "", "qsub: Maximum number of jobs already in queue\n", limit, ""},
 		{"script gone", 1, "", "qsub: script file:: No such file or directory\n", unavailable, ""},
 		{"unknown", 99, "", "qsub: something new\n", unavailable, ""},
 	} {
@@ -93,8 +96,12 @@ func TestQsubResult(t *testing.T) {
 				t.Errorf("%s: %v, want ErrRejected", c.name, err)
 			}
 		case unavailable:
-			if !errors.Is(err, backends.ErrUnavailable) || errors.Is(err, backends.ErrRejected) {
+			if !errors.Is(err, backends.ErrUnavailable) || errors.Is(err, backends.ErrRejected) || errors.Is(err, backends.ErrSubmitLimit) {
 				t.Errorf("%s: %v, want ErrUnavailable", c.name, err)
+			}
+		case limit:
+			if !errors.Is(err, backends.ErrSubmitLimit) || !errors.Is(err, backends.ErrNotSent) || errors.Is(err, backends.ErrRejected) {
+				t.Errorf("%s: %v, want ErrSubmitLimit", c.name, err)
 			}
 		}
 	}

@@ -48,6 +48,9 @@ func failures(r cli.Result) cli.Class {
 	if r.Name != "sbatch" {
 		return cli.Unknown
 	}
+	if slurm.SubmitLimit(string(r.Stderr)) || slurm.JobCountLimit(string(r.Stderr)) {
+		return cli.SubmitLimit
+	}
 	if _, refused := slurm.SbatchRefusal(string(r.Stderr)); refused {
 		return cli.Refused
 	}

@@ -362,3 +362,19 @@ func TestFindByTagStoredComment(t *testing.T) {
 		t.Errorf("FindByTag = %q %v %v, want 43 (by its working directory)", id, ok, err)
 	}
 }
+
+// A limit on the number of jobs (QOS or association MaxSubmitJobs,
+// MaxJobCount reached) is ErrSubmitLimit and ErrNotSent: no job exists,
+// so the submitter waits and sends the same request again; a QOS size
+// limit stays a refusal.
+func TestSubmitLimitIsNotSent(t *testing.T) {
+	for _, c := range literalCases {
+		f := newFakeSlurm(t)
+		f.set(t, "sbatch", "", c.stderr, 1)
+		_, err := f.backend(true).Submit(context.Background(), backends.JobRequest{Script: "/x/job.sh"})
+		limit := strings.Contains(c.stderr, "SubmitJob") || strings.Contains(c.stderr, "Unable to create job record")
+		if errors.Is(err, backends.ErrSubmitLimit) != limit || limit && !errors.Is(err, backends.ErrNotSent) {
+			t.Errorf("%s: %v (submit limit: %v)", c.name, err, limit)
+		}
+	}
+}

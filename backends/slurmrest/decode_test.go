@@ -126,7 +126,8 @@ func TestClassifyErrorBodies(t *testing.T) {
 		`{"errors":[{"error_number":-1,"error":"Unspecified error"}]}`:                                                           errTransient,
 		`{"errors":[{"error_number":2041,"error":"Requested more tasks than available processors"}]}`:                            errDefinite,
 		`{"errors":[{"error_code":2066,"error":"Invalid qos specification"}]}`:                                                   errDefinite,
-		`{"errors":[{"error_number":2050,"error":"Job violates accounting/QOS policy","description":"AssocMaxSubmitJobLimit"}]}`: errTransient,
+		`{"errors":[{"error_number":2050,"error":"Job violates accounting/QOS policy","description":"AssocMaxSubmitJobLimit"}]}`: errSubmitLimit, // no job: wait and send again
+		`{"errors":[{"error_number":2007,"error":"Unable to create job record, try again"}]}`:                                    errSubmitLimit, // MaxJobCount
 	}
 	for in, want := range cases {
 		body := []byte(in)

@@ -296,10 +296,11 @@ type slurmError struct {
 type errKind int
 
 const (
-	errNone      errKind = iota // no Slurm error in the body
-	errDefinite                 // Slurm refused the request for good, or answered for good (unknown job)
-	errTransient                // any other Slurm error, known or not: retrying may help
-	errAuthKind                 // Slurm refused the credentials
+	errNone        errKind = iota // no Slurm error in the body
+	errDefinite                   // Slurm refused the request for good, or answered for good (unknown job)
+	errTransient                  // any other Slurm error, known or not: retrying may help
+	errAuthKind                   // Slurm refused the credentials
+	errSubmitLimit                // a limit on the number of jobs turned a submit away (no job was created)
 )
 
 // classify reads a Slurm error body. Only the definite refusals of
@@ -314,8 +315,8 @@ func classify(body []byte) errKind {
 		return errNone
 	case num == 1007 || strings.Contains(text, "Authentication") || strings.Contains(text, "authentication"):
 		return errAuthKind
-	case slurm.SubmitLimit(text):
-		return errTransient
+	case slurm.SubmitLimit(text) || slurm.JobCountLimit(text):
+		return errSubmitLimit
 	case slurm.Refused(num), refusal, num == 2017, num == 2021:
 		return errDefinite
 	}
@@ -388,6 +389,8 @@ func (t *transport) answerError(what string, status int, body []byte, rejected b
 		err = fmt.Errorf("%w: %s: slurmrestd at %s answered HTTP %d for user %q with the token from %s: %s; "+
 			"renew the token (e.g. scontrol token lifespan=...) or fix slurmrest.user/token_* in the site file",
 			backends.ErrAuth, what, t.display, status, t.user, src, msg)
+	case kind == errSubmitLimit && rejected:
+		err = fmt.Errorf("%w: %w: %w: %s: %s", backends.ErrSubmitLimit, backends.ErrNotSent, backends.ErrUnavailable, what, msg)
 	case kind == errDefinite && rejected:
 		err = fmt.Errorf("%w: %s: %s", backends.ErrRejected, what, msg)
 	case kind == errDefinite:

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -165,7 +166,13 @@ func (a *app) open(site *schema.Site) (*session, error) {
 	}
 	host, _ := os.Hostname()
 	sub := &launcher.Submitter{Store: store, Site: site, Backend: be, TetherPath: self, Now: a.now,
-		Limits: launcher.NewLimits(site, store, be, a.now, a.log)}
+		Limits: launcher.NewLimits(site, store, be, a.now, a.log), Log: a.log,
+		// run and submit wait out a submit limit as long as they run (the
+		// monitor sets its own)
+		LimitWait: 365 * 24 * time.Hour}
+	if r := site.Submit.MaxPerSecond; r > 0 {
+		sub.Pace = &launcher.Pace{Path: filepath.Join(store.Dir, "poll", "submit-"+site.Name+".json"), Rate: r, Now: a.now}
+	}
 	poller := &monitor.Poller{Site: site.Name, Store: store, Backend: be, Log: a.log, MinInterval: site.Poll.MinInterval.D(),
 		MaxPerMinute: site.Poll.MaxQueriesPerMinute, Now: a.now}
 	eng := &monitor.Engine{Site: site, Store: store, Backend: be, Poller: poller, Submitter: sub,

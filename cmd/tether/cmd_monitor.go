@@ -79,6 +79,9 @@ local site is watched.`,
 					return fmt.Errorf("site %s: %w", site.Name, err)
 				}
 				s.engine.Actor = fmt.Sprintf("tether monitor pid %d on %s", os.Getpid(), host)
+				// a cycle never blocks on a submit limit: the attempt stays
+				// unsent and the next cycle sends it again
+				s.submitter.LimitWait = 0
 				rts = append(rts, &monitor.SiteRuntime{Site: site, Store: s.store, Engine: s.engine})
 			}
 			m := monitor.NewMonitor(rts, version, a.now, a.log)

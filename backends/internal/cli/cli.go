@@ -165,6 +165,11 @@ const (
 	// Refused is a definite refusal of the request, which must change:
 	// backends.ErrRejected.
 	Refused
+	// SubmitLimit is a submit the scheduler turned away because the user
+	// or account has as many jobs as a limit allows: no job was created,
+	// and the same request is taken once some jobs have ended
+	// (backends.ErrSubmitLimit, ErrNotSent, ErrUnavailable).
+	SubmitLimit
 )
 
 // Table is a backend's reading of its failed commands: the Class of each
@@ -229,6 +234,8 @@ func (e *Error) Unwrap() []error {
 		return []error{backends.ErrRejected}
 	case NotSent:
 		return []error{backends.ErrNotSent, backends.ErrUnavailable}
+	case SubmitLimit:
+		return []error{backends.ErrSubmitLimit, backends.ErrNotSent, backends.ErrUnavailable}
 	}
 	return []error{backends.ErrUnavailable}
 }

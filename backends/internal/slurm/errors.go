@@ -125,6 +125,11 @@ func RefusalIn(msg string) (string, bool) {
 // the user's jobs have ended.
 func SubmitLimit(msg string) bool { return strings.Contains(msg, "SubmitJob") }
 
+// JobCountLimit reports whether slurmctld turned a submit away because it
+// holds MaxJobCount jobs (ESLURM_ERROR_ON_DESC_TO_RECORD_COPY, 2007:
+// "Unable to create job record, try again"): no job was created.
+func JobCountLimit(msg string) bool { return strings.Contains(msg, "Unable to create job record") }
+
 // sbatchOptionError matches what sbatch prints when it refuses its own
 // command line before contacting slurmctld (getopt, and the option parsers
 // of src/common/slurm_opt.c, proc_args.c and src/sbatch/opt.c).
