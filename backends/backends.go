@@ -277,6 +277,14 @@ var (
 	// same request is taken once some jobs have ended, so the submitter
 	// waits and sends it again.
 	ErrSubmitLimit = errors.New("the scheduler's limit on submitted jobs is reached")
+	// ErrMaybeSubmitLimit wraps ErrSubmitLimit when the scheduler's answer
+	// does not say which limit refused the job: slurmrestd answers Slurm
+	// error 2050 "Job violates accounting/QOS policy (job submit limit,
+	// user's size and/or time limits)" without the reason sbatch prints
+	// (QOSMaxSubmitJobPerUserLimit). A submit limit clears as jobs end, a
+	// size or time limit never does: the submitter waits a bounded time,
+	// then takes it as a refusal.
+	ErrMaybeSubmitLimit = errors.New("possibly a limit on submitted jobs")
 	// ErrAuth: credentials were refused or expired: exit 3, and the admin
 	// must fix the site's auth.
 	ErrAuth = errors.New("scheduler refused the credentials")

@@ -34,6 +34,9 @@ type Submitter struct {
 	LimitWait time.Duration
 	// LimitBackoff is the first wait after a submit-limit refusal (0: 2 s).
 	LimitBackoff time.Duration
+	// MaybeLimitWait bounds the wait for a refusal that may be a submit
+	// limit or a size/time limit (backends.ErrMaybeSubmitLimit; 0: 5 min).
+	MaybeLimitWait time.Duration
 	// Log says when a submit limit makes a submit wait (nil: silent).
 	Log *slog.Logger
 }
@@ -44,6 +47,13 @@ const (
 	limitBackoff    = 2 * time.Second
 	limitBackoffMax = time.Minute
 )
+
+func (s *Submitter) maybeLimitWait() time.Duration {
+	if s.MaybeLimitWait > 0 {
+		return s.MaybeLimitWait
+	}
+	return 5 * time.Minute
+}
 
 // send submits a request at its paced slot, and waits out the
 // scheduler's limit on submitted jobs (while LimitWait and ctx allow):
@@ -59,6 +69,10 @@ func (s *Submitter) send(ctx context.Context, req backends.JobRequest) (backends
 			return "", fmt.Errorf("%w: %w: waiting for the site's submit pace: %w", backends.ErrNotSent, backends.ErrUnavailable, err)
 		}
 		id, err := s.Backend.Submit(ctx, req)
+		if errors.Is(err, backends.ErrMaybeSubmitLimit) && waited >= s.maybeLimitWait() {
+			// it did not clear: a size or time limit, which never does
+			return "", fmt.Errorf("%w: still refused after %s of waiting: %w", backends.ErrRejected, waited, err)
+		}
 		if !errors.Is(err, backends.ErrSubmitLimit) || waited+wait > s.LimitWait {
 			return id, err
 		}

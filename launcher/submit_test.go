@@ -116,3 +116,32 @@ func TestPaceSpacesSubmits(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// maybeLimited answers every submit as slurmrestd answers a QOS limit it
+// does not name.
+type maybeLimited struct{ *fake.Backend }
+
+func (maybeLimited) Submit(context.Context, backends.JobRequest) (backends.JobID, error) {
+	return "", fmt.Errorf("%w: %w: %w: %w: submit: Job violates accounting/QOS policy (Slurm error 2050)",
+		backends.ErrMaybeSubmitLimit, backends.ErrSubmitLimit, backends.ErrNotSent, backends.ErrUnavailable)
+}
+
+// A refusal that may be a submit limit or a size/time limit is waited out
+// for MaybeLimitWait only, then taken as the refusal it then is (exit 2).
+func TestMaybeSubmitLimitIsBounded(t *testing.T) {
+	site, err := schema.ParseSite("s.toml", []byte("name='s'\nbackend='slurmrest'\n[slurmrest]\nurl='unix:///x.sock'\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := rundir.Open(filepath.Join(t.TempDir(), "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := &launcher.Submitter{Store: store, Site: site, Backend: maybeLimited{fake.New()}, TetherPath: "/usr/bin/tether", Now: time.Now,
+		LimitWait: time.Hour, LimitBackoff: time.Millisecond, MaybeLimitWait: 20 * time.Millisecond}
+	run, rec := newRun(t, store, site)
+	_, err = sub.Submit(context.Background(), run, rec, schema.Attempt{Reason: "first attempt", Generation: 1})
+	if !errors.Is(err, backends.ErrRejected) || !strings.Contains(err.Error(), "still refused after") {
+		t.Errorf("%v", err)
+	}
+}

@@ -231,7 +231,7 @@ start_mariadb() { # on the host, as user mysql, TCP 127.0.0.1:$P_DB only for slu
 }
 
 start_slurmdbd() {
-  d_alive slurmdbd && return 0
+  if d_alive slurmdbd; then accounting_qos; return 0; fi
   IN /usr/sbin/slurmdbd >> "$TC_LOG" 2>&1 || die "slurmdbd failed: $(tail -5 "$(hp "$LOG_IN/slurmdbd.log")")"
   wait_for 100 IN sacctmgr -n show cluster || die "slurmdbd not answering: $(tail -5 "$(hp "$LOG_IN/slurmdbd.log")")"
   if ! IN sacctmgr -n -P show cluster format=cluster | grep -qx "$CLUSTER"; then
@@ -241,12 +241,16 @@ start_slurmdbd() {
     d_stop slurmctld
     rm -f "$(hp "$STATE_IN/ctld/clustername")"
   fi
-  # a QOS with a submit limit (MaxSubmitJobsPerUser=5) root may use
+  accounting_qos
+  log "slurmdbd pid $(d_pid slurmdbd)"
+}
+
+# accounting_qos: a QOS with a submit limit (MaxSubmitJobsPerUser=5) root may use
+accounting_qos() {
   IN sacctmgr -n -P show qos format=name | grep -qx tether5 ||
     IN sacctmgr -i add qos tether5 MaxSubmitJobsPerUser=5 >> "$TC_LOG" 2>&1 || die "sacctmgr add qos failed"
   IN sacctmgr -n -P show assoc user=root format=qos | grep -q tether5 ||
     IN sacctmgr -i modify user root set qos+=tether5 >> "$TC_LOG" 2>&1 || die "sacctmgr modify user root failed"
-  log "slurmdbd pid $(d_pid slurmdbd)"
 }
 
 # ctld_up_or_fatal LOGFILE OFFSET: 0 when the controller answers, 2 when it logged a fatal error

@@ -336,8 +336,8 @@ func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends
 	}
 	for try := 1; ; try++ {
 		id, err := send()
-		if err == nil || !errors.Is(err, backends.ErrUnavailable) {
-			return id, err
+		if err == nil || !errors.Is(err, backends.ErrUnavailable) || errors.Is(err, backends.ErrSubmitLimit) {
+			return id, err // a submit limit created no job: the submitter waits
 		}
 		if !certainlyNotSubmitted(err) {
 			return b.lostSubmit(ctx, req, err)

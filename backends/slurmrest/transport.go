@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -323,6 +324,15 @@ func classify(body []byte) errKind {
 	return errTransient
 }
 
+// accountingPolicy is ESLURM_ACCOUNTING_POLICY: "Job violates
+// accounting/QOS policy (job submit limit, user's size and/or time
+// limits)", a submit limit or a size/time limit alike.
+const accountingPolicy = 2050
+
+// namedLimit is a limit's name in an answer (QOSMaxWallDurationPerJobLimit,
+// AssocMaxSubmitJobLimit): with one, 2050 says which limit it is.
+var namedLimit = regexp.MustCompile(`[A-Z][A-Za-z]*Limit\b`)
+
 // slurmErrorOf returns the first error number and text of an error body.
 func slurmErrorOf(body []byte) (int, string) {
 	var se slurmError
@@ -389,6 +399,8 @@ func (t *transport) answerError(what string, status int, body []byte, rejected b
 		err = fmt.Errorf("%w: %s: slurmrestd at %s answered HTTP %d for user %q with the token from %s: %s; "+
 			"renew the token (e.g. scontrol token lifespan=...) or fix slurmrest.user/token_* in the site file",
 			backends.ErrAuth, what, t.display, status, t.user, src, msg)
+	case kind == errDefinite && rejected && num == accountingPolicy && !namedLimit.MatchString(text):
+		err = fmt.Errorf("%w: %w: %w: %w: %s: %s", backends.ErrMaybeSubmitLimit, backends.ErrSubmitLimit, backends.ErrNotSent, backends.ErrUnavailable, what, msg)
 	case kind == errSubmitLimit && rejected:
 		err = fmt.Errorf("%w: %w: %w: %s: %s", backends.ErrSubmitLimit, backends.ErrNotSent, backends.ErrUnavailable, what, msg)
 	case kind == errDefinite && rejected:

@@ -1,11 +1,14 @@
 package slurmrest
 
 import (
+	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
 
+	"github.com/tether-hpc/tether/backends"
 	"github.com/tether-hpc/tether/backends/sbatch"
 )
 
@@ -72,5 +75,32 @@ func TestParseStepOOM(t *testing.T) {
 		if got, err := parseStepOOM([]byte(changed), id); err != nil || got != "step "+id+".batch OUT_OF_MEMORY" {
 			t.Errorf("%s: %q %v", v, got, err)
 		}
+	}
+}
+
+// The answers slurmrestd 22.05 (v0.0.38) and 24.11 (v0.0.42) gave on the
+// test clusters to a sixth job in a QOS with MaxSubmitJobsPerUser=5: Slurm
+// error 2050 without the limit's name sbatch prints
+// (QOSMaxSubmitJobPerUserLimit). It may be a submit limit (it clears) or a
+// size/time limit (it never does): not sent, possibly a submit limit; the
+// submitter waits a bounded time. With a limit's name, 2050 is decided by it.
+func TestAccountingPolicyAnswers(t *testing.T) {
+	tr := &transport{display: "slurmrestd"}
+	for _, body := range []string{
+		`{"errors":[{"error_code":2050,"error":"Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)"}]}`,
+		`{"errors":[{"description":"Batch job submission failed","error_number":2050,"error":"Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)","source":"slurm_submit_batch_job()"}],"warnings":[]}`,
+	} {
+		err := tr.answerError("submit", http.StatusInternalServerError, []byte(body), true)
+		if !errors.Is(err, backends.ErrMaybeSubmitLimit) || !errors.Is(err, backends.ErrNotSent) || errors.Is(err, backends.ErrRejected) {
+			t.Errorf("%s: %v", body, err)
+		}
+	}
+	named := `{"errors":[{"error_number":2050,"error":"Job violates accounting/QOS policy","description":"QOSMaxWallDurationPerJobLimit"}]}`
+	if err := tr.answerError("submit", http.StatusInternalServerError, []byte(named), true); !errors.Is(err, backends.ErrRejected) {
+		t.Errorf("a named size limit: %v", err)
+	}
+	sub := `{"errors":[{"error_number":2050,"error":"Job violates accounting/QOS policy","description":"AssocMaxSubmitJobLimit"}]}`
+	if err := tr.answerError("submit", http.StatusInternalServerError, []byte(sub), true); !errors.Is(err, backends.ErrSubmitLimit) || errors.Is(err, backends.ErrMaybeSubmitLimit) {
+		t.Errorf("a named submit limit: %v", err)
 	}
 }
