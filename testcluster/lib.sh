@@ -251,6 +251,9 @@ accounting_qos() {
     IN sacctmgr -i add qos tether5 MaxSubmitJobsPerUser=5 >> "$TC_LOG" 2>&1 || die "sacctmgr add qos failed"
   IN sacctmgr -n -P show assoc user=root format=qos | grep -q tether5 ||
     IN sacctmgr -i modify user root set qos+=tether5 >> "$TC_LOG" 2>&1 || die "sacctmgr modify user root failed"
+  # associations are enforced: the REST service account submits jobs too
+  IN sacctmgr -n -P show assoc user="$TC_REST_USER" format=user | grep -qx "$TC_REST_USER" ||
+    IN sacctmgr -i add user "$TC_REST_USER" account=root >> "$TC_LOG" 2>&1 || die "sacctmgr add user $TC_REST_USER failed"
 }
 
 # ctld_up_or_fatal LOGFILE OFFSET: 0 when the controller answers, 2 when it logged a fatal error
