@@ -467,7 +467,9 @@ func (e *Engine) act(ctx context.Context, run rundir.Run, obs observation, d Dec
 		e.Log.Info("cancelled the job", "run", run.ID, "job", cur.JobID, "why", d.Reason)
 	}
 	if (d.Action == Finish || d.Action == Retry) && cur != nil && cur.Usage == nil {
-		cur.Usage = e.attemptUsage(ctx, rec, obs)
+		// a decision from the exit file alone comes before the scheduler
+		// has closed the job: no waiting for its accounting then
+		cur.Usage = e.attemptUsage(ctx, rec, obs, !d.FromExitFile)
 	}
 	if (d.Action == Finish || d.Action == Retry) && len(d.FailedNodes) > 0 && e.BadNodes != nil {
 		if listed, err := e.BadNodes.Record(ctx, d.FailedNodes); err != nil {

@@ -13,8 +13,10 @@ import (
 // accounting where the backend reads it (one call, at the decision), with
 // tether's own evidence for what accounting leaves out (elapsed from the
 // wrapper's started and exit files, the allocation from the scheduler's
-// status or the request). nil for an attempt that never started.
-func (e *Engine) attemptUsage(ctx context.Context, rec *schema.RunRecord, obs observation) *schema.Usage {
+// status or the request). nil for an attempt that never started. With
+// wait, a job accounting has not closed yet is asked about again for up
+// to usageWait; without it, once.
+func (e *Engine) attemptUsage(ctx context.Context, rec *schema.RunRecord, obs observation, wait bool) *schema.Usage {
 	cur := obs.cur
 	if cur == nil {
 		return nil
@@ -27,7 +29,7 @@ func (e *Engine) attemptUsage(ctx context.Context, rec *schema.RunRecord, obs ob
 		}
 		return &own
 	}
-	acct, found, err := e.accounting(ctx, r, backends.JobID(cur.JobID))
+	acct, found, err := e.accounting(ctx, r, backends.JobID(cur.JobID), wait)
 	if err != nil {
 		e.Log.Warn("cannot read the job's accounting; usage from tether's own evidence", "run", rec.RunID, "job", cur.JobID, "err", err)
 	}
@@ -58,8 +60,11 @@ const usageWait = 3 * time.Second
 
 // accounting asks the backend for the job's usage until its accounting
 // has closed the job, for at most usageWait.
-func (e *Engine) accounting(ctx context.Context, r backends.UsageReader, id backends.JobID) (backends.Usage, bool, error) {
-	deadline := time.Now().Add(usageWait)
+func (e *Engine) accounting(ctx context.Context, r backends.UsageReader, id backends.JobID, wait bool) (backends.Usage, bool, error) {
+	deadline := time.Now()
+	if wait {
+		deadline = deadline.Add(usageWait)
+	}
 	for {
 		e.called("usage")
 		u, found, err := r.Usage(ctx, id)

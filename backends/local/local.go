@@ -346,6 +346,26 @@ func (b *Backend) Usage(ctx context.Context, id backends.JobID) (backends.Usage,
 	if err != nil {
 		return backends.Usage{}, false, fmt.Errorf("local backend: %w", err)
 	}
+	// Usage is asked about a decided attempt: its wrapper has ended, but
+	// the supervisor may not have recorded the end yet (it kills stray
+	// processes and reads the memory cgroup first), which takes
+	// milliseconds: wait for it briefly
+	for try := 0; !j.State.Terminal() && j.ShimPID > 0 && alive(j.ShimPID, j.ShimStart) && try < 50; try++ {
+		select {
+		case <-ctx.Done():
+			return backends.Usage{}, false, nil
+		case <-time.After(20 * time.Millisecond):
+		}
+		if j, err = readJob(b.jobPath(string(id))); err != nil {
+			return backends.Usage{}, false, fmt.Errorf("local backend: %w", err)
+		}
+	}
+	if !j.State.Terminal() {
+		// the supervisor may have recorded the end just as it exited
+		if again, err := readJob(b.jobPath(string(id))); err == nil {
+			j = again
+		}
+	}
 	if !j.State.Terminal() || j.Start.IsZero() || !j.End.After(j.Start) {
 		return backends.Usage{}, false, nil
 	}
