@@ -54,41 +54,14 @@ func (b *Backend) findInAccounting(ctx context.Context, tag string) (backends.Jo
 	if b.cfg.User != "" && version != "v0.0.38" {
 		q.Set("users", b.cfg.User)
 	}
-	ctx, cancel := b.ctx(ctx)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.t.base+dbJobsPath(version)+"?"+q.Encode(), nil)
-	if err != nil {
-		return "", false, err
-	}
-	resp, err := b.t.Do(req)
-	if err != nil {
-		return "", false, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", false, fmt.Errorf("%w: read the accounting job list: %w", backends.ErrUnavailable, err)
-	}
 	what := "look for the job tagged " + tag + " in accounting"
-	if resp.StatusCode == http.StatusNotFound && !unknownJob(resp.StatusCode, body) {
-		// openapi/slurmdbd is not loaded (plain-text 404)
-		b.noSlurmdbOnce.Do(func() {
-			b.cfg.Log.Warn("slurmrestd does not serve "+dbJobsPath(version)+" (load the openapi/slurmdbd plugin, slurmrestd -s openapi/slurmctld,openapi/slurmdbd): "+
-				"a job the controller has purged cannot be found by its tag, and an attempt whose submit answer was lost may run twice", "url", b.cfg.URL)
-		})
-		return "", false, nil
-	}
-	num, _ := slurmErrorOf(body)
-	if resp.StatusCode != http.StatusOK && num != errNothingFound {
-		return "", false, b.t.answerError(what, resp.StatusCode, body, false)
+	body, ok, err := b.slurmdbGet(ctx, dbJobsPath(version)+"?"+q.Encode(), what)
+	if err != nil || !ok {
+		return "", false, err
 	}
 	var d dbJobs
 	if err := json.Unmarshal(body, &d); err != nil {
 		return "", false, fmt.Errorf("%w: %s: slurmrestd's answer is not a job list: %w", backends.ErrUnavailable, what, err)
-	}
-	if num != 0 && num != errNothingFound {
-		// 200 with errors: slurmdbd could not answer in full
-		return "", false, b.t.answerError(what, resp.StatusCode, body, false)
 	}
 	var best int64
 	for _, j := range d.Jobs {
@@ -100,4 +73,43 @@ func (b *Backend) findInAccounting(ctx context.Context, tag string) (backends.Jo
 		return "", false, nil
 	}
 	return backends.JobID(strconv.FormatInt(best, 10)), true, nil
+}
+
+// slurmdbGet GETs a path of slurmrestd's accounting plugin. ok is false
+// when slurmrestd does not serve openapi/slurmdbd (warned once: a purged
+// job cannot be found by its tag) and when slurmdbd found nothing; an
+// answer with any other error is an error.
+func (b *Backend) slurmdbGet(ctx context.Context, path, what string) ([]byte, bool, error) {
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.t.base+path, nil)
+	if err != nil {
+		return nil, false, err
+	}
+	resp, err := b.t.Do(req)
+	if err != nil {
+		return nil, false, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: %s: read the answer: %w", backends.ErrUnavailable, what, err)
+	}
+	if resp.StatusCode == http.StatusNotFound && !unknownJob(resp.StatusCode, body) {
+		// openapi/slurmdbd is not loaded (plain-text 404)
+		b.noSlurmdbOnce.Do(func() {
+			b.cfg.Log.Warn("slurmrestd does not serve "+path+" (load the openapi/slurmdbd plugin, slurmrestd -s openapi/slurmctld,openapi/slurmdbd): "+
+				"a job the controller has purged cannot be found by its tag, an attempt whose submit answer was lost may run twice, and usage comes from the exit file", "url", b.cfg.URL)
+		})
+		return nil, false, nil
+	}
+	num, _ := slurmErrorOf(body)
+	switch {
+	case num == errNothingFound || unknownJob(resp.StatusCode, body):
+		return nil, false, nil
+	case resp.StatusCode != http.StatusOK || num != 0:
+		// an error, or a 200 with errors: slurmdbd could not answer in full
+		return nil, false, b.t.answerError(what, resp.StatusCode, body, false)
+	}
+	return body, true, nil
 }

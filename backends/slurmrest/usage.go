@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"time"
 
@@ -74,31 +72,7 @@ func (b *Backend) dbJob(ctx context.Context, id backends.JobID) ([]byte, bool, e
 	if err != nil {
 		return nil, false, err
 	}
-	ctx, cancel := b.ctx(ctx)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.t.base+dbJobPath(version, string(id)), nil)
-	if err != nil {
-		return nil, false, err
-	}
-	resp, err := b.t.Do(req)
-	if err != nil {
-		return nil, false, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, false, fmt.Errorf("%w: read job %s's accounting: %w", backends.ErrUnavailable, id, err)
-	}
-	if resp.StatusCode == http.StatusNotFound && !unknownJob(resp.StatusCode, body) {
-		return nil, false, nil // no openapi/slurmdbd plugin
-	}
-	if num, _ := slurmErrorOf(body); resp.StatusCode != http.StatusOK || num != 0 {
-		if num == errNothingFound || unknownJob(resp.StatusCode, body) {
-			return nil, false, nil
-		}
-		return nil, false, b.t.answerError("read job "+string(id)+"'s accounting", resp.StatusCode, body, false)
-	}
-	return body, true, nil
+	return b.slurmdbGet(ctx, dbJobPath(version, string(id)), "read job "+string(id)+"'s accounting")
 }
 
 // parseDBUsage reads one job's usage from a slurmdb job answer.
