@@ -339,3 +339,24 @@ func TestSiteLauncherAndEnv(t *testing.T) {
 		}
 	}
 }
+
+// Node exclusion is refused, naming file, line and key, where the backend
+// cannot express it (PBS, local), and accepted on Slurm.
+func TestSiteRefusesNodeExclusionWhereUnsupported(t *testing.T) {
+	for _, c := range []struct {
+		backend, extra, key string
+	}{
+		{"pbs", "[retry]\nexclude_failed_nodes = true\n", "s.toml:4: retry.exclude_failed_nodes: the pbs backend cannot ask the scheduler to avoid a node (OpenPBS's select has no host exclusion)"},
+		{"local", "[retry]\nexclude_failed_nodes = true\n", "s.toml:4: retry.exclude_failed_nodes: the local backend cannot"},
+		{"pbs", "[bad_nodes]\nafter = 2\n", "s.toml:4: bad_nodes.after: the pbs backend cannot keep jobs off a bad node"},
+		{"sbatch", "[retry]\nexclude_failed_nodes = true\n[bad_nodes]\nafter = 2\n", ""},
+	} {
+		_, err := ParseSite("s.toml", []byte("name = 's'\nbackend = '"+c.backend+"'\n"+c.extra))
+		switch {
+		case c.key == "" && err != nil:
+			t.Errorf("%s: %v", c.backend, err)
+		case c.key != "" && (err == nil || !strings.Contains(err.Error(), c.key)):
+			t.Errorf("%s %q: %v, want %q", c.backend, c.extra, err, c.key)
+		}
+	}
+}

@@ -368,11 +368,12 @@ func (s *Site) validate(src *source) Errors {
 	}
 	if s.Backend == BackendPBS || s.Backend == BackendLocal {
 		// they have no way to ask for "any node but these"
+		why := map[string]string{BackendPBS: "OpenPBS's select has no host exclusion", BackendLocal: "it runs everything on this one host"}[s.Backend]
 		if s.Retry.ExcludeFailedNodes {
-			e("retry.exclude_failed_nodes", "the %s backend cannot ask the scheduler to avoid a node (OpenPBS's select has no host exclusion; the local backend has one node)", s.Backend)
+			e("retry.exclude_failed_nodes", "the %s backend cannot ask the scheduler to avoid a node (%s)", s.Backend, why)
 		}
 		if s.BadNodes.Enabled() {
-			e("bad_nodes.after", "the %s backend cannot keep jobs off a bad node (no host exclusion)", s.Backend)
+			e("bad_nodes.after", "the %s backend cannot keep jobs off a bad node (%s)", s.Backend, why)
 		}
 	}
 	if s.Submit.MaxPerSecond < 0 {
