@@ -327,3 +327,31 @@ func (p Partition) Noun() string {
 	}
 	return p.Kind
 }
+
+// ArrayIndexToken, in the Stdout and Stderr of a request submitted as an
+// array, stands for the element's scheduler index; each backend writes it
+// its scheduler's way (Slurm's %a, PBS's ^array_index^).
+const ArrayIndexToken = "{{tether_array_index}}"
+
+// ArraySpec is the shape of one scheduler array: elements with the
+// scheduler indices 0..Size-1, at most MaxRunning running at once (0:
+// the scheduler's limit).
+type ArraySpec struct {
+	Size       int
+	MaxRunning int
+}
+
+// ArraySubmitter is implemented by backends that submit job arrays: one
+// submit (one scheduler RPC) for every element.
+type ArraySubmitter interface {
+	// SubmitArray starts one array of req and returns the array's id.
+	// Cancel of that id ends every element with one call, and FindByTag
+	// of the request's tag finds it.
+	SubmitArray(ctx context.Context, req JobRequest, a ArraySpec) (JobID, error)
+	// ElementID is the id of the array's element with scheduler index i,
+	// as Query, Cancel and Usage take it.
+	ElementID(array JobID, i int) JobID
+	// ArrayIndexVar names the variable that gives each element its
+	// scheduler index in its environment (SLURM_ARRAY_TASK_ID).
+	ArrayIndexVar() string
+}

@@ -36,6 +36,9 @@ type AttemptSpec struct {
 	// Env is what the job gets of the submitter's environment (the run
 	// record's Env).
 	Env map[string]string
+	// Element makes the attempt one element of an array (its index and
+	// parameters reach the Task: schema.ElementEnv).
+	Element *schema.Element
 }
 
 // Build makes the wrapper and the job request of one attempt. tetherPath is
@@ -61,13 +64,14 @@ func Build(run rundir.Run, task *schema.Task, site *schema.Site, a AttemptSpec, 
 	if site.TetherPath != "" {
 		tetherPath = site.TetherPath
 	}
-	launch, err := launchWords(task, site, command, exported(task, site, a.ResumeFrom != "", tetherPath != ""))
+	elemEnv := schema.ElementEnv(a.Element)
+	launch, err := launchWords(task, site, command, append(exported(task, site, a.ResumeFrom != "", tetherPath != ""), sortedKeys(elemEnv)...))
 	if err != nil {
 		return nil, err
 	}
 	script := renderWrapper(wrapperInput{
 		run: run, attempt: a.N, task: task, site: site, launch: launch,
-		resumeFrom: a.ResumeFrom, tetherPath: tetherPath,
+		resumeFrom: a.ResumeFrom, tetherPath: tetherPath, elemEnv: elemEnv,
 	})
 	r := task.Resources
 	s := task.Scheduler

@@ -60,6 +60,11 @@ func (s *Submitter) maybeLimitWait() time.Duration {
 // such a refusal created no job, and the same request is taken once some
 // of the user's jobs have ended.
 func (s *Submitter) send(ctx context.Context, req backends.JobRequest) (backends.JobID, error) {
+	return s.sendWith(ctx, req, s.Backend.Submit)
+}
+
+// sendWith is send with another submit call (an array's).
+func (s *Submitter) sendWith(ctx context.Context, req backends.JobRequest, submit func(context.Context, backends.JobRequest) (backends.JobID, error)) (backends.JobID, error) {
 	wait, waited := limitBackoff, time.Duration(0)
 	if s.LimitBackoff > 0 {
 		wait = s.LimitBackoff
@@ -68,7 +73,7 @@ func (s *Submitter) send(ctx context.Context, req backends.JobRequest) (backends
 		if err := s.Pace.Wait(ctx); err != nil {
 			return "", fmt.Errorf("%w: %w: waiting for the site's submit pace: %w", backends.ErrNotSent, backends.ErrUnavailable, err)
 		}
-		id, err := s.Backend.Submit(ctx, req)
+		id, err := submit(ctx, req)
 		if errors.Is(err, backends.ErrMaybeSubmitLimit) && waited >= s.maybeLimitWait() {
 			// it did not clear: a size or time limit, which never does
 			return "", fmt.Errorf("%w: still refused after %s of waiting: %w", backends.ErrRejected, waited, err)
@@ -163,7 +168,7 @@ func (s *Submitter) Recover(ctx context.Context, run rundir.Run, rec *schema.Run
 func (s *Submitter) submitCurrent(ctx context.Context, run rundir.Run, rec *schema.RunRecord) (*schema.Attempt, error) {
 	cur := rec.Current()
 	cur.ExcludeBad = s.badNodes(cur.Exclude)
-	plan, err := Build(run, &rec.Task, s.Site, AttemptSpec{N: cur.N, ResumeFrom: cur.ResumeFrom, Exclude: slices.Concat(cur.Exclude, cur.ExcludeBad), MemoryMiB: cur.MemoryMiB, WarnTimer: NeedsWarnTimer(ctx, s.Backend), Env: rec.Env}, s.TetherPath)
+	plan, err := Build(run, &rec.Task, s.Site, AttemptSpec{N: cur.N, ResumeFrom: cur.ResumeFrom, Exclude: slices.Concat(cur.Exclude, cur.ExcludeBad), MemoryMiB: cur.MemoryMiB, WarnTimer: NeedsWarnTimer(ctx, s.Backend), Env: rec.Env, Element: rec.Element}, s.TetherPath)
 	if err != nil {
 		return nil, err
 	}

@@ -22,7 +22,8 @@ type wrapperInput struct {
 	site       *schema.Site
 	launch     []word
 	resumeFrom string
-	tetherPath string // the tether the Task calls (TETHER_BIN)
+	tetherPath string            // the tether the Task calls (TETHER_BIN)
+	elemEnv    map[string]string // an array element's TETHER_ARRAY_* and TETHER_PARAM*
 }
 
 func sortedKeys(m map[string]string) []string {
@@ -64,6 +65,9 @@ func renderWrapper(in wrapperInput) string {
 		p("export TETHER_RESUME_FROM=%s\n", Quote(in.resumeFrom))
 	} else {
 		p("unset TETHER_RESUME_FROM\n")
+	}
+	for _, k := range sortedKeys(in.elemEnv) {
+		p("export %s=%s\n", k, Quote(in.elemEnv[k]))
 	}
 	warn := in.task.Signals.WarnSignalName()
 	if warn != "" {

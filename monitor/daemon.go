@@ -134,6 +134,11 @@ func (c countedSubmitter) Find(ctx context.Context, run rundir.Run, rec *schema.
 	return c.Submitter.Find(ctx, run, rec)
 }
 
+func (c countedSubmitter) SubmitArray(ctx context.Context, run rundir.Run, rec *schema.RunRecord) error {
+	c.count("submit")
+	return c.Submitter.SubmitArray(ctx, run, rec)
+}
+
 func key(site, run string) string { return site + "/" + run }
 
 // Cycle looks at every active run of a site once. It returns whether

@@ -458,6 +458,16 @@ func (in Input) policyOutcome(d Decision, cause schema.Cause, policy, what strin
 }
 
 func (in Input) failure(d Decision, cause schema.Cause, what string) Decision {
+	if cause == schema.CauseExit && in.Retry.OnExit && !in.CancelRequested {
+		if in.budgetLeft() {
+			d.Action, d.Cause, d.ResumeFrom = Retry, cause, in.Evidence.Resume
+			d.Reason = fmt.Sprintf("%s; retrying (attempt %d of %d)", what, in.Attempts+1, in.Retry.MaxAttempts)
+			return d
+		}
+		if in.Retry.MaxAttempts > 1 {
+			what += fmt.Sprintf("; retries exhausted after %d attempts", in.Attempts)
+		}
+	}
 	return in.policyOutcome(d, cause, in.Proceed.OnFailure, what)
 }
 

@@ -28,6 +28,9 @@ type Submitter interface {
 	Recover(ctx context.Context, run rundir.Run, rec *schema.RunRecord, send bool) (*schema.Attempt, error)
 	// Find looks for the current attempt's job by its tag and records it.
 	Find(ctx context.Context, run rundir.Run, rec *schema.RunRecord) (backends.JobID, bool, error)
+	// SubmitArray carries an array run's submission on: its elements'
+	// runs, its scheduler arrays, the elements' job ids.
+	SubmitArray(ctx context.Context, run rundir.Run, rec *schema.RunRecord) error
 }
 
 // Engine polls, decides and acts for the runs of one site.
@@ -191,6 +194,15 @@ func (e *Engine) step(ctx context.Context, run rundir.Run, snap *Snapshot, perr 
 	rec, err := tr.record(run)
 	if err != nil {
 		return Status{}, err
+	}
+	if rec.Task.Array.Enabled() {
+		return e.stepArray(ctx, run, rec, act)
+	}
+	if cur := rec.Current(); rec.Element != nil && cur != nil && cur.InArray && cur.JobID == "" {
+		// its array run sends it, and nothing else
+		o := e.live(run, rec, Status{}, tr.Summary(), nil)
+		o.Reason = "waiting for array run " + rec.Element.Array + " to be submitted"
+		return Status{Outcome: o, Record: rec}, nil
 	}
 	if snap == nil {
 		var s Snapshot

@@ -55,6 +55,22 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (rundir.Run, *sche
 			// The run directory was removed: the key is free again.
 		}
 	}
+	if req.Task.Array.Enabled() {
+		run, err := e.startArray(ctx, req)
+		if err != nil && errors.Is(err, backends.ErrRejected) && run.ID != "" {
+			if rec, lerr := run.Load(); lerr == nil && rec.Array != nil && rec.Array.Chunks[0].JobID == "" {
+				// refused, nothing ran: the key stays free
+				e.removeArray(run, rec)
+				if req.Key != "" {
+					e.Store.UnbindKey(req.Key)
+				}
+			}
+		}
+		if err != nil {
+			return run, nil, fmt.Errorf("submit: %w", err)
+		}
+		return run, nil, nil
+	}
 	rec := &schema.RunRecord{
 		RunID: rundir.NewRunID(req.Task.Name, e.Now()), Key: req.Key, SpecHash: req.SpecHash,
 		Site: e.Site.Name, SiteFile: req.SiteFile, Backend: e.Site.Backend,
@@ -140,6 +156,9 @@ func (e *Engine) reuse(ctx context.Context, run rundir.Run, rec *schema.RunRecor
 
 	if out.Proceed {
 		return run, out, nil
+	}
+	if rec.Task.Array.Enabled() {
+		return run, nil, e.rerunArray(ctx, run, rec, out, req.Key)
 	}
 	if rec, err = run.Load(); err != nil {
 		return rundir.Run{}, nil, err

@@ -25,6 +25,9 @@ const statTick = 200 * time.Millisecond
 // MaxInterval while nothing changes. Scheduler failures are reported to
 // update (Status.PollErr) and never decide a run.
 func (e *Engine) Wait(ctx context.Context, run rundir.Run, update func(Status)) (*schema.Outcome, error) {
+	if rec, err := run.Load(); err == nil && rec.Task.Array.Enabled() {
+		return e.waitArray(ctx, run, update)
+	}
 	tr := NewTracker(run)
 	w := newDirWatch(e.Backend)
 	defer w.close()

@@ -35,6 +35,10 @@ func ParseTask(file string, data []byte, sets []string, site *Site) (*Task, erro
 	t.resolveWorkdir(file)
 	t.Resources.deriveNodes()
 	errs = append(errs, t.validate(site)...)
+	errs = append(errs, t.validateArray()...)
+	if len(errs) == 0 {
+		errs = append(errs, t.loadParams(file)...)
+	}
 	if site == nil && t.Resources.Walltime == 0 {
 		errs = append(errs, src.errAt("resources.walltime", "is required"))
 	}

@@ -77,11 +77,14 @@ const (
 	// CausePendingTimeout: the job was still pending after the site's
 	// [pending] timeout; tether cancelled it.
 	CausePendingTimeout Cause = "pending_timeout"
+	// CauseElements: an array run ended partial or failed by its
+	// elements' outcomes ([proceed] min_succeeded).
+	CauseElements Cause = "elements"
 )
 
 // Causes lists every cause, for documentation and tests.
 var Causes = []Cause{CauseCompleted, CauseExit, CauseTimeout, CauseNodeFail, CausePreempted, CauseRequeued,
-	CauseOOM, CauseCancelled, CauseSchedCancel, CauseLost, CauseRefused, CauseWrapper, CauseUnexpected, CauseUnsatisfiable, CausePendingTimeout, CauseLimit}
+	CauseOOM, CauseCancelled, CauseSchedCancel, CauseLost, CauseRefused, CauseWrapper, CauseUnexpected, CauseUnsatisfiable, CausePendingTimeout, CauseLimit, CauseElements}
 
 // Proceeds reports whether downstream steps may go on after an outcome.
 func Proceeds(outcome string) bool {
@@ -109,6 +112,10 @@ type RunRecord struct {
 	Env map[string]string `json:"env,omitempty"`
 	// EnvHash is Env's identity for idempotency (volatile names left out).
 	EnvHash string `json:"env_hash,omitempty"`
+	// Array is set on an array run (its elements are runs of their own);
+	// Element on each element's run.
+	Array   *ArrayState `json:"array,omitempty"`
+	Element *Element    `json:"element,omitempty"`
 }
 
 // CurrentGen returns the attempts of the current generation.
@@ -148,6 +155,10 @@ type Attempt struct {
 	// once. Without it, an attempt with no job id waits for find-by-tag
 	// and the recovery window before anything is sent again.
 	Unsent bool `json:"unsent,omitempty"`
+	// InArray: the attempt is an element of its array run's scheduler
+	// array; the array run submits it and records its job id (nothing
+	// else sends it).
+	InArray bool `json:"in_array,omitempty"`
 	// CancelSentAt is when the scheduler last accepted a cancel of this
 	// attempt's job.
 	CancelSentAt *time.Time `json:"cancel_sent_at,omitempty"`
@@ -281,4 +292,16 @@ type Outcome struct {
 	ExpectedStart *time.Time `json:"expected_start,omitempty"`
 	// Usage is what the run's attempts used, summed (see Usage).
 	Usage *Usage `json:"usage,omitempty"`
+	// Array runs: Counts has the number of elements per outcome word
+	// (and "pending", "running" while they live), Succeeded the fraction
+	// that ended succeeded or partial, MinSucceeded the fraction needed
+	// to proceed, Elements every element.
+	Size         int              `json:"size,omitempty"`
+	Counts       map[string]int   `json:"counts,omitempty"`
+	Succeeded    *float64         `json:"succeeded,omitempty"`
+	MinSucceeded *float64         `json:"min_succeeded,omitempty"`
+	Elements     []ElementOutcome `json:"elements,omitempty"`
+	// Element runs: the array run and the element's index.
+	Array string `json:"array,omitempty"`
+	Index *int   `json:"index,omitempty"`
 }

@@ -108,6 +108,18 @@ type SiteLimits struct {
 // SiteSubmit paces the site's submits.
 type SiteSubmit struct {
 	MaxPerSecond float64 `toml:"max_per_second" json:"max_per_second,omitempty" doc:"submits per second for the whole site, shared by every tether process of the state directory (0, the default: no pacing)"`
+	MaxArraySize int     `toml:"max_array_size" json:"max_array_size,omitempty" doc:"most elements in one scheduler array: a larger array Task is submitted as several (default: Slurm's MaxArraySize default 1001, PBS's max_array_size default 10000, local 1001)" min:"0"`
+}
+
+// ArraySize is the most elements one scheduler array of the site holds.
+func (s *Site) ArraySize() int {
+	switch {
+	case s.Submit.MaxArraySize > 0:
+		return s.Submit.MaxArraySize
+	case s.Backend == "pbs":
+		return 10000
+	}
+	return 1001
 }
 
 // SitePending bounds how long a job may wait in the queue.

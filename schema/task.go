@@ -40,6 +40,7 @@ type Task struct {
 	Signals          Signals           `toml:"signals" json:"signals"`
 	HeartbeatTimeout Duration          `toml:"heartbeat_timeout" json:"heartbeat_timeout,omitempty" doc:"a running Task with no heartbeat or progress for this long is reported as hung (0: off)"`
 	Scheduler        Scheduler         `toml:"scheduler" json:"scheduler"`
+	Array            TaskArray         `toml:"array" json:"array,omitzero"`
 
 	// File is the task file this spec was loaded from.
 	File string  `toml:"-" json:"file,omitempty"`
@@ -69,6 +70,8 @@ type Proceed struct {
 	OnFailure      string   `toml:"on_failure" json:"on_failure" doc:"after a non-zero exit or a node failure" enum:"never,checkpoint,always,skip"`
 	MinFraction    float64  `toml:"min_fraction" json:"min_fraction" doc:"checkpoint fraction (0..1) that counts as enough work" min:"0" max:"1"`
 	RequireOutputs []string `toml:"require_outputs" json:"require_outputs,omitempty" doc:"globs (relative to workdir) that must each match an existing file"`
+	// MinSucceeded (arrays): nil is all of them.
+	MinSucceeded *float64 `toml:"min_succeeded" json:"min_succeeded,omitempty" doc:"array Tasks: the fraction (0..1) of elements that must end succeeded or partial for the array to proceed (default 1: all)" min:"0" max:"1"`
 }
 
 // Retry is tether's own retry policy (scheduler requeue is off).
@@ -77,6 +80,7 @@ type Retry struct {
 	OnNodeFail  bool `toml:"on_node_fail" json:"on_node_fail" doc:"retry after NODE_FAIL or BOOT_FAIL"`
 	OnPreempted bool `toml:"on_preempted" json:"on_preempted" doc:"retry after preemption"`
 	OnTimeout   bool `toml:"on_timeout" json:"on_timeout" doc:"retry after a timeout when the Task left a resumable checkpoint"`
+	OnExit      bool `toml:"on_exit" json:"on_exit,omitempty" doc:"retry after the Task exits non-zero (or is killed by a signal other than the scheduler's), from its last resumable checkpoint if any"`
 	// OnOOM retries a job that ran out of memory with memory_factor
 	// times the memory of the attempt that failed, up to max_memory.
 	OnOOM        bool    `toml:"on_oom" json:"on_oom,omitempty" doc:"retry after an out-of-memory kill, asking memory_factor times the memory (needs resources.memory)"`

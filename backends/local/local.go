@@ -59,6 +59,9 @@ type Job struct {
 	MemoryLimit string `json:"memory_limit,omitempty"`
 	OOMKills    int    `json:"oom_kills,omitempty"`
 	MaxRSSBytes int64  `json:"max_rss_bytes,omitempty"`
+	// Array is the id of the array this job is an element of; its
+	// supervisor starts the element's own.
+	Array string `json:"array,omitempty"`
 }
 
 // Backend is the local process backend.
@@ -194,11 +197,12 @@ func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends
 // without a final state has vanished and is left out of the result.
 func (b *Backend) Query(ctx context.Context, ids []backends.JobID) (map[backends.JobID]backends.JobStatus, error) {
 	out := make(map[backends.JobID]backends.JobStatus, len(ids))
+	arrays := map[string]bool{}
 	for _, id := range ids {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		if !validID(string(id)) {
+		if !validAnyID(string(id)) {
 			continue
 		}
 		j, err := readJob(b.jobPath(string(id)))
@@ -212,7 +216,8 @@ func (b *Backend) Query(ctx context.Context, ids []backends.JobID) (map[backends
 			if b.afterRead != nil {
 				b.afterRead(b.jobPath(string(id)))
 			}
-			supervised := j.ShimPID == 0 && b.Now().Sub(j.Submit) < 10*time.Second || alive(j.ShimPID, j.ShimStart)
+			supervised := j.ShimPID == 0 && b.Now().Sub(j.Submit) < 10*time.Second || alive(j.ShimPID, j.ShimStart) ||
+				j.ShimPID == 0 && j.Array != "" && b.arraySupervised(j.Array, arrays)
 			if !supervised {
 				// the supervisor may have written the final state and
 				// exited between the read and the look at its pid
@@ -256,8 +261,11 @@ func (j *Job) status() backends.JobStatus {
 // starting. Cancelling a finished job, or an id this backend does not
 // know, is not an error.
 func (b *Backend) Cancel(ctx context.Context, id backends.JobID) error {
-	if !validID(string(id)) {
+	if !validAnyID(string(id)) {
 		return fmt.Errorf("local backend: invalid job id %q", id)
+	}
+	if _, err := os.Stat(b.arrayPath(string(id))); err == nil {
+		return b.cancelArray(ctx, string(id))
 	}
 	path := b.jobPath(string(id))
 	if j, err := readJob(path); errors.Is(err, os.ErrNotExist) {
@@ -308,8 +316,14 @@ func (b *Backend) FindByTag(ctx context.Context, tag string) (backends.JobID, bo
 		return "", false, fmt.Errorf("local backend: %w", err)
 	}
 	var ids []uint64
+	arrays := map[uint64]bool{}
 	for _, e := range ents {
-		if n, ok := strings.CutSuffix(e.Name(), ".json"); ok {
+		if n, ok := strings.CutSuffix(e.Name(), ".array.json"); ok {
+			if v, err := strconv.ParseUint(n, 10, 64); err == nil {
+				ids = append(ids, v)
+				arrays[v] = true
+			}
+		} else if n, ok := strings.CutSuffix(e.Name(), ".json"); ok {
 			if v, err := strconv.ParseUint(n, 10, 64); err == nil {
 				ids = append(ids, v)
 			}
@@ -321,6 +335,12 @@ func (b *Backend) FindByTag(ctx context.Context, tag string) (backends.JobID, bo
 			return "", false, err
 		}
 		id := strconv.FormatUint(ids[i], 10)
+		if arrays[ids[i]] {
+			if a, err := readArray(b.arrayPath(id)); err == nil && a.Tag == tag {
+				return backends.JobID(id), true, nil
+			}
+			continue
+		}
 		j, err := readJob(b.jobPath(id))
 		if err == nil && j.Request.Tag == tag {
 			return backends.JobID(j.ID), true, nil
@@ -336,7 +356,7 @@ func (b *Backend) DeliversWarnSignal(context.Context) bool { return true }
 // GPUs it asked for over that time, and the largest resident set of its
 // processes (the memory cgroup's peak, or the wrapper's rusage).
 func (b *Backend) Usage(ctx context.Context, id backends.JobID) (backends.Usage, bool, error) {
-	if !validID(string(id)) {
+	if !validAnyID(string(id)) {
 		return backends.Usage{}, false, nil
 	}
 	j, err := readJob(b.jobPath(string(id)))

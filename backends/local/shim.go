@@ -96,6 +96,9 @@ func RunShim(ctx context.Context, jobPath string) error {
 	// exactly the submitter's variables the site's policy let through,
 	// nothing of the supervisor's own environment
 	cmd.Env = append(backends.EnvList(j.Env), "TETHER_LOCAL_JOB_ID="+j.ID)
+	if j.Array != "" {
+		cmd.Env = append(cmd.Env, "TETHER_LOCAL_ARRAY_ID="+j.Array)
+	}
 	// a cancel recorded since the first look (under the job's lock, as
 	// Cancel records it) or a TERM that came meanwhile: never start
 	cancelledMeanwhile := false

@@ -25,6 +25,9 @@ import (
 // app holds what every command shares: streams, environment and the
 // global flags. Commands never call os.Exit; Main maps errors to codes.
 type app struct {
+	// element, when >= 0, selects one element of an array run (--element)
+	element int
+
 	stdout, stderr io.Writer
 	getenv         func(string) string
 	environ        func() []string
@@ -38,7 +41,7 @@ type app struct {
 
 // Main runs the tether command line and returns the exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
-	a := &app{stdout: stdout, stderr: stderr, getenv: os.Getenv, environ: os.Environ, now: time.Now}
+	a := &app{stdout: stdout, stderr: stderr, getenv: os.Getenv, environ: os.Environ, now: time.Now, element: -1}
 	root := a.rootCmd()
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -186,6 +189,42 @@ func (a *app) open(site *schema.Site) (*session, error) {
 // openRunOrKey finds a run by its argument, or by --key when no argument
 // is given.
 func (a *app) openRunOrKey(args []string, key string) (*session, rundir.Run, error) {
+	s, run, err := a.openRunOrKeyOnly(args, key)
+	if err != nil {
+		return s, run, err
+	}
+	return a.pickElement(s, run)
+}
+
+// elementFlag adds --element to a command that takes a run.
+func (a *app) elementFlag(c *cobra.Command) {
+	a.element = -1
+	c.Flags().IntVar(&a.element, "element", -1, "one element of an array run (its index, from 0)")
+}
+
+// pickElement turns an array run into its element --element N.
+func (a *app) pickElement(s *session, run rundir.Run) (*session, rundir.Run, error) {
+	if a.element < 0 {
+		return s, run, nil
+	}
+	rec, err := run.Load()
+	if err != nil {
+		return s, run, err
+	}
+	if !rec.Task.Array.Enabled() {
+		return s, run, usageError{fmt.Errorf("run %s is not an array run: --element applies to array runs", run.ID)}
+	}
+	if n := rec.Task.Array.Size(); a.element >= n {
+		return s, run, usageError{fmt.Errorf("run %s has elements 0..%d, not %d", run.ID, n-1, a.element)}
+	}
+	el, err := s.store.Find(schema.ElementRunID(run.ID, a.element))
+	if err != nil {
+		return s, run, fmt.Errorf("element %d of run %s: %w", a.element, run.ID, err)
+	}
+	return s, el, nil
+}
+
+func (a *app) openRunOrKeyOnly(args []string, key string) (*session, rundir.Run, error) {
 	switch {
 	case len(args) == 1 && key == "":
 		return a.openRun(args[0])

@@ -47,8 +47,8 @@ func (a *app) listCmd() *cobra.Command {
 			for _, id := range ids {
 				run := s.store.Run(id)
 				rec, err := run.Load()
-				if err != nil {
-					continue
+				if err != nil || rec.Element != nil {
+					continue // an array's elements are shown by its run
 				}
 				e := listEntry{RunID: id, Name: rec.Task.Name, Attempts: len(rec.Attempts), Key: rec.Key, Created: rec.CreatedAt, RunDir: run.Dir, JobID: jobOf(rec)}
 				if o, done, _ := run.Outcome(); done {

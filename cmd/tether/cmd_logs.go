@@ -24,8 +24,11 @@ func (a *app) logsCmd() *cobra.Command {
 		RunE: func(c *cobra.Command, args []string) error {
 			ctx, stop := signalContext(c.Context())
 			defer stop()
-			_, run, err := a.openRun(args[0])
+			s, run, err := a.openRun(args[0])
 			if err != nil {
+				return err
+			}
+			if _, run, err = a.pickElement(s, run); err != nil {
 				return err
 			}
 			rec, err := run.Load()
@@ -51,6 +54,7 @@ func (a *app) logsCmd() *cobra.Command {
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output until the run has an outcome")
 	c.Flags().BoolVar(&stderr, "stderr", false, "print stderr instead of stdout")
 	c.Flags().IntVar(&attempt, "attempt", 0, "attempt number (default the latest)")
+	a.elementFlag(c)
 	return c
 }
 

@@ -304,6 +304,9 @@ func (a *app) shimCmd() *cobra.Command {
 		Hidden: true,
 		Args:   usageArgs(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
+			if local.IsArrayFile(args[0]) {
+				return local.RunArrayShim(context.Background(), args[0])
+			}
 			return local.RunShim(context.Background(), args[0])
 		},
 	}

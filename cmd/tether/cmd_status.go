@@ -75,6 +75,7 @@ func (a *app) lookCmd(name, short, long string, act bool) *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&key, "key", "", "find the run by its idempotency key instead of its id")
+	a.elementFlag(c)
 	return c
 }
 
@@ -120,6 +121,7 @@ step, the monitor) sends the cancel again; cancel then exits 3.`,
 		},
 	}
 	c.Flags().StringVar(&key, "key", "", "find the run by its idempotency key instead of its id")
+	a.elementFlag(c)
 	return c
 }
 

@@ -36,6 +36,7 @@ func (a *app) waitCmd() *cobra.Command {
 	}
 	c.Flags().DurationVar(&timeout, "timeout", 0, "give up waiting after this long (exit 3; the job keeps running)")
 	c.Flags().StringVar(&key, "key", "", "find the run by its idempotency key instead of its id")
+	a.elementFlag(c)
 	return c
 }
 

@@ -1,0 +1,503 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/rundir"
+	"github.com/tether-hpc/tether/schema"
+)
+
+// An array run's elements are runs of their own (schema.ElementRunID):
+// each is decided by the decision table like a single Task, and retried
+// as single jobs of its own. The array run submits the elements' first
+// attempts as scheduler arrays (launcher.Submitter.SubmitArray) and is
+// decided once every element is: by the counts and [proceed]
+// min_succeeded.
+
+// elementRun is element i's run.
+func (e *Engine) elementRun(array string, i int) rundir.Run {
+	return e.Store.Run(schema.ElementRunID(array, i))
+}
+
+// arraySubmitted reports whether every chunk is sent and recorded.
+func arraySubmitted(rec *schema.RunRecord) bool {
+	if rec.Array == nil {
+		return false
+	}
+	for _, c := range rec.Array.Chunks {
+		if c.JobID == "" || !c.Recorded {
+			return false
+		}
+	}
+	return true
+}
+
+// stepArray looks at an array run: it carries its submission on (act),
+// reads every element and, once all are decided, decides the array.
+func (e *Engine) stepArray(ctx context.Context, run rundir.Run, rec *schema.RunRecord, act bool) (Status, error) {
+	st := Status{Record: rec}
+	if act && (!arraySubmitted(rec) || rec.CancelRequested != nil) {
+		if err := e.carryArray(ctx, run); err != nil {
+			if !retryable(err) {
+				return st, err
+			}
+			e.Log.Warn("could not carry the array's submission on; trying again at the next look", "run", run.ID, "err", err)
+			st.ActErr = err
+		}
+		if r, err := run.Load(); err == nil {
+			rec, st.Record = r, r
+		}
+	}
+	o := e.arrayOutcome(run, rec)
+	if o.Final {
+		if !act {
+			o.Final, o.Reason = false, "every element is decided; the array is not decided yet (tether run, wait, step or monitor decides): "+o.Reason
+			o.Outcome = "running"
+		} else {
+			done, err := e.finishArray(ctx, run, o)
+			if err != nil {
+				return st, err
+			}
+			o = *done
+		}
+	}
+	st.Outcome = o
+	return st, nil
+}
+
+// carryArray submits what is not submitted yet, or sends the array's
+// cancel, under the array run's lock.
+func (e *Engine) carryArray(ctx context.Context, run rundir.Run) error {
+	lock, err := run.Lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	if _, ok, err := run.Outcome(); err != nil || ok {
+		return err
+	}
+	rec, err := run.Load()
+	if err != nil {
+		return err
+	}
+	if err := e.Submitter.SubmitArray(ctx, run, rec); err != nil {
+		return err
+	}
+	if rec.CancelRequested != nil {
+		return e.cancelElements(ctx, run, rec)
+	}
+	return nil
+}
+
+// cancelElements sends one cancel per scheduler array (every element it
+// still runs ends with it) and one per element retried as a job of its
+// own, and records the cancel in every element not decided. Callers hold
+// the array run's lock.
+func (e *Engine) cancelElements(ctx context.Context, run rundir.Run, rec *schema.RunRecord) error {
+	now := e.Now().UTC()
+	sent := map[int]*time.Time{}
+	for k := range rec.Array.Chunks {
+		c := &rec.Array.Chunks[k]
+		if c.JobID == "" {
+			continue
+		}
+		if c.CancelSentAt == nil {
+			e.called("cancel")
+			if err := e.Backend.Cancel(ctx, backends.JobID(c.JobID)); err != nil {
+				return fmt.Errorf("cancel array %s: %w", c.JobID, err)
+			}
+			c.CancelSentAt = &now
+			if err := run.Save(rec); err != nil {
+				return err
+			}
+			e.Log.Info("cancelled the array", "run", run.ID, "job", c.JobID)
+		}
+		for i := c.First; i <= c.Last; i++ {
+			sent[i] = c.CancelSentAt
+		}
+	}
+	var errs []string
+	for i := range rec.Array.Size {
+		if err := e.cancelElement(ctx, e.elementRun(run.ID, i), sent[i]); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("cancel %d element(s): %s", len(errs), strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// cancelElement records the cancel in one element; its first attempt's
+// job was cancelled with its array at arraySent.
+func (e *Engine) cancelElement(ctx context.Context, erun rundir.Run, arraySent *time.Time) error {
+	lock, err := erun.Lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	if _, ok, err := erun.Outcome(); err != nil || ok {
+		return err
+	}
+	erec, err := erun.Load()
+	if err != nil {
+		return err
+	}
+	changed := false
+	if erec.CancelRequested == nil {
+		now := e.Now().UTC()
+		erec.CancelRequested, changed = &now, true
+	}
+	cur := erec.Current()
+	switch {
+	case cur == nil || cur.CancelSentAt != nil:
+	case cur.InArray && arraySent != nil:
+		cur.CancelSentAt, changed = arraySent, true
+	case !cur.InArray && cur.JobID != "":
+		// a retry runs as a job of its own
+		return e.sendCancel(ctx, erun, erec)
+	}
+	if changed {
+		return erun.Save(erec)
+	}
+	return nil
+}
+
+// arrayOutcome reads every element into the array's outcome: final once
+// every element is.
+func (e *Engine) arrayOutcome(run rundir.Run, rec *schema.RunRecord) schema.Outcome {
+	o := schema.Outcome{V: schema.OutcomeVersion, RunID: rec.RunID, Site: rec.Site, Backend: rec.Backend,
+		RunDir: run.Dir, Key: rec.Key, Counts: map[string]int{}}
+	size := rec.Task.Array.Size()
+	if rec.Array != nil {
+		size = rec.Array.Size
+		var ids []string
+		for _, c := range rec.Array.Chunks {
+			if c.JobID != "" {
+				ids = append(ids, c.JobID)
+			}
+		}
+		o.JobID = strings.Join(ids, ",")
+	}
+	o.Size = size
+	min := rec.Task.Proceed.MinSucceededOr()
+	o.MinSucceeded = &min
+	o.Elements = make([]schema.ElementOutcome, 0, size)
+	decided, good := 0, 0
+	var usage schema.Usage
+	for i := range size {
+		el := e.elementView(e.elementRun(rec.RunID, i), i)
+		if el.Final {
+			decided++
+			if schema.Proceeds(el.Outcome) {
+				good++
+			}
+		}
+		o.Counts[el.Outcome]++
+		o.Attempts += el.Attempts
+		o.Elements = append(o.Elements, el.ElementOutcome)
+		if el.usage != nil {
+			usage.Add(*el.usage)
+		}
+	}
+	if usage.Source != "" {
+		o.Usage = &usage
+	}
+	frac := 0.0
+	if size > 0 {
+		frac = float64(good) / float64(size)
+	}
+	o.Succeeded = &frac
+	o.Fraction = &frac
+	words := countWords(o.Counts)
+	switch {
+	case rec.Array == nil || !arraySubmitted(rec) && decided < size:
+		o.Outcome, o.Reason = "pending", "submitting the array: "+words
+		if rec.CancelRequested != nil {
+			o.Reason = "cancel requested: " + words
+		}
+	case decided < size:
+		o.Outcome = "pending"
+		if o.Counts["running"] > 0 || decided > 0 {
+			o.Outcome = "running"
+		}
+		o.Reason = fmt.Sprintf("%d of %d elements decided: %s", decided, size, words)
+	default:
+		o.Final = true
+		o.Proceed = frac >= min
+		switch {
+		case rec.CancelRequested != nil:
+			o.Outcome, o.Cause = schema.OutcomeCancelled, schema.CauseCancelled
+			o.Proceed = false
+		case good == size && o.Counts[schema.OutcomeSucceeded] == size:
+			o.Outcome, o.Cause = schema.OutcomeSucceeded, schema.CauseCompleted
+		case o.Proceed:
+			o.Outcome, o.Cause = schema.OutcomePartial, schema.CauseElements
+		default:
+			o.Outcome, o.Cause = schema.OutcomeFailed, schema.CauseElements
+		}
+		o.Reason = fmt.Sprintf("%d of %d elements succeeded or partial (%.3g, %s %.3g): %s", good, size, frac,
+			map[bool]string{true: "at least", false: "below"}[frac >= min], min, words)
+	}
+	return o
+}
+
+// countWords renders counts as "180 succeeded, 20 failed".
+func countWords(c map[string]int) string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return c[keys[i]] > c[keys[j]] || c[keys[i]] == c[keys[j]] && keys[i] < keys[j] })
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%d %s", c[k], k)
+	}
+	return strings.Join(parts, ", ")
+}
+
+type elementState struct {
+	schema.ElementOutcome
+	usage *schema.Usage
+}
+
+// elementView reads one element: its outcome when decided, else whether
+// its current attempt has started (no scheduler query).
+func (e *Engine) elementView(erun rundir.Run, i int) elementState {
+	el := elementState{ElementOutcome: schema.ElementOutcome{Index: i, RunID: erun.ID}}
+	if o, ok, err := erun.Outcome(); err == nil && ok {
+		el.Outcome, el.Final, el.Reason, el.Cause = o.Outcome, o.Final, o.Reason, o.Cause
+		el.JobID, el.ExitCode, el.Attempts, el.Fraction, el.Results = o.JobID, o.ExitCode, o.Attempts, o.Fraction, o.Results
+		el.usage = o.Usage
+		return el
+	}
+	erec, err := erun.Load()
+	if err != nil {
+		el.Outcome, el.Reason = "pending", "not created yet"
+		return el
+	}
+	el.Attempts = len(erec.Attempts)
+	el.Outcome, el.Reason = "pending", "waiting for the scheduler"
+	if cur := erec.Current(); cur != nil {
+		el.JobID = cur.JobID
+		if _, err := os.Stat(erun.Started(cur.N)); err == nil {
+			el.Outcome, el.Reason = "running", "job is running"
+		}
+		if cur.JobID == "" {
+			el.Reason = "not submitted yet"
+		}
+	}
+	return el
+}
+
+// finishArray writes the array's outcome under its lock.
+func (e *Engine) finishArray(ctx context.Context, run rundir.Run, o schema.Outcome) (*schema.Outcome, error) {
+	lock, err := run.Lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	if prev, ok, err := run.Outcome(); err != nil || ok {
+		return prev, err
+	}
+	now := e.Now().UTC()
+	o.DecidedAt, o.DecidedBy = &now, e.Actor
+	if err := run.WriteOutcome(&o); err != nil {
+		return nil, err
+	}
+	if err := e.Store.ClearActive(run.ID); err != nil {
+		e.Log.Warn("cannot clear the active mark", "run", run.ID, "err", err)
+	}
+	e.Log.Info("array decided", "run", run.ID, "outcome", o.Outcome, "reason", o.Reason)
+	return &o, nil
+}
+
+// startArray creates an array run and submits it (Start for array Tasks).
+func (e *Engine) startArray(ctx context.Context, req StartRequest) (rundir.Run, error) {
+	rec := &schema.RunRecord{
+		RunID: rundir.NewRunID(req.Task.Name, e.Now()), Key: req.Key, SpecHash: req.SpecHash,
+		Site: e.Site.Name, SiteFile: req.SiteFile, Backend: e.Site.Backend,
+		TaskFile: req.TaskFile, Task: *req.Task, CreatedAt: e.Now().UTC(),
+		Env: req.Env, EnvHash: req.EnvHash,
+	}
+	run, err := e.Store.CreateRun(rec)
+	if err != nil {
+		return rundir.Run{}, err
+	}
+	if err := e.Store.SetActive(run.ID, "", e.Site.Name); err != nil {
+		return rundir.Run{}, err
+	}
+	if req.Key != "" {
+		if err := e.Store.BindKey(req.Key, rec.RunID); err != nil {
+			return rundir.Run{}, err
+		}
+	}
+	return run, e.carryArray(ctx, run)
+}
+
+// removeArray removes an array run the scheduler refused, with its
+// elements' runs (none of them ever had a job).
+func (e *Engine) removeArray(run rundir.Run, rec *schema.RunRecord) {
+	for i := range rec.Task.Array.Size() {
+		erun := e.elementRun(rec.RunID, i)
+		e.Store.ClearActive(erun.ID)
+		e.Store.RemoveRun(erun)
+	}
+	e.Store.ClearActive(run.ID)
+	e.Store.RemoveRun(run)
+}
+
+// waitArray steps an array run and its live elements until the array is
+// decided: ONE scheduler query (through the site's poller) per interval
+// for every live element, whatever their number.
+func (e *Engine) waitArray(ctx context.Context, run rundir.Run, update func(Status)) (*schema.Outcome, error) {
+	minI, maxI := e.Site.Poll.MinInterval.D(), e.Site.Poll.MaxInterval.D()
+	interval := minI
+	trackers := map[int]*Tracker{}
+	last := ""
+	for {
+		rec, err := run.Load()
+		if err != nil {
+			return nil, err
+		}
+		if o, ok, err := run.Outcome(); err != nil || ok {
+			return o, err
+		}
+		st, err := e.stepArray(ctx, run, rec, true)
+		if err != nil {
+			return nil, err
+		}
+		if st.Outcome.Final {
+			return &st.Outcome, nil
+		}
+		var ids []backends.JobID
+		var live []int
+		for _, el := range st.Outcome.Elements {
+			if el.Final || el.JobID == "" {
+				continue
+			}
+			live = append(live, el.Index)
+			ids = append(ids, backends.JobID(el.JobID))
+		}
+		ended := false
+		if len(ids) > 0 {
+			snap, perr := e.Poller.Status(ctx, ids, interval)
+			if perr != nil && !errors.Is(perr, ErrQuery) {
+				return nil, perr
+			}
+			st.PollErr = perr
+			for _, i := range live {
+				tr := trackers[i]
+				if tr == nil {
+					tr = NewTracker(e.elementRun(run.ID, i))
+					trackers[i] = tr
+				}
+				est, err := e.StepWith(ctx, e.elementRun(run.ID, i), &snap, perr, tr)
+				if err != nil {
+					if ctx.Err() != nil {
+						return nil, ctx.Err()
+					}
+					e.Log.Warn("could not look at an element", "run", run.ID, "element", i, "err", err)
+					continue
+				}
+				if est.Outcome.Final {
+					ended = true
+					delete(trackers, i)
+				}
+				if st.ActErr == nil {
+					st.ActErr = est.ActErr
+				}
+			}
+		}
+		st.Outcome.Message = countWords(st.Outcome.Counts)
+		if update != nil {
+			update(st)
+		}
+		if ended {
+			interval = minI
+			continue // decide the array at once when it can be
+		}
+		if words := st.Outcome.Message; words != last {
+			last, interval = words, minI
+		} else {
+			interval = min(time.Duration(float64(interval)*1.5), maxI)
+		}
+		t := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// rerunArray starts again, as a new generation, every element of a
+// decided array run that did not proceed (the key's run ran again after
+// a failure); the elements that proceeded keep their outcomes. Each
+// element starts again before the array's outcome is archived, so a crash
+// in between leaves the old decision, and the next rerun carries on.
+// Callers hold the array run's lock.
+func (e *Engine) rerunArray(ctx context.Context, run rundir.Run, rec *schema.RunRecord, out *schema.Outcome, key string) error {
+	if err := e.Store.SetActive(run.ID, "", e.Site.Name); err != nil {
+		return err
+	}
+	for i := range rec.Array.Size {
+		erun := e.elementRun(run.ID, i)
+		if err := e.rerunElement(ctx, erun, out, key); err != nil {
+			return fmt.Errorf("element %d: %w", i, err)
+		}
+	}
+	rec.CancelRequested = nil
+	if err := run.Save(rec); err != nil {
+		return err
+	}
+	_, err := run.ArchiveOutcome(out.Attempts)
+	return err
+}
+
+func (e *Engine) rerunElement(ctx context.Context, erun rundir.Run, arrayOut *schema.Outcome, key string) error {
+	lock, err := erun.Lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	o, done, err := erun.Outcome()
+	if err != nil || !done || o.Proceed {
+		return err
+	}
+	erec, err := erun.Load()
+	if err != nil {
+		return err
+	}
+	cur := erec.Current()
+	if cur == nil || o.Attempts >= len(erec.Attempts) {
+		gen := 1
+		if cur != nil {
+			gen = cur.Generation + 1
+		}
+		erec.CancelRequested = nil
+		erec.Attempts = append(erec.Attempts, schema.Attempt{
+			N: len(erec.Attempts) + 1, SubmittedAt: e.Now().UTC(), Generation: gen, Unsent: true,
+			Reason: fmt.Sprintf("array run again with key %q after the array's outcome %s", key, arrayOut.Outcome),
+		})
+		if err := erun.Save(erec); err != nil {
+			return err
+		}
+	}
+	if err := e.Store.SetActive(erun.ID, "", e.Site.Name); err != nil {
+		return err
+	}
+	if _, err := erun.ArchiveOutcome(max(o.Attempts, 1)); err != nil {
+		return err
+	}
+	_, err = e.Submitter.Recover(ctx, erun, erec, true)
+	return err
+}
