@@ -7,6 +7,7 @@ package backends
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -180,6 +181,24 @@ type JobRequest struct {
 	// own process environment; the wrapper adds the Task's and the
 	// site's variables and tether's own.
 	Env map[string]string `json:"-"`
+	// Array, set by a backend's SubmitArray, makes the request one job
+	// array (the slurmrest backend sends it in the job description).
+	Array *ArraySpec `json:"array,omitempty"`
+}
+
+// SlurmExpr is the array as Slurm writes it: "0-199%50".
+func (a ArraySpec) SlurmExpr() string {
+	s := fmt.Sprintf("0-%d", a.Size-1)
+	if a.MaxRunning > 0 {
+		s += fmt.Sprintf("%%%d", a.MaxRunning)
+	}
+	return s
+}
+
+// SlurmPath is a request path in Slurm's filename pattern: % escaped, and
+// %a where an array element's index goes.
+func SlurmPath(p string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(p, "%", "%%"), ArrayIndexToken, "%a")
 }
 
 // EnvList renders a job environment as sorted NAME=value entries (for an

@@ -169,7 +169,13 @@ func ElementEnv(el *Element) map[string]string {
 	if len(el.Params) == 0 {
 		return env
 	}
-	env["TETHER_PARAMS"] = string(el.Params)
+	// run.json is indented, and so are the objects it holds
+	var c bytes.Buffer
+	if json.Compact(&c, el.Params) == nil {
+		env["TETHER_PARAMS"] = c.String()
+	} else {
+		env["TETHER_PARAMS"] = string(el.Params)
+	}
 	var obj map[string]json.RawMessage
 	if json.Unmarshal(el.Params, &obj) != nil {
 		return env

@@ -14,14 +14,17 @@ import (
 type columns struct {
 	split                                                     int // strings.SplitN's n; -1 for all
 	id, state, reason, exit, nodes, submit, start, end, limit int
+	// arrayJob and arrayTask (squeue's ArrayJobID, ArrayTaskID) make an
+	// array element's id "<array>_<task>"; sacct's JobID already reads so
+	arrayJob, arrayTask int
 	readExit                                                  func(string) (code, sig int, ok bool)
 }
 
 var (
 	// squeueColumns: squeue -h -O squeueFormat (its reason may hold "|").
-	squeueColumns = columns{split: 10, id: 0, state: 1, reason: 2, exit: 3, nodes: 4, submit: 5, start: 6, end: 7, limit: 8, readExit: squeueExit}
+	squeueColumns = columns{split: 12, id: 0, state: 1, reason: 2, exit: 3, nodes: 4, submit: 5, start: 6, end: 7, limit: 8, arrayJob: 9, arrayTask: 10, readExit: squeueExit}
 	// sacctColumns: sacct -n -P -X --format=sacctFormat.
-	sacctColumns = columns{split: -1, id: 0, state: 1, exit: 2, reason: 3, nodes: 4, submit: 5, start: 6, end: 7, limit: 8, readExit: slurm.ParseExitPair}
+	sacctColumns = columns{split: -1, id: 0, state: 1, exit: 2, reason: 3, nodes: 4, submit: 5, start: 6, end: 7, limit: 8, arrayJob: -1, arrayTask: -1, readExit: slurm.ParseExitPair}
 )
 
 // parseLines reads the jobs of squeue or sacct output. Lines that do not
@@ -34,7 +37,12 @@ func parseLines(raw []byte, c columns) []backends.JobStatus {
 			continue
 		}
 		id := strings.TrimSpace(f[c.id])
-		if _, err := strconv.ParseUint(id, 10, 64); err != nil {
+		if c.arrayTask >= 0 && len(f) > c.arrayTask {
+			if task := strings.TrimSpace(f[c.arrayTask]); isNum(task) {
+				id = strings.TrimSpace(f[c.arrayJob]) + "_" + task
+			}
+		}
+		if !ValidID(id) {
 			continue
 		}
 		st := backends.JobStatus{
@@ -57,6 +65,14 @@ func parseLines(raw []byte, c columns) []backends.JobStatus {
 		out = append(out, st)
 	}
 	return out
+}
+
+func isNum(s string) bool { _, err := strconv.ParseUint(s, 10, 64); return err == nil }
+
+// ValidID accepts a job id ("1234") and an array element's ("1234_7").
+func ValidID(id string) bool {
+	a, t, ok := strings.Cut(id, "_")
+	return isNum(a) && (!ok || isNum(t))
 }
 
 // ParseSqueue reads the output of squeue -h -O squeueFormat.

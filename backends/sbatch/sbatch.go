@@ -150,7 +150,7 @@ func (b *Backend) Submit(ctx context.Context, req backends.JobRequest) (backends
 
 // squeueFormat is the fixed field list of the poll; the comment (tag) is
 // last because it may contain the separator.
-const squeueFormat = "JobID:|,State:|,Reason:|,exit_code:|,NodeList:|,SubmitTime:|,StartTime:|,EndTime:|,TimeLimit:|,Comment:"
+const squeueFormat = "JobID:|,State:|,Reason:|,exit_code:|,NodeList:|,SubmitTime:|,StartTime:|,EndTime:|,TimeLimit:|,ArrayJobID:|,ArrayTaskID:|,Comment:"
 
 // Query polls every id with ONE squeue call; ids squeue no longer knows
 // are looked up with ONE sacct call where accounting exists.
@@ -158,7 +158,7 @@ func (b *Backend) Query(ctx context.Context, ids []backends.JobID) (map[backends
 	out := map[backends.JobID]backends.JobStatus{}
 	valid := make([]string, 0, len(ids))
 	for _, id := range ids {
-		if _, err := strconv.ParseUint(string(id), 10, 64); err == nil {
+		if ValidID(string(id)) {
 			valid = append(valid, string(id))
 		}
 	}
@@ -169,7 +169,8 @@ func (b *Backend) Query(ctx context.Context, ids []backends.JobID) (map[backends
 		}
 		return out, nil
 	}
-	args := []string{"-h", "-t", "all", "-O", squeueFormat, "-j", strings.Join(valid, ",")}
+	// -r: every element of an array on a line of its own
+	args := []string{"-h", "-r", "-t", "all", "-O", squeueFormat, "-j", strings.Join(valid, ",")}
 	raw, err := b.Output(ctx, failures, nil, "squeue", args...)
 	switch {
 	case strings.Contains(cli.Stderr(err), "Invalid job id"):
@@ -196,7 +197,7 @@ func (b *Backend) Query(ctx context.Context, ids []backends.JobID) (map[backends
 }
 
 // sacctFormat is the fixed field list of the accounting fallback.
-const sacctFormat = "JobIDRaw,State,ExitCode,Reason,NodeList,Submit,Start,End,Timelimit"
+const sacctFormat = "JobID,State,ExitCode,Reason,NodeList,Submit,Start,End,Timelimit"
 
 // sacct looks up jobs that left the controller. Without accounting (or
 // while slurmdbd is down) it finds nothing, and those jobs count as
@@ -229,7 +230,8 @@ func (b *Backend) Cancel(ctx context.Context, id backends.JobID) error {
 // working directory, the attempt's own directory. Without accounting a
 // purged job cannot be found. When several jobs match, the newest wins.
 func (b *Backend) FindByTag(ctx context.Context, tag string) (backends.JobID, bool, error) {
-	raw, err := b.Output(ctx, failures, nil, "squeue", "-h", "-t", "all", "--me", "-O", "JobID:|,Comment:")
+	// ArrayJobID is the job id of a plain job and the array's of an element
+	raw, err := b.Output(ctx, failures, nil, "squeue", "-h", "-t", "all", "--me", "-O", "ArrayJobID:|,Comment:")
 	if err != nil {
 		return "", false, err
 	}
@@ -257,7 +259,7 @@ func (b *Backend) FindByTag(ctx context.Context, tag string) (backends.JobID, bo
 func (b *Backend) findInAccounting(ctx context.Context, tag string) (uint64, error) {
 	t, _ := slurm.ParseTag(tag)
 	// WorkDir last: it is matched by its end, and a comment may hold "|"
-	raw, err := b.Output(ctx, failures, nil, "sacct", "-X", "-n", "-P", "--format=JobIDRaw,Comment,WorkDir",
+	raw, err := b.Output(ctx, failures, nil, "sacct", "-X", "-n", "-P", "--format=JobID,Comment,WorkDir",
 		fmt.Sprintf("--starttime=now-%dhours", t.LookBack(time.Now())))
 	if strings.Contains(cli.Stderr(err), "accounting storage is disabled") {
 		return 0, nil
@@ -279,9 +281,11 @@ func (b *Backend) findInAccounting(ctx context.Context, tag string) (uint64, err
 	return best, nil
 }
 
-// jobNum is a plain job id's number; 0 for array and het job ids.
+// jobNum is a plain job's number, and an array element's array number
+// ("1234_7", "1234_[8-99]"); 0 for het job ids.
 func jobNum(id string) uint64 {
-	n, err := strconv.ParseUint(strings.TrimSpace(id), 10, 64)
+	id, _, _ = strings.Cut(strings.TrimSpace(id), "_")
+	n, err := strconv.ParseUint(id, 10, 64)
 	if err != nil {
 		return 0
 	}

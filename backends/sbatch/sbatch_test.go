@@ -309,7 +309,7 @@ func TestFindByTagPurgedJob(t *testing.T) {
 		if len(calls) != 2 {
 			t.Fatalf("%s: sacct calls %q, want one per FindByTag", ver, calls)
 		}
-		if !regexp.MustCompile(`^-X -n -P --format=JobIDRaw,Comment,WorkDir --starttime=now-\d+hours$`).MatchString(calls[0]) {
+		if !regexp.MustCompile(`^-X -n -P --format=JobID,Comment,WorkDir --starttime=now-\d+hours$`).MatchString(calls[0]) {
 			t.Errorf("%s: sacct %s", ver, calls[0])
 		}
 		if _, ok, err := b.FindByTag(context.Background(), tag(3)); ok || err != nil {

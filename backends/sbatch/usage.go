@@ -13,7 +13,7 @@ import (
 
 // usageFormat is the sacct field list Usage reads, for the job and each
 // of its steps.
-const usageFormat = "JobIDRaw,State,ElapsedRaw,CPUTimeRAW,AllocTRES,MaxRSS,NNodes"
+const usageFormat = "JobID,State,ElapsedRaw,CPUTimeRAW,AllocTRES,MaxRSS,NNodes"
 
 // Usage reads a finished job's use from accounting with one sacct call
 // (the job line and its steps): ElapsedRaw, CPUTimeRAW (allocated CPUs ×
@@ -112,7 +112,7 @@ func (b *Backend) StepOOM(ctx context.Context, id backends.JobID) (string, error
 	if !b.Accounting {
 		return "", nil
 	}
-	raw, err := b.Output(ctx, failures, nil, "sacct", "-n", "-P", "-j", string(id), "--format=JobIDRaw,State,ExitCode")
+	raw, err := b.Output(ctx, failures, nil, "sacct", "-n", "-P", "-j", string(id), "--format=JobID,State,ExitCode")
 	if err != nil {
 		return "", err
 	}
@@ -120,7 +120,7 @@ func (b *Backend) StepOOM(ctx context.Context, id backends.JobID) (string, error
 }
 
 // ParseStepOOM names the steps of job id that sacct -P
-// (JobIDRaw,State,ExitCode) shows OUT_OF_MEMORY, with their exit codes.
+// (JobID,State,ExitCode) shows OUT_OF_MEMORY, with their exit codes.
 func ParseStepOOM(raw []byte, id string) string {
 	var steps []string
 	for _, line := range strings.Split(string(raw), "\n") {

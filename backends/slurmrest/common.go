@@ -63,6 +63,76 @@ type job struct {
 	Comment string
 	// Alloc is the allocated TRES ("cpu=2,mem=1G,node=1").
 	Alloc string
+	// Array elements: the array's id and the element's index
+	// (ArrayTaskSet); a pending array's record lists the indices it
+	// holds in ArrayTasks ("2-199%50").
+	ArrayJobID   int64
+	ArrayTaskID  int64
+	ArrayTaskSet bool
+	ArrayTasks   string
+}
+
+// key is the id tether knows the job by: "<array>_<index>" for an array
+// element, the job id otherwise.
+func (j job) key() backends.JobID {
+	if j.ArrayJobID > 0 && j.ArrayTaskSet {
+		return backends.JobID(strconv.FormatInt(j.ArrayJobID, 10) + "_" + strconv.FormatInt(j.ArrayTaskID, 10))
+	}
+	return backends.JobID(strconv.FormatInt(j.ID, 10))
+}
+
+// base is the id a tag finds: the array's for an array's records.
+func (j job) base() int64 {
+	if j.ArrayJobID > 0 {
+		return j.ArrayJobID
+	}
+	return j.ID
+}
+
+// statuses normalizes a job record: one status, or one per element of a
+// pending array's record.
+func (j job) statuses() []backends.JobStatus {
+	if j.ArrayJobID == 0 || j.ArrayTaskSet || j.ArrayTasks == "" {
+		return []backends.JobStatus{j.status()}
+	}
+	st := j.status()
+	var out []backends.JobStatus
+	for _, i := range ArrayIndices(j.ArrayTasks) {
+		e := st
+		e.ID = backends.JobID(strconv.FormatInt(j.ArrayJobID, 10) + "_" + strconv.Itoa(i))
+		out = append(out, e)
+	}
+	return out
+}
+
+// ArrayIndices expands Slurm's array index expression ("0-3,7,9-15:2%4").
+func ArrayIndices(expr string) []int {
+	expr, _, _ = strings.Cut(expr, "%")
+	var out []int
+	for _, part := range strings.Split(expr, ",") {
+		rng, stepS, _ := strings.Cut(part, ":")
+		step := 1
+		if stepS != "" {
+			if n, err := strconv.Atoi(stepS); err == nil && n > 0 {
+				step = n
+			}
+		}
+		lo, hi, isRange := strings.Cut(rng, "-")
+		a, err := strconv.Atoi(lo)
+		if err != nil {
+			continue
+		}
+		b := a
+		if isRange {
+			if b, err = strconv.Atoi(hi); err != nil {
+				continue
+			}
+		}
+		for i := a; i <= b && len(out) < 1<<20; i += step {
+			out = append(out, i)
+		}
+	}
+	return out
 }
 
 func unix(s int64) time.Time {
@@ -74,7 +144,7 @@ func unix(s int64) time.Time {
 
 // status normalizes a job record.
 func (j job) status() backends.JobStatus {
-	st := backends.JobStatus{ID: backends.JobID(strconv.FormatInt(j.ID, 10)), Native: strings.Join(j.States, "+")}
+	st := backends.JobStatus{ID: j.key(), Native: strings.Join(j.States, "+")}
 	if len(j.States) > 0 {
 		st.State = slurm.MapState(j.States[0], j.States[1:]...)
 	} else {
@@ -250,10 +320,20 @@ func (a api4x) query(ctx context.Context, ids []backends.JobID) (map[backends.Jo
 		return out, a.v.pingOnce(ctx)
 	}
 	strs := make([]string, 0, len(ids))
+	elements := false
 	for _, id := range ids {
 		if _, err := strconv.ParseUint(string(id), 10, 64); err == nil {
 			strs = append(strs, string(id))
+		} else if strings.Contains(string(id), "_") {
+			elements = true
 		}
+	}
+	if elements {
+		// jobs/state takes no element ids ("Unable to parse query") and
+		// names a started element by its own job id: ONE read of the
+		// full job list answers for every job and element, exit codes
+		// included
+		return a.fromList(ctx, ids)
 	}
 	items, err := a.v.jobsState(ctx, strs)
 	if err != nil {
@@ -298,6 +378,27 @@ func (a api4x) query(ctx context.Context, ids []backends.JobID) (map[backends.Jo
 }
 
 func (a api4x) jobs(ctx context.Context) ([]job, error) { return a.v.listJobs(ctx, 0) }
+
+// fromList answers a query from the full job list (one request).
+func (a api4x) fromList(ctx context.Context, ids []backends.JobID) (map[backends.JobID]backends.JobStatus, error) {
+	want := make(map[backends.JobID]bool, len(ids))
+	for _, id := range ids {
+		want[id] = true
+	}
+	all, err := a.v.listJobs(ctx, 0)
+	if err != nil {
+		return nil, err
+	}
+	out := map[backends.JobID]backends.JobStatus{}
+	for _, j := range all {
+		for _, st := range j.statuses() {
+			if want[st.ID] {
+				out[st.ID] = st
+			}
+		}
+	}
+	return out, nil
+}
 
 // updateSince is the update_time of a job list for the last window, in
 // Slurm's relative time form: slurmrestd 24.11 refuses a unix timestamp

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/tether-hpc/tether/backends"
-	"github.com/tether-hpc/tether/backends/internal/slurm"
 )
 
 // The REST API versions v0.0.40, v0.0.41 and v0.0.42 have one adapter,
@@ -60,6 +59,7 @@ type wireDesc struct {
 	BeginTime               *noVal   `json:"begin_time,omitempty"` // unix seconds
 	Dependency              string   `json:"dependency,omitempty"`
 	Shared                  []string `json:"shared,omitempty"`
+	Array                   string   `json:"array,omitempty"`
 }
 
 type wireSubmitReq struct {
@@ -81,6 +81,11 @@ type wireJob struct {
 	StartTime   *noVal   `json:"start_time,omitempty"`
 	EndTime     *noVal   `json:"end_time,omitempty"`
 	TimeLimit   *noVal   `json:"time_limit,omitempty"`
+	// an array element's array and index; a pending array's record
+	// holds the indices not started ("2-199%50")
+	ArrayJobID      *noVal  `json:"array_job_id,omitempty"`
+	ArrayTaskID     *noVal  `json:"array_task_id,omitempty"`
+	ArrayTaskString *string `json:"array_task_string,omitempty"`
 	// TRESAlloc is what the job was given ("cpu=4,mem=2G,node=1,gres/gpu=1").
 	TRESAlloc *string `json:"tres_alloc_str,omitempty"`
 	ExitCode  *struct {
@@ -260,8 +265,8 @@ func (d desc) wire() wireDesc {
 		Script:                  d.script,
 		Environment:             d.env,
 		CurrentWorkingDirectory: r.Dir,
-		StandardOutput:          slurm.EscapePattern(r.Stdout),
-		StandardError:           slurm.EscapePattern(r.Stderr),
+		StandardOutput:          backends.SlurmPath(r.Stdout),
+		StandardError:           backends.SlurmPath(r.Stderr),
 		Name:                    r.Name,
 		Comment:                 r.Tag,
 		Requeue:                 ptr(r.Requeue),
@@ -300,6 +305,9 @@ func (d desc) wire() wireDesc {
 		m.BeginTime = ptr(setNoVal(d.begin.Unix()))
 	}
 	m.Dependency = d.depend
+	if r.Array != nil {
+		m.Array = r.Array.SlurmExpr()
+	}
 	return m
 }
 
@@ -439,6 +447,9 @@ func (g wireJob) job() job {
 	j.Start, _ = g.StartTime.value()
 	j.End, _ = g.EndTime.value()
 	j.LimitMin, _ = g.TimeLimit.value()
+	j.ArrayJobID, _ = g.ArrayJobID.value()
+	j.ArrayTaskID, j.ArrayTaskSet = g.ArrayTaskID.value()
+	j.ArrayTasks = deref(g.ArrayTaskString)
 	if e := g.ExitCode; e != nil {
 		if rc, ok := e.ReturnCode.value(); ok {
 			j.ExitSet, j.ExitCode = true, int(rc)

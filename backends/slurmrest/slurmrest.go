@@ -406,8 +406,8 @@ func (b *Backend) findInController(ctx context.Context, tag string) (backends.Jo
 	}
 	var best int64
 	for _, j := range jobs {
-		if j.Comment == tag && j.ID > best {
-			best = j.ID
+		if j.Comment == tag && j.base() > best {
+			best = j.base()
 		}
 	}
 	if best == 0 {
@@ -566,3 +566,19 @@ func nodeDown(states []string) bool {
 	}
 	return false
 }
+
+// SubmitArray submits one job array: the job description's array
+// ("0-199%50") in ONE submit request, with Submit's handling of a lost
+// answer (the array is found by its tag).
+func (b *Backend) SubmitArray(ctx context.Context, req backends.JobRequest, spec backends.ArraySpec) (backends.JobID, error) {
+	req.Array = &spec
+	return b.Submit(ctx, req)
+}
+
+// ElementID is Slurm's "<array>_<index>".
+func (b *Backend) ElementID(array backends.JobID, i int) backends.JobID {
+	return backends.JobID(string(array) + "_" + strconv.Itoa(i))
+}
+
+// ArrayIndexVar: Slurm gives each element SLURM_ARRAY_TASK_ID.
+func (b *Backend) ArrayIndexVar() string { return "SLURM_ARRAY_TASK_ID" }

@@ -43,8 +43,10 @@ func (v v0038) query(ctx context.Context, ids []backends.JobID) (map[backends.Jo
 		return nil, err
 	}
 	for _, j := range all {
-		if st := j.status(); want[st.ID] {
-			out[st.ID] = st
+		for _, st := range j.statuses() {
+			if want[st.ID] {
+				out[st.ID] = st
+			}
 		}
 	}
 	return out, nil
@@ -96,6 +98,13 @@ func jobV0038(g gen.V0038JobResponseProperties) job {
 	if g.TimeLimit != nil {
 		j.LimitMin = *g.TimeLimit
 	}
+	if g.ArrayJobId != nil {
+		j.ArrayJobID = int64(*g.ArrayJobId)
+	}
+	if g.ArrayTaskId != nil && j.ArrayJobID > 0 && (g.ArrayTaskString == nil || *g.ArrayTaskString == "") {
+		j.ArrayTaskID, j.ArrayTaskSet = int64(*g.ArrayTaskId), true
+	}
+	j.ArrayTasks = deref(g.ArrayTaskString)
 	if g.ExitCode != nil && *g.ExitCode >= 0 && *g.ExitCode < 1<<16 {
 		code, sig := slurm.WaitStatus(*g.ExitCode)
 		j.Signal = sig
@@ -121,8 +130,8 @@ func (v v0038) submit(ctx context.Context, req backends.JobRequest, script strin
 	p := gen.V0038JobProperties{
 		Environment:             envMap,
 		CurrentWorkingDirectory: &req.Dir,
-		StandardOutput:          strPtr(slurm.EscapePattern(req.Stdout)),
-		StandardError:           strPtr(slurm.EscapePattern(req.Stderr)),
+		StandardOutput:          strPtr(backends.SlurmPath(req.Stdout)),
+		StandardError:           strPtr(backends.SlurmPath(req.Stderr)),
 		Name:                    strPtr(req.Name),
 		Comment:                 strPtr(req.Tag),
 		Requeue:                 ptr(req.Requeue),
@@ -162,6 +171,9 @@ func (v v0038) submit(ctx context.Context, req backends.JobRequest, script strin
 		p.Exclusive = ptr(gen.V0038JobPropertiesExclusive("true"))
 	}
 	p.Dependency = strPtr(d.depend)
+	if req.Array != nil {
+		p.Array = strPtr(req.Array.SlurmExpr())
+	}
 	if !d.begin.IsZero() {
 		// 22.05 parses it with parse_time(): a local time, not a number
 		p.BeginTime = ptr(d.begin.Local().Format("2006-01-02T15:04:05"))

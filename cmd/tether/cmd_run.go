@@ -210,6 +210,17 @@ func absOrEmpty(p string) string {
 }
 
 func jobOf(rec *schema.RunRecord) string {
+	if rec.Array != nil {
+		var ids []string
+		for _, c := range rec.Array.Chunks {
+			if c.JobID != "" {
+				ids = append(ids, c.JobID)
+			}
+		}
+		if len(ids) > 0 {
+			return strings.Join(ids, ",") + fmt.Sprintf(" (array of %d)", rec.Array.Size)
+		}
+	}
 	if cur := rec.Current(); cur != nil && cur.JobID != "" {
 		return cur.JobID
 	}

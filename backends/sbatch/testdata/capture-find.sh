@@ -26,7 +26,7 @@ done
 run squeue -h -t all --me -O 'JobID:|,Comment:' > "$here/find-squeue-$ver.txt"
 # slurmdbd learns of the jobs a moment later, and a window ending now
 # leaves out jobs eligible in the current second
-q() { run sacct -X -n -P --format=JobIDRaw,Comment,WorkDir --starttime=now-3hours; }
+q() { run sacct -X -n -P --format=JobID,Comment,WorkDir --starttime=now-3hours; }
 for i in $(seq 1 30); do
 	[ "$(q | grep -c "/$rid/attempts/")" = 2 ] && [ -n "$(q | grep "^$other|")" ] && break
 	sleep 1
@@ -38,8 +38,8 @@ if [ -n "$bin" ]; then conf=$("$bin/chroot-exec" cat /etc/slurm/slurm.conf); els
 printf '%s\n' "$conf" | sed 's|^AccountingStoragePort=.*|AccountingStoragePort=1|' > "$work/nodbd.conf"
 printf '%s\n' "$conf" | sed 's|^AccountingStorageType=.*|AccountingStorageType=accounting_storage/none|' > "$work/noacct.conf"
 sacct_with() {
-	if [ -n "$bin" ]; then "$bin/chroot-exec" env SLURM_CONF="$1" sacct -X -n -P --format=JobIDRaw,Comment,WorkDir --starttime=now-3hours
-	else SLURM_CONF=$1 sacct -X -n -P --format=JobIDRaw,Comment,WorkDir --starttime=now-3hours; fi
+	if [ -n "$bin" ]; then "$bin/chroot-exec" env SLURM_CONF="$1" sacct -X -n -P --format=JobID,Comment,WorkDir --starttime=now-3hours
+	else SLURM_CONF=$1 sacct -X -n -P --format=JobID,Comment,WorkDir --starttime=now-3hours; fi
 }
 { rc=0; sacct_with "$work/nodbd.conf" 2>&1 || rc=$?; echo "# exit $rc"; } > "$here/find-sacct-dbd-down-$ver.txt"
 { rc=0; sacct_with "$work/noacct.conf" 2>&1 || rc=$?; echo "# exit $rc"; } > "$here/find-sacct-no-accounting-$ver.txt"

@@ -35,7 +35,7 @@ for i in $(seq 1 150); do
 	sleep 1
 done
 run squeue -h -t all -O "$fmt" -j "$tmo" >> "$here/squeue-$ver.txt"
-run sacct -n -P -X -j "$ids" --format=JobIDRaw,State,ExitCode,Reason,NodeList,Submit,Start,End,Timelimit > "$here/sacct-$ver.txt" 2>&1 || true
+run sacct -n -P -X -j "$ids" --format=JobID,State,ExitCode,Reason,NodeList,Submit,Start,End,Timelimit > "$here/sacct-$ver.txt" 2>&1 || true
 # scontrol knows only what squeue -t all knows (jobs younger than MinJobAge)
 run scontrol show job -o "$tmo" > "$here/scontrol-$ver.txt" || true
 run scontrol show job -o "$fail" >> "$here/scontrol-$ver.txt" 2>&1 || true
