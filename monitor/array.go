@@ -245,6 +245,9 @@ func (e *Engine) arrayOutcome(run rundir.Run, rec *schema.RunRecord) schema.Outc
 		}
 		o.Reason = fmt.Sprintf("%d of %d elements succeeded or partial (%.3g, %s %.3g): %s", good, size, frac,
 			map[bool]string{true: "at least", false: "below"}[frac >= min], min, words)
+		if o.Outcome == schema.OutcomeCancelled {
+			o.Reason = "cancelled by request: " + words
+		}
 	}
 	return o
 }

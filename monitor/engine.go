@@ -674,6 +674,9 @@ func (e *Engine) outcomeBase(run rundir.Run, rec *schema.RunRecord, sum rundir.S
 	}
 	o.AttemptMemory = attemptMemory(rec)
 	o.Usage = runUsage(rec)
+	if el := rec.Element; el != nil {
+		o.Array, o.Index = el.Array, &el.Index
+	}
 	return o
 }
 

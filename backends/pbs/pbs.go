@@ -369,20 +369,37 @@ func onlyUnknown(stderr []byte) bool {
 	return true
 }
 
-// validID accepts PBS ids ("12.pbshost"), not arrays.
+// validID accepts PBS ids ("12.pbshost"), array ids ("12[].pbshost") and
+// subjob ids ("12[5].pbshost").
 func validID(id string) bool {
 	seq, _, _ := strings.Cut(id, ".")
+	if strings.ContainsAny(id, " \t\n,") {
+		return false
+	}
+	if base, idx, ok := strings.Cut(seq, "["); ok {
+		idx, closed := strings.CutSuffix(idx, "]")
+		if !closed || strings.Contains(idx, "[") {
+			return false
+		}
+		if _, err := strconv.ParseUint(idx, 10, 64); idx != "" && err != nil {
+			return false
+		}
+		seq = base
+	} else if strings.Contains(id, "]") {
+		return false
+	}
 	_, err := strconv.ParseUint(seq, 10, 64)
-	return err == nil && !strings.ContainsAny(id, "[] ")
+	return err == nil
 }
 
-// Cancel runs qdel; a finished (exit 35, PBSE_BADSTATE) or unknown (153,
+// Cancel runs qdel; a finished (exit 35, PBSE_BADSTATE; 55 for a
+// finished subjob of an array that lives on) or unknown (153,
 // PBSE_UNKJOBID) job needs no cancel. Any other failure is
 // ErrUnavailable: the cancel is issued again.
 func (b *Backend) Cancel(ctx context.Context, id backends.JobID) error {
 	_, err := b.Output(ctx, failures, nil, "qdel", string(id))
 	var ce *cli.Error
-	if errors.As(err, &ce) && (ce.Code == 35 || ce.Code == 153) {
+	if errors.As(err, &ce) && (ce.Code == 35 || ce.Code == 55 || ce.Code == 153) {
 		return nil
 	}
 	return err

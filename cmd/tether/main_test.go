@@ -113,6 +113,7 @@ func scriptParams(t *testing.T, dir string) testscript.Params {
 			"jsonlast":    cmdJSONLast,
 			"jsonvar":     cmdJSONVar,
 			"readvar":     cmdReadVar,
+			"arraycheck":  cmdArrayCheck,
 		},
 	}
 }

@@ -190,7 +190,7 @@ func Qstat(in Instance, args []string, o IO) int {
 		}
 		st, _ := attrValue(e.Attrs, "job_state", "")
 		switch {
-		case fs.has('H') && st != "F":
+		case fs.has('H') && !strings.Contains("FMX", st):
 			return
 		case fs.has('i') && !strings.Contains("EHQTW", st):
 			return
@@ -222,7 +222,7 @@ func Qstat(in Instance, args []string, o IO) int {
 		}
 	}
 	if len(ids) == 0 {
-		resp, err := in.call(Request{Op: "stat", History: history})
+		resp, err := in.call(Request{Op: "stat", History: history, Subjobs: fs.has('t'), Arrays: fs.has('J')})
 		if err != nil {
 			return connErr()
 		}
@@ -231,7 +231,7 @@ func Qstat(in Instance, args []string, o IO) int {
 			show(e)
 		}
 	} else {
-		resp, err := in.call(Request{Op: "stat", IDs: ids, History: history})
+		resp, err := in.call(Request{Op: "stat", IDs: ids, History: history, Subjobs: fs.has('t')})
 		if err != nil {
 			return connErr()
 		}

@@ -16,6 +16,7 @@ const (
 	subPrerun     = 41
 	subRunning    = 42
 	subStageout   = 51
+	subBegun      = 70 // JOB_SUBSTATE_BEGUN: a job array whose first subjob has run
 	subTerminated = 91
 	subFinished   = 92
 	subFailed     = 93
@@ -110,6 +111,12 @@ type Job struct {
 	QdelExit   string `json:"qdel_exit,omitempty"`  // qdel_exit_status of this job ("": the server's)
 	Lost       bool   `json:"lost,omitempty"`
 	RunComment string `json:"run_comment,omitempty"`
+
+	// Job arrays: the parent ("17[].pbshost") has Array; a subjob
+	// ("17[5].pbshost") has ArrayID (the parent's id) and ArrayIndex.
+	Array      *ArrayInfo `json:"array,omitempty"`
+	ArrayID    string     `json:"array_id,omitempty"`
+	ArrayIndex int        `json:"array_index,omitempty"`
 }
 
 // Usage is resources_used.
@@ -173,6 +180,13 @@ func (j *Job) removeHold(h byte) {
 
 func (j *Job) finished() bool { return j.State == "F" }
 
+// done reports whether the job has ended: F, or X for a subjob whose
+// array is still alive.
+func (j *Job) done() bool { return j.State == "F" || j.State == "X" }
+
+// isSubjob reports whether the job is a subjob of a job array.
+func (j *Job) isSubjob() bool { return j.ArrayID != "" }
+
 // qdelExit is the qdel_exit_status that applies to the job.
 func (j *Job) qdelExit(cfg *Config) string {
 	if j.QdelExit != "" {
@@ -233,9 +247,15 @@ func (j *Job) Attrs(cfg *Config, now time.Time) []Attr {
 	if j.Account != "" {
 		add("Account_Name", j.Account)
 	}
-	add("Checkpoint", j.Checkpoint)
+	// A subjob gets the parent's attributes except Checkpoint, depend,
+	// Execution_Time, Hold_Types and Submit_arguments (array_func.c
+	// attrs_to_copy; capture 13, 17[2]).
+	sub := j.isSubjob()
+	if !sub {
+		add("Checkpoint", j.Checkpoint)
+	}
 	add("ctime", strconv.FormatInt(j.Ctime, 10))
-	if dep := j.depString(cfg.ServerName); dep != "" {
+	if dep := j.depString(cfg.ServerName); dep != "" && !sub {
 		add("depend", dep)
 	}
 	add("Error_Path", j.ErrorPath)
@@ -243,10 +263,12 @@ func (j *Job) Attrs(cfg *Config, now time.Time) []Attr {
 		add("exec_host", j.ExecHost)
 		add("exec_vnode", j.ExecVnode)
 	}
-	if j.ExecutionTime != 0 {
+	if j.ExecutionTime != 0 && !sub {
 		add("Execution_Time", strconv.FormatInt(j.ExecutionTime, 10))
 	}
-	add("Hold_Types", j.HoldTypes)
+	if !sub {
+		add("Hold_Types", j.HoldTypes)
+	}
 	add("Join_Path", j.JoinPath)
 	add("Keep_Files", j.KeepFiles)
 	add("Mail_Points", j.MailPoints)
@@ -279,7 +301,7 @@ func (j *Job) Attrs(cfg *Config, now time.Time) []Attr {
 	}
 	// jobdir comes with the session (substate 42) and stays once finished;
 	// a job still at substate 41 has neither (03_tiny_running).
-	if j.RunCount > 0 && (j.SessionID != 0 || j.State == "F") {
+	if j.RunCount > 0 && (j.SessionID != 0 || j.done()) {
 		add("jobdir", j.Home)
 	}
 	add("substate", strconv.Itoa(j.Substate))
@@ -302,7 +324,9 @@ func (j *Job) Attrs(cfg *Config, now time.Time) []Attr {
 	if j.ExitStatus != nil {
 		add("Exit_status", strconv.Itoa(*j.ExitStatus))
 	}
-	add("Submit_arguments", j.SubmitArgs)
+	if !sub {
+		add("Submit_arguments", j.SubmitArgs)
+	}
 	if j.Executable != "" {
 		add("executable", "<jsdl-hpcpa:Executable>"+j.Executable+"</jsdl-hpcpa:Executable>")
 		if len(j.Args) > 0 {
@@ -313,11 +337,24 @@ func (j *Job) Attrs(cfg *Config, now time.Time) []Attr {
 			add("argument_list", b.String())
 		}
 	}
+	if ar := j.Array; ar != nil {
+		add("array", "True")
+		add("array_state_count", ar.stateCount(j))
+		add("array_indices_submitted", ar.Submitted)
+		add("array_indices_remaining", ar.remaining())
+	}
+	if sub {
+		add("array_id", j.ArrayID)
+		add("array_index", strconv.Itoa(j.ArrayIndex))
+	}
 	if j.HistoryTime != 0 {
 		add("history_timestamp", strconv.FormatInt(j.HistoryTime, 10))
 	}
 	add("project", j.Project)
 	add("Submit_Host", j.SubmitHost)
+	if j.Array != nil && j.Array.MaxRun != nil {
+		add("max_run_subjobs", strconv.Itoa(*j.Array.MaxRun))
+	}
 	return a
 }
 

@@ -22,7 +22,7 @@ const pbsemuUsage = `usage: pbsemu <command> [args]   (state directory: $PBSEMU_
   status                   exit 0 when the server answers
   sched on|off             set the server attribute "scheduling"
   install DIR              put qsub, qstat, qdel, qrls, qselect, pbsnodes links in DIR
-  mom SEQ                  (internal) supervise job SEQ
+  mom SEQ|SEQ[IDX]         (internal) supervise job SEQ or subjob SEQ[IDX]
 Invoked as qsub, qstat, qdel, qrls, qselect or pbsnodes it acts as that command.
 `
 
@@ -67,12 +67,11 @@ func Main(args []string, o IO) int {
 			fmt.Fprint(o.Stderr, pbsemuUsage)
 			return 2
 		}
-		seq, err := strconv.Atoi(rest[0])
-		if err != nil {
+		if _, err := in.momDir(rest[0]); err != nil {
 			fmt.Fprint(o.Stderr, pbsemuUsage)
 			return 2
 		}
-		if err := RunMom(in, seq); err != nil {
+		if err := RunMom(in, rest[0]); err != nil {
 			fmt.Fprintln(o.Stderr, "pbsemu mom:", err)
 			return 1
 		}

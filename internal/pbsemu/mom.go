@@ -20,8 +20,9 @@ import (
 // server starts it detached; it runs the job script in its own session,
 // enforces walltime, kills the job when asked (SIGUSR1: qdel, SIGUSR2:
 // qdel -W force), delivers stdout/stderr and records the outcome in
-// jobs/<seq>/mom.json. It outlives a stopped server.
-func RunMom(in Instance, seq int) error {
+// jobs/<seq>/mom.json (jobs/<seq>/sub/<index>/mom.json for subjob
+// "<seq>[<index>]" of an array). It outlives a stopped server.
+func RunMom(in Instance, key string) error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGUSR2)
 	// Catch (rather than ignore) the signals the supervisor must survive:
@@ -37,7 +38,10 @@ func RunMom(in Instance, seq int) error {
 	if err != nil {
 		return err
 	}
-	dir := in.path("jobs", strconv.Itoa(seq))
+	dir, err := in.momDir(key)
+	if err != nil {
+		return err
+	}
 	b, err := os.ReadFile(filepath.Join(dir, "job.json"))
 	if err != nil {
 		return err
@@ -89,6 +93,9 @@ func (m *mom) outputTargets() (outLive, errLive, outFinal, errFinal string) {
 	j := m.job
 	spool := m.in.path("spool")
 	seq := strconv.Itoa(j.Seq)
+	if j.isSubjob() {
+		seq += "." + strconv.Itoa(j.ArrayIndex) // start_exec.c std_file_name: <name>.o<seq>.<index>
+	}
 	outFinal, errFinal = hostPath(j.OutputPath), hostPath(j.ErrorPath)
 	outLive = filepath.Join(spool, j.ID+".OU")
 	errLive = filepath.Join(spool, j.ID+".ER")
@@ -163,6 +170,10 @@ func (m *mom) env(nodefile, tmpdir string) []string {
 	if j.Account != "" {
 		env["PBS_ACCOUNT"] = j.Account
 	}
+	if j.isSubjob() {
+		env["PBS_ARRAY_INDEX"] = strconv.Itoa(j.ArrayIndex)
+		env["PBS_ARRAY_ID"] = j.ArrayID
+	}
 	out := make([]string, 0, len(env))
 	for k, v := range env {
 		out = append(out, k+"="+v)
@@ -235,6 +246,10 @@ func (m *mom) run(sigs chan os.Signal) error {
 		// then runs as a command (so a #! line is honoured and the script
 		// itself sees an exhausted stdin).
 		script := filepath.Join(m.dir, j.ID+".SC")
+		if j.isSubjob() {
+			// the subjobs run their array's script
+			script = filepath.Join(m.in.path("jobs", strconv.Itoa(j.Seq)), j.ArrayID+".SC")
+		}
 		if _, err := os.Stat(script); err != nil {
 			return m.abort(err)
 		}

@@ -49,6 +49,10 @@ type SubmitRequest struct {
 	// QdelExit is PBSEMU_QDEL_EXIT_STATUS of qsub's environment: the
 	// qdel_exit_status of this job (not a PBS attribute).
 	QdelExit string `json:"qdel_exit,omitempty"`
+	// Array is -J's X-Y[:Z] (array_indices_submitted), MaxRun its %N or
+	// -W max_run_subjobs.
+	Array  string `json:"array,omitempty"`
+	MaxRun *int   `json:"max_run,omitempty"`
 }
 
 // Request is one client request.
@@ -61,6 +65,8 @@ type Request struct {
 	DelHist bool           `json:"del_hist,omitempty"`
 	User    string         `json:"user,omitempty"`
 	On      bool           `json:"on,omitempty"`
+	Subjobs bool           `json:"subjobs,omitempty"`     // qstat -t
+	Arrays  bool           `json:"arrays_only,omitempty"` // qstat -J without ids
 	Submit  *SubmitRequest `json:"submit,omitempty"`
 }
 

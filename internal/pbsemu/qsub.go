@@ -237,7 +237,7 @@ func (o *qsubOpts) apply(c byte, v string) error {
 			}
 			switch k {
 			case "depend", "umask", "block", "sandbox", "group_list", "stagein", "stageout",
-				"run_count", "release_nodes_on_stageout", "tolerate_node_failures":
+				"run_count", "release_nodes_on_stageout", "tolerate_node_failures", "max_run_subjobs":
 			default:
 				return illegal(c)
 			}
@@ -530,10 +530,6 @@ func Qsub(in Instance, args []string, o IO) int {
 		fmt.Fprintln(o.Stderr, "qsub: interactive jobs (-I) are not supported by pbsemu")
 		return 2
 	}
-	if cl.array != "" {
-		fmt.Fprintln(o.Stderr, "qsub: job arrays (-J) are not supported by pbsemu")
-		return 2
-	}
 	req := &SubmitRequest{SubmitArgs: strings.Join(args, " "), Cwd: o.Cwd}
 	var script string
 	name := ""
@@ -593,9 +589,8 @@ func Qsub(in Instance, args []string, o IO) int {
 		}
 	}
 	opts.merge(&cl)
-	if opts.array != "" {
-		fmt.Fprintln(o.Stderr, "qsub: job arrays (-J) are not supported by pbsemu")
-		return 2
+	if rc, done := arrayOptions(&opts, req, o); done {
+		return rc
 	}
 	if opts.name != "" {
 		name = opts.name
@@ -682,6 +677,44 @@ func Qsub(in Instance, args []string, o IO) int {
 		return blockUntilDone(in, resp.ID, o)
 	}
 	return 0
+}
+
+// arrayOptions checks -J X-Y[:Z][%N] and -W max_run_subjobs like qsub
+// and its client-side attribute verification (qsub.c, chk_Jrange.c,
+// ecl_verify_values.c) and puts them in the request. done means qsub exits
+// with rc.
+func arrayOptions(opts *qsubOpts, req *SubmitRequest, o IO) (rc int, done bool) {
+	maxW, hasMaxW := getKV(opts.w, "max_run_subjobs")
+	rng, maxJ, hasMaxJ := strings.Cut(opts.array, "%")
+	isArray := opts.set['J']
+	if isArray && opts.rerun == "n" {
+		fmt.Fprint(o.Stderr, "qsub:  cannot submit non-rerunable Array Job\n")
+		return usageError(o, nil), true
+	}
+	if hasMaxJ && hasMaxW {
+		fmt.Fprint(o.Stderr, "qsub: multiple max_run_subjobs values found\n")
+		return usageError(o, nil), true
+	}
+	if isArray {
+		if _, _, _, ok := parseJRange(rng); !ok {
+			return usageError(o, illegal('J')), true
+		}
+		req.Array = rng
+	}
+	if hasMaxJ || hasMaxW {
+		v := maxJ
+		if hasMaxW {
+			v = maxW
+		}
+		// verify_datatype_long + verify_value_zero_or_positive
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			fmt.Fprintf(o.Stderr, "qsub: %s\n", pbseText(pbseBadAtVal))
+			return exitCode(pbseBadAtVal), true
+		}
+		req.MaxRun = &n
+	}
+	return 0, false
 }
 
 // blockUntilDone implements -W block=true: wait for the job and exit with

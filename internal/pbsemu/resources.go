@@ -11,18 +11,22 @@ import (
 // 256, which is how qstat's 153 (Unknown Job Id) and 35 (Job has finished)
 // come about.
 const (
-	pbseUnkJobID   = 15001
-	pbseSystem     = 15010
-	pbseBadAtVal   = 15014
-	pbseBadState   = 15016
-	pbseUnkQue     = 15018
-	pbseBadUser    = 15023
-	pbseProtocol   = 15031
-	pbseUnkResc    = 15035
-	pbseExcQResc   = 15036
-	pbseBadDepend  = 15054
-	pbseHistJobID  = 15139
-	pbseHistJobDel = 15158
+	pbseUnkJobID          = 15001
+	pbseIvalReq           = 15004
+	pbseSystem            = 15010
+	pbseBadAtVal          = 15014
+	pbseBadState          = 15016
+	pbseUnkQue            = 15018
+	pbseBadUser           = 15023
+	pbseProtocol          = 15031
+	pbseUnkResc           = 15035
+	pbseExcQResc          = 15036
+	pbseBadDepend         = 15054
+	pbseMaxArraySize      = 15107
+	pbseHistJobID         = 15139
+	pbseHistJobDel        = 15158
+	pbseNoHistArraySubjob = 15159
+	pbseNotArrayAttr      = 15231
 )
 
 // exitCode maps a PBS error number to a process exit status.
@@ -33,6 +37,8 @@ func pbseText(errno int) string {
 	switch errno {
 	case pbseUnkJobID:
 		return "Unknown Job Id"
+	case pbseIvalReq:
+		return "Invalid request"
 	case pbseSystem:
 		return "System error"
 	case pbseBadAtVal:
@@ -53,6 +59,12 @@ func pbseText(errno int) string {
 		return "Invalid Job Dependency" // msg_baddepend (pbs_messages.c)
 	case pbseHistJobID:
 		return "Job has finished"
+	case pbseMaxArraySize:
+		return "Array job exceeds server or queue size limit"
+	case pbseNoHistArraySubjob:
+		return "Request invalid for finished array subjob"
+	case pbseNotArrayAttr:
+		return "Attribute has to be set on an array job"
 	}
 	return fmt.Sprintf("Error %d", errno)
 }

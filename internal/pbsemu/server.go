@@ -179,6 +179,9 @@ func (s *server) load() error {
 			continue
 		}
 		s.jobs[seq] = &j
+		if j.Array != nil {
+			s.loadSubjobs(&j)
+		}
 	}
 	return nil
 }
@@ -193,11 +196,12 @@ func (s *server) saveState() {
 func (s *server) save(j *Job) {
 	j.V = jobFormatVersion
 	b, _ := json.MarshalIndent(j, "", " ")
-	if err := os.MkdirAll(s.jobDir(j.Seq), 0o755); err != nil {
+	dir := s.dirOf(j)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		s.log.Error("save job", "id", j.ID, "err", err)
 		return
 	}
-	if err := writeFileAtomic(filepath.Join(s.jobDir(j.Seq), "job.json"), b, 0o644); err != nil {
+	if err := writeFileAtomic(filepath.Join(dir, "job.json"), b, 0o644); err != nil {
 		s.log.Error("save job", "id", j.ID, "err", err)
 	}
 }
@@ -260,7 +264,7 @@ func (s *server) handle(req Request) Response {
 			s.schedule(now)
 		}
 	case "stat":
-		resp.Entries = s.stat(req.IDs, req.History, now)
+		resp.Entries = s.stat(req, now)
 	case "delete":
 		for _, id := range req.IDs {
 			resp.Entries = append(resp.Entries, s.del(id, req.User, req.Force, req.DelHist, now))
@@ -285,22 +289,14 @@ func (s *server) handle(req Request) Response {
 	return resp
 }
 
-// lookup resolves a job id operand ("3", "3.pbshost", "3.pbshost.domain")
-// to a job and the full id to print in messages.
+// lookup resolves a job id operand ("3", "3.pbshost", "17[]") to a
+// regular job or an array's parent, and the full id to print in messages.
 func (s *server) lookup(id string) (*Job, string) {
-	seqStr, srv, _ := strings.Cut(id, ".")
-	full := id
-	if srv == "" {
-		full = seqStr + "." + s.cfg.ServerName
+	r := s.resolve(id)
+	if r.kind == refJob || r.kind == refArray {
+		return r.job, r.full
 	}
-	seq, err := strconv.Atoi(seqStr)
-	if err != nil {
-		return nil, full
-	}
-	if srv != "" && srv != s.cfg.ServerName && !strings.HasPrefix(srv, s.cfg.ServerName+".") {
-		return nil, full
-	}
-	return s.jobs[seq], full
+	return nil, r.full
 }
 
 func (s *server) submit(r *SubmitRequest, now time.Time) (string, int, string) {
@@ -326,6 +322,22 @@ func (s *server) submit(r *SubmitRequest, now time.Time) (string, int, string) {
 	if exceedsLimits(rr, q.ResourcesMax) {
 		return "", pbseExcQResc, pbseText(pbseExcQResc)
 	}
+	var array *ArrayInfo
+	switch {
+	case r.Array != "":
+		start, end, step, ok := parseJRange(r.Array)
+		if !ok {
+			return "", pbseBadAtVal, pbseText(pbseBadAtVal) + " array_indices_submitted"
+		}
+		// setup_ajinfo: more subjobs than max_array_size
+		if (end-start)/step+1 > maxArraySize {
+			return "", pbseMaxArraySize, pbseText(pbseMaxArraySize)
+		}
+		array = newArrayInfo(r.Array, start, end, step, r.MaxRun)
+	case r.MaxRun != nil:
+		// action_max_run_subjobs
+		return "", pbseNotArrayAttr, pbseText(pbseNotArrayAttr)
+	}
 	deps, errno, msg := s.parseDepend(r.Depend)
 	if errno != 0 {
 		return "", errno, msg
@@ -337,6 +349,9 @@ func (s *server) submit(r *SubmitRequest, now time.Time) (string, int, string) {
 	s.nextSeq = (seq + 1) % (maxJobSequenceID + 1)
 	s.saveState()
 	id := strconv.Itoa(seq) + "." + cfg.ServerName
+	if array != nil {
+		id = strconv.Itoa(seq) + "[]." + cfg.ServerName
+	}
 	host := cfg.SubmitHost
 	t := now.Unix()
 	j := &Job{
@@ -348,7 +363,7 @@ func (s *server) submit(r *SubmitRequest, now time.Time) (string, int, string) {
 		ShellPath: r.ShellPath, Umask: r.Umask, Resources: rr,
 		SubmitArgs: r.SubmitArgs, SubmitHost: host, Workdir: r.Cwd,
 		Home: r.Home, Shell: r.Shell, Executable: r.Executable, Args: r.Args, QdelExit: r.QdelExit,
-		Ctime: t, Qtime: t, Mtime: t,
+		Ctime: t, Qtime: t, Mtime: t, Array: array,
 	}
 	if cfg.HomeDir != "" {
 		j.Home = cfg.HomeDir
@@ -368,8 +383,8 @@ func (s *server) submit(r *SubmitRequest, now time.Time) (string, int, string) {
 	if r.Checkpoint != "" {
 		j.Checkpoint = r.Checkpoint
 	}
-	j.OutputPath = s.stdPath(r.OutputPath, r.Cwd, r.Name, "o", "OU", seq, id)
-	j.ErrorPath = s.stdPath(r.ErrorPath, r.Cwd, r.Name, "e", "ER", seq, id)
+	j.OutputPath = s.stdPath(r.OutputPath, r.Cwd, r.Name, "o", "OU", seq, id, array != nil)
+	j.ErrorPath = s.stdPath(r.ErrorPath, r.Cwd, r.Name, "e", "ER", seq, id, array != nil)
 	j.VariableList = append(append([]KeyVal{}, r.VarList...),
 		KeyVal{"PBS_O_QUEUE", qname}, KeyVal{"PBS_O_HOST", host})
 	if err := os.MkdirAll(s.jobDir(seq), 0o755); err != nil {
@@ -430,11 +445,17 @@ func (s *server) submit(r *SubmitRequest, now time.Time) (string, int, string) {
 
 // stdPath computes Output_Path/Error_Path: the default <name>.o<seq> in
 // the submit directory, or the given path (relative to it); a directory
-// gets <seq>.<server>.OU inside it.
-func (s *server) stdPath(given, cwd, name, letter, suffix string, seq int, id string) string {
+// gets <seq>.<server>.OU inside it. An array's default is
+// <name>.o<seq>.^array_index^ (default_std); a directory given to an array
+// is resolved per subjob.
+func (s *server) stdPath(given, cwd, name, letter, suffix string, seq int, id string, array bool) string {
 	host := s.cfg.SubmitHost
 	if given == "" {
-		return host + ":" + filepath.Join(cwd, name+"."+letter+strconv.Itoa(seq))
+		p := host + ":" + filepath.Join(cwd, name+"."+letter+strconv.Itoa(seq))
+		if array {
+			p += ".^array_index^"
+		}
+		return p
 	}
 	if h, p, ok := strings.Cut(given, ":"); ok && !strings.Contains(h, "/") {
 		host, given = h, p
@@ -443,6 +464,9 @@ func (s *server) stdPath(given, cwd, name, letter, suffix string, seq int, id st
 		given = filepath.Join(cwd, given)
 	}
 	if st, err := os.Stat(given); (err == nil && st.IsDir()) || strings.HasSuffix(given, "/") {
+		if array {
+			return host + ":" + strings.TrimSuffix(given, "/") + "/"
+		}
 		given = filepath.Join(given, id+"."+suffix)
 	}
 	return host + ":" + given
@@ -478,7 +502,8 @@ func (s *server) parseDepend(spec string) ([]Dep, int, string) {
 }
 
 func depSatisfied(typ string, parent *Job) bool {
-	ok := parent.RunCount > 0 && parent.ExitStatus != nil && *parent.ExitStatus == 0 && !parent.Deleted
+	ran := parent.RunCount > 0 || parent.Array != nil // an array ran through its subjobs
+	ok := ran && parent.ExitStatus != nil && *parent.ExitStatus == 0 && !parent.Deleted
 	switch typ {
 	case "afterok":
 		return ok
@@ -545,6 +570,9 @@ func (s *server) unhold(j *Job, now time.Time) {
 }
 
 func (s *server) killDependent(j *Job, now time.Time) {
+	if j.Array != nil {
+		j.Array.unqueueAll()
+	}
 	j.State, j.Substate = "F", subFinished
 	j.Mtime, j.HistoryTime = now.Unix(), now.Unix()
 	s.log.Info("job deleted: dependency cannot be satisfied", "id", j.ID)
@@ -555,24 +583,39 @@ func (s *server) killDependent(j *Job, now time.Time) {
 	}
 }
 
-func (s *server) stat(ids []string, history bool, now time.Time) []StatEntry {
+// stat answers qstat: all jobs (req.IDs empty) or the given ones. With
+// Subjobs (qstat -t) an array is followed by all its subjobs; ArraysOnly
+// (qstat -J) keeps arrays only.
+func (s *server) stat(req Request, now time.Time) []StatEntry {
 	var out []StatEntry
-	if len(ids) == 0 {
+	history := req.History
+	if len(req.IDs) == 0 {
 		for _, j := range sortedJobs(s.jobs) {
 			if j.finished() && (!history || !s.cfg.historyEnabled()) {
 				continue
 			}
-			out = append(out, StatEntry{ID: j.ID, Attrs: j.Attrs(&s.cfg, now)})
+			if j.Array != nil {
+				out = append(out, s.arrayEntries(j, req.Subjobs, now)...)
+				continue
+			}
+			if !req.Arrays {
+				out = append(out, StatEntry{ID: j.ID, Attrs: j.Attrs(&s.cfg, now)})
+			}
 		}
 		return out
 	}
-	for _, id := range ids {
-		j, full := s.lookup(id)
+	for _, id := range req.IDs {
+		r := s.resolve(id)
+		j := r.job
 		switch {
 		case j == nil:
-			out = append(out, StatEntry{ID: full, Errno: pbseUnkJobID})
+			out = append(out, StatEntry{ID: r.full, Errno: pbseUnkJobID})
+		case r.kind == refSub || r.kind == refRange:
+			out = append(out, s.statSubjobs(r, history, now)...)
 		case j.finished() && !history:
-			out = append(out, StatEntry{ID: full, Errno: pbseHistJobID})
+			out = append(out, StatEntry{ID: r.full, Errno: pbseHistJobID})
+		case j.Array != nil:
+			out = append(out, s.arrayEntries(j, req.Subjobs, now)...)
 		default:
 			out = append(out, StatEntry{ID: j.ID, Attrs: j.Attrs(&s.cfg, now)})
 		}
@@ -581,11 +624,15 @@ func (s *server) stat(ids []string, history bool, now time.Time) []StatEntry {
 }
 
 func (s *server) del(id, user string, force, delHist bool, now time.Time) StatEntry {
-	j, full := s.lookup(id)
+	r := s.resolve(id)
+	j, full := r.job, r.full
 	if j == nil {
 		return StatEntry{ID: full, Errno: pbseUnkJobID}
 	}
 	by := user + "@" + s.cfg.SubmitHost
+	if r.kind == refSub || r.kind == refRange {
+		return s.delSubjobs(r, by, force, delHist, now)
+	}
 	t := now.Unix()
 	switch j.State {
 	case "F":
@@ -597,16 +644,11 @@ func (s *server) del(id, user string, force, delHist bool, now time.Time) StatEn
 	case "E":
 		return StatEntry{ID: j.ID}
 	case "R":
-		if !j.Deleted {
-			j.Deleted, j.DeletedBy = true, by
-			j.Comment = j.RunComment + " and terminated by " + by
-			j.Mtime = t
-		}
-		if force && !j.Force {
-			j.Force, j.Signaled = true, false
-		}
-		s.signalMom(j)
-		s.save(j)
+		s.delRunning(j, by, force, now)
+		return StatEntry{ID: j.ID}
+	}
+	if j.Array != nil {
+		s.delArray(j, by, force, delHist, now)
 		return StatEntry{ID: j.ID}
 	}
 	j.State, j.Substate = "F", subTerminated
@@ -621,6 +663,21 @@ func (s *server) del(id, user string, force, delHist bool, now time.Time) StatEn
 		s.purge(j)
 	}
 	return StatEntry{ID: j.ID}
+}
+
+// delRunning deletes a running job: the comment says so at once, the
+// supervisor gets the signal (now or at the next tick).
+func (s *server) delRunning(j *Job, by string, force bool, now time.Time) {
+	if !j.Deleted {
+		j.Deleted, j.DeletedBy = true, by
+		j.Comment = j.RunComment + " and terminated by " + by
+		j.Mtime = now.Unix()
+	}
+	if force && !j.Force {
+		j.Force, j.Signaled = true, false
+	}
+	s.signalMom(j)
+	s.save(j)
 }
 
 func (s *server) release(id string, now time.Time) StatEntry {
@@ -686,7 +743,7 @@ func (s *server) signalMom(j *Job) {
 	if j.Signaled || j.MomPID == 0 {
 		return
 	}
-	m, err := readMom(s.jobDir(j.Seq))
+	m, err := readMom(s.dirOf(j))
 	if err != nil || m.Phase != "running" {
 		return // the supervisor has not started the job yet; the next tick retries
 	}
@@ -706,6 +763,11 @@ func (s *server) tick() {
 	_ = s.reloadConfig(false)
 	now := time.Now()
 	for _, j := range sortedJobs(s.jobs) {
+		if j.Array != nil {
+			for _, sj := range j.Array.sortedActive() {
+				s.follow(sj, now)
+			}
+		}
 		switch j.State {
 		case "R", "E":
 			s.follow(j, now)
@@ -724,7 +786,7 @@ func (s *server) tick() {
 }
 
 func (s *server) follow(j *Job, now time.Time) {
-	dir := s.jobDir(j.Seq)
+	dir := s.dirOf(j)
 	m, err := readMom(dir)
 	changed := false
 	if err != nil {
@@ -812,6 +874,9 @@ func (s *server) finish(j *Job, m *momState, now time.Time) {
 		j.Comment = j.RunComment + " and failed"
 	}
 	j.State = "F"
+	if j.isSubjob() {
+		j.State = "X" // until the whole array is F
+	}
 	j.ExitStatus = &exit
 	one := 1
 	j.Stageout = &one
@@ -828,6 +893,10 @@ func (s *server) finish(j *Job, m *momState, now time.Time) {
 	j.Slots = nil
 	s.log.Info("job finished", "id", j.ID, "exit_status", exit, "substate", j.Substate)
 	s.save(j)
+	if j.isSubjob() {
+		s.subjobFinished(j, now)
+		return
+	}
 	s.releaseDependents(j, now)
 	if !s.cfg.historyEnabled() {
 		s.purge(j)
@@ -835,7 +904,9 @@ func (s *server) finish(j *Job, m *momState, now time.Time) {
 }
 
 // schedule starts queued jobs that fit on the node, in submission order
-// (no strict ordering: a small job may pass a big one, as by default).
+// (no strict ordering: a small job may pass a big one, as by default). An
+// array's queued subjobs run in index order, each like a single job, at
+// most max_run_subjobs of them at a time.
 func (s *server) schedule(now time.Time) {
 	if !s.cfg.scheduling() {
 		return
@@ -845,9 +916,9 @@ func (s *server) schedule(now time.Time) {
 	excl := false
 	busy := map[int]bool{}
 	anyRunning := false
-	for _, j := range s.jobs {
+	use := func(j *Job) {
 		if j.State != "R" {
-			continue
+			return
 		}
 		anyRunning = true
 		usedC += j.Resources.totalInt("ncpus")
@@ -858,33 +929,55 @@ func (s *server) schedule(now time.Time) {
 			busy[sl] = true
 		}
 	}
+	for _, j := range s.jobs {
+		use(j)
+		if j.Array != nil {
+			for _, sj := range j.Array.active {
+				use(sj)
+			}
+		}
+	}
 	totM, _ := parseSize(s.cfg.Mem)
+	// why returns the scheduler's comment for a job that cannot start now.
+	why := func(rr ResourceRequest) string {
+		needC, needG, needM := rr.totalInt("ncpus"), rr.totalInt("ngpus"), rr.totalSize("mem")
+		switch {
+		case needC > s.cfg.NCPUs:
+			return fmt.Sprintf("Can Never Run: Insufficient amount of resource: ncpus (R: %d A: %d T: %d)", needC, s.cfg.NCPUs, s.cfg.NCPUs)
+		case needG > s.cfg.NGPUs:
+			return fmt.Sprintf("Can Never Run: Insufficient amount of resource: ngpus (R: %d A: %d T: %d)", needG, s.cfg.NGPUs, s.cfg.NGPUs)
+		case needM > totM:
+			return fmt.Sprintf("Can Never Run: Insufficient amount of resource: mem (R: %s A: %s T: %s)", formatSize(needM), s.cfg.Mem, s.cfg.Mem)
+		case strings.Contains(rr.List["place"], "scatter") && len(rr.Chunks) > 0 && rr.List["nodect"] != "1":
+			return "Can Never Run: Not enough total nodes available"
+		case excl || (rr.exclusive() && anyRunning) || usedC >= s.cfg.NCPUs:
+			return "Not Running: Not enough free nodes available"
+		case needC > s.cfg.NCPUs-usedC:
+			return fmt.Sprintf("Not Running: Insufficient amount of resource: ncpus (R: %d A: %d T: %d)", needC, s.cfg.NCPUs-usedC, s.cfg.NCPUs)
+		case needG > s.cfg.NGPUs-usedG:
+			return fmt.Sprintf("Not Running: Insufficient amount of resource: ngpus (R: %d A: %d T: %d)", needG, s.cfg.NGPUs-usedG, s.cfg.NGPUs)
+		case needM > totM-usedM:
+			return fmt.Sprintf("Not Running: Insufficient amount of resource: mem (R: %s A: %s T: %s)", formatSize(needM), formatSize(totM-usedM), s.cfg.Mem)
+		}
+		return ""
+	}
+	started := func(rr ResourceRequest) {
+		anyRunning = true
+		usedC += rr.totalInt("ncpus")
+		usedG += rr.totalInt("ngpus")
+		usedM += rr.totalSize("mem")
+		excl = excl || rr.exclusive()
+	}
 	for _, j := range sortedJobs(s.jobs) {
+		if j.Array != nil {
+			s.scheduleArray(j, busy, now, why, started)
+			continue
+		}
 		if j.State != "Q" {
 			continue
 		}
 		rr := j.Resources
-		needC, needG, needM := rr.totalInt("ncpus"), rr.totalInt("ngpus"), rr.totalSize("mem")
-		comment := ""
-		switch {
-		case needC > s.cfg.NCPUs:
-			comment = fmt.Sprintf("Can Never Run: Insufficient amount of resource: ncpus (R: %d A: %d T: %d)", needC, s.cfg.NCPUs, s.cfg.NCPUs)
-		case needG > s.cfg.NGPUs:
-			comment = fmt.Sprintf("Can Never Run: Insufficient amount of resource: ngpus (R: %d A: %d T: %d)", needG, s.cfg.NGPUs, s.cfg.NGPUs)
-		case needM > totM:
-			comment = fmt.Sprintf("Can Never Run: Insufficient amount of resource: mem (R: %s A: %s T: %s)", formatSize(needM), s.cfg.Mem, s.cfg.Mem)
-		case strings.Contains(rr.List["place"], "scatter") && len(rr.Chunks) > 0 && rr.List["nodect"] != "1":
-			comment = "Can Never Run: Not enough total nodes available"
-		case excl || (rr.exclusive() && anyRunning) || usedC >= s.cfg.NCPUs:
-			comment = "Not Running: Not enough free nodes available"
-		case needC > s.cfg.NCPUs-usedC:
-			comment = fmt.Sprintf("Not Running: Insufficient amount of resource: ncpus (R: %d A: %d T: %d)", needC, s.cfg.NCPUs-usedC, s.cfg.NCPUs)
-		case needG > s.cfg.NGPUs-usedG:
-			comment = fmt.Sprintf("Not Running: Insufficient amount of resource: ngpus (R: %d A: %d T: %d)", needG, s.cfg.NGPUs-usedG, s.cfg.NGPUs)
-		case needM > totM-usedM:
-			comment = fmt.Sprintf("Not Running: Insufficient amount of resource: mem (R: %s A: %s T: %s)", formatSize(needM), formatSize(totM-usedM), s.cfg.Mem)
-		}
-		if comment != "" {
+		if comment := why(rr); comment != "" {
 			if j.Comment != comment {
 				j.Comment = comment
 				s.save(j)
@@ -897,11 +990,40 @@ func (s *server) schedule(now time.Time) {
 			s.save(j)
 			continue
 		}
-		anyRunning = true
-		usedC += needC
-		usedG += needG
-		usedM += needM
-		excl = excl || rr.exclusive()
+		started(rr)
+	}
+}
+
+// scheduleArray starts the queued subjobs of an array (Q or B) that fit.
+// The scheduler's comment goes to a parent that has not begun; a begun
+// array keeps "Job Array Began at ..." (capture 13).
+func (s *server) scheduleArray(p *Job, busy map[int]bool, now time.Time, why func(ResourceRequest) string, started func(ResourceRequest)) {
+	ar := p.Array
+	if (p.State != "Q" && p.State != "B") || ar.nQueued == 0 {
+		return
+	}
+	comment := func(c string) {
+		if p.State == "Q" && p.Comment != c {
+			p.Comment = c
+			s.save(p)
+		}
+	}
+	for ar.nQueued > 0 {
+		if ar.MaxRun != nil && ar.runningSubjobs() >= *ar.MaxRun {
+			// check.cpp MAX_RUN_SUBJOBS
+			comment("Not Running: Number of concurrent running subjobs limit reached")
+			return
+		}
+		if c := why(p.Resources); c != "" {
+			comment(c)
+			return
+		}
+		if err := s.startSubjob(p, busy, now); err != nil {
+			s.log.Error("start subjob", "id", p.ID, "err", err)
+			comment("Not Running: PBS Error: Execution server rejected request")
+			return
+		}
+		started(p.Resources)
 	}
 }
 
@@ -955,7 +1077,7 @@ func (s *server) start(j *Job, busy map[int]bool, now time.Time) error {
 	j.RunComment = runComment(now, j.ExecVnode)
 	j.Comment = j.RunComment
 	j.Used, j.SessionID = nil, 0
-	dir := s.jobDir(j.Seq)
+	dir := s.dirOf(j)
 	_ = os.Remove(filepath.Join(dir, "mom.json"))
 	s.save(j)
 	logf, err := os.OpenFile(filepath.Join(dir, "mom.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -963,7 +1085,7 @@ func (s *server) start(j *Job, busy map[int]bool, now time.Time) error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(s.self, "mom", strconv.Itoa(j.Seq))
+	cmd := exec.Command(s.self, "mom", momKey(j))
 	cmd.Env = append(os.Environ(), EnvHome+"="+s.inst.Home)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -982,15 +1104,36 @@ func (s *server) start(j *Job, busy map[int]bool, now time.Time) error {
 func (s *server) killAllJobs() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, j := range s.jobs {
+	kill := func(j *Job) {
 		if j.State != "R" && j.State != "E" {
-			continue
+			return
 		}
-		if m, err := readMom(s.jobDir(j.Seq)); err == nil && m.SessionID > 0 {
+		if m, err := readMom(s.dirOf(j)); err == nil && m.SessionID > 0 {
 			signalSession(m.SessionID, syscall.SIGKILL)
 		}
 		if j.MomPID > 0 {
 			_ = syscall.Kill(j.MomPID, syscall.SIGKILL)
+		}
+	}
+	for _, j := range s.jobs {
+		kill(j)
+		if j.Array != nil {
+			for _, sj := range j.Array.active {
+				kill(sj)
+			}
+		}
+	}
+}
+
+// eachJob calls f for every job the server holds: regular jobs, array
+// parents and the subjobs that have a job of their own.
+func (s *server) eachJob(f func(*Job)) {
+	for _, j := range s.jobs {
+		f(j)
+		if j.Array != nil {
+			for _, sj := range j.Array.subjobs {
+				f(sj)
+			}
 		}
 	}
 }
@@ -999,7 +1142,7 @@ func (s *server) serverAttrs() []Attr {
 	counts := map[string]int{}
 	total := 0
 	assignedC, nodect := 0, 0
-	for _, j := range s.jobs {
+	s.eachJob(func(j *Job) {
 		total++
 		counts[j.State]++
 		if j.State == "R" {
@@ -1007,15 +1150,15 @@ func (s *server) serverAttrs() []Attr {
 			n, _ := strconv.Atoi(j.Resources.List["nodect"])
 			nodect += n
 		}
-	}
+	})
 	b := func(v bool) string {
 		if v {
 			return "True"
 		}
 		return "False"
 	}
-	st := fmt.Sprintf("Transit:0 Queued:%d Held:%d Waiting:%d Running:%d Exiting:%d Begun:0 ",
-		counts["Q"], counts["H"], counts["W"], counts["R"], counts["E"])
+	st := fmt.Sprintf("Transit:0 Queued:%d Held:%d Waiting:%d Running:%d Exiting:%d Begun:%d ",
+		counts["Q"], counts["H"], counts["W"], counts["R"], counts["E"], counts["B"])
 	a := []Attr{
 		{Name: "server_state", Value: "Active"},
 		{Name: "server_host", Value: s.cfg.ServerName},
@@ -1055,17 +1198,17 @@ func (s *server) queueStats() []StatEntry {
 	for _, q := range s.cfg.Queues {
 		counts := map[string]int{}
 		total := 0
-		for _, j := range s.jobs {
-			if j.Queue == q.Name && !j.finished() {
+		s.eachJob(func(j *Job) {
+			if j.Queue == q.Name && !j.done() {
 				total++
 				counts[j.State]++
 			}
-		}
+		})
 		attrs := []Attr{
 			{Name: "queue_type", Value: "Execution"},
 			{Name: "total_jobs", Value: strconv.Itoa(total)},
-			{Name: "state_count", Value: fmt.Sprintf("Transit:0 Queued:%d Held:%d Waiting:%d Running:%d Exiting:%d Begun:0 ",
-				counts["Q"], counts["H"], counts["W"], counts["R"], counts["E"])},
+			{Name: "state_count", Value: fmt.Sprintf("Transit:0 Queued:%d Held:%d Waiting:%d Running:%d Exiting:%d Begun:%d ",
+				counts["Q"], counts["H"], counts["W"], counts["R"], counts["E"], counts["B"])},
 		}
 		// as a real server prints them (qstat -Qf after qmgr's
 		// "set queue workq resources_max.walltime=01:00:00"): the set
@@ -1077,13 +1220,13 @@ func (s *server) queueStats() []StatEntry {
 			attrs = append(attrs, Attr{Name: "resources_default", Resource: r, Value: q.ResourcesDefault[r]})
 		}
 		assigned := map[string]int{}
-		for _, j := range s.jobs {
+		s.eachJob(func(j *Job) {
 			if j.Queue == q.Name && j.State == "R" {
 				assigned["mpiprocs"] += j.Resources.totalInt("mpiprocs")
 				assigned["ncpus"] += j.Resources.totalInt("ncpus")
 				assigned["nodect"] += max(j.Resources.totalInt("nodect"), 1)
 			}
-		}
+		})
 		attrs = append(attrs,
 			Attr{Name: "resources_assigned", Resource: "mpiprocs", Value: strconv.Itoa(assigned["mpiprocs"])},
 			Attr{Name: "resources_assigned", Resource: "ncpus", Value: strconv.Itoa(assigned["ncpus"])},
@@ -1098,11 +1241,11 @@ func (s *server) queueStats() []StatEntry {
 func (s *server) nodeAttrs() []Attr {
 	assigned := 0
 	state := "free"
-	for _, j := range s.jobs {
+	s.eachJob(func(j *Job) {
 		if j.State == "R" {
 			assigned += j.Resources.totalInt("ncpus")
 		}
-	}
+	})
 	if assigned >= s.cfg.NCPUs {
 		state = "job-busy"
 	}
