@@ -17,7 +17,7 @@ type columns struct {
 	// arrayJob and arrayTask (squeue's ArrayJobID, ArrayTaskID) make an
 	// array element's id "<array>_<task>"; sacct's JobID already reads so
 	arrayJob, arrayTask int
-	readExit                                                  func(string) (code, sig int, ok bool)
+	readExit            func(string) (code, sig int, ok bool)
 }
 
 var (
