@@ -7,6 +7,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tether-hpc/tether/backends"
@@ -357,6 +358,9 @@ func (e *Engine) removeArray(run rundir.Run, rec *schema.RunRecord) {
 	e.Store.RemoveRun(run)
 }
 
+// arrayStepWorkers is how many elements waitArray steps at once.
+const arrayStepWorkers = 8
+
 // waitArray steps an array run and its live elements until the array is
 // decided: ONE scheduler query (through the site's poller) per interval
 // for every live element, whatever their number.
@@ -397,25 +401,39 @@ func (e *Engine) waitArray(ctx context.Context, run rundir.Run, update func(Stat
 			}
 			st.PollErr = perr
 			for _, i := range live {
-				tr := trackers[i]
-				if tr == nil {
-					tr = NewTracker(e.elementRun(run.ID, i))
-					trackers[i] = tr
+				if trackers[i] == nil {
+					trackers[i] = NewTracker(e.elementRun(run.ID, i))
 				}
-				est, err := e.StepWith(ctx, e.elementRun(run.ID, i), &snap, perr, tr)
-				if err != nil {
-					if ctx.Err() != nil {
-						return nil, ctx.Err()
-					}
-					e.Log.Warn("could not look at an element", "run", run.ID, "element", i, "err", err)
+			}
+			// elements are stepped side by side: a decision may wait a
+			// few seconds for the scheduler's accounting
+			results := make([]Status, len(live))
+			errs := make([]error, len(live))
+			var wg sync.WaitGroup
+			sem := make(chan struct{}, arrayStepWorkers)
+			for k, i := range live {
+				wg.Add(1)
+				sem <- struct{}{}
+				go func() {
+					defer func() { <-sem; wg.Done() }()
+					results[k], errs[k] = e.StepWith(ctx, e.elementRun(run.ID, i), &snap, perr, trackers[i])
+				}()
+			}
+			wg.Wait()
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			for k, i := range live {
+				if errs[k] != nil {
+					e.Log.Warn("could not look at an element", "run", run.ID, "element", i, "err", errs[k])
 					continue
 				}
-				if est.Outcome.Final {
+				if results[k].Outcome.Final {
 					ended = true
 					delete(trackers, i)
 				}
 				if st.ActErr == nil {
-					st.ActErr = est.ActErr
+					st.ActErr = results[k].ActErr
 				}
 			}
 		}

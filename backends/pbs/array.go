@@ -20,6 +20,14 @@ func ArrayArgs(req backends.JobRequest, spec backends.ArraySpec, o Options) []st
 	req.Stdout = strings.ReplaceAll(req.Stdout, backends.ArrayIndexToken, arrayIndexPattern)
 	req.Stderr = strings.ReplaceAll(req.Stderr, backends.ArrayIndexToken, arrayIndexPattern)
 	a := Args(req, o)
+	// OpenPBS refuses "-r n" with -J (qsub: "cannot submit non-rerunable
+	// Array Job"): array subjobs are rerunnable, which is the default
+	for i := 0; i+1 < len(a); i++ {
+		if a[i] == "-r" && a[i+1] == "n" {
+			a = append(a[:i], a[i+2:]...)
+			break
+		}
+	}
 	j := fmt.Sprintf("0-%d", spec.Size-1)
 	if spec.MaxRunning > 0 {
 		j += "%" + strconv.Itoa(spec.MaxRunning)
