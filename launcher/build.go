@@ -139,6 +139,9 @@ func Tag(runID string, attempt int) string { return fmt.Sprintf("tether:%s:%d", 
 func SpecHash(task *schema.Task, site *schema.Site) string {
 	t := *task
 	t.File = ""
+	// an array's elements are its identity, not the params file's path
+	// (Airflow writes them to a temporary file on whichever worker runs)
+	t.Array.Params = ""
 	b, _ := json.Marshal(struct {
 		Task schema.Task `json:"task"`
 		Site string      `json:"site"`

@@ -42,7 +42,7 @@ func arraySubmitted(rec *schema.RunRecord) bool {
 
 // stepArray looks at an array run: it carries its submission on (act),
 // reads every element and, once all are decided, decides the array.
-func (e *Engine) stepArray(ctx context.Context, run rundir.Run, rec *schema.RunRecord, act bool) (Status, error) {
+func (e *Engine) stepArray(ctx context.Context, run rundir.Run, rec *schema.RunRecord, act bool, maxAge time.Duration) (Status, error) {
 	st := Status{Record: rec}
 	if act && (!arraySubmitted(rec) || rec.CancelRequested != nil) {
 		if err := e.carryArray(ctx, run); err != nil {
@@ -57,6 +57,17 @@ func (e *Engine) stepArray(ctx context.Context, run rundir.Run, rec *schema.RunR
 		}
 	}
 	o := e.arrayOutcome(run, rec)
+	if act && !o.Final && maxAge >= 0 {
+		// tether step and the trigger act on the array: its elements too
+		ended, perr, aerr := e.stepElements(ctx, run, o.Elements, nil, maxAge)
+		st.PollErr = perr
+		if st.ActErr == nil {
+			st.ActErr = aerr
+		}
+		if ended {
+			o = e.arrayOutcome(run, rec)
+		}
+	}
 	if o.Final {
 		if !act {
 			o.Final, o.Reason = false, "every element is decided; the array is not decided yet (tether run, wait, step or monitor decides): "+o.Reason
@@ -195,6 +206,7 @@ func (e *Engine) arrayOutcome(run rundir.Run, rec *schema.RunRecord) schema.Outc
 	var usage schema.Usage
 	for i := range size {
 		el := e.elementView(e.elementRun(rec.RunID, i), i)
+		el.Params = rec.Task.Array.ElementParams(i)
 		if el.Final {
 			decided++
 			if schema.Proceeds(el.Outcome) {
@@ -377,65 +389,23 @@ func (e *Engine) waitArray(ctx context.Context, run rundir.Run, update func(Stat
 		if o, ok, err := run.Outcome(); err != nil || ok {
 			return o, err
 		}
-		st, err := e.stepArray(ctx, run, rec, true)
+		st, err := e.stepArray(ctx, run, rec, true, -1) // the elements are stepped below
 		if err != nil {
 			return nil, err
 		}
 		if st.Outcome.Final {
 			return &st.Outcome, nil
 		}
-		var ids []backends.JobID
-		var live []int
-		for _, el := range st.Outcome.Elements {
-			if el.Final || el.JobID == "" {
-				continue
-			}
-			live = append(live, el.Index)
-			ids = append(ids, backends.JobID(el.JobID))
+		ended, perr, aerr := e.stepElements(ctx, run, st.Outcome.Elements, trackers, interval)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
 		}
-		ended := false
-		if len(ids) > 0 {
-			snap, perr := e.Poller.Status(ctx, ids, interval)
-			if perr != nil && !errors.Is(perr, ErrQuery) {
-				return nil, perr
-			}
-			st.PollErr = perr
-			for _, i := range live {
-				if trackers[i] == nil {
-					trackers[i] = NewTracker(e.elementRun(run.ID, i))
-				}
-			}
-			// elements are stepped side by side: a decision may wait a
-			// few seconds for the scheduler's accounting
-			results := make([]Status, len(live))
-			errs := make([]error, len(live))
-			var wg sync.WaitGroup
-			sem := make(chan struct{}, arrayStepWorkers)
-			for k, i := range live {
-				wg.Add(1)
-				sem <- struct{}{}
-				go func() {
-					defer func() { <-sem; wg.Done() }()
-					results[k], errs[k] = e.StepWith(ctx, e.elementRun(run.ID, i), &snap, perr, trackers[i])
-				}()
-			}
-			wg.Wait()
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-			for k, i := range live {
-				if errs[k] != nil {
-					e.Log.Warn("could not look at an element", "run", run.ID, "element", i, "err", errs[k])
-					continue
-				}
-				if results[k].Outcome.Final {
-					ended = true
-					delete(trackers, i)
-				}
-				if st.ActErr == nil {
-					st.ActErr = results[k].ActErr
-				}
-			}
+		if perr != nil && !errors.Is(perr, ErrQuery) {
+			return nil, perr
+		}
+		st.PollErr = perr
+		if st.ActErr == nil {
+			st.ActErr = aerr
 		}
 		st.Outcome.Message = countWords(st.Outcome.Counts)
 		if update != nil {
@@ -521,4 +491,64 @@ func (e *Engine) rerunElement(ctx context.Context, erun rundir.Run, arrayOut *sc
 	}
 	_, err = e.Submitter.Recover(ctx, erun, erec, true)
 	return err
+}
+
+// stepElements steps every live element of an array run (acting) with ONE
+// scheduler query for all of them, 8 at a time; it reports whether one
+// was decided. trackers keeps what was read of each element between calls
+// (nil: read afresh).
+func (e *Engine) stepElements(ctx context.Context, run rundir.Run, els []schema.ElementOutcome, trackers map[int]*Tracker, maxAge time.Duration) (ended bool, perr, aerr error) {
+	var ids []backends.JobID
+	var live []int
+	for _, el := range els {
+		if el.Final || el.JobID == "" {
+			continue
+		}
+		live = append(live, el.Index)
+		ids = append(ids, backends.JobID(el.JobID))
+	}
+	if len(ids) == 0 {
+		return false, nil, nil
+	}
+	snap, perr := e.Poller.Status(ctx, ids, maxAge)
+	if perr != nil && !errors.Is(perr, ErrQuery) {
+		return false, perr, nil
+	}
+	if trackers == nil {
+		trackers = map[int]*Tracker{}
+	}
+	for _, i := range live {
+		if trackers[i] == nil {
+			trackers[i] = NewTracker(e.elementRun(run.ID, i))
+		}
+	}
+	// side by side: a decision may wait a few seconds for the
+	// scheduler's accounting
+	results := make([]Status, len(live))
+	errs := make([]error, len(live))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, arrayStepWorkers)
+	for k, i := range live {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			results[k], errs[k] = e.StepWith(ctx, e.elementRun(run.ID, i), &snap, perr, trackers[i])
+		}()
+	}
+	wg.Wait()
+	for k, i := range live {
+		if errs[k] != nil {
+			e.Log.Warn("could not look at an element", "run", run.ID, "element", i, "err", errs[k])
+			continue
+		}
+		if results[k].Outcome.Final {
+			ended = true
+			delete(trackers, i)
+		}
+		if aerr == nil {
+			aerr = results[k].ActErr
+		}
+	}
+	return ended, perr, aerr
 }

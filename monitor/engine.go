@@ -196,7 +196,10 @@ func (e *Engine) step(ctx context.Context, run rundir.Run, snap *Snapshot, perr 
 		return Status{}, err
 	}
 	if rec.Task.Array.Enabled() {
-		return e.stepArray(ctx, run, rec, act)
+		if snap != nil {
+			maxAge = -1 // the monitor steps the elements itself, as runs of their own
+		}
+		return e.stepArray(ctx, run, rec, act, maxAge)
 	}
 	if cur := rec.Current(); rec.Element != nil && cur != nil && cur.InArray && cur.JobID == "" {
 		// its array run sends it, and nothing else

@@ -8,4 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
 go test -run '^$' -bench . -benchtime "${BENCHTIME:-20x}" ./... 2>&1 | grep -E '^(Benchmark|ok|FAIL|---)' | grep -v 'no test files'
+# BenchmarkArray1000 is one comparison of a few minutes (it skips itself
+# in the run above)
+go test -run '^$' -bench 'BenchmarkArray1000$' -benchtime 1x ./cmd/tether/ 2>&1 | grep -E '^(Benchmark|ok|FAIL|---)'
 ./scripts/bench-controller.sh

@@ -443,3 +443,163 @@ func BenchmarkRESTLiveDetail5000(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkArray1000 compares, side by side in one run on the first test
+// cluster (sbatch backend, held jobs, cancelled after): one array Task of
+// 1,000 elements through `tether submit`, 1,000 `tether submit` of single
+// Tasks, and 1,000 raw `sbatch --parsable`: wall time and slurmctld's
+// REQUEST_SUBMIT_BATCH_JOB count (sdiag) of each. Targets: the array is at
+// least 20x faster than 1,000 tether submits, and one submit RPC (two
+// with [submit] max_array_size = 500, the split case). About two minutes:
+// scripts/bench.sh runs it with -benchtime 1x; other runs skip it.
+func BenchmarkArray1000(b *testing.B) {
+	if b.N > 1 {
+		b.Skip("one comparison takes minutes: run with -benchtime 1x (scripts/bench.sh does)")
+	}
+	c := needClusters(b)[0]
+	shared := c.get("TESTCLUSTER_SHARED_DIR")
+	bin := sharedTether(b, shared)
+	dir := benchDir(b, shared, "array1000")
+	held := "[scheduler]\nextra_args=['--hold']\n"
+	os.WriteFile(filepath.Join(dir, "one.toml"), []byte("name='one'\ncommand=['true']\n[resources]\nwalltime='1m'\n"+held), 0o644)
+	os.WriteFile(filepath.Join(dir, "arr.toml"), []byte("name='arr'\ncommand=['true']\n[resources]\nwalltime='1m'\n[array]\ncount=1000\n"+held), 0o644)
+	split := filepath.Join(dir, "split-site.toml")
+	base, err := os.ReadFile(c.site["sbatch"])
+	if err != nil {
+		b.Fatal(err)
+	}
+	os.WriteFile(split, append(base, []byte("\n[submit]\nmax_array_size = 500\n")...), 0o644)
+	env := tetherEnv("TETHER_SITE="+c.site["sbatch"], "TETHER_STATE_DIR="+filepath.Join(dir, "state"))
+	scancel := filepath.Join(c.get("TESTCLUSTER_BIN_DIR"), "scancel")
+	var jobs []string
+	defer func() {
+		for len(jobs) > 0 {
+			n := min(len(jobs), 500)
+			exec.Command(scancel, jobs[:n]...).Run()
+			jobs = jobs[n:]
+		}
+	}()
+	submit := func(args ...string) map[string]any {
+		cmd := exec.Command(bin, append([]string{"submit"}, args...)...)
+		cmd.Dir, cmd.Env = dir, env
+		out, err := cmd.Output()
+		if err != nil {
+			b.Fatalf("tether submit %v: %v %s", args, err, out)
+		}
+		return lastLineJSON(b, out)
+	}
+	rpcs := func() int { return sdiagCount(b, c, "REQUEST_SUBMIT_BATCH_JOB") }
+	measure := func(f func()) (time.Duration, int) {
+		r0, t0 := rpcs(), time.Now()
+		f()
+		return time.Since(t0), rpcs() - r0
+	}
+	arrayT, arrayR := measure(func() {
+		o := submit("arr.toml")
+		jobs = append(jobs, strings.Fields(o["job_id"].(string))[0])
+	})
+	splitT, splitR := measure(func() {
+		o := submit("--site", split, "arr.toml")
+		jobs = append(jobs, strings.Split(strings.Fields(o["job_id"].(string))[0], ",")...)
+	})
+	var script string
+	singleT, singleR := measure(func() {
+		for i := 0; i < 1000; i++ {
+			o := submit("one.toml")
+			jobs = append(jobs, o["job_id"].(string))
+			script = filepath.Join(o["run_dir"].(string), "attempts", "1", "job.sh")
+		}
+	})
+	sb := filepath.Join(c.get("TESTCLUSTER_BIN_DIR"), "sbatch")
+	rawT, rawR := measure(func() {
+		for i := 0; i < 1000; i++ {
+			out, err := exec.Command(sb, "--parsable", "--hold", "--output=/dev/null", "--error=/dev/null", script).Output()
+			if err != nil {
+				b.Fatalf("sbatch: %v", err)
+			}
+			jobs = append(jobs, strings.TrimSpace(strings.Split(string(out), ";")[0]))
+		}
+	})
+	b.ReportMetric(arrayT.Seconds(), "s/array-1000")
+	b.ReportMetric(float64(arrayR), "submit-RPCs/array-1000")
+	b.ReportMetric(splitT.Seconds(), "s/array-1000-split-500")
+	b.ReportMetric(float64(splitR), "submit-RPCs/array-split-500")
+	b.ReportMetric(singleT.Seconds(), "s/1000-tether-submit")
+	b.ReportMetric(float64(singleR), "submit-RPCs/1000-tether-submit")
+	b.ReportMetric(rawT.Seconds(), "s/1000-raw-sbatch")
+	b.ReportMetric(float64(rawR), "submit-RPCs/1000-raw-sbatch")
+	b.ReportMetric(float64(singleT)/float64(arrayT), "x-faster-than-1000-submits")
+}
+
+// BenchmarkArrayPoll1000: one poll of an array of 1,000 live (held)
+// elements, through the sbatch backend (slurm commands and slurmctld's
+// job-info RPCs per poll; target 2 commands, squeue and, only for ids it
+// no longer knows, sacct) and the REST backend (HTTP requests and bytes
+// per poll; target 1 request), on every test cluster.
+func BenchmarkArrayPoll1000(b *testing.B) {
+	for _, c := range needClusters(b) {
+		b.Run(c.key, func(b *testing.B) {
+			shared := c.get("TESTCLUSTER_SHARED_DIR")
+			dir := benchDir(b, shared, "arraypoll")
+			ctx := context.Background()
+			sb := sbatch.New(c.get("TESTCLUSTER_BIN_DIR"), nil, true)
+			arr, err := sb.SubmitArray(ctx, backends.JobRequest{Name: "bench", Dir: dir, Stdout: "/dev/null", Stderr: "/dev/null",
+				Script: writeScript(b, dir), Walltime: time.Minute, ExtraArgs: []string{"--hold"}}, backends.ArraySpec{Size: 1000})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer exec.Command(filepath.Join(c.get("TESTCLUSTER_BIN_DIR"), "scancel"), string(arr)).Run()
+			ids := make([]backends.JobID, 1000)
+			for i := range ids {
+				ids[i] = sb.ElementID(arr, i)
+			}
+			site, err := schema.LoadSite(c.site["rest"])
+			if err != nil {
+				b.Fatal(err)
+			}
+			rb, err := registry.Open(site, registry.Options{StateDir: dir})
+			if err != nil {
+				b.Fatal(err)
+			}
+			rest := rb.(interface {
+				Requests() int64
+				ReceivedBytes() int64
+			})
+			check := func(got map[backends.JobID]backends.JobStatus, err error, what string) {
+				if err != nil {
+					b.Fatalf("%s: %v", what, err)
+				}
+				if len(got) != len(ids) {
+					b.Fatalf("%s reported %d of %d elements", what, len(got), len(ids))
+				}
+			}
+			calls0, rpc0 := sb.Calls(), sdiagJobInfoRPCs(b, c)
+			var sbT, restT time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				got, err := sb.Query(ctx, ids)
+				sbT += time.Since(t0)
+				check(got, err, "squeue")
+			}
+			b.StopTimer()
+			n := float64(b.N)
+			b.ReportMetric(float64(sb.Calls()-calls0)/n, "sbatch-slurm-commands/poll")
+			b.ReportMetric(float64(sdiagJobInfoRPCs(b, c)-rpc0)/n, "sbatch-ctld-job-RPCs/poll")
+			b.ReportMetric(float64(sbT.Milliseconds())/n, "sbatch-ms/poll")
+			req0, bytes0, rpc1 := rest.Requests(), rest.ReceivedBytes(), sdiagJobInfoRPCs(b, c)
+			b.StartTimer()
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				got, err := rb.Query(ctx, ids)
+				restT += time.Since(t0)
+				check(got, err, "REST")
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(sdiagJobInfoRPCs(b, c)-rpc1)/n, "rest-ctld-job-RPCs/poll")
+			b.ReportMetric(float64(rest.Requests()-req0)/n, "rest-requests/poll")
+			b.ReportMetric(float64(rest.ReceivedBytes()-bytes0)/n/1e3, "rest-kB/poll")
+			b.ReportMetric(float64(restT.Milliseconds())/n, "rest-ms/poll")
+		})
+	}
+}

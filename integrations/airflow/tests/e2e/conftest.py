@@ -158,10 +158,11 @@ def read_run(dag_id: str, run_id: str) -> dict[str, Any]:
             )
         }
         # xcom.value is a JSON column: decode once, and only TEXT (numbers come back as numbers)
+        # keyed "task_id:key", mapped instances' "task_id[map_index]:key"
         xcom = {
-            f"{t}:{k}": json.loads(v) if isinstance(v, str) else v
-            for t, k, v in con.execute(
-                "SELECT task_id, key, value FROM xcom WHERE dag_id=? AND run_id=? AND map_index=-1", (dag_id, run_id)
+            f"{t if mi < 0 else f'{t}[{mi}]'}:{k}": json.loads(v) if isinstance(v, str) else v
+            for t, mi, k, v in con.execute(
+                "SELECT task_id, map_index, key, value FROM xcom WHERE dag_id=? AND run_id=?", (dag_id, run_id)
             )
         }
         history = sorted(

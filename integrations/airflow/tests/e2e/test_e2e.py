@@ -113,6 +113,28 @@ def test_mapped_instances_get_their_own_jobs(runner: Runner, mode: str):
     assert sorted(x["job_id"] for x in runs) == ["1", "2"], runs
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_array_elements_and_mapped_downstream(runner: Runner, mode: str):
+    """An array Task fed by an upstream list is ONE scheduler array; the
+    operator's XCom "elements" feeds a downstream task mapped over them."""
+    r = runner.run(f"e2e_{mode}_array")
+    assert r.ti_state("work") == "success", r.describe()
+    runs = r.tether("list", "--json").json()
+    assert len(runs) == 1 and runs[0]["job_id"].endswith("(array of 3)"), runs
+    if mode == "bash":
+        got = r.outcome("work")
+        assert got["counts"] == {"succeeded": 3}, got
+        assert [e["results"]["sq"] for e in got["elements"]] == ["4", "9", "16"], got
+        return
+    got = r.xcom["work:outcome"]
+    assert got["outcome"] == "succeeded" and got["counts"] == {"succeeded": 3}, got
+    els = r.xcom["work:return_value"]
+    assert [e["params"] for e in els] == [{"n": 2}, {"n": 3}, {"n": 4}], els
+    for i, sq in enumerate(["4", "9", "16"]):
+        assert r.ti_state(f"each[{i}]") == "success", r.describe()
+        assert r.xcom[f"each[{i}]:return_value"] == {"index": i, "sq": sq, "outcome": "succeeded"}
+
+
 # --------------------------------------------------------------------------- retry + kill
 def _descends_from(pid: int, ancestor: int) -> bool:
     while pid > 1:

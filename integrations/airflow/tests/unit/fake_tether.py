@@ -18,6 +18,11 @@ cmd = argv[1] if len(argv) > 1 else ""
 with open(os.path.join(d, "calls.jsonl"), "a") as f:
     fcntl.flock(f, fcntl.LOCK_EX)
     f.write(json.dumps(argv) + "\n")
+for a in argv:
+    # keep the elements an operator passed (it removes its file afterwards)
+    if a.startswith("array.params="):
+        with open(a.split("=", 1)[1]) as src, open(os.path.join(d, "params.jsonl"), "a") as dst:
+            dst.write(src.read())
 counter = os.path.join(d, f"count.{cmd}")
 n = int(open(counter).read()) if os.path.exists(counter) else 0
 open(counter, "w").write(str(n + 1))

@@ -39,6 +39,32 @@ def op(fake, **kw) -> TetherOperator:
 KEY = f"airflow/pipeline/{RUN_ID}/analysis"
 
 
+# --------------------------------------------------------------------------- arrays
+def test_elements_make_an_array_task_and_push_the_elements(fake):
+    els = [{"index": 0, "params": {"f": "a"}, "outcome": "succeeded", "results": {"x": "1"}, "run_id": "r.0", "job_id": "7_0"},
+           {"index": 1, "params": {"f": "b"}, "outcome": "succeeded", "results": {"x": "2"}, "run_id": "r.1", "job_id": "7_1"}]
+    fake.reply("run", 0, outcome(counts={"succeeded": 2}, elements=els))
+    pushed = {}
+    ctx = context()
+    ctx["ti"].xcom_push = lambda key, value: pushed.__setitem__(key, value)
+    got = op(fake, overrides={"resources.walltime": "30m"}, elements=[{"f": "a"}, {"f": "b"}]).execute(ctx)
+    assert pushed["outcome"]["counts"] == {"succeeded": 2}
+    (argv,) = fake.argvs("run")
+    sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    assert sets[0] == "resources.walltime=30m" and sets[1].startswith("array.params="), argv
+    assert not os.path.exists(sets[1].split("=", 1)[1]), "the elements file is removed after the submit"
+    assert (fake.dir / "params.jsonl").read_text() == '{"f": "a"}\n{"f": "b"}\n'
+    assert [e["results"]["x"] for e in got] == ["1", "2"], "the return value is the elements"
+    assert got[1]["params"] == {"f": "b"} and got[1]["job_id"] == "7_1"
+
+
+@pytest.mark.parametrize("bad", ["a,b", [1, 2], [], {"f": "a"}])
+def test_elements_must_be_a_list_of_dicts(fake, bad):
+    with pytest.raises((TypeError, ValueError)):
+        op(fake, elements=bad).execute(context())
+    assert fake.argvs() == []
+
+
 # --------------------------------------------------------------------------- sync: tether run
 def test_sync_success_returns_the_outcome_and_passes_key_site_overrides(fake):
     fake.reply("run", 0, outcome(results={"rows": "3"}), stderr="tether: submitted run analysis-1 as job 7\n")

@@ -19,6 +19,15 @@ Sync mode runs `tether run` on the worker and waits. ``deferrable=True`` runs
 `tether submit`, then hands the wait to a TetherTrigger in the triggerer,
 which polls `tether step`; the worker slot is free while the job runs.
 
+With ``elements`` (a list of dicts, or an XCom from an upstream task), or
+a task file with ``[array]``, the Task is an array Task: tether submits ONE
+scheduler array, one element per dict (its ``TETHER_PARAMS``), and decides
+every element. The XCom return value is then the list of elements, one dict
+per element with its ``index``, ``params``, ``outcome``, ``reason``,
+``results``, ``run_id``, ``job_id``, ``exit_code`` and ``attempts``, so a
+downstream task can map over them (``use.expand(element=op.output)``); the
+whole outcome (``counts``, ``succeeded``...) is the XCom ``outcome``.
+
 Both modes pass an idempotency key (default ``airflow/<dag>/<run>/<task>``,
 plus ``/<map_index>`` for mapped tasks), so an Airflow retry after a lost
 worker reattaches to the job that is still running instead of submitting a
@@ -32,6 +41,7 @@ import json
 import os
 import shlex
 import subprocess
+import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -79,6 +89,10 @@ class TetherOperator(BaseOperator):
     :param max_status_errors: when deferrable, consecutive failed
         `tether step` calls (exit 2 or 3, killed, no JSON, no answer)
         tolerated before the try fails.
+    :param elements: make the Task an array Task: a list of dicts, one per
+        element (each reaches its element as ``TETHER_PARAMS`` and, for flat
+        values, ``TETHER_PARAM_<name>``), e.g. an upstream task's XCom. The
+        task file must not set ``[array] count`` or ``params``. (templated)
     :param cancel_on_kill: also `tether cancel` the job when the task is
         killed: in sync mode whenever Airflow kills the running task (marked
         failed or success, cleared, execution_timeout, and a worker shut
@@ -88,8 +102,8 @@ class TetherOperator(BaseOperator):
         to it.
     """
 
-    template_fields: Sequence[str] = ("task_file", "site", "overrides", "key", "env")
-    template_fields_renderers = {"overrides": "json", "env": "json"}
+    template_fields: Sequence[str] = ("task_file", "site", "overrides", "key", "env", "elements")
+    template_fields_renderers = {"overrides": "json", "env": "json", "elements": "json"}
     ui_color = "#dce9f5"
 
     def __init__(
@@ -105,6 +119,7 @@ class TetherOperator(BaseOperator):
         env: Mapping[str, str] | None = None,
         max_status_errors: int = 3,
         cancel_on_kill: bool = False,
+        elements: Sequence[Mapping[str, Any]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -120,6 +135,7 @@ class TetherOperator(BaseOperator):
         self.env = env
         self.max_status_errors = max_status_errors
         self.cancel_on_kill = cancel_on_kill
+        self.elements = elements
         self._proc: subprocess.Popen[str] | None = None
         self._run_key: str | None = None
 
@@ -171,17 +187,60 @@ class TetherOperator(BaseOperator):
         if result is not None:
             self.log.info("tether outcome: %s", json.dumps(result, sort_keys=True))
 
+    def _overrides(self, params_file: str | None) -> Sequence[str] | Mapping[str, Any] | None:
+        """The overrides, plus array.params when the operator has elements."""
+        if params_file is None:
+            return self.overrides
+        base = self.overrides or []
+        pairs = [f"{k}={v}" for k, v in base.items()] if isinstance(base, Mapping) else [str(p) for p in base]
+        return [*pairs, f"array.params={params_file}"]
+
+    def _write_elements(self) -> str | None:
+        """Write the elements as a JSON Lines file for tether (it reads the
+        file once, at submit: the elements are kept in the run)."""
+        if self.elements is None:
+            return None
+        elements = self.elements
+        if isinstance(elements, (str, bytes)) or not isinstance(elements, Sequence):
+            raise TypeError(f"elements must be a list of dicts, not {type(elements).__name__}")
+        if not elements:
+            raise ValueError("elements is empty: an array Task needs at least one element")
+        fd, path = tempfile.mkstemp(prefix="tether-elements-", suffix=".jsonl")
+        with os.fdopen(fd, "w") as f:
+            for i, el in enumerate(elements):
+                if not isinstance(el, Mapping):
+                    os.unlink(path)
+                    raise TypeError(f"element {i} is a {type(el).__name__}, not a dict")
+                f.write(json.dumps(el, sort_keys=True) + "\n")
+        return path
+
+    def _array_result(self, context: Context, result: dict[str, Any]) -> Any:
+        """An array run's XCom: its elements (the outcome goes to the XCom
+        "outcome"); any other run's: its outcome."""
+        els = result.get("elements")
+        if not isinstance(els, list):
+            return result
+        context["ti"].xcom_push(key="outcome", value=result)
+        keep = ("index", "params", "outcome", "reason", "results", "run_id", "job_id", "exit_code", "attempts")
+        return [{k: el.get(k) for k in keep} for el in els]
+
     # ------------------------------------------------------------------ execute
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> Any:
         self._run_key = self._resolve_key(context)
         task_file = self._resolve_task_file()
-        if self.deferrable:
-            return self._execute_deferrable(task_file)
-        return self._execute_sync(task_file)
+        params_file = self._write_elements()
+        try:
+            if self.deferrable:
+                return self._execute_deferrable(task_file, params_file, context)
+            result = self._execute_sync(task_file, params_file)
+        finally:
+            if params_file:
+                os.unlink(params_file)
+        return self._array_result(context, result)
 
-    def _execute_sync(self, task_file: str) -> dict[str, Any]:
+    def _execute_sync(self, task_file: str, params_file: str | None = None) -> dict[str, Any]:
         argv = submit_argv(
-            self.tether_bin, "run", task_file, site=self._site(), key=self._run_key, overrides=self.overrides
+            self.tether_bin, "run", task_file, site=self._site(), key=self._run_key, overrides=self._overrides(params_file)
         )
         self.log.info("$ %s", shlex.join(argv))
         try:
@@ -218,9 +277,9 @@ class TetherOperator(BaseOperator):
         self._log_outcome(result)
         return check_result(rc, result, "\n".join(tail), "tether run")
 
-    def _execute_deferrable(self, task_file: str) -> dict[str, Any]:
+    def _execute_deferrable(self, task_file: str, params_file: str | None, context: Context) -> dict[str, Any]:
         argv = submit_argv(
-            self.tether_bin, "submit", task_file, site=self._site(), key=self._run_key, overrides=self.overrides
+            self.tether_bin, "submit", task_file, site=self._site(), key=self._run_key, overrides=self._overrides(params_file)
         )
         rc, result, err = self._call(argv)
         if rc != 0 or result is None:
@@ -237,7 +296,7 @@ class TetherOperator(BaseOperator):
             rc, status, err = self._call(step_argv(self.tether_bin, run_id, self._site()))
             if rc != EXIT_NOT_FINISHED:
                 self._log_outcome(status)
-                return check_result(rc, status, err, "tether step")
+                return self._array_result(context, check_result(rc, status, err, "tether step"))
         self.log.info(
             "tether run %s (job %s) is %s; deferring, polling every %ss",
             run_id,
@@ -262,12 +321,12 @@ class TetherOperator(BaseOperator):
         )
         raise AssertionError("unreachable: defer() raises TaskDeferred")  # pragma: no cover
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger fired: map the final `tether step` like `tether run`."""
         event = event or {}
         result = event.get("result")
         self._log_outcome(result)
-        return check_result(event.get("returncode"), result, event.get("stderr"), "tether step")
+        return self._array_result(context, check_result(event.get("returncode"), result, event.get("stderr"), "tether step"))
 
     # ------------------------------------------------------------------ kill
     def on_kill(self) -> None:

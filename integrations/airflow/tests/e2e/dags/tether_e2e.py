@@ -91,3 +91,37 @@ with DAG(dag_id="e2e_sync_mapped", schedule=None, catchup=False, tags=["tether-e
     TetherOperator.partial(task_id="work", task_file=TASK_FILE % "success.toml").expand(
         overrides=[{"env.PART": "0"}, {"env.PART": "1"}]
     )
+
+
+# An array Task fed by an upstream task's list, and a downstream task
+# mapped over the elements' XCom. The BashOperator recipe: write the list
+# as JSON Lines and pass it with --set array.params=FILE; the outcome JSON
+# carries "elements".
+@task(task_id="inputs")
+def inputs():
+    return [{"n": 2}, {"n": 3}, {"n": 4}]
+
+
+@task(task_id="each")
+def each(element):
+    return {"index": element["index"], "sq": element["results"]["sq"], "outcome": element["outcome"]}
+
+
+for _mode in ("sync", "deferrable"):
+    with DAG(dag_id=f"e2e_{_mode}_array", schedule=None, catchup=False, tags=["tether-e2e"]):
+        _work = TetherOperator(
+            task_id="work",
+            task_file=TASK_FILE % "array.toml",
+            elements=inputs(),
+            **({"deferrable": True, "poll_interval": 0.2} if _mode == "deferrable" else {}),
+        )
+        each.expand(element=_work.output)
+
+with DAG(dag_id="e2e_bash_array", schedule=None, catchup=False, tags=["tether-e2e"]):
+    BashOperator(
+        task_id="work",
+        bash_command=(
+            'f=$(mktemp) && printf \'{"n":2}\\n{"n":3}\\n{"n":4}\\n\' > "$f" && '
+            f'tether run --set array.params="$f" {TASK_FILE % "array.toml"}; rc=$?; rm -f "$f"; exit $rc'
+        ),
+    )
