@@ -468,17 +468,7 @@ func (e *Engine) rerunElement(ctx context.Context, erun rundir.Run, arrayOut *sc
 	if err != nil {
 		return err
 	}
-	cur := erec.Current()
-	if cur == nil || o.Attempts >= len(erec.Attempts) {
-		gen := 1
-		if cur != nil {
-			gen = cur.Generation + 1
-		}
-		erec.CancelRequested = nil
-		erec.Attempts = append(erec.Attempts, schema.Attempt{
-			N: len(erec.Attempts) + 1, SubmittedAt: e.Now().UTC(), Generation: gen, Unsent: true,
-			Reason: fmt.Sprintf("array run again with key %q after the array's outcome %s", key, arrayOut.Outcome),
-		})
+	if rerunAttempt(erec, o, fmt.Sprintf("array run again with key %q after the array's outcome %s", key, arrayOut.Outcome), e.Now()) {
 		if err := erun.Save(erec); err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/tether-hpc/tether/backends"
 	"github.com/tether-hpc/tether/rundir"
@@ -168,17 +169,7 @@ func (e *Engine) reuse(ctx context.Context, run rundir.Run, rec *schema.RunRecor
 	// in between leaves the old decision in place (and the next rerun
 	// carries on with the recorded attempt) instead of an undecided run
 	// that would be decided a second time.
-	cur := rec.Current()
-	if cur == nil || out.Attempts >= len(rec.Attempts) {
-		gen := 1
-		if cur != nil {
-			gen = cur.Generation + 1
-		}
-		rec.CancelRequested = nil
-		rec.Attempts = append(rec.Attempts, schema.Attempt{
-			N: len(rec.Attempts) + 1, SubmittedAt: e.Now().UTC(), Generation: gen, Unsent: true,
-			Reason: fmt.Sprintf("run again with key %q after outcome %s", req.Key, out.Outcome),
-		})
+	if rerunAttempt(rec, out, fmt.Sprintf("run again with key %q after outcome %s", req.Key, out.Outcome), e.Now()) {
 		if err := run.Save(rec); err != nil {
 			return rundir.Run{}, nil, err
 		}
@@ -266,4 +257,23 @@ func (e *Engine) requestCancel(ctx context.Context, run rundir.Run) (o *schema.O
 	}
 	// not taken (or not recorded): the next acting look sends it again
 	return nil, e.sendCancel(ctx, run, rec), nil
+}
+
+// rerunAttempt adds the attempt that starts a decided run again, as a new
+// generation not sent yet, unless the run has it already (an earlier
+// rerun died before archiving the outcome). It reports whether it added.
+func rerunAttempt(rec *schema.RunRecord, out *schema.Outcome, reason string, now time.Time) bool {
+	cur := rec.Current()
+	if cur != nil && out.Attempts < len(rec.Attempts) {
+		return false
+	}
+	gen := 1
+	if cur != nil {
+		gen = cur.Generation + 1
+	}
+	rec.CancelRequested = nil
+	rec.Attempts = append(rec.Attempts, schema.Attempt{
+		N: len(rec.Attempts) + 1, SubmittedAt: now.UTC(), Generation: gen, Unsent: true, Reason: reason,
+	})
+	return true
 }

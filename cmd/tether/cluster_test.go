@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -229,7 +230,16 @@ func cmdNode(ts *testscript.TestScript, neg bool, args []string) {
 	scontrol := filepath.Join(c.get("TESTCLUSTER_BIN_DIR"), "scontrol")
 	node := c.get("TESTCLUSTER_NODE")
 	resume := func() error {
-		return exec.Command(scontrol, "update", "nodename="+node, "state=resume").Run()
+		err := exec.Command(scontrol, "update", "nodename="+node, "state=resume").Run()
+		// the next script may take the cluster at once: the node must be
+		// back in the controller's eyes first, or its jobs pend with
+		// ReqNodeNotAvail
+		waitFor(30*time.Second, func() bool {
+			out, _ := exec.Command(scontrol, "show", "node", node).Output()
+			st := regexp.MustCompile(`State=(\S+)`).FindSubmatch(out)
+			return st != nil && !regexp.MustCompile(`DOWN|DRAIN|NOT_RESPONDING|UNKNOWN`).Match(st[1])
+		})
+		return err
 	}
 	switch {
 	case len(args) == 1 && args[0] == "down":

@@ -473,7 +473,9 @@ func TestArrayQdel(t *testing.T) {
 // A subjob that is exiting cannot be deleted (PBSE_BADSTATE).
 func TestArrayQdelExiting(t *testing.T) {
 	e := newEnv(t, pbsemutest.Options{ExitingDelay: 2 * time.Second})
-	id := e.qsubArray("-J", "0-1", "--", "/bin/true")
+	// subjob 1 runs on while subjob 0 exits, so the array stays begun
+	// (B) however slow the machine is between the qdel and the qstat
+	id := e.qsubArray("-J", "0-1", "--", "/bin/sh", "-c", `[ "$PBS_ARRAY_INDEX" = 0 ] || sleep 8`)
 	e.wait(sj(id, 0), "E", 10*time.Second)
 	if r := e.run("qdel", sj(id, 0)); r.Code != 168 || r.Stderr != "qdel: Request invalid for state of job "+sj(id, 0)+"\n" {
 		t.Errorf("qdel exiting subjob: %+v", r)
@@ -482,7 +484,7 @@ func TestArrayQdelExiting(t *testing.T) {
 	if !strings.Contains(str(p, "array_state_count"), "Exiting:") || str(p, "job_state") != "B" {
 		t.Errorf("parent while exiting: %v", p)
 	}
-	e.wait(id, "F", 20*time.Second)
+	e.wait(id, "F", 30*time.Second)
 }
 
 // Each subjob's Exit_status is its own; walltime kills a subjob like a
