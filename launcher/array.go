@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/tether-hpc/tether/backends"
 	"github.com/tether-hpc/tether/rundir"
@@ -101,8 +102,8 @@ func (s *Submitter) makeElements(ctx context.Context, run rundir.Run, rec *schem
 	task.Array = schema.TaskArray{}
 	task.Proceed.MinSucceeded = nil
 	warnTimer := NeedsWarnTimer(ctx, s.Backend)
-	var first *backends.JobRequest
-	for i := range rec.Array.Size {
+	reqs := make([]*backends.JobRequest, rec.Array.Size)
+	err := parallel(rec.Array.Size, func(i int) error {
 		erun := s.ElementRun(rec.RunID, i)
 		erec, err := erun.Load()
 		if errors.Is(err, rundir.ErrNoRun) {
@@ -113,30 +114,33 @@ func (s *Submitter) makeElements(ctx context.Context, run rundir.Run, rec *schem
 				Attempts: []schema.Attempt{{N: 1, SubmittedAt: s.Now().UTC(), Reason: "first attempt, in the array", Generation: 1, InArray: true}},
 			}
 			if erun, err = s.Store.CreateRun(erec); err != nil {
-				return nil, err
+				return err
 			}
 		} else if err != nil {
-			return nil, err
+			return err
 		}
 		plan, err := Build(erun, &erec.Task, s.Site, AttemptSpec{N: 1, WarnTimer: warnTimer, Env: rec.Env, Element: erec.Element}, s.TetherPath)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if err := erun.MkAttemptDir(1); err != nil {
-			return nil, err
+			return err
 		}
 		if plan.TaskScript != nil {
 			if err := erun.WriteScript(erun.TaskScript(1), plan.TaskScript); err != nil {
-				return nil, err
+				return err
 			}
 		}
 		if err := erun.WriteScript(erun.Script(1), plan.Script); err != nil {
-			return nil, err
+			return err
 		}
-		if first == nil {
-			first = &plan.Request
-		}
+		reqs[i] = &plan.Request
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	first := reqs[0]
 	pl, err := s.Limits.Place(ctx, *first)
 	if err != nil {
 		return nil, err
@@ -233,7 +237,8 @@ func (s *Submitter) sendChunk(ctx context.Context, as backends.ArraySubmitter, r
 // active.
 func (s *Submitter) recordChunk(as backends.ArraySubmitter, run rundir.Run, rec *schema.RunRecord, k int) error {
 	c := &rec.Array.Chunks[k]
-	for i := c.First; i <= c.Last; i++ {
+	err := parallel(c.Last-c.First+1, func(j int) error {
+		i := c.First + j
 		erun := s.ElementRun(run.ID, i)
 		erec, err := erun.Load()
 		if err != nil {
@@ -241,16 +246,18 @@ func (s *Submitter) recordChunk(as backends.ArraySubmitter, run rundir.Run, rec 
 		}
 		a := &erec.Attempts[0]
 		if a.JobID == "" {
-			a.JobID = string(as.ElementID(backends.JobID(c.JobID), i-c.First))
+			a.JobID = string(as.ElementID(backends.JobID(c.JobID), j))
 			if err := erun.Save(erec); err != nil {
 				return err
 			}
 		}
-		if _, done, _ := erun.Outcome(); !done && erec.Current() == a {
-			if err := s.Store.SetActive(erun.ID, a.JobID, s.Site.Name); err != nil {
-				return err
-			}
+		if _, done, _ := erun.Outcome(); !done && len(erec.Attempts) == 1 {
+			return s.Store.SetActive(erun.ID, a.JobID, s.Site.Name)
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	c.Recorded = true
 	return run.Save(rec)
@@ -266,4 +273,32 @@ func dispatcher(run rundir.Run, c *schema.ArrayChunk, indexVar string) string {
 	prefix := filepath.Join(filepath.Dir(run.Dir), run.ID) + "."
 	fmt.Fprintf(&b, "exec /bin/bash %s\"$((%d + 10#$__tether_i))\"%s\n", Quote(prefix), c.First, Quote("/attempts/1/job.sh"))
 	return b.String()
+}
+
+// elementWorkers is how many elements' files are written at once.
+const elementWorkers = 8
+
+// parallel runs f(0..n-1) on elementWorkers goroutines and returns the
+// first error.
+func parallel(n int, f func(i int) error) error {
+	var wg sync.WaitGroup
+	errs := make([]error, elementWorkers)
+	next := make(chan int)
+	for w := range elementWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := f(i); err != nil && errs[w] == nil {
+					errs[w] = err
+				}
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return errors.Join(errs...)
 }

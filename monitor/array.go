@@ -204,8 +204,19 @@ func (e *Engine) arrayOutcome(run rundir.Run, rec *schema.RunRecord) schema.Outc
 	o.Elements = make([]schema.ElementOutcome, 0, size)
 	decided, good := 0, 0
 	var usage schema.Usage
-	for i := range size {
-		el := e.elementView(e.elementRun(rec.RunID, i), i)
+	views := make([]elementState, size)
+	var wg sync.WaitGroup
+	for w := range arrayStepWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < size; i += arrayStepWorkers {
+				views[i] = e.elementView(e.elementRun(rec.RunID, i), i)
+			}
+		}()
+	}
+	wg.Wait()
+	for i, el := range views {
 		el.Params = rec.Task.Array.ElementParams(i)
 		if el.Final {
 			decided++
