@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/tether-hpc/tether/backends"
 	"github.com/tether-hpc/tether/rundir"
@@ -20,15 +21,16 @@ import (
 // on without submitting an element twice:
 //
 //  1. the array run's chunks are recorded (one per scheduler array) and
-//     every element's run is created with its first attempt marked
-//     in_array, without a job id and not active: nothing but the array
-//     run ever sends it;
+//     every element's run directory is made with its first attempt's
+//     wrapper, but no run.json yet: nothing but the array run ever sends
+//     an element's first attempt (in_array);
 //  2. each chunk is sent as one scheduler array (recorded as sent
 //     before the call; a chunk whose answer was lost is looked for by its
 //     tag, like a single job);
-//  3. each element's first attempt gets its job id and the element
-//     becomes active; from then on it is a run like any other, and
-//     retries are single jobs of its own.
+//  3. each element's run.json is written with its first attempt's job id
+//     and the element becomes active; from then on it is a run like any
+//     other, and retries are single jobs of its own. A look that finds an
+//     element of a sent array without its record writes it.
 
 // ArrayDir is where an array run keeps its dispatch scripts.
 func ArrayDir(run rundir.Run) string { return filepath.Join(run.Dir, "array") }
@@ -98,32 +100,20 @@ func (s *Submitter) SubmitArray(ctx context.Context, run rundir.Run, rec *schema
 // its first attempt's scripts, and returns the request the chunks are
 // sent with (element 0's, placed in a partition).
 func (s *Submitter) makeElements(ctx context.Context, run rundir.Run, rec *schema.RunRecord) (*backends.JobRequest, error) {
-	task := rec.Task
-	task.Array = schema.TaskArray{}
-	task.Proceed.MinSucceeded = nil
 	warnTimer := NeedsWarnTimer(ctx, s.Backend)
 	reqs := make([]*backends.JobRequest, rec.Array.Size)
 	err := parallel(rec.Array.Size, func(i int) error {
 		erun := s.ElementRun(rec.RunID, i)
-		erec, err := erun.Load()
-		if errors.Is(err, rundir.ErrNoRun) {
-			erec = &schema.RunRecord{
-				RunID: erun.ID, SpecHash: rec.SpecHash, Site: rec.Site, SiteFile: rec.SiteFile, Backend: rec.Backend,
-				TaskFile: rec.TaskFile, Task: task, CreatedAt: s.Now().UTC(), Env: rec.Env, EnvHash: rec.EnvHash,
-				Element:  &schema.Element{Array: rec.RunID, Index: i, Size: rec.Array.Size, Params: rec.Task.Array.ElementParams(i)},
-				Attempts: []schema.Attempt{{N: 1, SubmittedAt: s.Now().UTC(), Reason: "first attempt, in the array", Generation: 1, InArray: true}},
-			}
-			if erun, err = s.Store.CreateRun(erec); err != nil {
-				return err
-			}
-		} else if err != nil {
+		erec := elementRecord(rec, i, s.Now())
+		if _, err := os.Stat(erun.Script(1)); err == nil && i > 0 {
+			return nil // made by an earlier look: only element 0's request is needed
+		}
+		erun, err := s.Store.PrepareRun(erun.ID)
+		if err != nil {
 			return err
 		}
 		plan, err := Build(erun, &erec.Task, s.Site, AttemptSpec{N: 1, WarnTimer: warnTimer, Env: rec.Env, Element: erec.Element}, s.TetherPath)
 		if err != nil {
-			return err
-		}
-		if err := erun.MkAttemptDir(1); err != nil {
 			return err
 		}
 		if plan.TaskScript != nil {
@@ -241,18 +231,23 @@ func (s *Submitter) recordChunk(as backends.ArraySubmitter, run rundir.Run, rec 
 		i := c.First + j
 		erun := s.ElementRun(run.ID, i)
 		erec, err := erun.Load()
-		if err != nil {
+		switch {
+		case errors.Is(err, rundir.ErrNoRun):
+			erec = elementRecord(rec, i, s.Now())
+			erec.Attempts[0].JobID = string(as.ElementID(backends.JobID(c.JobID), j))
+			if _, err := s.Store.CreateRun(erec); err != nil {
+				return err
+			}
+		case err != nil:
 			return err
-		}
-		a := &erec.Attempts[0]
-		if a.JobID == "" {
-			a.JobID = string(as.ElementID(backends.JobID(c.JobID), j))
+		case erec.Attempts[0].JobID == "":
+			erec.Attempts[0].JobID = string(as.ElementID(backends.JobID(c.JobID), j))
 			if err := erun.Save(erec); err != nil {
 				return err
 			}
 		}
 		if _, done, _ := erun.Outcome(); !done && len(erec.Attempts) == 1 {
-			return s.Store.SetActive(erun.ID, a.JobID, s.Site.Name)
+			return s.Store.SetActive(erun.ID, erec.Attempts[0].JobID, s.Site.Name)
 		}
 		return nil
 	})
@@ -301,4 +296,18 @@ func parallel(n int, f func(i int) error) error {
 	close(next)
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// elementRecord is element i's run record, its first attempt in the
+// array and not sent yet.
+func elementRecord(rec *schema.RunRecord, i int, now time.Time) *schema.RunRecord {
+	task := rec.Task
+	task.Array = schema.TaskArray{}
+	task.Proceed.MinSucceeded = nil
+	return &schema.RunRecord{
+		RunID: schema.ElementRunID(rec.RunID, i), SpecHash: rec.SpecHash, Site: rec.Site, SiteFile: rec.SiteFile, Backend: rec.Backend,
+		TaskFile: rec.TaskFile, Task: task, CreatedAt: now.UTC(), Env: rec.Env, EnvHash: rec.EnvHash,
+		Element:  &schema.Element{Array: rec.RunID, Index: i, Size: rec.Array.Size, Params: rec.Task.Array.ElementParams(i)},
+		Attempts: []schema.Attempt{{N: 1, SubmittedAt: now.UTC(), Reason: "first attempt, in the array", Generation: 1, InArray: true}},
+	}
 }

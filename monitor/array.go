@@ -57,6 +57,16 @@ func (e *Engine) stepArray(ctx context.Context, run rundir.Run, rec *schema.RunR
 		}
 	}
 	o := e.arrayOutcome(run, rec)
+	if act && arraySubmitted(rec) && unrecorded(o) {
+		// an element of a sent array has no record (its write was lost):
+		// write it again
+		if err := e.rerecordArray(ctx, run); err != nil {
+			st.ActErr = err
+		} else if r, err := run.Load(); err == nil {
+			rec, st.Record = r, r
+			o = e.arrayOutcome(run, rec)
+		}
+	}
 	if act && !o.Final && maxAge >= 0 {
 		// tether step and the trigger act on the array: its elements too
 		ended, perr, aerr := e.stepElements(ctx, run, o.Elements, nil, maxAge)
@@ -82,6 +92,39 @@ func (e *Engine) stepArray(ctx context.Context, run rundir.Run, rec *schema.RunR
 	}
 	st.Outcome = o
 	return st, nil
+}
+
+// unrecorded reports whether an element has no record yet.
+func unrecorded(o schema.Outcome) bool {
+	for _, el := range o.Elements {
+		if el.Reason == notCreated {
+			return true
+		}
+	}
+	return false
+}
+
+// notCreated is the reason of an element whose record is not written.
+const notCreated = "not created yet"
+
+// rerecordArray records every element's job id again.
+func (e *Engine) rerecordArray(ctx context.Context, run rundir.Run) error {
+	lock, err := run.Lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	rec, err := run.Load()
+	if err != nil {
+		return err
+	}
+	for k := range rec.Array.Chunks {
+		rec.Array.Chunks[k].Recorded = false
+	}
+	if err := run.Save(rec); err != nil {
+		return err
+	}
+	return e.Submitter.SubmitArray(ctx, run, rec)
 }
 
 // carryArray submits what is not submitted yet, or sends the array's
@@ -307,7 +350,7 @@ func (e *Engine) elementView(erun rundir.Run, i int) elementState {
 	}
 	erec, err := erun.Load()
 	if err != nil {
-		el.Outcome, el.Reason = "pending", "not created yet"
+		el.Outcome, el.Reason = "pending", notCreated
 		return el
 	}
 	el.Attempts = len(erec.Attempts)

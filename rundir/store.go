@@ -244,6 +244,24 @@ func (r Run) StartedFile(n int) (*schema.Started, bool, error) {
 	return &s, true, nil
 }
 
+// PrepareRun makes a run's directory, its first attempt's directory
+// and its status file, without run.json: an array element's files exist
+// before its array is submitted, its record once its job id is known.
+func (s *Store) PrepareRun(id string) (Run, error) {
+	if !ValidRunID(id) {
+		return Run{}, fmt.Errorf("invalid run id %q", id)
+	}
+	r := s.Run(id)
+	s.Cut(r.Dir)
+	if err := r.MkAttemptDir(1); err != nil {
+		return Run{}, err
+	}
+	if f, err := os.OpenFile(r.Status(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, s.modes().File); err == nil {
+		f.Close()
+	}
+	return r, nil
+}
+
 // CreateRun makes the run directory and writes the first run.json.
 func (s *Store) CreateRun(rec *schema.RunRecord) (Run, error) {
 	if !ValidRunID(rec.RunID) {
