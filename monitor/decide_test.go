@@ -399,3 +399,28 @@ func TestDecideStepOOM(t *testing.T) {
 		t.Errorf("without the step's word: %s", d.Cause)
 	}
 }
+
+// retry.on_exit retries a non-zero exit within the budget (from the last
+// resumable checkpoint), then fails saying the retries are exhausted; it
+// never retries a requested cancel, and without it an exit is final.
+func TestDecideOnExitRetries(t *testing.T) {
+	def := schema.DefaultTask().Proceed
+	exit3 := func(attempts int, r schema.Retry, cancel bool) Decision {
+		code := 3
+		return Decide(Input{State: backends.Failed, SchedExit: &code, Exit: &schema.ExitFile{V: 1, ExitCode: 3}, Proceed: def, Retry: r,
+			Attempts: attempts, CancelRequested: cancel, Evidence: Evidence{Resume: "ck-2"}})
+	}
+	on := schema.Retry{MaxAttempts: 2, OnExit: true}
+	if d := exit3(1, on, false); d.Action != Retry || d.Cause != schema.CauseExit || d.ResumeFrom != "ck-2" || !strings.Contains(d.Reason, "attempt 2 of 2") {
+		t.Errorf("first exit: %v %s %q (%s)", d.Action, d.Cause, d.ResumeFrom, d.Reason)
+	}
+	if d := exit3(2, on, false); d.Action != Finish || d.Outcome != schema.OutcomeFailed || !strings.Contains(d.Reason, "retries exhausted after 2 attempts") {
+		t.Errorf("budget spent: %v %s (%s)", d.Action, d.Outcome, d.Reason)
+	}
+	if d := exit3(1, schema.Retry{MaxAttempts: 2}, false); d.Action != Finish || d.Outcome != schema.OutcomeFailed {
+		t.Errorf("without on_exit: %v %s (%s)", d.Action, d.Outcome, d.Reason)
+	}
+	if d := exit3(1, on, true); d.Action == Retry {
+		t.Errorf("a requested cancel is never retried: %s", d.Reason)
+	}
+}
