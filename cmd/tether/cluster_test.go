@@ -207,6 +207,7 @@ func clusterParams(t *testing.T, c *testCluster, site, dir string) testscript.Pa
 	p.Cmds["node"] = cmdNode
 	p.Cmds["daemon"] = cmdDaemon
 	p.Cmds["slurm"] = cmdSlurm
+	p.Cmds["sdiag"] = cmdSdiag
 	return p
 }
 
@@ -271,6 +272,24 @@ func cmdDaemon(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Defer(func() { ctl("start") })
 	}
 	ts.Check(ctl(args[0]))
+}
+
+// sdiag RPC VAR: set $VAR to slurmctld's count of RPC (sdiag's "Remote
+// Procedure Call statistics by message type", e.g. REQUEST_SUBMIT_BATCH_JOB).
+// Counts are the whole controller's: hold the cluster exclusively.
+func cmdSdiag(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: sdiag RPC var")
+	}
+	c := ts.Value(clusterKey{}).(*testCluster)
+	out, err := exec.Command(filepath.Join(c.get("TESTCLUSTER_BIN_DIR"), "sdiag")).Output()
+	ts.Check(err)
+	m := regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(args[0]) + `\s+\(\s*\d+\)\s+count:(\d+)`).FindSubmatch(out)
+	n := "0"
+	if m != nil {
+		n = string(m[1])
+	}
+	ts.Setenv(args[1], n)
 }
 
 // slurm CMD ARGS...: run a Slurm command of the script's cluster.
