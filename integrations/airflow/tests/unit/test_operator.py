@@ -198,7 +198,7 @@ def test_execute_complete_success(fake):
 
 # --------------------------------------------------------------------------- misc
 def test_template_fields_and_bad_overrides(fake):
-    assert set(TetherOperator.template_fields) == {"task_file", "site", "overrides", "key", "env"}
+    assert set(TetherOperator.template_fields) == {"task_file", "site", "overrides", "key", "env", "elements"}
     with pytest.raises(TypeError):
         op(fake, overrides="resources.nodes=2")
 
