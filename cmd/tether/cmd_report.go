@@ -75,6 +75,11 @@ state a retry attempt receives in TETHER_RESUME_FROM. Concurrent writers
 					if err != nil {
 						return err
 					}
+					// refused now, not at the walltime: a checkpoint whose
+					// output is missing would end the run failed then
+					if _, err := os.Stat(abs); err != nil {
+						return usageError{fmt.Errorf("--path %s: %w: a checkpoint's outputs must exist when it is reported (write them first); nothing was recorded", p, errors.Unwrap(err))}
+					}
 					ev.Paths = append(ev.Paths, abs)
 				}
 			} else if f.Changed("fraction") || len(paths) > 0 || resume != "" {
