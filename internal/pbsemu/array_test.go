@@ -472,7 +472,7 @@ func TestArrayQdel(t *testing.T) {
 
 // A subjob that is exiting cannot be deleted (PBSE_BADSTATE).
 func TestArrayQdelExiting(t *testing.T) {
-	e := newEnv(t, pbsemutest.Options{ExitingDelay: 2 * time.Second})
+	e := newEnv(t, pbsemutest.Options{ExitingDelay: 6 * time.Second})
 	// subjob 1 runs on while subjob 0 exits, so the array stays begun
 	// (B) however slow the machine is between the qdel and the qstat
 	id := e.qsubArray("-J", "0-1", "--", "/bin/sh", "-c", `[ "$PBS_ARRAY_INDEX" = 0 ] || sleep 8`)
