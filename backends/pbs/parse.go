@@ -164,10 +164,21 @@ func ParseQstat(raw []byte) (map[backends.JobID]backends.JobStatus, error) {
 	}
 	out := make(map[backends.JobID]backends.JobStatus, len(doc.Jobs))
 	for id, j := range doc.Jobs {
+		if (j.JobState == "X" || j.JobState == "F") && j.Comment == subjobFinished {
+			// a finished subjob whose own record is gone (no job
+			// history) is shown with its array's attributes, Exit_status
+			// included: not its own end. Left out like a purged job:
+			// its exit file decides.
+			continue
+		}
 		out[backends.JobID(id)] = j.status(id)
 	}
 	return out, nil
 }
+
+// subjobFinished is the comment PBS shows for a finished subjob it
+// keeps no record of (OpenPBS status_subjob: the array's attributes).
+const subjobFinished = "Subjob finished"
 
 // substateTerminated is JOB_SUBSTATE_TERMINATED (OpenPBS job.h): the
 // job was deleted, whatever its Exit_status says. (92 is FINISHED, 93
