@@ -391,12 +391,7 @@ func (e *Engine) finishArray(ctx context.Context, run rundir.Run, o schema.Outco
 
 // startArray creates an array run and submits it (Start for array Tasks).
 func (e *Engine) startArray(ctx context.Context, req StartRequest) (rundir.Run, error) {
-	rec := &schema.RunRecord{
-		RunID: rundir.NewRunID(req.Task.Name, e.Now()), Key: req.Key, SpecHash: req.SpecHash,
-		Site: e.Site.Name, SiteFile: req.SiteFile, Backend: e.Site.Backend,
-		TaskFile: req.TaskFile, Task: *req.Task, CreatedAt: e.Now().UTC(),
-		Env: req.Env, EnvHash: req.EnvHash,
-	}
+	rec := e.newRecord(req)
 	run, err := e.Store.CreateRun(rec)
 	if err != nil {
 		return rundir.Run{}, err

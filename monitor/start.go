@@ -72,12 +72,7 @@ func (e *Engine) Start(ctx context.Context, req StartRequest) (rundir.Run, *sche
 		}
 		return run, nil, nil
 	}
-	rec := &schema.RunRecord{
-		RunID: rundir.NewRunID(req.Task.Name, e.Now()), Key: req.Key, SpecHash: req.SpecHash,
-		Site: e.Site.Name, SiteFile: req.SiteFile, Backend: e.Site.Backend,
-		TaskFile: req.TaskFile, Task: *req.Task, CreatedAt: e.Now().UTC(),
-		Env: req.Env, EnvHash: req.EnvHash,
-	}
+	rec := e.newRecord(req)
 	run, err := e.Store.CreateRun(rec)
 	if err != nil {
 		return rundir.Run{}, nil, err
@@ -276,4 +271,14 @@ func rerunAttempt(rec *schema.RunRecord, out *schema.Outcome, reason string, now
 		N: len(rec.Attempts) + 1, SubmittedAt: now.UTC(), Generation: gen, Unsent: true, Reason: reason,
 	})
 	return true
+}
+
+// newRecord is the first run.json of a request's new run.
+func (e *Engine) newRecord(req StartRequest) *schema.RunRecord {
+	return &schema.RunRecord{
+		RunID: rundir.NewRunID(req.Task.Name, e.Now()), Key: req.Key, SpecHash: req.SpecHash,
+		Site: e.Site.Name, SiteFile: req.SiteFile, Backend: e.Site.Backend,
+		TaskFile: req.TaskFile, Task: *req.Task, CreatedAt: e.Now().UTC(),
+		Env: req.Env, EnvHash: req.EnvHash,
+	}
 }
