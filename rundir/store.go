@@ -35,6 +35,9 @@ type Store struct {
 	// Modes of the files and directories the store writes (the zero value
 	// is private).
 	Modes Modes
+	// OnCreate, when set, is called after CreateRun wrote a run's first
+	// record (the CLI keeps its site index with it).
+	OnCreate func(rec *schema.RunRecord)
 }
 
 func (s *Store) modes() Modes {
@@ -281,6 +284,9 @@ func (s *Store) CreateRun(rec *schema.RunRecord) (Run, error) {
 	}
 	if err := WriteFileReplace(r.RunJSON(), append(b, '\n'), m.File); err != nil {
 		return Run{}, err
+	}
+	if s.OnCreate != nil {
+		s.OnCreate(rec)
 	}
 	// the status file exists with the run's mode before a Task appends
 	if f, err := os.OpenFile(r.Status(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, m.File); err == nil {

@@ -84,7 +84,7 @@ Exit codes: 0 proceed, 1 failed, 2 bad input, 3 infrastructure error,
 	pf.StringVar(&a.stateDir, "state-dir", "", "override the site's state directory (default $TETHER_STATE_DIR)")
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log what tether decides")
 	root.AddCommand(a.runCmd(), a.submitCmd(), a.waitCmd(), a.statusCmd(), a.stepCmd(), a.cancelCmd(),
-		a.logsCmd(), a.listCmd(), a.reportCmd(), a.validateCmd(), a.schemaCmd(),
+		a.logsCmd(), a.showCmd(), a.listCmd(), a.reportCmd(), a.validateCmd(), a.schemaCmd(),
 		a.sitesCmd(), a.versionCmd(), a.monitorCmd(), a.shimCmd())
 	return root
 }
@@ -159,6 +159,7 @@ func (a *app) open(site *schema.Site) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.indexRuns(site, store)
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("cannot find the tether binary: %w", err)
@@ -229,23 +230,7 @@ func (a *app) openRunOrKeyOnly(args []string, key string) (*session, rundir.Run,
 	case len(args) == 1 && key == "":
 		return a.openRun(args[0])
 	case len(args) == 0 && key != "":
-		site, err := a.loadSite()
-		if err != nil {
-			return nil, rundir.Run{}, err
-		}
-		s, err := a.open(site)
-		if err != nil {
-			return nil, rundir.Run{}, err
-		}
-		id, ok, err := s.store.LookupKey(key)
-		if err != nil {
-			return nil, rundir.Run{}, err
-		}
-		if !ok {
-			return nil, rundir.Run{}, fmt.Errorf("%w: no run has key %q (in %s)", rundir.ErrNoRun, key, s.store.Dir)
-		}
-		run, err := s.store.Find(id)
-		return s, run, err
+		return a.locate(lookup{key: key})
 	}
 	return nil, rundir.Run{}, usageError{errors.New("give a RUN or --key, not both")}
 }
@@ -254,6 +239,9 @@ func (a *app) openRunOrKeyOnly(args []string, key string) (*session, rundir.Run,
 // run directory carries its site: when the run was made with another site
 // file, that one is used.
 func (a *app) openRun(arg string) (*session, rundir.Run, error) {
+	if !strings.ContainsRune(arg, os.PathSeparator) {
+		return a.locate(lookup{id: arg})
+	}
 	site, err := a.loadSite()
 	if err != nil {
 		return nil, rundir.Run{}, err
