@@ -49,6 +49,7 @@ type Monitor struct {
 	counted  map[string]bool     // decided runs whose outcome is counted but whose active mark remains
 	kick     map[string]chan struct{}
 	urgent   map[string]bool // site -> a run waits for the scheduler's word (its last cycle)
+	decided  decidedCache    // the runs page's recently decided runs
 }
 
 // otherRun is an entry of the (shared) active index that a site's cycle
@@ -740,7 +741,8 @@ func (m *Monitor) poke(site string) {
 	}
 }
 
-// Handler serves /metrics, /healthz and /runs.
+// Handler serves /metrics, /healthz, /runs (JSON) and the runs page (/,
+// /run/{id}, /run/{id}/log/{stream}).
 func (m *Monitor) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Metrics.Registry, promhttp.HandlerOpts{}))
@@ -766,5 +768,9 @@ func (m *Monitor) Handler() http.Handler {
 		}
 		json.NewEncoder(w).Encode(runs)
 	})
+	mux.HandleFunc("GET /{$}", m.servePage)
+	mux.HandleFunc("GET /run/{id}", m.serveDetail)
+	mux.HandleFunc("GET /run/{id}/log/{stream}", m.serveLog)
+	mux.HandleFunc("GET /static/refresh.js", serveScript)
 	return mux
 }

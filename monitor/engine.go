@@ -182,6 +182,12 @@ func (e *Engine) StepWith(ctx context.Context, run rundir.Run, snap *Snapshot, p
 	return e.step(ctx, run, snap, perr, 0, tr, true)
 }
 
+// LookWith is Look with a snapshot the caller already has (tether list
+// polls once for every active run of a site).
+func (e *Engine) LookWith(ctx context.Context, run rundir.Run, snap *Snapshot, perr error, tr *Tracker) (Status, error) {
+	return e.step(ctx, run, snap, perr, 0, tr, false)
+}
+
 // Refresh re-reads run.json if it changed and returns it.
 func (t *Tracker) Refresh(run rundir.Run) (*schema.RunRecord, error) { return t.record(run) }
 
@@ -243,10 +249,14 @@ func (e *Engine) step(ctx context.Context, run rundir.Run, snap *Snapshot, perr 
 	}
 	st.Outcome = e.live(run, rec, st, st.Summary, st.Started)
 	if !act && d.Action != Wait && d.Action != Submit && d.Action != Recover {
-		st.Outcome.Reason = "ended, not decided yet (tether run, wait, step or monitor decides): would " + d.Action.String() + ": " + d.Reason
+		st.Outcome.Reason = NotDecidedYet + " (tether run, wait, step or monitor decides): would " + d.Action.String() + ": " + d.Reason
 	}
 	return st, nil
 }
+
+// NotDecidedYet starts the reason of a look (not acting) at a run whose
+// job ended but that nobody decided yet.
+const NotDecidedYet = "ended, not decided yet"
 
 // retryable reports whether a failed action is left for the next look
 // rather than returned as the command's error: everything but an

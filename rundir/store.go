@@ -163,7 +163,11 @@ func (r Run) Save(rec *schema.RunRecord) error {
 // WriteOutcome writes outcome.json atomically.
 func (r Run) WriteOutcome(o *schema.Outcome) error {
 	r.Cut(r.OutcomeFile())
-	return WriteJSONMode(r.OutcomeFile(), o, r.Modes().File)
+	if err := WriteJSONMode(r.OutcomeFile(), o, r.Modes().File); err != nil {
+		return err
+	}
+	markChanged(r.Dir, r.ID)
+	return nil
 }
 
 // ArchiveOutcome moves outcome.json aside as outcome.<n>.json (a key's run
@@ -174,13 +178,18 @@ func (r Run) ArchiveOutcome(n int) (string, error) {
 	if err := os.Rename(r.OutcomeFile(), archived); err != nil {
 		return "", fmt.Errorf("archive the previous outcome: %w", err)
 	}
+	markChanged(r.Dir, r.ID)
 	return archived, nil
 }
 
 // RestoreOutcome undoes ArchiveOutcome.
 func (r Run) RestoreOutcome(archived string) error {
 	r.Cut(r.OutcomeFile())
-	return os.Rename(archived, r.OutcomeFile())
+	if err := os.Rename(archived, r.OutcomeFile()); err != nil {
+		return err
+	}
+	markChanged(r.Dir, r.ID)
+	return nil
 }
 
 // WriteScript writes one of an attempt's scripts (not synced: the
@@ -336,7 +345,7 @@ func (s *Store) ListRuns() ([]string, error) {
 	}
 	ids := make([]string, 0, len(ents))
 	for _, e := range ents {
-		if e.IsDir() {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
 			ids = append(ids, e.Name())
 		}
 	}
@@ -397,7 +406,10 @@ func (s *Store) ClearActive(runID string) error {
 	s.Cut(filepath.Join(s.Dir, "active", runID))
 	err := os.Remove(filepath.Join(s.Dir, "active", runID))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		err = nil
+	}
+	if err == nil {
+		markChanged(s.Run(runID).Dir, runID)
 	}
 	return err
 }

@@ -1,6 +1,8 @@
 package schema
 
 import (
+	"fmt"
+	"strings"
 	"time"
 )
 
@@ -304,4 +306,25 @@ type Outcome struct {
 	// Element runs: the array run and the element's index.
 	Array string `json:"array,omitempty"`
 	Index *int   `json:"index,omitempty"`
+}
+
+// JobLabel names a run's job for listings: the current attempt's job id,
+// an array run's scheduler arrays ("17,18 (array of 1500)"), or "not yet
+// submitted".
+func (r *RunRecord) JobLabel() string {
+	if r.Array != nil {
+		var ids []string
+		for _, c := range r.Array.Chunks {
+			if c.JobID != "" {
+				ids = append(ids, c.JobID)
+			}
+		}
+		if len(ids) > 0 {
+			return strings.Join(ids, ",") + fmt.Sprintf(" (array of %d)", r.Array.Size)
+		}
+	}
+	if cur := r.Current(); cur != nil && cur.JobID != "" {
+		return cur.JobID
+	}
+	return "not yet submitted"
 }

@@ -1,16 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"github.com/tether-hpc/tether/health"
-	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -212,31 +209,15 @@ func (a *app) sitesCmd() *cobra.Command {
 		Args:  usageArgs(cobra.NoArgs),
 		RunE: func(*cobra.Command, []string) error {
 			rows := []siteEntry{{Name: siteconfigs.DefaultLocalName, Backend: schema.BackendLocal, File: "(embedded default)"}}
-			seen := map[string]bool{}
-			for _, d := range schema.SiteSearchPath() {
-				var files []string
-				for _, pat := range []string{"*.toml", "*/*.toml"} {
-					m, _ := filepath.Glob(filepath.Join(d, pat))
-					files = append(files, m...)
+			for _, f := range siteFiles() {
+				e := siteEntry{Name: filepath.Base(f[:len(f)-len(".toml")]), File: f}
+				if s, err := schema.LoadSite(f); err != nil {
+					e.Error = err.Error()
+				} else {
+					a.overrideStateDir(s)
+					e.Name, e.Backend, e.BadNodes = s.Name, s.Backend, badNodesOf(s)
 				}
-				sort.Strings(files)
-				for _, f := range files {
-					if seen[f] || detectKind(f) != "site" {
-						continue
-					}
-					if b, err := os.ReadFile(f); err == nil && bytes.Equal(b, siteconfigs.DefaultLocal) {
-						continue // the embedded default, listed already
-					}
-					seen[f] = true
-					e := siteEntry{Name: filepath.Base(f[:len(f)-len(".toml")]), File: f}
-					if s, err := schema.LoadSite(f); err != nil {
-						e.Error = err.Error()
-					} else {
-						a.overrideStateDir(s)
-						e.Name, e.Backend, e.BadNodes = s.Name, s.Backend, badNodesOf(s)
-					}
-					rows = append(rows, e)
-				}
+				rows = append(rows, e)
 			}
 			if asJSON {
 				return printJSON(a.stdout, rows)

@@ -123,7 +123,7 @@ local site is watched.`,
 			return runErr
 		},
 	}
-	c.Flags().StringVar(&listen, "listen", "127.0.0.1:9464", "address for /metrics, /healthz and /runs")
+	c.Flags().StringVar(&listen, "listen", "127.0.0.1:9464", "address for the runs page (/), /metrics, /healthz and /runs")
 	c.Flags().StringVar(&webConfig, "web.config.file", "", "Prometheus exporter web config file (exporter-toolkit format) for TLS and basic auth")
 	c.Flags().BoolVar(&statOnly, "stat-only", false, "do not use inotify: stat the active runs' files every --stat-every (automatic on NFS, Lustre, GPFS and other shared filesystems)")
 	c.Flags().DurationVar(&statEvery, "stat-every", 5*time.Second, "how often the stat fallback looks at the active runs' status and exit files")

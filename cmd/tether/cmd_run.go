@@ -209,23 +209,7 @@ func absOrEmpty(p string) string {
 	return p
 }
 
-func jobOf(rec *schema.RunRecord) string {
-	if rec.Array != nil {
-		var ids []string
-		for _, c := range rec.Array.Chunks {
-			if c.JobID != "" {
-				ids = append(ids, c.JobID)
-			}
-		}
-		if len(ids) > 0 {
-			return strings.Join(ids, ",") + fmt.Sprintf(" (array of %d)", rec.Array.Size)
-		}
-	}
-	if cur := rec.Current(); cur != nil && cur.JobID != "" {
-		return cur.JobID
-	}
-	return "not yet submitted"
-}
+func jobOf(rec *schema.RunRecord) string { return rec.JobLabel() }
 
 // logf writes a progress note to stderr.
 func (a *app) logf(format string, args ...any) {

@@ -16,7 +16,7 @@ import (
 )
 
 // indexDir is the user's site index: $TETHER_INDEX_DIR, else
-// $XDG_STATE_HOME/tether/index, else ~/.local/state/tether/index.
+// $XDG_STATE_HOME/tether/site-index, else ~/.local/state/tether/site-index.
 func (a *app) indexDir() string {
 	if d := a.getenv("TETHER_INDEX_DIR"); d != "" {
 		return d
@@ -29,7 +29,7 @@ func (a *app) indexDir() string {
 		}
 		base = filepath.Join(home, ".local", "state")
 	}
-	return filepath.Join(base, "tether", "index")
+	return filepath.Join(base, "tether", "site-index")
 }
 
 func (a *app) siteIndex() *rundir.SiteIndex { return &rundir.SiteIndex{Dir: a.indexDir()} }
@@ -134,7 +134,7 @@ func (a *app) locate(l lookup) (*session, rundir.Run, error) {
 		return a.ownSite(s, run)
 	}
 	if a.siteArg != "" {
-		return nil, rundir.Run{}, fmt.Errorf("%w: %s (in %s)", rundir.ErrNoRun, strings.TrimPrefix(l.String(), "no such run: "), s.store.Dir)
+		return nil, rundir.Run{}, notFound{fmt.Sprintf("%s (in %s)", l, s.store.Dir)}
 	}
 	looked := []string{fmt.Sprintf("%s (%s)", site.Name, s.store.Dir)}
 	tried := map[string]bool{site.Name + "\x00" + s.store.Dir: true}
@@ -196,9 +196,15 @@ func (a *app) locate(l lookup) (*session, rundir.Run, error) {
 			return a.ownSite(cs, run)
 		}
 	}
-	return nil, rundir.Run{}, fmt.Errorf("%w; looked on the sites %s (give --site, or set TETHER_SITE_PATH to where the site files are)",
-		errors.Join(rundir.ErrNoRun, errors.New(l.String())), strings.Join(looked, ", "))
+	return nil, rundir.Run{}, notFound{fmt.Sprintf("%s; looked on the sites %s (give --site, or set TETHER_SITE_PATH to where the site files are)",
+		l, strings.Join(looked, ", "))}
 }
+
+// notFound is a run that no site has (it is rundir.ErrNoRun).
+type notFound struct{ msg string }
+
+func (e notFound) Error() string { return e.msg }
+func (e notFound) Unwrap() error { return rundir.ErrNoRun }
 
 // siteOf loads a site by its file ("" is the embedded local site).
 func (a *app) siteOf(name, file string) (*schema.Site, error) {
