@@ -1,7 +1,6 @@
 package rundir
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -12,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/tether-hpc/tether/schema"
@@ -46,7 +46,7 @@ type Row struct {
 // write after the removal leaves a new marker. Runs in the active index,
 // runs with a marker, and runs the cache does not know are always read
 // from their own files; runs gone from runs/ drop out.
-const listCacheHeader = "tether-list-cache v1"
+const listCacheHeader = "tether-list-cache v2"
 
 var elementID = regexp.MustCompile(`\.[0-9]+$`)
 
@@ -82,29 +82,42 @@ func (s *Store) ForgetRows(ids map[string]bool) error {
 		return err
 	}
 	defer l.Unlock()
-	rows, _ := s.readListCache()
+	c, ok := s.readListCache()
+	if !ok {
+		return nil // rebuilt by the next listing
+	}
+	kept := c.rows[:0]
+	for _, r := range c.rows {
+		if !ids[r.RunID] {
+			kept = append(kept, r)
+		}
+	}
 	for id := range ids {
-		delete(rows, id)
 		os.Remove(filepath.Join(s.changedDir(), id))
 	}
-	return s.writeListCache(rows)
+	c.rows = kept
+	return s.writeListCache(c)
 }
 
 // Rows lists every run of the store (array elements marked, not left
-// out), oldest first. fresh reads a run's row from its own files.
+// out), oldest first.
+//
+// The cache holds a row for every run; rows of runs that are not decided,
+// are in the active index or have a marker are read again from the runs'
+// own files. runs/ itself is read (100,000 entries cost tens of ms) only
+// when it may have changed since the cache was written: the cache records
+// the directory's inode and mtime, taken before it was read, and the fast
+// path is taken only when both are unchanged and the mtime was at least
+// ClockSlack older than that read (so a run created within a coarse
+// mtime's granule of the read is never missed).
 func (s *Store) Rows() ([]Row, error) {
-	ents, err := os.ReadDir(filepath.Join(s.Dir, "runs"))
+	runsDir := filepath.Join(s.Dir, "runs")
+	dirFi, err := os.Stat(runsDir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
-	}
-	ids := make(map[string]bool, len(ents))
-	for _, e := range ents {
-		if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
-			ids[e.Name()] = true
-		}
 	}
 	active, err := s.ActiveNames()
 	if err != nil {
@@ -132,51 +145,112 @@ func (s *Store) Rows() ([]Row, error) {
 	}
 	cache, ok := s.readListCache()
 	dirty := !ok
-	out := make([]Row, 0, len(ids))
-	for id := range ids {
-		if elementID.MatchString(id) && ids[elementID.ReplaceAllString(id, "")] {
-			out = append(out, Row{RunID: id, Element: true})
-			if _, had := cache[id]; had {
-				delete(cache, id)
-				dirty = true
-			}
-			continue
+	listedAt := time.Now()
+	// fast: runs/ is as it was, so the cache's runs are all the runs
+	fast := ok && cache.dirIno == inode(dirFi) && cache.dirMod == dirFi.ModTime().UnixNano() &&
+		time.Unix(0, cache.dirMod).Before(time.Unix(0, cache.listedAt).Add(-ClockSlack))
+	var ids []string
+	var known map[string]int
+	if fast {
+		listedAt = time.Unix(0, cache.listedAt)
+	} else {
+		ents, err := os.ReadDir(runsDir)
+		if err != nil {
+			return nil, err
 		}
-		if r, had := cache[id]; had && !live[id] && !marked[id] {
-			out = append(out, r)
-			continue
-		}
-		r := s.readRow(id)
-		out = append(out, r)
-		switch {
-		case r.Outcome != "" && !live[id] && !r.Broken:
-			cache[id], dirty = r, true
-		default:
-			if _, had := cache[id]; had {
-				delete(cache, id)
-				dirty = true
+		ids = make([]string, 0, len(ents))
+		for _, e := range ents {
+			if e.IsDir() && !strings.HasPrefix(e.Name(), ".") {
+				ids = append(ids, e.Name())
 			}
 		}
+		known = make(map[string]int, len(cache.rows))
+		for i := range cache.rows {
+			known[cache.rows[i].RunID] = i
+		}
+		dirty = true
 	}
-	for id := range cache {
-		if !ids[id] {
-			delete(cache, id)
+	n := len(ids)
+	if fast {
+		n = len(cache.rows)
+	}
+	var present map[string]bool // the slow path's ids, for elements
+	isElement := func(id string) bool {
+		if !elementID.MatchString(id) {
+			return false
+		}
+		parent := elementID.ReplaceAllString(id, "")
+		if !fast {
+			if present == nil {
+				present = make(map[string]bool, len(ids))
+				for _, id := range ids {
+					present[id] = true
+				}
+			}
+			return present[parent]
+		}
+		_, err := os.Stat(filepath.Join(runsDir, parent))
+		return err == nil
+	}
+	// the fast path fills the cache's own slice in place
+	out := cache.rows[:0:0]
+	if fast {
+		out = cache.rows[:0]
+	} else {
+		out = make([]Row, 0, n)
+	}
+	for k := range n {
+		var id string
+		i, had := k, fast
+		if fast {
+			id = cache.rows[k].RunID
+		} else {
+			id = ids[k]
+			i, had = known[id]
+		}
+		if had && !live[id] && !marked[id] && (cache.rows[i].Outcome != "" || cache.rows[i].Element) {
+			out = append(out, cache.rows[i]) // in place on the fast path (k == i, len(out) == k)
+			continue
+		}
+		var r Row
+		if isElement(id) {
+			r = Row{RunID: id, Element: true}
+		} else {
+			r = s.readRow(id)
+		}
+		if !had || !r.same(cache.rows[i]) {
 			dirty = true
 		}
+		out = append(out, r)
 	}
-	if owner && dirty {
-		if err := s.writeListCache(cache); err != nil {
-			// only slower next time; the listing itself is right
-			_ = err
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
+	less := func(i, j int) bool {
 		if !out[i].Created.Equal(out[j].Created) {
 			return out[i].Created.Before(out[j].Created)
 		}
 		return out[i].RunID < out[j].RunID
-	})
+	}
+	if !sort.SliceIsSorted(out, less) {
+		sort.SliceStable(out, less)
+	}
+	if owner && dirty {
+		// only slower next time when this fails; the listing is right
+		_ = s.writeListCache(listCacheFile{dirIno: inode(dirFi), dirMod: dirFi.ModTime().UnixNano(), listedAt: listedAt.UnixNano(), rows: out})
+	}
 	return out, nil
+}
+
+// same reports whether two rows say the same (times compared as instants).
+func (r Row) same(o Row) bool {
+	a, b := r, o
+	a.Created, a.Decided, b.Created, b.Decided = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	return a == b && r.Created.Equal(o.Created) && r.Decided.Equal(o.Decided)
+}
+
+func inode(fi os.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Ino
+	}
+	return 0
 }
 
 // readRow reads one run's row from its own files.
@@ -199,43 +273,65 @@ func (s *Store) readRow(id string) Row {
 	return r
 }
 
-func (s *Store) readListCache() (map[string]Row, bool) {
+// listCacheFile is index/list.tsv: a header line with the runs
+// directory's inode and mtime and when it was read, then one row per run.
+type listCacheFile struct {
+	dirIno           uint64
+	dirMod, listedAt int64
+	rows             []Row
+}
+
+func (s *Store) readListCache() (listCacheFile, bool) {
 	b, err := os.ReadFile(s.listCache())
 	if err != nil {
-		return map[string]Row{}, false
+		return listCacheFile{}, false
 	}
 	head, body, _ := bytes.Cut(b, []byte{'\n'})
-	if string(head) != listCacheHeader {
-		return map[string]Row{}, false
+	var c listCacheFile
+	if n, err := fmt.Sscanf(string(head), listCacheHeader+" %d %d %d", &c.dirIno, &c.dirMod, &c.listedAt); err != nil || n != 3 {
+		return listCacheFile{}, false
 	}
-	rows := make(map[string]Row, bytes.Count(body, []byte{'\n'}))
-	for len(body) > 0 {
-		var line []byte
-		line, body, _ = bytes.Cut(body, []byte{'\n'})
-		r, ok := parseRow(string(line))
+	c.rows = make([]Row, 0, bytes.Count(body, []byte{'\n'}))
+	text := string(body) // one copy; the rows' strings share it
+	for len(text) > 0 {
+		var line string
+		line, text, _ = strings.Cut(text, "\n")
+		r, ok := parseRow(line)
 		if !ok {
-			return map[string]Row{}, false // damaged: rebuilt from the runs
+			return listCacheFile{}, false // damaged: rebuilt from the runs
 		}
-		rows[r.RunID] = r
+		c.rows = append(c.rows, r)
 	}
-	return rows, true
+	return c, true
 }
 
 // A row is tab-separated: id, name, site, job, attempts, created and
-// decided (Unix ns), outcome, element (0/1), key (quoted).
+// decided (Unix ns), outcome, flags (e element, b broken), key (quoted).
 func parseRow(line string) (Row, bool) {
-	f := strings.Split(line, "\t")
-	if len(f) != 10 {
-		return Row{}, false
+	var f [10]string
+	for i := range 9 {
+		var ok bool
+		f[i], line, ok = strings.Cut(line, "\t")
+		if !ok {
+			return Row{}, false
+		}
 	}
+	f[9] = line
 	att, err1 := strconv.Atoi(f[4])
 	cr, err2 := strconv.ParseInt(f[5], 10, 64)
 	de, err3 := strconv.ParseInt(f[6], 10, 64)
-	key, err4 := strconv.Unquote(f[9])
-	if err1 != nil || err2 != nil || err3 != nil || err4 != nil || !ValidRunID(f[0]) {
+	if err1 != nil || err2 != nil || err3 != nil || !ValidRunID(f[0]) {
 		return Row{}, false
 	}
-	r := Row{RunID: f[0], Name: f[1], Site: f[2], JobID: f[3], Attempts: att, Outcome: f[7], Element: f[8] == "1", Key: key}
+	key := ""
+	if f[9] != `""` {
+		var err error
+		if key, err = strconv.Unquote(f[9]); err != nil {
+			return Row{}, false
+		}
+	}
+	r := Row{RunID: f[0], Name: f[1], Site: f[2], JobID: f[3], Attempts: att, Outcome: f[7],
+		Element: strings.Contains(f[8], "e"), Broken: strings.Contains(f[8], "b"), Key: key}
 	if cr != 0 {
 		r.Created = time.Unix(0, cr)
 	}
@@ -245,22 +341,39 @@ func parseRow(line string) (Row, bool) {
 	return r, true
 }
 
-func (s *Store) writeListCache(rows map[string]Row) error {
-	var buf bytes.Buffer
-	buf.Grow(len(rows) * 128)
-	w := bufio.NewWriter(&buf)
-	fmt.Fprintln(w, listCacheHeader)
-	clean := func(v string) string { return strings.NewReplacer("\t", " ", "\n", " ").Replace(v) }
-	for _, r := range rows {
-		el := "0"
-		if r.Element {
-			el = "1"
+func (s *Store) writeListCache(c listCacheFile) error {
+	buf := make([]byte, 0, len(c.rows)*128+64)
+	buf = fmt.Appendf(buf, "%s %d %d %d\n", listCacheHeader, c.dirIno, c.dirMod, c.listedAt)
+	clean := func(v string) string {
+		if strings.ContainsAny(v, "\t\n") {
+			return strings.NewReplacer("\t", " ", "\n", " ").Replace(v)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", r.RunID, clean(r.Name), clean(r.Site), clean(r.JobID), r.Attempts,
-			nanos(r.Created), nanos(r.Decided), clean(r.Outcome), el, strconv.Quote(r.Key))
+		return v
 	}
-	w.Flush()
-	return WriteFileReplace(s.listCache(), buf.Bytes(), s.modes().File)
+	for _, r := range c.rows {
+		flags := "-"
+		if r.Element {
+			flags = "e"
+		}
+		if r.Broken {
+			flags += "b"
+		}
+		buf = append(buf, r.RunID...)
+		for _, v := range []string{clean(r.Name), clean(r.Site), clean(r.JobID)} {
+			buf = append(append(buf, '\t'), v...)
+		}
+		buf = append(buf, '\t')
+		buf = strconv.AppendInt(buf, int64(r.Attempts), 10)
+		buf = append(buf, '\t')
+		buf = strconv.AppendInt(buf, nanos(r.Created), 10)
+		buf = append(buf, '\t')
+		buf = strconv.AppendInt(buf, nanos(r.Decided), 10)
+		buf = append(append(append(buf, '\t'), clean(r.Outcome)...), '\t')
+		buf = append(append(buf, flags...), '\t')
+		buf = strconv.AppendQuote(buf, r.Key)
+		buf = append(buf, '\n')
+	}
+	return WriteFileReplace(s.listCache(), buf, s.modes().File)
 }
 
 func nanos(t time.Time) int64 {

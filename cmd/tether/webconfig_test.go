@@ -249,7 +249,7 @@ func TestMonitorWebConfigBasicAuth(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for _, path := range []string{"/metrics", "/healthz", "/runs"} {
+	for _, path := range []string{"/metrics", "/healthz", "/runs", "/", "/run/x-1", "/run/x-1/log/stdout", "/static/refresh.js"} {
 		for _, cred := range []struct{ user, pass string }{{"", ""}, {user, "wrong"}, {"nobody", pass}} {
 			code, _, err := get(ctx, http.DefaultClient, "http://"+addr+path, cred.user, cred.pass)
 			if err != nil {
@@ -266,6 +266,10 @@ func TestMonitorWebConfigBasicAuth(t *testing.T) {
 	}
 	if code != http.StatusOK || !strings.Contains(body, "tether_build_info") {
 		t.Fatalf("GET /metrics with the right credentials: status %d\n%s", code, tail(body, 500))
+	}
+	// the runs page is behind the same basic auth
+	if code, body, err := get(ctx, http.DefaultClient, "http://"+addr+"/", user, pass); err != nil || code != http.StatusOK || !strings.Contains(body, "<h1>tether runs</h1>") {
+		t.Fatalf("GET / with the right credentials: status %d (%v)\n%s", code, err, tail(body, 500))
 	}
 
 	prom := startPrometheusWith(t, fmt.Sprintf(`  - job_name: tether-monitor
