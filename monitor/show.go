@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -339,7 +340,7 @@ func evidenceOf(run rundir.Run, rec *schema.RunRecord, o schema.Outcome, sum run
 			}
 		}
 		ev = append(ev, s)
-	} else if rec.Task.Proceed.OnTimeout == schema.PolicyCheckpoint {
+	} else if rec.Task.Proceed.OnTimeout == schema.PolicyCheckpoint && !rec.Task.Array.Enabled() {
 		ev = append(ev, "status file: no checkpoint")
 	}
 	if !sum.LastHeartbeat.IsZero() {
@@ -349,7 +350,16 @@ func evidenceOf(run rundir.Run, rec *schema.RunRecord, o schema.Outcome, sum run
 		ev = append(ev, "run record: cancel requested at "+rec.CancelRequested.UTC().Format(time.RFC3339))
 	}
 	if o.Size > 0 {
-		ev = append(ev, fmt.Sprintf("elements: %v of %d", o.Counts, o.Size))
+		words := make([]string, 0, len(o.Counts))
+		for w := range o.Counts {
+			words = append(words, w)
+		}
+		sort.Strings(words)
+		parts := make([]string, len(words))
+		for i, w := range words {
+			parts[i] = fmt.Sprintf("%d %s", o.Counts[w], w)
+		}
+		ev = append(ev, fmt.Sprintf("elements' outcomes: %s, of %d", strings.Join(parts, ", "), o.Size))
 	}
 	return ev
 }

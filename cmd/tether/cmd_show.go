@@ -150,7 +150,7 @@ func writeDetail(w io.Writer, d *monitor.Detail, now time.Time) {
 		fmt.Fprintln(w)
 		for _, el := range d.Outcome.Elements {
 			if el.Outcome != "succeeded" {
-				fmt.Fprintf(w, "  %s\t%s\t%s\n", el.RunID, el.Outcome, el.Reason)
+				fmt.Fprintf(w, "  %s  %s  %s\n", el.RunID, el.Outcome, el.Reason)
 			}
 		}
 	}
