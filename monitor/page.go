@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tether-hpc/tether/internal/units"
 	"github.com/tether-hpc/tether/rundir"
 )
 
@@ -275,21 +276,8 @@ func render(w http.ResponseWriter, name string, data any) {
 }
 
 func ago(now, t time.Time) string {
-	if t.IsZero() {
-		return "-"
-	}
-	d := now.Sub(t).Round(time.Second)
-	switch {
-	case d < 0:
-		return "in " + (-d).String()
-	case d < time.Minute:
-		return fmt.Sprintf("%ds ago", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm ago", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh ago", int(d.Hours()))
-	}
-	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+	s, _ := units.Ago(t, now)
+	return s
 }
 
 func agoTS(now time.Time, sec float64) string {

@@ -2,11 +2,11 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/internal/units"
 )
 
 func (a *app) statusCmd() *cobra.Command {
@@ -125,19 +125,11 @@ step, the monitor) sends the cancel again; cancel then exits 3.`,
 	return c
 }
 
-// relTime renders a timestamp for listings.
+// relTime renders a timestamp for listings: how long ago, within 48
+// hours; the date before that.
 func relTime(t time.Time, now time.Time) string {
-	if t.IsZero() {
-		return "-"
-	}
-	d := now.Sub(t).Round(time.Second)
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds ago", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm ago", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	if s, recent := units.Ago(t, now); recent {
+		return s
 	}
 	return t.Local().Format("2006-01-02")
 }

@@ -183,3 +183,24 @@ func HumanMemory(mib int64) string {
 	}
 	return strconv.FormatInt(mib, 10) + "M"
 }
+
+// Ago says how long before now t was: "-" for the zero time, "12s ago",
+// "5m ago", "7h ago" within 48 hours (recent), else "3d ago" with recent
+// false; a t after now is "in 3s".
+func Ago(t, now time.Time) (s string, recent bool) {
+	if t.IsZero() {
+		return "-", true
+	}
+	d := now.Sub(t).Round(time.Second)
+	switch {
+	case d < 0:
+		return "in " + (-d).String(), true
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds())), true
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes())), true
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours())), true
+	}
+	return fmt.Sprintf("%dd ago", int(d.Hours()/24)), false
+}
