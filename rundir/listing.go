@@ -38,9 +38,8 @@ type Row struct {
 
 // The listing cache: index/list.tsv holds the rows of decided runs, so a
 // listing reads one file and one directory instead of every run's record.
-// A decided run's row changes only when the run is decided again (a key's
-// run that starts a new generation); every write that can change it
-// (WriteOutcome, ArchiveOutcome, RestoreOutcome, ClearActive) leaves a
+// Every write that can change a decided run's row (Save, WriteOutcome,
+// ArchiveOutcome, RestoreOutcome, ClearActive) leaves a
 // marker index/changed/<run id> AFTER the write, and a listing removes a
 // marker BEFORE it reads that run again, so a change is never missed: a
 // write after the removal leaves a new marker. Runs in the active index,
@@ -208,7 +207,7 @@ func (s *Store) Rows() ([]Row, error) {
 			id = ids[k]
 			i, had = known[id]
 		}
-		if had && !live[id] && !marked[id] && (cache.rows[i].Outcome != "" || cache.rows[i].Element) {
+		if had && !live[id] && !marked[id] && (cache.rows[i].Outcome != "" || cache.rows[i].Element && (fast || isElement(id))) {
 			out = append(out, cache.rows[i]) // in place on the fast path (k == i, len(out) == k)
 			continue
 		}

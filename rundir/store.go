@@ -157,7 +157,11 @@ func (r Run) Load() (*schema.RunRecord, error) {
 func (r Run) Save(rec *schema.RunRecord) error {
 	rec.V = schema.RunVersion
 	r.Cut(r.RunJSON())
-	return WriteJSONMode(r.RunJSON(), rec, r.Modes().File)
+	if err := WriteJSONMode(r.RunJSON(), rec, r.Modes().File); err != nil {
+		return err
+	}
+	markChanged(r.Dir, r.ID) // a decided run's record can change (usage, a late cancel)
+	return nil
 }
 
 // WriteOutcome writes outcome.json atomically.
