@@ -50,6 +50,9 @@ type Engine struct {
 	// BadNodes, when set, is the site's shared bad-node list: every node
 	// an attempt failed on is counted there.
 	BadNodes NodeRecorder
+	// Watch, when set, is the inotify watcher Wait shares with every other
+	// waiter of the process (tether watch); nil: one watcher per Wait.
+	Watch *SharedWatch
 }
 
 // NodeRecorder counts nodes that failed attempts (health.List).

@@ -29,7 +29,12 @@ func (e *Engine) Wait(ctx context.Context, run rundir.Run, update func(Status)) 
 		return e.waitArray(ctx, run, update)
 	}
 	tr := NewTracker(run)
-	w := newDirWatch(e.Backend)
+	var w runWatch
+	if e.Watch != nil {
+		w = e.Watch.sub()
+	} else {
+		w = newDirWatch(e.Backend)
+	}
 	defer w.close()
 	minI, maxI := e.Site.Poll.MinInterval.D(), e.Site.Poll.MaxInterval.D()
 	interval := minI
@@ -56,7 +61,7 @@ func (e *Engine) Wait(ctx context.Context, run rundir.Run, update func(Status)) 
 			interval = minI // near the walltime: look more often
 		}
 		timer := time.NewTimer(interval)
-		tick := time.NewTicker(min(statTick, interval))
+		tick := time.NewTicker(min(w.statEvery(), interval))
 		force := false
 	wait:
 		for {

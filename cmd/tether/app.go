@@ -84,7 +84,7 @@ Exit codes: 0 proceed, 1 failed, 2 bad input, 3 infrastructure error,
 	pf.StringVar(&a.stateDir, "state-dir", "", "override the site's state directory (default $TETHER_STATE_DIR)")
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log what tether decides")
 	root.AddCommand(a.runCmd(), a.submitCmd(), a.waitCmd(), a.statusCmd(), a.stepCmd(), a.cancelCmd(),
-		a.logsCmd(), a.showCmd(), a.listCmd(), a.pruneCmd(), a.reportCmd(), a.validateCmd(), a.schemaCmd(),
+		a.logsCmd(), a.showCmd(), a.listCmd(), a.pruneCmd(), a.watchCmd(), a.reportCmd(), a.validateCmd(), a.schemaCmd(),
 		a.sitesCmd(), a.versionCmd(), a.monitorCmd(), a.shimCmd())
 	return root
 }
