@@ -146,7 +146,7 @@ def test_deferrable_submits_then_defers_to_the_trigger(fake):
     assert t.serialize() == ("tether_provider.triggers.tether.TetherTrigger", {
         "run_id": "analysis-9", "site": "cluster", "tether_bin": str(fake.bin), "poll_interval": 5.0,
         "env": {"A": "1"}, "max_status_errors": 2, "run_dir": "/state/runs/analysis-1",
-        "status_timeout": 300.0, "cancel_on_kill": False})
+        "status_timeout": 300.0, "cancel_on_kill": False, "mode": "watch"})
     assert d.value.timeout is None  # no execution_timeout
 
 

@@ -21,7 +21,10 @@ def collect(trigger: TetherTrigger, timeout: float = 20) -> list:
 
 
 def trig(fake, **kw) -> TetherTrigger:
+    """A trigger in poll mode (one `tether step` per look), which the fake
+    CLI scripts; watch mode is tested with the real tether (test_watch.py)."""
     kw.setdefault("poll_interval", 0.01)
+    kw.setdefault("mode", "poll")
     return TetherTrigger(run_id="analysis-1", tether_bin=str(fake.bin), **kw)
 
 
@@ -33,7 +36,7 @@ def test_serialize_round_trip():
     assert type(again) is TetherTrigger and again.serialize() == (classpath, kwargs)
     assert kwargs == {"run_id": "r", "site": "cluster", "tether_bin": "/opt/tether", "poll_interval": 60.0,
                       "env": {"X": "1"}, "max_status_errors": 5, "run_dir": None, "status_timeout": 300.0,
-                      "cancel_on_kill": False}
+                      "cancel_on_kill": False, "mode": "watch"}
 
 
 def test_looks_the_run_up_by_its_directory(fake):

@@ -326,6 +326,15 @@ class TetherOperator(BaseOperator):
         event = event or {}
         result = event.get("result")
         self._log_outcome(result)
+        if event.get("gave_up"):
+            # the trigger could not look at the run (max_status_errors + 1
+            # failed looks): not a verdict on the Task, and its job may
+            # still be running; a retry reattaches to it by the key
+            reason = (result or {}).get("reason") or event.get("stderr") or "no answer"
+            raise AirflowException(
+                f"tether could not look at run {event.get('run_id')} (exit {event.get('returncode')}): {reason}; "
+                "its job may still be running: a retry of this task reattaches to it"
+            )
         return self._array_result(context, check_result(event.get("returncode"), result, event.get("stderr"), "tether step"))
 
     # ------------------------------------------------------------------ kill

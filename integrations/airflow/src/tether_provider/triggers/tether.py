@@ -1,10 +1,20 @@
 """TetherTrigger: waits for a submitted tether run in the triggerer.
 
-It runs `tether step RUN_DIR` (one look, exit 75 while the run is not
-finished) every `poll_interval` seconds as an asyncio subprocess, so a 12-hour
-job holds no worker slot. The run is named by its directory, so the triggerer
-finds it whatever its own TETHER_STATE_DIR/XDG_STATE_HOME say; it needs the
-`tether` binary, the site file and read access to that directory.
+By default (mode="watch") every TetherTrigger of a triggerer registers its
+run with ONE long-lived `tether watch --stdin` process (per tether binary,
+site and environment; see _watch.py) and awaits the run's outcome line:
+tether watch waits for all the runs at once (one inotify watcher, one
+batched scheduler query per site per interval), decides what nobody else
+decides, and reports the outcome whoever decided it. A thousand deferred
+tasks cost one process, no process start per poll, and a job's end is
+noticed within about a second. mode="poll" is the earlier way: `tether step
+RUN_DIR` as a subprocess every poll_interval seconds per run.
+
+The run is named by its directory, so the triggerer finds it whatever its
+own TETHER_STATE_DIR/XDG_STATE_HOME say; it needs the `tether` binary, the
+site file and read access to that directory. No `tether monitor` is needed:
+the trigger's tether process decides the run (a monitor, if one runs, may
+decide it first; the trigger then reports that outcome).
 """
 
 from __future__ import annotations
@@ -16,6 +26,9 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from tether_provider._cli import EXIT_NOT_FINISHED, _tail, last_json, site_args, step_argv, subprocess_env
+from tether_provider.triggers._watch import WatchGone, shared_watch
+
+MODES = ("watch", "poll")
 
 # Exit codes of `tether step` that are a decision, not a hiccup:
 # 0 proceed, 1 failed/cancelled, 99 skipped. Exit 2 (the run is not found)
@@ -46,6 +59,11 @@ class TetherTrigger(BaseTrigger):
     :param cancel_on_kill: when a user marks the deferred task failed or
         success, or clears it, `tether cancel` the run (Airflow calls
         on_kill() only for user actions, not for triggerer restarts).
+    :param mode: "watch" (default): one shared `tether watch` process per
+        triggerer waits for every run; "poll": one `tether step` call per
+        run every poll_interval (poll_interval and status_timeout then
+        apply to each call; in watch mode poll_interval is the pause before
+        a failed look is tried again).
     """
 
     def __init__(
@@ -59,8 +77,12 @@ class TetherTrigger(BaseTrigger):
         run_dir: str | None = None,
         status_timeout: float = 300.0,
         cancel_on_kill: bool = False,
+        mode: str = "watch",
     ) -> None:
         super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        self.mode = mode
         self.run_id = run_id
         self.run_dir = run_dir or None
         self.status_timeout = float(status_timeout)
@@ -84,6 +106,7 @@ class TetherTrigger(BaseTrigger):
                 "run_dir": self.run_dir,
                 "status_timeout": self.status_timeout,
                 "cancel_on_kill": self.cancel_on_kill,
+                "mode": self.mode,
             },
         )
 
@@ -106,7 +129,7 @@ class TetherTrigger(BaseTrigger):
             return None, "", f"cannot run {self.tether_bin!r}: {e}"
         try:
             out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
-        except TimeoutError:
+        except (TimeoutError, asyncio.TimeoutError):  # distinct classes on Python 3.10
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
@@ -125,26 +148,62 @@ class TetherTrigger(BaseTrigger):
         """One `tether step` call: (returncode, stdout, stderr)."""
         return await self._tether(step_argv(self.tether_bin, self._target, self.site), self.status_timeout)
 
+    def _log_progress(self, result: dict[str, Any], last: list) -> None:
+        progress = (result.get("outcome"), result.get("fraction"), result.get("message"), result.get("job_id"))
+        if progress == (last[0] if last else None):
+            return
+        last[:] = [progress]
+        self.log.info(
+            "tether run %s (job %s): %s%s%s",
+            self.run_id,
+            result.get("job_id") or "?",
+            result.get("outcome") or "running",
+            f" {float(progress[1]):.0%}" if progress[1] is not None else "",
+            f" {progress[2]}" if progress[2] else "",
+        )
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        if self.mode == "poll":
+            async for ev in self._run_poll():
+                yield ev
+            return
         errors = 0
-        last_progress: tuple[Any, Any, Any] | None = None
+        last: list = []
+        argv = [self.tether_bin, "watch", "--stdin", *site_args(self.site)]
+        while True:
+            try:
+                w = shared_watch(argv, subprocess_env(self.env))
+                ev = await w.wait(self._target, lambda e: self._log_progress(e.get("outcome") or {}, last))
+            except (WatchGone, OSError) as e:  # tether cannot run on the triggerer
+                ev = {"event": "error", "exit_code": None, "error": f"cannot run {self.tether_bin!r} watch: {e}"}
+            rc, result = ev.get("exit_code"), ev.get("outcome")
+            if ev.get("event") == "outcome" and rc in FINAL_CODES and result is not None:
+                yield TriggerEvent(self._event(rc, result, ""))
+                return
+            # exit 2 (not found: a triggerer set up unlike the worker), 3
+            # (infrastructure), the watch process gone: look again a few
+            # times before giving up
+            errors += 1
+            err = ev.get("error") or "no answer"
+            self.log.warning(
+                "tether watch %s failed (exit %s, failure %d of at most %d): %s",
+                self.run_id, rc, errors, self.max_status_errors + 1, err,
+            )
+            if errors > self.max_status_errors:
+                yield TriggerEvent(self._event(rc, result, err, gave_up=True))
+                return
+            await asyncio.sleep(self.poll_interval)
+
+    async def _run_poll(self) -> AsyncIterator[TriggerEvent]:
+        errors = 0
+        last: list = []
         while True:
             rc, out, err = await self._status()
             result = last_json(out)
             if rc == EXIT_NOT_FINISHED:
                 errors = 0
                 if result:
-                    progress = (result.get("outcome"), result.get("fraction"), result.get("message"))
-                    if progress != last_progress:
-                        last_progress = progress
-                        self.log.info(
-                            "tether run %s (job %s): %s%s%s",
-                            self.run_id,
-                            result.get("job_id") or "?",
-                            result.get("outcome") or "running",
-                            f" {float(progress[1]):.0%}" if progress[1] is not None else "",
-                            f" {progress[2]}" if progress[2] else "",
-                        )
+                    self._log_progress(result, last)
                 await asyncio.sleep(self.poll_interval)
                 continue
             if rc in FINAL_CODES and result is not None:
@@ -154,7 +213,7 @@ class TetherTrigger(BaseTrigger):
             # maybe transient, so look again a few times before giving up.
             errors += 1
             self.log.warning(
-                "tether step %s failed (exit %s, %d/%d): %s",
+                "tether step %s failed (exit %s, failure %d of at most %d): %s",
                 self.run_id,
                 rc,
                 errors,
@@ -162,7 +221,7 @@ class TetherTrigger(BaseTrigger):
                 (result or {}).get("reason") or _tail(err) or "no output",
             )
             if errors > self.max_status_errors:
-                yield TriggerEvent(self._event(rc, result, err))
+                yield TriggerEvent(self._event(rc, result, err, gave_up=True))
                 return
             await asyncio.sleep(self.poll_interval)
 
@@ -173,8 +232,14 @@ class TetherTrigger(BaseTrigger):
         rc, _, err = await self._tether([self.tether_bin, "cancel", self._target, *site_args(self.site)], 25)
         self.log.info("cancel_on_kill: tether cancel %s exited %s %s", self.run_id, rc, _tail(err))
 
-    def _event(self, rc: int | None, result: dict[str, Any] | None, err: str) -> dict[str, Any]:
-        return {"run_id": self.run_id, "returncode": rc, "result": result, "stderr": _tail(err, 20)}
+    def _event(self, rc: int | None, result: dict[str, Any] | None, err: str, gave_up: bool = False) -> dict[str, Any]:
+        """The trigger's one event. gave_up: the run could not be looked at
+        max_status_errors + 1 times; its job may still run, so the operator
+        raises a retryable error (the next try reattaches by the key)."""
+        ev = {"run_id": self.run_id, "returncode": rc, "result": result, "stderr": _tail(err, 20)}
+        if gave_up:
+            ev["gave_up"] = True
+        return ev
 
 
 __all__ = ["TetherTrigger"]
