@@ -52,8 +52,8 @@ def work_task(mode: str, case: str, task_file: str, kwargs: dict):
     if mode == "deferrable":
         kwargs.update(deferrable=True, poll_interval=0.2)
         if case == "retry":
-            # the test kills two `tether step` calls: the first is tolerated,
-            # the second fails the try
+            # the test makes the trigger's watch answer with two errors: the
+            # first is tolerated, the second fails the try
             kwargs["max_status_errors"] = 1
     return TetherOperator(task_id="work", task_file=TASK_FILE % task_file, **kwargs)
 
