@@ -58,6 +58,14 @@ def test_success(runner: Runner, mode: str):
     assert got["backend"] == "local" and got["job_id"] == "1" and got["attempts"] == 1
     assert got["key"] == expected_key(r), "the key is airflow/<dag>/<run>/<task> in every mode"
     assert r.try_number("work") == 1
+    if mode != "bash":
+        # the operator's XCom "tether_show": `tether show --json` essentials
+        show = r.xcom.get("work:tether_show")
+        if isinstance(show, str):
+            show = json.loads(show)
+        assert show and show["run_id"] == got["run_id"] and show["state"] == "succeeded", r.describe()
+        assert [a["job_id"] for a in show["attempts"]] == ["1"] and show["attempts"][0]["exit_code"] == 0, show
+        assert any("exit file of attempt 1: exit 0" in e for e in show["decision"]["evidence"]), show
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -62,7 +62,11 @@ class FakeTether:
         if not self.calls.exists():
             return []
         calls = [json.loads(line) for line in self.calls.read_text().splitlines()]
-        return [c for c in calls if command is None or (len(c) > 1 and c[1] == command)]
+        if command is None:
+            # the operator's best-effort `tether show` for the XCom is left
+            # out of the sequence (test_operator checks it on its own)
+            return [c for c in calls if not (len(c) > 1 and c[1] == "show")]
+        return [c for c in calls if len(c) > 1 and c[1] == command]
 
 
 @pytest.fixture

@@ -213,3 +213,37 @@ def test_on_kill_cancels_only_when_asked(fake):
     o._run_key = KEY
     o.on_kill()
     assert fake.argvs() == [["tether", "cancel", "--key", KEY, "--site", "cluster"]]
+
+
+def test_the_tether_show_essentials_go_to_xcom(fake):
+    """After a run that may proceed, `tether show --json` (best effort, with
+    a timeout) fills the XCom "tether_show": attempts, decision, logs."""
+    fake.reply("run", 0, outcome())
+    detail = {"v": 1, "run_id": "analysis-1", "site": "local", "backend": "local", "state": "succeeded",
+              "run_dir": "/state/runs/analysis-1", "env_secret": "never",
+              "attempts": [{"n": 1, "job_id": "7", "state": "NODE_FAIL", "nodes": ["n1"], "exit_code": 143, "stdout": "/x"},
+                           {"n": 2, "job_id": "8", "state": "COMPLETED", "exit_code": 0}],
+              "decision": {"outcome": "succeeded", "reason": "completed", "evidence": ["exit file of attempt 2: exit 0"]},
+              "logs": {"commands": ["tether logs analysis-1"]}}
+    fake.reply("show", 0, detail)
+    pushed = {}
+    ctx = context()
+    ctx["ti"].xcom_push = lambda key, value: pushed.__setitem__(key, value)
+    op(fake).execute(ctx)
+    (argv,) = fake.argvs("show")
+    assert argv == ["tether", "show", "--json", "/state/runs/analysis-1"]
+    got = pushed["tether_show"]
+    assert [a["job_id"] for a in got["attempts"]] == ["7", "8"] and got["attempts"][0]["state"] == "NODE_FAIL"
+    assert "stdout" not in got["attempts"][0] and "env_secret" not in got
+    assert got["decision"]["evidence"] == ["exit file of attempt 2: exit 0"]
+    # a failed show never fails the task
+    fake.reply("run", 0, outcome())
+    fake.reply("show", 3, None)
+    pushed.clear()
+    assert op(fake).execute(ctx)["outcome"] == "succeeded" and "tether_show" not in pushed
+
+
+def test_a_hung_tether_call_on_the_worker_times_out(fake):
+    fake.reply("submit", 0, outcome(), sleep=30)
+    with pytest.raises(AirflowException, match="gave no answer within 0.5s"):
+        op(fake, deferrable=True, call_timeout=0.5).execute(context())

@@ -66,6 +66,28 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
+SHOW_ATTEMPT_KEYS = ("n", "job_id", "state", "nodes", "submitted_at", "started_at", "ended_at", "exit_code",
+                     "signal", "cause", "reason", "decision", "memory", "usage")
+
+
+def show_essentials(detail: dict[str, Any]) -> dict[str, Any]:
+    """What the XCom "tether_show" keeps of `tether show --json`."""
+    return {
+        "v": detail.get("v"),
+        "run_id": detail.get("run_id"),
+        "site": detail.get("site"),
+        "backend": detail.get("backend"),
+        "key": detail.get("key"),
+        "state": detail.get("state"),
+        "run_dir": detail.get("run_dir"),
+        "attempts": [{k: a.get(k) for k in SHOW_ATTEMPT_KEYS if k in a} for a in detail.get("attempts") or []],
+        "decision": detail.get("decision"),
+        "results": detail.get("results"),
+        "checkpoints": (detail.get("checkpoints") or [])[-5:],
+        "logs": detail.get("logs"),
+    }
+
+
 class TetherOperator(BaseOperator):
     """Run the tether Task in ``task_file`` on a site and wait for its outcome.
 
@@ -82,13 +104,23 @@ class TetherOperator(BaseOperator):
         deferrable, on the triggerer).
     :param deferrable: submit, then wait in the triggerer instead of on the
         worker.
-    :param poll_interval: seconds between two `tether step` calls when
-        deferrable. (Sync mode: tether polls at the site's own [poll] pace.)
+    :param poll_interval: when deferrable with trigger_mode="poll", seconds
+        between two `tether step` calls; with "watch" (the default), the
+        pause before a failed look is tried again. (Sync mode: tether polls
+        at the site's own [poll] pace.)
+    :param trigger_mode: "watch" (default): the triggerer's one shared
+        `tether watch` process waits for the run; "poll": a `tether step`
+        call per run every poll_interval.
+    :param call_timeout: seconds a short tether call on the worker (submit,
+        step, cancel, show) may take before it is killed and the try fails
+        with a retryable error (a hung shared filesystem). `tether run`
+        itself is bounded by execution_timeout.
     :param env: extra environment variables for tether, e.g.
         ``{"TETHER_SITE_PATH": "/etc/tether/sites"}``. (templated)
-    :param max_status_errors: when deferrable, consecutive failed
-        `tether step` calls (exit 2 or 3, killed, no JSON, no answer)
-        tolerated before the try fails.
+    :param max_status_errors: when deferrable, failed looks at the run in a
+        row (exit 2 or 3, the watch or step process killed, no JSON, no
+        answer) tolerated; the next one fails the try with a retryable error
+        (the job may still be running; the retry reattaches to it).
     :param elements: make the Task an array Task: a list of dicts, one per
         element (each reaches its element as ``TETHER_PARAMS`` and, for flat
         values, ``TETHER_PARAM_<name>``), e.g. an upstream task's XCom. The
@@ -120,6 +152,8 @@ class TetherOperator(BaseOperator):
         max_status_errors: int = 3,
         cancel_on_kill: bool = False,
         elements: Sequence[Mapping[str, Any]] | None = None,
+        trigger_mode: str = "watch",
+        call_timeout: float = 300.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -136,6 +170,8 @@ class TetherOperator(BaseOperator):
         self.max_status_errors = max_status_errors
         self.cancel_on_kill = cancel_on_kill
         self.elements = elements
+        self.trigger_mode = trigger_mode
+        self.call_timeout = float(call_timeout)
         self._proc: subprocess.Popen[str] | None = None
         self._run_key: str | None = None
 
@@ -164,9 +200,12 @@ class TetherOperator(BaseOperator):
     def _env(self) -> dict[str, str]:
         return subprocess_env(self.env)
 
-    def _call(self, argv: list[str]) -> tuple[int, dict[str, Any] | None, str]:
-        """Run a short tether command; log its stderr; (rc, JSON, stderr)."""
+    def _call(self, argv: list[str], timeout: float | None = None) -> tuple[int, dict[str, Any] | None, str]:
+        """Run a short tether command (submit, step, cancel, show); log its
+        stderr; (rc, JSON, stderr). It is killed after call_timeout seconds
+        (a hung shared filesystem): a retryable error."""
         self.log.info("$ %s", shlex.join(argv))
+        timeout = self.call_timeout if timeout is None else timeout
         try:
             p = subprocess.run(
                 argv,
@@ -176,7 +215,10 @@ class TetherOperator(BaseOperator):
                 errors="replace",
                 env=self._env(),
                 check=False,
+                timeout=timeout,
             )
+        except subprocess.TimeoutExpired as e:
+            raise AirflowException(f"{shlex.join(argv[:2])} gave no answer within {timeout:g}s (retryable)") from e
         except OSError as e:
             raise AirflowException(f"cannot run {argv[0]!r}: {e}") from e
         for line in p.stderr.splitlines():
@@ -214,9 +256,28 @@ class TetherOperator(BaseOperator):
                 f.write(json.dumps(el, sort_keys=True) + "\n")
         return path
 
+    def _push_show(self, context: Context, result: dict[str, Any]) -> None:
+        """The XCom "tether_show": the essentials of `tether show --json`
+        (attempts with their jobs, nodes, states and exit codes; the decision
+        and its evidence). Best effort: a failed show never fails the task."""
+        target = result.get("run_dir") or result.get("run_id")
+        push = getattr(context.get("ti"), "xcom_push", None)
+        if not target or push is None:
+            return
+        try:
+            rc, detail, err = self._call([self.tether_bin, "show", "--json", target, *site_args(self._site())], timeout=60)
+        except AirflowException as e:
+            self.log.warning("tether show %s: %s", target, e)
+            return
+        if rc != 0 or not detail:
+            self.log.warning("tether show %s exited %s: %s", target, rc, _tail(err))
+            return
+        push(key="tether_show", value=show_essentials(detail))
+
     def _array_result(self, context: Context, result: dict[str, Any]) -> Any:
         """An array run's XCom: its elements (the outcome goes to the XCom
-        "outcome"); any other run's: its outcome."""
+        "outcome"); any other run's: its outcome. Both push "tether_show"."""
+        self._push_show(context, result)
         els = result.get("elements")
         if not isinstance(els, list):
             return result
@@ -314,6 +375,7 @@ class TetherOperator(BaseOperator):
                 env=dict(self.env) if self.env else None,
                 max_status_errors=self.max_status_errors,
                 cancel_on_kill=self.cancel_on_kill,
+                mode=self.trigger_mode,
             ),
             method_name="execute_complete",
             # Airflow does not apply execution_timeout while deferred.
