@@ -25,6 +25,7 @@ def get_provider_info() -> dict:
         "operators": [
             {"integration-name": "tether", "python-modules": ["tether_provider.operators.tether"]},
         ],
+        "extra-links": ["tether_provider.operators.tether.TetherRunLink"],
         "triggers": [
             {"integration-name": "tether", "python-modules": ["tether_provider.triggers.tether"]},
         ],

@@ -50,6 +50,8 @@ os.environ.update(
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME}/airflow.db",
         "PYTHONWARNINGS": "ignore",
+        # the operator's "tether run" extra link points here
+        "TETHER_MONITOR_URL": "http://tether-monitor.example:9464",
         "PATH": f"{TETHER_BIN.parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
 )

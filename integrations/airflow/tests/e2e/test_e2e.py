@@ -66,6 +66,9 @@ def test_success(runner: Runner, mode: str):
         assert show and show["run_id"] == got["run_id"] and show["state"] == "succeeded", r.describe()
         assert [a["job_id"] for a in show["attempts"]] == ["1"] and show["attempts"][0]["exit_code"] == 0, show
         assert any("exit file of attempt 1: exit 0" in e for e in show["decision"]["evidence"]), show
+        # the "tether run" extra link, as Airflow stored it for the UI
+        link = r.xcom.get("work:_link_TetherRunLink")
+        assert link == f"http://tether-monitor.example:9464/run/{got['run_id']}", r.describe()
 
 
 @pytest.mark.parametrize("mode", MODES)

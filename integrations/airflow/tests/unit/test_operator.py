@@ -19,7 +19,7 @@ from conftest import outcome
 try:
     from airflow.sdk.exceptions import TaskDeferred
 except ImportError:  # pragma: no cover
-    from airflow.exceptions import TaskDeferred
+    from airflow.sdk.exceptions import TaskDeferred
 
 HERE = Path(__file__).resolve().parent
 RUN_ID = "manual__2026-11-26T10:00:00+00:00"
@@ -198,7 +198,7 @@ def test_execute_complete_success(fake):
 
 # --------------------------------------------------------------------------- misc
 def test_template_fields_and_bad_overrides(fake):
-    assert set(TetherOperator.template_fields) == {"task_file", "site", "overrides", "key", "env", "elements"}
+    assert set(TetherOperator.template_fields) == {"task_file", "site", "overrides", "key", "env", "elements", "monitor_url"}
     with pytest.raises(TypeError):
         op(fake, overrides="resources.nodes=2")
 
@@ -247,3 +247,49 @@ def test_a_hung_tether_call_on_the_worker_times_out(fake):
     fake.reply("submit", 0, outcome(), sleep=30)
     with pytest.raises(AirflowException, match="gave no answer within 0.5s"):
         op(fake, deferrable=True, call_timeout=0.5).execute(context())
+
+
+def test_tether_run_link(fake, monkeypatch):
+    """The "tether run" extra link goes to the monitor's run page once the
+    run is known; no monitor URL, no link."""
+    from tether_provider.operators.tether import TetherRunLink
+
+    fake.reply("run", 0, outcome())
+    o = op(fake, monitor_url="https://monitor.example:9464/")
+    assert TetherRunLink().get_link(o, ti_key=None) == ""  # no run yet
+    o.execute(context())
+    assert TetherRunLink().get_link(o, ti_key=None) == "https://monitor.example:9464/run/analysis-1"
+    assert any(isinstance(link, TetherRunLink) for link in TetherOperator.operator_extra_links)
+    o2 = op(fake)
+    o2.execute(context())
+    monkeypatch.delenv("TETHER_MONITOR_URL", raising=False)
+    assert TetherRunLink().get_link(o2, ti_key=None) == ""
+    monkeypatch.setenv("TETHER_MONITOR_URL", "http://mon:1")
+    assert TetherRunLink().get_link(o2, ti_key=None) == "http://mon:1/run/analysis-1"
+
+
+def test_resumed_without_an_event_looks_at_the_run_again(fake):
+    """execute_complete(event=None) (worker and triggerer killed
+    mid-deferral): tether step --key finds the run; decided -> its
+    outcome, still running -> deferred again, no run -> a clear error."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    fake.reply("step", 0, outcome())
+    got = op(fake, deferrable=True).execute_complete(context(), None)
+    assert got["outcome"] == "succeeded"
+    (argv,) = fake.argvs("step")
+    assert argv[:3] == ["tether", "step", "--key"] and argv[3].startswith("airflow/pipeline/")
+    fake.reply("step", 75, outcome(outcome="running", final=False))
+    with pytest.raises(TaskDeferred) as d:
+        op(fake, deferrable=True).execute_complete(context(), {})
+    assert d.value.trigger.run_dir == "/state/runs/analysis-1"
+    fake.reply("step", 2, outcome(outcome="error", reason='no run has key "airflow/x"; looked on the sites local'))
+    with pytest.raises(AirflowException, match="no tether run has key"):
+        op(fake, deferrable=True).execute_complete(context(), None)
+
+
+def test_a_trigger_that_gave_up_fails_the_try_retryably(fake):
+    event = {"run_id": "analysis-1", "returncode": 2, "result": None, "stderr": "no such run", "gave_up": True}
+    with pytest.raises(AirflowException, match="its job may still be running") as e:
+        op(fake, deferrable=True).execute_complete(context(), event)
+    assert not isinstance(e.value, AirflowFailException)

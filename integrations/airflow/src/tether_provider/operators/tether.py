@@ -45,10 +45,12 @@ import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from tether_provider._cli import (
+    EXIT_BAD_INPUT,
     EXIT_NOT_FINISHED,
     AirflowException,
     _tail,
@@ -88,6 +90,28 @@ def show_essentials(detail: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class TetherRunLink(BaseOperatorLink):
+    """The task's "tether run" button: the run's page on the tether monitor
+    (``{monitor_url}/run/{run_id}``), when a monitor URL is configured
+    (the operator's ``monitor_url``, else ``$TETHER_MONITOR_URL`` on the
+    worker). Airflow 3 computes it on the worker when the try ends and
+    keeps it in XCom; without a URL or a run there is no link."""
+
+    name = "tether run"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        url = getattr(operator, "monitor_url", None) or os.environ.get("TETHER_MONITOR_URL") or ""
+        run_id = getattr(operator, "_tether_run_id", None)
+        if not run_id and hasattr(ti_key, "xcom_pull"):
+            try:
+                run_id = ti_key.xcom_pull(task_ids=ti_key.task_id, key="run_id")
+            except Exception:  # no XCom backend reachable: no link
+                run_id = None
+        if not url or not run_id:
+            return ""
+        return f"{str(url).rstrip('/')}/run/{quote(str(run_id), safe='')}"
+
+
 class TetherOperator(BaseOperator):
     """Run the tether Task in ``task_file`` on a site and wait for its outcome.
 
@@ -111,6 +135,10 @@ class TetherOperator(BaseOperator):
     :param trigger_mode: "watch" (default): the triggerer's one shared
         `tether watch` process waits for the run; "poll": a `tether step`
         call per run every poll_interval.
+    :param monitor_url: the tether monitor's address (e.g.
+        ``http://monitor.example:9464``): the task gets a "tether run" link
+        to the run's page there. Default ``$TETHER_MONITOR_URL``; neither:
+        no link. (templated)
     :param call_timeout: seconds a short tether call on the worker (submit,
         step, cancel, show) may take before it is killed and the try fails
         with a retryable error (a hung shared filesystem). `tether run`
@@ -134,7 +162,8 @@ class TetherOperator(BaseOperator):
         to it.
     """
 
-    template_fields: Sequence[str] = ("task_file", "site", "overrides", "key", "env", "elements")
+    template_fields: Sequence[str] = ("task_file", "site", "overrides", "key", "env", "elements", "monitor_url")
+    operator_extra_links = (TetherRunLink(),)
     template_fields_renderers = {"overrides": "json", "env": "json", "elements": "json"}
     ui_color = "#dce9f5"
 
@@ -154,6 +183,7 @@ class TetherOperator(BaseOperator):
         elements: Sequence[Mapping[str, Any]] | None = None,
         trigger_mode: str = "watch",
         call_timeout: float = 300.0,
+        monitor_url: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -172,6 +202,8 @@ class TetherOperator(BaseOperator):
         self.elements = elements
         self.trigger_mode = trigger_mode
         self.call_timeout = float(call_timeout)
+        self.monitor_url = monitor_url
+        self._tether_run_id: str | None = None
         self._proc: subprocess.Popen[str] | None = None
         self._run_key: str | None = None
 
@@ -226,6 +258,8 @@ class TetherOperator(BaseOperator):
         return p.returncode, last_json(p.stdout), p.stderr
 
     def _log_outcome(self, result: dict[str, Any] | None) -> None:
+        if result is not None and result.get("run_id"):
+            self._tether_run_id = str(result["run_id"])  # for the "tether run" link
         if result is not None:
             self.log.info("tether outcome: %s", json.dumps(result, sort_keys=True))
 
@@ -350,6 +384,7 @@ class TetherOperator(BaseOperator):
         run_id = result.get("run_id")
         if not run_id:
             raise AirflowException(f"tether submit printed no run_id: {result}")
+        self._tether_run_id = str(run_id)
         if result.get("final"):
             # The key belongs to a run that already has an outcome that may
             # proceed (e.g. this is a retry after the outcome was decided):
@@ -359,15 +394,21 @@ class TetherOperator(BaseOperator):
                 self._log_outcome(status)
                 return self._array_result(context, check_result(rc, status, err, "tether step"))
         self.log.info(
-            "tether run %s (job %s) is %s; deferring, polling every %ss",
+            "tether run %s (job %s) is %s; deferring (%s)",
             run_id,
             result.get("job_id") or "?",
             result.get("outcome") or "submitted",
-            self.poll_interval,
+            "the triggerer's tether watch waits for it" if self.trigger_mode == "watch"
+            else f"tether step every {self.poll_interval}s",
         )
+        self._defer_to_trigger(result)
+        raise AssertionError("unreachable: defer() raises TaskDeferred")  # pragma: no cover
+
+    def _defer_to_trigger(self, result: dict[str, Any]) -> None:
+        """Defer to a TetherTrigger for the run of a submit or step result."""
         self.defer(
             trigger=TetherTrigger(
-                run_id=run_id,
+                run_id=result["run_id"],
                 run_dir=result.get("run_dir") or None,
                 site=self._site(),
                 tether_bin=self.tether_bin,
@@ -381,12 +422,16 @@ class TetherOperator(BaseOperator):
             # Airflow does not apply execution_timeout while deferred.
             timeout=self.execution_timeout,
         )
-        raise AssertionError("unreachable: defer() raises TaskDeferred")  # pragma: no cover
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
         """Resume after the trigger fired: map the final `tether step` like `tether run`."""
-        event = event or {}
+        if not event or "returncode" not in event:
+            # resumed without the trigger's event (the worker and the
+            # triggerer were killed mid-deferral): look at the run again
+            return self._recheck(context)
         result = event.get("result")
+        if event.get("run_id"):
+            self._tether_run_id = str(event["run_id"])
         self._log_outcome(result)
         if event.get("gave_up"):
             # the trigger could not look at the run (max_status_errors + 1
@@ -398,6 +443,28 @@ class TetherOperator(BaseOperator):
                 "its job may still be running: a retry of this task reattaches to it"
             )
         return self._array_result(context, check_result(event.get("returncode"), result, event.get("stderr"), "tether step"))
+
+    def _recheck(self, context: Context) -> Any:
+        """Find the run by the task's key and go on from where it is: its
+        outcome when it is decided, a new deferral while it runs."""
+        self._run_key = self._resolve_key(context)
+        self.log.warning(
+            "resumed without the trigger's event (event=None: the worker and triggerer were probably "
+            "restarted mid-deferral); looking at the run of key %s again", self._run_key
+        )
+        rc, result, err = self._call(
+            [self.tether_bin, "step", "--key", self._run_key, *site_args(self._site())]
+        )
+        if rc == EXIT_BAD_INPUT and "no run has key" in ((result or {}).get("reason") or err or ""):
+            raise AirflowException(
+                f"resumed without the trigger's event, and no tether run has key {self._run_key!r}: "
+                "the submit never happened or the run was pruned; a retry of this task submits it"
+            )
+        if rc == EXIT_NOT_FINISHED and result and result.get("run_id"):
+            self._log_outcome(result)
+            self._defer_to_trigger(result)
+        self._log_outcome(result)
+        return self._array_result(context, check_result(rc, result, err, "tether step"))
 
     # ------------------------------------------------------------------ kill
     def on_kill(self) -> None:
