@@ -91,6 +91,11 @@ func launchWords(t *schema.Task, site *schema.Site, command, env []string) ([]wo
 			// Slurm >= 22.05: srun does not take --cpus-per-task from sbatch
 			w = append(w, lit("--cpus-per-task="+strconv.Itoa(cpt)))
 		}
+		if r.GPUsPerTask > 0 {
+			// explicit: a step gets the job's GPUs per task only through
+			// SLURM_GPUS_PER_TASK, which --export and prologues can lose
+			w = append(w, lit("--gpus-per-task="+strconv.Itoa(r.GPUsPerTask)))
+		}
 		if bind != "" {
 			w = append(w, lit("--cpu-bind="+bind))
 		}

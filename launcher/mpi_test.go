@@ -47,6 +47,11 @@ func TestLaunchWords(t *testing.T) {
 		{"auto single task runs plainly", task("auto", 0, 1, 0, 0), site("sbatch", "", ""), false, "prog arg"},
 		{"auto srun on slurm", task("auto", 2, 4, 2, 3), site("sbatch", "", ""), false, "srun --mpi=pmix --export=ALL --ntasks=4 --nodes=2 --ntasks-per-node=2 --cpus-per-task=3 prog arg"},
 		{"srun, cores", task("auto", 2, 4, 2, 2), site("sbatch", "", "cores"), false, "srun --mpi=pmix --export=ALL --ntasks=4 --nodes=2 --ntasks-per-node=2 --cpus-per-task=2 --cpu-bind=cores prog arg"},
+		{"srun with GPUs", func() *schema.Task {
+			tk := task("auto", 2, 8, 4, 16)
+			tk.Resources.GPUsPerTask = 1
+			return tk
+		}(), site("sbatch", "", "cores"), false, "srun --mpi=pmix --export=ALL --ntasks=8 --nodes=2 --ntasks-per-node=4 --cpus-per-task=16 --gpus-per-task=1 --cpu-bind=cores prog arg"},
 		{"srun, no binding", task("auto", 0, 4, 0, 0), site("sbatch", "", "none"), false, "srun --mpi=pmix --export=ALL --ntasks=4 --cpu-bind=none prog arg"},
 		{"mpirun on local", task("auto", 0, 4, 0, 0), site("local", "", ""), false, "mpirun -np 4 " + tether + " -x PATH " + rest + " prog arg"},
 		{"mpirun resumed, warned", func() *schema.Task {
