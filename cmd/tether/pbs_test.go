@@ -53,14 +53,18 @@ type pbsKey struct{}
 
 // TestPBS runs the PBS state matrix through the CLI against the OpenPBS
 // emulator (internal/pbsemu): one instance with job history, one without,
-// and one whose server goes down while runs wait.
+// one whose server goes down while runs wait, and the array script on
+// servers of its own (with history and without).
 func TestPBS(t *testing.T) {
 	t.Parallel()
 	for _, v := range []struct {
 		name    string
 		history bool
 		dir     string
-	}{{"history", true, "testdata/pbs"}, {"nohistory", false, "testdata/pbs"}, {"outage", true, "testdata/pbs-outage"}} {
+	}{{"history", true, "testdata/pbs"}, {"nohistory", false, "testdata/pbs"}, {"outage", true, "testdata/pbs-outage"},
+		// an array of 200 fills the server's 8 CPUs for a while: on a
+		// server of its own, it does not hold up the other scripts' jobs
+		{"array-history", true, "testdata/pbs-array"}, {"array-nohistory", false, "testdata/pbs-array"}} {
 		name, history := v.name, v.history
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

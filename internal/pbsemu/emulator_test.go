@@ -877,7 +877,9 @@ func TestResourceLimitKills(t *testing.T) {
 		{cpu, "burner", "cput", -28, `^=>> PBS: job killed: cput \d+ exceeded limit 1\n$`},
 		{mem, "hog", "mem", -27, `^=>> PBS: job killed: mem \d+kb exceeded limit 16384kb\n$`},
 	} {
-		f := e.wait(c.id, "F", 30*time.Second)
+		// a deadline, not a sleep: on a loaded machine the burner may
+		// get a small share of a core, and needs 2 s of CPU
+		f := e.wait(c.id, "F", 2*time.Minute)
 		if num(f, "substate") != 93 || num(f, "Exit_status") != c.exit || !strings.HasSuffix(str(f, "comment"), " and exceeded resource "+c.res) {
 			t.Errorf("%s: substate %v Exit_status %v comment %q", c.res, f["substate"], f["Exit_status"], f["comment"])
 		}
