@@ -143,7 +143,29 @@ func cmdCode(ts *testscript.TestScript, neg bool, args []string) {
 		got = ee.ExitCode()
 	}
 	if got != want {
+		logAttempts(ts)
 		ts.Fatalf("exit code %d, want %d", got, want)
+	}
+}
+
+// logAttempts logs the small files of every attempt of the run named by
+// the last JSON line of stdout (the Task's output, its exit record): what
+// a failure on a loaded CI machine needs to be understood afterwards.
+func logAttempts(ts *testscript.TestScript) {
+	lines := strings.Split(strings.TrimSpace(ts.ReadFile("stdout")), "\n")
+	var last struct {
+		RunDir string `json:"run_dir"`
+	}
+	if json.Unmarshal([]byte(lines[len(lines)-1]), &last) != nil || last.RunDir == "" {
+		return
+	}
+	files, _ := filepath.Glob(filepath.Join(last.RunDir, "attempts", "*", "*"))
+	for _, f := range files {
+		if fi, err := os.Stat(f); err != nil || !fi.Mode().IsRegular() || fi.Size() > 8<<10 || filepath.Base(f) == "job.sh" {
+			continue
+		}
+		b, _ := os.ReadFile(f)
+		ts.Logf("%s:\n%s", strings.TrimPrefix(f, last.RunDir+"/"), b)
 	}
 }
 
