@@ -70,31 +70,42 @@ func (s State) Started() bool {
 	return true
 }
 
-// JobStatus is one job as the scheduler reports it, normalized.
+// JobStatus is one job as the scheduler reports it, normalized. Zero
+// fields are left out of its JSON: every monitor cycle writes the site's
+// poll cache, one JobStatus per active job.
 type JobStatus struct {
-	ID     JobID
-	State  State
-	Native string // the scheduler's own state string, flags included
+	ID     JobID  `json:",omitzero"`
+	State  State  `json:",omitzero"`
+	Native string `json:",omitzero"` // the scheduler's own state string, flags included
 	// ExitCode and Signal are the scheduler's view; the wrapper's exit
 	// file takes precedence.
-	ExitCode *int
-	Signal   int
-	Reason   string // pending reason or failure reason
-	Nodes    []string
-	Submit   time.Time
-	Start    time.Time
-	End      time.Time
+	ExitCode *int      `json:",omitzero"`
+	Signal   int       `json:",omitzero"`
+	Reason   string    `json:",omitzero"` // pending reason or failure reason
+	Nodes    []string  `json:",omitzero"`
+	Submit   time.Time `json:",omitzero"`
+	Start    time.Time `json:",omitzero"`
+	End      time.Time `json:",omitzero"`
 	// Deadline is when the scheduler will end the job (start + limit).
-	Deadline time.Time
+	Deadline time.Time `json:",omitzero"`
 	// Alloc is what the job was given, where the scheduler says.
-	Alloc Allocation
+	Alloc Allocation `json:",omitzero"`
 	// LimitKill names the resource limit (other than memory and
 	// walltime) the batch system killed the job for: "cput", "ncpus".
-	LimitKill string
+	LimitKill string `json:",omitzero"`
 	// ExpectedStart is when the scheduler expects a pending job to start
 	// (Slurm's backfill estimate, PBS's estimated.start_time); zero when
 	// it gives none.
-	ExpectedStart time.Time
+	ExpectedStart time.Time `json:",omitzero"`
+}
+
+// Equal reports whether two statuses say the same (times by Equal).
+func (st JobStatus) Equal(o JobStatus) bool {
+	sameCode := st.ExitCode == nil && o.ExitCode == nil || st.ExitCode != nil && o.ExitCode != nil && *st.ExitCode == *o.ExitCode
+	return st.ID == o.ID && st.State == o.State && st.Native == o.Native && sameCode && st.Signal == o.Signal &&
+		st.Reason == o.Reason && slices.Equal(st.Nodes, o.Nodes) && st.Submit.Equal(o.Submit) && st.Start.Equal(o.Start) &&
+		st.End.Equal(o.End) && st.Deadline.Equal(o.Deadline) && st.Alloc == o.Alloc && st.LimitKill == o.LimitKill &&
+		st.ExpectedStart.Equal(o.ExpectedStart)
 }
 
 // PendingStart moves the start time a scheduler reports for a job that
@@ -132,10 +143,10 @@ type Usage struct {
 // Allocation is what a scheduler gave a job; a zero field was not
 // reported.
 type Allocation struct {
-	Nodes     int
-	CPUs      int
-	GPUs      int
-	MemoryMiB int64
+	Nodes     int   `json:",omitzero"`
+	CPUs      int   `json:",omitzero"`
+	GPUs      int   `json:",omitzero"`
+	MemoryMiB int64 `json:",omitzero"`
 }
 
 // JobRequest is everything a backend needs to submit one attempt.

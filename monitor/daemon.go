@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -40,13 +39,16 @@ type Monitor struct {
 	// filesystems, where inotify does not see other hosts' writes).
 	StatOnly  bool
 	StatEvery time.Duration
+	// FileClock is the clock that run directories' timestamps are
+	// compared with (quiet.go; nil: time.Now).
+	FileClock func() time.Time
 
 	mu       sync.Mutex
-	trackers map[string]*Tracker // site/run -> tracker, for the site's own runs only
-	others   map[string]otherRun // site/run -> an active run the site does not track
+	trackers map[runKey]*Tracker // the site's own runs only
+	others   map[runKey]otherRun // an active run the site does not track
 	listed   map[string]int      // site -> entries of the active index at its last cycle
-	seen     map[string]bool     // site/run ids active in the last cycle
-	counted  map[string]bool     // decided runs whose outcome is counted but whose active mark remains
+	seen     map[runKey]bool     // runs active in the last cycle
+	counted  map[runKey]bool     // decided runs whose outcome is counted but whose active mark remains
 	kick     map[string]chan struct{}
 	urgent   map[string]bool // site -> a run waits for the scheduler's word (its last cycle)
 	decided  decidedCache    // the runs page's recently decided runs
@@ -79,8 +81,8 @@ func markOf(path string) recMark {
 // NewMonitor prepares a monitor over sites; the metrics carry version.
 func NewMonitor(sites []*SiteRuntime, version string, now func() time.Time, log *slog.Logger) *Monitor {
 	m := &Monitor{Sites: sites, Metrics: NewMetrics(version), Now: now, Log: log,
-		trackers: map[string]*Tracker{}, others: map[string]otherRun{}, listed: map[string]int{},
-		seen: map[string]bool{}, counted: map[string]bool{}, kick: map[string]chan struct{}{}, urgent: map[string]bool{}}
+		trackers: map[runKey]*Tracker{}, others: map[runKey]otherRun{}, listed: map[string]int{},
+		seen: map[runKey]bool{}, counted: map[runKey]bool{}, kick: map[string]chan struct{}{}, urgent: map[string]bool{}}
 	for _, s := range sites {
 		m.kick[s.Site.Name] = make(chan struct{}, 1)
 		s.Engine.Poller.Backend = &instrumented{Backend: s.Engine.Poller.Backend, site: s.Site.Name, m: m.Metrics}
@@ -140,7 +142,11 @@ func (c countedSubmitter) SubmitArray(ctx context.Context, run rundir.Run, rec *
 	return c.Submitter.SubmitArray(ctx, run, rec)
 }
 
-func key(site, run string) string { return site + "/" + run }
+// runKey names a run of a site in the monitor's maps (a struct, not a
+// joined string: a lookup allocates nothing).
+type runKey struct{ site, run string }
+
+func key(site, run string) runKey { return runKey{site, run} }
 
 // Cycle looks at every active run of a site once. It returns whether
 // anything changed (a run appeared, ended or changed state). Its steps:
@@ -185,12 +191,15 @@ func (m *Monitor) track(s *SiteRuntime, names []string) tracked {
 	c := tracked{active: make(map[string]bool, len(names)), ids: make([]backends.JobID, 0, len(names))}
 	for _, runID := range names {
 		k := key(name, runID)
-		run := s.Store.Run(runID)
 		m.mu.Lock()
 		tr := m.trackers[k]
 		other, isOther := m.others[k]
 		m.mu.Unlock()
 		fresh := tr == nil
+		run := s.Store.Run(runID)
+		if !fresh {
+			run = tr.run
+		}
 		var mk recMark
 		if fresh {
 			mk = markOf(run.RunJSON()) // before reading it: a change meanwhile is seen next time
@@ -201,7 +210,9 @@ func (m *Monitor) track(s *SiteRuntime, names []string) tracked {
 				continue // another site's, or still unreadable: run.json did not change
 			}
 			tr = NewTracker(run)
+			tr.UseMarks(runID, m.FileClock)
 		}
+		tr.checkRun(run, false)
 		rec, err := tr.record(run)
 		if err != nil || (rec.Site != "" && rec.Site != name) {
 			if !fresh {
@@ -252,7 +263,7 @@ func (m *Monitor) stepRuns(ctx context.Context, s *SiteRuntime, active map[strin
 		m.mu.Lock()
 		tr := m.trackers[key(name, runID)]
 		m.mu.Unlock()
-		run := s.Store.Run(runID)
+		run := tr.run
 		st, err := s.Engine.StepWith(ctx, run, snap, perr, tr)
 		if err != nil {
 			if errors.Is(err, rundir.ErrNoRun) {
@@ -307,12 +318,12 @@ func (m *Monitor) forget(s *SiteRuntime, names []string, active map[string]bool,
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for k := range m.counted {
-		if site, runID, _ := strings.Cut(k, "/"); site == name && !active[runID] {
+		if k.site == name && !active[k.run] {
 			delete(m.counted, k)
 		}
 	}
 	for k := range m.seen {
-		site, runID, _ := strings.Cut(k, "/")
+		site, runID := k.site, k.run
 		if site != name {
 			continue
 		}
@@ -333,7 +344,7 @@ func (m *Monitor) forget(s *SiteRuntime, names []string, active map[string]bool,
 		listed[runID] = true
 	}
 	for k := range m.trackers {
-		if site, runID, _ := strings.Cut(k, "/"); site == name {
+		if site, runID := k.site, k.run; site == name {
 			if !active[runID] {
 				delete(m.trackers, k)
 			} else {
@@ -342,7 +353,7 @@ func (m *Monitor) forget(s *SiteRuntime, names []string, active map[string]bool,
 		}
 	}
 	for k := range m.others {
-		if site, runID, _ := strings.Cut(k, "/"); site == name && !listed[runID] {
+		if k.site == name && !listed[k.run] {
 			delete(m.others, k)
 		}
 	}
@@ -609,7 +620,7 @@ func (m *Monitor) activeAttempts(site string) map[string]int {
 	defer m.mu.Unlock()
 	out := map[string]int{}
 	for k := range m.seen {
-		s, runID, _ := strings.Cut(k, "/")
+		s, runID := k.site, k.run
 		if s != site {
 			continue
 		}

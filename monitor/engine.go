@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -64,6 +65,7 @@ type NodeRecorder interface {
 // Tracker keeps what an engine learned about one run between steps: the
 // status file is read incrementally and run.json only when it changes.
 type Tracker struct {
+	run     rundir.Run
 	status  rundir.StatusReader
 	rec     *schema.RunRecord
 	recMod  time.Time
@@ -74,11 +76,30 @@ type Tracker struct {
 	exit   *schema.ExitFile
 	exitN  int
 	exitFi os.FileInfo
+	// the current attempt's file paths, joined once per attempt
+	att attemptPaths
+	// marks: directory marks stand in for the reads of unchanged files
+	// (the monitor's trackers; see quiet.go)
+	marks *quiet
+}
+
+type attemptPaths struct {
+	n                       int
+	dir, exit, started, out string
+}
+
+// paths returns attempt n's file paths.
+func (t *Tracker) paths(run rundir.Run, n int) *attemptPaths {
+	if t.att.n != n || t.att.dir == "" {
+		d := run.AttemptDir(n)
+		t.att = attemptPaths{n: n, dir: d, exit: filepath.Join(d, "exitcode"), started: filepath.Join(d, "started"), out: filepath.Join(d, "stdout")}
+	}
+	return &t.att
 }
 
 // NewTracker starts tracking a run.
 func NewTracker(run rundir.Run) *Tracker {
-	return &Tracker{status: rundir.StatusReader{Path: run.Status()}}
+	return &Tracker{run: run, status: rundir.StatusReader{Path: run.Status()}}
 }
 
 // Summary is the latest status-file summary.
@@ -86,6 +107,9 @@ func (t *Tracker) Summary() rundir.Summary { return t.status.Summary }
 
 // record returns run.json, reading it again only when it changed.
 func (t *Tracker) record(run rundir.Run) (*schema.RunRecord, error) {
+	if t.rec != nil && t.marks.runUnchanged() {
+		return t.rec, nil
+	}
 	fi, err := os.Stat(run.RunJSON())
 	if err == nil && t.rec != nil && fi.ModTime().Equal(t.recMod) && fi.Size() == t.recSize {
 		return t.rec, nil
@@ -100,12 +124,15 @@ func (t *Tracker) record(run rundir.Run) (*schema.RunRecord, error) {
 	return rec, nil
 }
 
-func (t *Tracker) forget() { t.rec = nil }
+func (t *Tracker) forget() {
+	t.rec = nil
+	t.marks.reset()
+}
 
 // exitFile reads an attempt's exit file (nil when absent), again only when
 // it changed: a look at a live run costs one stat.
 func (t *Tracker) exitFile(run rundir.Run, n int) (*schema.ExitFile, error) {
-	fi, err := os.Stat(run.ExitCode(n))
+	fi, err := os.Stat(t.paths(run, n).exit)
 	if err != nil {
 		t.exit, t.exitFi = nil, nil
 		return nil, nil
@@ -126,11 +153,14 @@ func (t *Tracker) startedFile(run rundir.Run, n int) *schema.Started {
 	if t.started != nil && t.started.Attempt == n {
 		return t.started
 	}
-	s, ok, _ := run.StartedFile(n)
-	if ok && s.Attempt == n {
-		t.started = s
+	var s schema.Started
+	if err := rundir.ReadJSON(t.paths(run, n).started, &s); err != nil {
+		return nil
 	}
-	return s
+	if s.Attempt == n {
+		t.started = &s
+	}
+	return &s
 }
 
 // Status is one look at a run.
@@ -195,15 +225,19 @@ func (e *Engine) LookWith(ctx context.Context, run rundir.Run, snap *Snapshot, p
 func (t *Tracker) Refresh(run rundir.Run) (*schema.RunRecord, error) { return t.record(run) }
 
 func (e *Engine) step(ctx context.Context, run rundir.Run, snap *Snapshot, perr error, maxAge time.Duration, tr *Tracker, act bool) (Status, error) {
-	if o, ok, err := run.Outcome(); err != nil {
-		return Status{}, err
-	} else if ok {
-		return Status{Outcome: *o}, nil
+	tr.checkRun(run, true)
+	if !tr.marks.runUnchanged() {
+		if o, ok, err := run.Outcome(); err != nil {
+			return Status{}, err
+		} else if ok {
+			return Status{Outcome: *o}, nil
+		}
 	}
 	rec, err := tr.record(run)
 	if err != nil {
 		return Status{}, err
 	}
+	tr.commitRun()
 	if rec.Task.Array.Enabled() {
 		if snap != nil {
 			maxAge = -1 // the monitor steps the elements itself, as runs of their own
@@ -340,11 +374,10 @@ func (e *Engine) observe(ctx context.Context, run rundir.Run, rec *schema.RunRec
 	// Scheduler state first, then the exit file, then the status file: a
 	// Task writes its last checkpoint before it exits and the job ends, so
 	// evidence read in this order is never older than the state it explains.
-	exit, err := tr.exitFile(run, cur.N)
+	exit, started, err := tr.attemptFiles(run, cur.N, js.State, known)
 	if err != nil {
 		e.Log.Warn("damaged exit file", "run", run.ID, "err", err)
 	}
-	started := tr.startedFile(run, cur.N)
 	tr.status.FromAttempt, tr.status.Since = rundir.EvidenceWindow(rec) // only the current generation's evidence
 	if _, err := tr.status.Update(); err != nil {
 		e.Log.Warn("cannot read the status file", "run", run.ID, "err", err)

@@ -148,7 +148,7 @@ func (m *Monitor) pageData() pageData {
 func (m *Monitor) messageOf(site, runID string) string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if tr := m.trackers[site+"/"+runID]; tr != nil {
+	if tr := m.trackers[key(site, runID)]; tr != nil {
 		return tr.Summary().Message
 	}
 	return ""

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -117,6 +118,17 @@ type Poller struct {
 	mu     sync.Mutex
 	last   Snapshot
 	lastFi os.FileInfo
+	// each job's JSON as last saved: a job whose status did not change
+	// is not encoded again (most of a site's jobs, most cycles)
+	enc    map[backends.JobID]encodedJob
+	encGen int // the save an entry of enc was last used by
+	encLen int // the jobs' JSON length at the last save
+}
+
+type encodedJob struct {
+	st   backends.JobStatus
+	json []byte // "id":{...}
+	gen  int
 }
 
 func (p *Poller) dir() string { return filepath.Join(p.Store.Dir, "poll") }
@@ -354,7 +366,7 @@ func (p *Poller) activeIDs(ids []backends.JobID) ([]backends.JobID, error) {
 
 func (p *Poller) save(s *Snapshot) error {
 	s.V = cacheVersion
-	b, err := json.Marshal(s)
+	b, err := p.encode(s)
 	if err != nil {
 		return err
 	}
@@ -368,4 +380,60 @@ func (p *Poller) save(s *Snapshot) error {
 		p.mu.Unlock()
 	}
 	return nil
+}
+
+// snapshotJSON is a Snapshot with its jobs encoded already: the
+// shallower Jobs field wins over the embedded one.
+type snapshotJSON struct {
+	*Snapshot
+	Jobs json.RawMessage `json:"jobs"`
+}
+
+// encode is json.Marshal(s) with each job's JSON kept from the last
+// save while its status stays the same (Equal: a time that moved to
+// another location keeps its old spelling of the same instant).
+func (p *Poller) encode(s *Snapshot) ([]byte, error) {
+	if s.Jobs == nil {
+		return json.Marshal(s)
+	}
+	ids := make([]backends.JobID, 0, len(s.Jobs))
+	for id := range s.Jobs {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids) // as json.Marshal orders a map
+	if p.enc == nil {
+		p.enc = make(map[backends.JobID]encodedJob, len(ids))
+	}
+	p.encGen++
+	buf := make([]byte, 0, p.encLen+64)
+	buf = append(buf, '{')
+	for i, id := range ids {
+		st := s.Jobs[id]
+		e, ok := p.enc[id]
+		if !ok || !e.st.Equal(st) {
+			k, err := json.Marshal(string(id))
+			if err != nil {
+				return nil, err
+			}
+			v, err := json.Marshal(st)
+			if err != nil {
+				return nil, err
+			}
+			e = encodedJob{st: st, json: append(append(k, ':'), v...)}
+		}
+		e.gen = p.encGen
+		p.enc[id] = e
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, e.json...)
+	}
+	buf = append(buf, '}')
+	p.encLen = len(buf)
+	for id, e := range p.enc {
+		if e.gen != p.encGen {
+			delete(p.enc, id) // a job the scheduler no longer reports
+		}
+	}
+	return json.Marshal(snapshotJSON{Snapshot: s, Jobs: buf})
 }

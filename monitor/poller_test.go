@@ -2,10 +2,16 @@ package monitor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"os"
 	"path/filepath"
+	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -335,5 +341,90 @@ func TestPollerBacksOffAfterASlowAnswer(t *testing.T) {
 	}
 	if !p.Cached().RateLimitedSince.IsZero() || !strings.Contains(logged.String(), "answers tether's queries again") {
 		t.Errorf("the throttling is not cleared after a quick answer:\n%s", logged.String())
+	}
+}
+
+// The poll cache keeps each job's JSON while its status stays the same:
+// over random snapshots, each saved after the one before, the file is
+// always what json.Marshal writes (in another field order).
+func TestPollerEncodeKeepsJobsJSON(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("TETHER_SEED"); v != "" {
+		seed, _ = strconv.ParseUint(v, 10, 64)
+	}
+	t.Logf("seed %d (replay: TETHER_SEED=%d)", seed, seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
+	states := []backends.State{backends.Pending, backends.Running, backends.Completed, backends.Failed}
+	t0 := time.Unix(2e9, 0).UTC()
+	p := &Poller{}
+	jobs := map[backends.JobID]backends.JobStatus{}
+	for round := range 50 {
+		for range rng.IntN(20) {
+			id := backends.JobID(strconv.Itoa(rng.IntN(40)))
+			if rng.IntN(5) == 0 {
+				delete(jobs, id)
+				continue
+			}
+			st := jobs[id]
+			st.ID, st.State = id, states[rng.IntN(len(states))]
+			switch rng.IntN(4) {
+			case 0:
+				c := rng.IntN(3)
+				st.ExitCode = &c
+			case 1:
+				st.Nodes = []string{"n" + strconv.Itoa(rng.IntN(3))}
+			case 2:
+				st.Start = t0.Add(time.Duration(rng.IntN(100)) * time.Second)
+			case 3:
+				st.Reason = `"quoted" <` + strconv.Itoa(rng.IntN(3)) + ">"
+			}
+			jobs[id] = st
+		}
+		snap := &Snapshot{V: cacheVersion, At: t0.Add(time.Duration(round) * time.Second), Jobs: maps.Clone(jobs)}
+		got, err := p.encode(snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := json.Marshal(snap)
+		var g, w any
+		if err := json.Unmarshal(got, &g); err != nil {
+			t.Fatalf("round %d: %v in %s", round, err, got)
+		}
+		json.Unmarshal(want, &w)
+		if !reflect.DeepEqual(g, w) {
+			t.Fatalf("round %d: encode\n%s\nwant json.Marshal\n%s", round, got, want)
+		}
+	}
+}
+
+// JobStatus.Equal sees a change of every field (a field added later and
+// left out of Equal fails here).
+func TestJobStatusEqualEveryField(t *testing.T) {
+	base := backends.JobStatus{}
+	v := reflect.ValueOf(&base).Elem()
+	for i := range v.NumField() {
+		o := base
+		f := reflect.ValueOf(&o).Elem().Field(i)
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString("x")
+		case reflect.Int, reflect.Int64:
+			f.SetInt(1)
+		case reflect.Pointer:
+			f.Set(reflect.New(f.Type().Elem()))
+		case reflect.Slice:
+			f.Set(reflect.MakeSlice(f.Type(), 1, 1))
+		case reflect.Struct:
+			if f.Type() == reflect.TypeOf(time.Time{}) {
+				f.Set(reflect.ValueOf(time.Unix(1, 0)))
+			} else {
+				f.Field(0).SetInt(1)
+			}
+		default:
+			t.Fatalf("field %s: kind %s not covered by this test", v.Type().Field(i).Name, f.Kind())
+		}
+		if base.Equal(o) || o.Equal(base) {
+			t.Errorf("Equal misses a change of %s", v.Type().Field(i).Name)
+		}
 	}
 }

@@ -1,0 +1,173 @@
+package monitor
+
+import (
+	"hash/crc32"
+	"syscall"
+	"time"
+
+	"github.com/tether-hpc/tether/backends"
+	"github.com/tether-hpc/tether/rundir"
+	"github.com/tether-hpc/tether/schema"
+)
+
+// A monitor cycle looks at every active run; most of them have not
+// changed since the last cycle. Every file of the run-directory protocol
+// that a look reads for its presence or content — run.json and
+// outcome.json in the run directory, started and exitcode in the attempt
+// directory — is renamed into its directory by its writer (tether's
+// atomic writes, the wrapper's mv), and a rename (or a create or a
+// remove) changes the directory's mtime and ctime. So one stat of each
+// directory stands in for the opens and stats of the files in it: a
+// directory whose mark is the one seen before the last full read holds
+// the same files.
+//
+// Three guards keep a mark from hiding a change:
+//   - settled: a mark younger than markSettle (by the real clock, since
+//     it is the filesystem's clock that stamps it) is not trusted, so a
+//     filesystem with coarse timestamps (1 s on Lustre and older ones)
+//     cannot hide a second change within the same tick;
+//   - every fullEvery looks the files are read in full anyway (staggered
+//     per run, so a cycle never reads them all at once): a writer that
+//     overwrote a file in place, or a skewed server clock, costs at most
+//     that many cycles;
+//   - a change of the scheduler's state for the job reads the attempt's
+//     files in full, so evidence is never older than the state it
+//     explains.
+//
+// The status file (appended, not renamed) is statted at every look as
+// before.
+
+const (
+	markSettle = 2 * time.Second
+	fullEvery  = 8
+)
+
+// dirMark is a directory's identity and change times.
+type dirMark struct {
+	ino      uint64
+	mod, chg int64 // ns
+}
+
+// markOfDir stats a directory; ok is false when it cannot (absent).
+func markOfDir(path string) (dirMark, bool) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return dirMark{}, false
+	}
+	return dirMark{ino: st.Ino, mod: st.Mtim.Nano(), chg: st.Ctim.Nano()}, true
+}
+
+func (d dirMark) settled(now time.Time) bool {
+	return now.UnixNano()-max(d.mod, d.chg) >= int64(markSettle)
+}
+
+// quiet is a tracker's directory marks (nil: marks are off, every look
+// reads the files).
+type quiet struct {
+	now   func() time.Time // the filesystem's clock
+	looks int              // since the last full read of everything
+
+	// the run directory: runOK is this look's verdict, runNext the mark
+	// taken before this look's reads (committed once they succeeded)
+	run, runNext dirMark
+	runValid     bool
+	runOK        bool
+	runChecked   bool // by track, for the step that follows
+
+	// the attempt directory, with the scheduler state seen with it
+	att, attNext dirMark
+	attN         int
+	attValid     bool
+	attState     backends.State
+	attKnown     bool
+}
+
+// UseMarks turns directory marks on for a tracker (the monitor's); now
+// is the clock the filesystem's timestamps are compared with (nil:
+// time.Now).
+func (t *Tracker) UseMarks(runID string, now func() time.Time) {
+	if now == nil {
+		now = time.Now
+	}
+	t.marks = &quiet{now: now, looks: int(crc32.ChecksumIEEE([]byte(runID)) % fullEvery)}
+}
+
+func (q *quiet) reset() {
+	if q != nil {
+		q.runValid, q.attValid, q.runOK, q.runChecked = false, false, false, false
+	}
+}
+
+// runUnchanged: this look found the run directory as it was at the last
+// full read (run.json the same, still no outcome).
+func (q *quiet) runUnchanged() bool { return q != nil && q.runOK }
+
+// checkRun takes the run directory's mark for this look. The monitor's
+// track calls it before the batched query; the step that follows uses
+// that verdict instead of statting again (a run.json or outcome written
+// in between is seen by act, which re-reads both under the lock).
+func (t *Tracker) checkRun(run rundir.Run, forStep bool) {
+	q := t.marks
+	if q == nil {
+		return
+	}
+	if forStep && q.runChecked {
+		q.runChecked = false
+		return
+	}
+	q.runChecked = !forStep
+	if q.looks++; q.looks >= fullEvery {
+		q.looks = 0
+		q.runValid, q.attValid = false, false
+	}
+	m, ok := markOfDir(run.Dir)
+	q.runNext = m
+	q.runOK = ok && q.runValid && m == q.run && m.settled(q.now())
+	if !q.runOK {
+		q.runValid = false
+	}
+	if !ok {
+		q.runNext = dirMark{}
+	}
+}
+
+// commitRun: this look read run.json and found no outcome after taking
+// the run directory's mark.
+func (t *Tracker) commitRun() {
+	if q := t.marks; q != nil && !q.runOK && q.runNext != (dirMark{}) {
+		q.run, q.runValid = q.runNext, true
+	}
+}
+
+// attemptFiles reads attempt n's exit and started files, or keeps what
+// the last read found when the attempt directory's mark and the
+// scheduler's state are unchanged. Without the attempt directory there
+// is neither file.
+func (t *Tracker) attemptFiles(run rundir.Run, n int, state backends.State, known bool) (*schema.ExitFile, *schema.Started, error) {
+	q := t.marks
+	if q == nil {
+		exit, err := t.exitFile(run, n)
+		return exit, t.startedFile(run, n), err
+	}
+	m, ok := markOfDir(t.paths(run, n).dir)
+	if !ok {
+		// no attempt directory (yet): nothing in it
+		q.attValid = false
+		t.exit, t.exitFi = nil, nil
+		return nil, nil, nil
+	}
+	if q.attValid && q.attN == n && m == q.att && q.attState == state && q.attKnown == known && m.settled(q.now()) {
+		var started *schema.Started
+		if t.started != nil && t.started.Attempt == n {
+			started = t.started
+		}
+		return t.exit, started, nil
+	}
+	q.attValid = false
+	exit, err := t.exitFile(run, n)
+	started := t.startedFile(run, n)
+	if err == nil && (started == nil || started.Attempt == n) {
+		q.att, q.attN, q.attState, q.attKnown, q.attValid = m, n, state, known, true
+	}
+	return exit, started, err
+}
