@@ -188,3 +188,114 @@ func TestWatchManyRuns(t *testing.T) {
 		t.Errorf("again: %+v", ev)
 	}
 }
+
+// tether watch with tether monitor running on the same site: whichever
+// of them decides a run (both may try; one decision is written), watch
+// reports the outcome the run holds, once, with tether run's exit code.
+// TestWatchManyRuns is the other way: no monitor, watch decides.
+func TestWatchWithMonitorRunning(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	env := tetherEnv("XDG_STATE_HOME="+filepath.Join(dir, "state"), "HOME="+dir, "PATH="+filepath.Dir(tetherBin)+":"+os.Getenv("PATH"))
+	task := func(name, script string) string {
+		p := filepath.Join(dir, name+".toml")
+		if err := os.WriteFile(p, []byte("name = \""+name+"\"\nscript = '"+script+"'\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ok := task("ok", `until [ -e "$HOME/go" ]; do sleep 0.1; done; tether report --result r=$TETHER_RUN_ID`)
+	bad := task("bad", `until [ -e "$HOME/go" ]; do sleep 0.1; done; exit 1`)
+	mon := exec.Command(tetherBin, "monitor", "--listen", "127.0.0.1:0")
+	mon.Env, mon.Dir = env, dir
+	monLog, _ := os.Create(filepath.Join(dir, "monitor.stderr"))
+	mon.Stdout, mon.Stderr = monLog, monLog
+	if err := mon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		mon.Process.Signal(os.Interrupt)
+		mon.Wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(monLog.Name())
+			t.Logf("monitor log:\n%s", tail(string(b), 3000))
+		}
+	}()
+	var runs []string
+	for i := range 12 {
+		f := ok
+		if i%4 == 3 {
+			f = bad
+		}
+		cmd := exec.Command(tetherBin, "submit", f)
+		cmd.Env, cmd.Dir = env, dir
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("submit: %v", err)
+		}
+		var o struct {
+			RunID string `json:"run_id"`
+		}
+		json.Unmarshal(out[strings.LastIndexByte(strings.TrimSpace(string(out)), '\n')+1:], &o)
+		runs = append(runs, o.RunID)
+	}
+	w := exec.Command(tetherBin, "watch", "--stdin")
+	w.Env, w.Dir = env, dir
+	stdin, _ := w.StdinPipe()
+	stdout, _ := w.StdoutPipe()
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); w.Wait() }()
+	for _, id := range runs {
+		fmt.Fprintln(stdin, id)
+	}
+	os.WriteFile(filepath.Join(dir, "go"), nil, 0o644)
+	finals := map[string]watchEvent{}
+	sc := bufio.NewScanner(stdout)
+	sc.Buffer(make([]byte, 1<<20), 1<<22)
+	done := make(chan struct{})
+	timer := time.AfterFunc(90*time.Second, func() { w.Process.Kill() }) // ends the scan
+	go func() {
+		defer close(done)
+		for sc.Scan() {
+			var ev watchEvent
+			if json.Unmarshal(sc.Bytes(), &ev) == nil && (ev.Event == "outcome" || ev.Event == "error") {
+				if _, dup := finals[ev.Run]; dup {
+					ev.Event = "duplicate"
+				}
+				finals[ev.Run] = ev
+				if len(finals) == len(runs) {
+					return
+				}
+			}
+		}
+	}()
+	<-done
+	timer.Stop()
+	if len(finals) != len(runs) {
+		t.Fatalf("%d final events for %d runs within 90 s", len(finals), len(runs))
+	}
+	byMonitor := 0
+	for i, id := range runs {
+		ev := finals[id]
+		var disk struct {
+			Outcome   string `json:"outcome"`
+			DecidedBy string `json:"decided_by"`
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, "state", "tether", "runs", id, "outcome.json")); err != nil || json.Unmarshal(b, &disk) != nil {
+			t.Fatalf("outcome of %s: %v", id, err)
+		}
+		want, code := "succeeded", 0
+		if i%4 == 3 {
+			want, code = "failed", 1
+		}
+		if ev.Event != "outcome" || ev.ExitCode == nil || *ev.ExitCode != code || ev.Outcome.Outcome != want || disk.Outcome != want || ev.Outcome.DecidedBy != disk.DecidedBy {
+			t.Errorf("%s: event %+v, the run holds %+v", id, ev, disk)
+		}
+		if strings.HasPrefix(disk.DecidedBy, "tether monitor") {
+			byMonitor++
+		}
+	}
+	t.Logf("%d of %d runs decided by the monitor, the rest by watch", byMonitor, len(runs))
+}
