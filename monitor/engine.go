@@ -81,6 +81,7 @@ type Tracker struct {
 	// marks: directory marks stand in for the reads of unchanged files
 	// (the monitor's trackers; see quiet.go)
 	marks *quiet
+	job   backends.JobStatus // the monitor's: what its Status.Job points to
 }
 
 type attemptPaths struct {
@@ -388,8 +389,15 @@ func (e *Engine) observe(ctx context.Context, run rundir.Run, rec *schema.RunRec
 	in.Evidence = Weigh(sum, &rec.Task, rundir.GenerationStart(rec))
 	st.Started, st.Summary = started, sum
 	if known {
-		j := js
-		st.Job = &j
+		if tr.marks != nil {
+			// the monitor's tracker: a look's Status lives only until the
+			// next look of the run, so one JobStatus per run serves
+			tr.job = js
+			st.Job = &tr.job
+		} else {
+			j := js
+			st.Job = &j
+		}
 		in.State, in.Native, in.SchedExit, in.SchedSig, in.SchedNote, in.Nodes = js.State, js.Native, js.ExitCode, js.Signal, js.Reason, js.Nodes
 		in.SchedLimit = js.LimitKill
 		st.Deadline = js.Deadline

@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -118,17 +119,12 @@ type Poller struct {
 	mu     sync.Mutex
 	last   Snapshot
 	lastFi os.FileInfo
-	// each job's JSON as last saved: a job whose status did not change
-	// is not encoded again (most of a site's jobs, most cycles)
-	enc    map[backends.JobID]encodedJob
-	encGen int // the save an entry of enc was last used by
-	encLen int // the jobs' JSON length at the last save
-}
-
-type encodedJob struct {
-	st   backends.JobStatus
-	json []byte // "id":{...}
-	gen  int
+	// each job's JSON ("id":{...}) as last saved, and the jobs it was
+	// encoded from: a job whose status did not change is not encoded again
+	// (most of a site's jobs, most cycles)
+	enc     map[backends.JobID][]byte
+	encJobs map[backends.JobID]backends.JobStatus
+	encLen  int // the jobs' JSON length at the last save
 }
 
 func (p *Poller) dir() string { return filepath.Join(p.Store.Dir, "poll") }
@@ -341,6 +337,11 @@ func snapErr(s Snapshot) error {
 
 // activeIDs is every active job of the site plus the ids asked for.
 func (p *Poller) activeIDs(ids []backends.JobID) ([]backends.JobID, error) {
+	if p.Complete { // no index to merge: sorted, without repeats
+		out := slices.Clone(ids)
+		slices.Sort(out)
+		return slices.Compact(out), nil
+	}
 	set := map[backends.JobID]bool{}
 	for _, id := range ids {
 		set[id] = true
@@ -382,13 +383,6 @@ func (p *Poller) save(s *Snapshot) error {
 	return nil
 }
 
-// snapshotJSON is a Snapshot with its jobs encoded already: the
-// shallower Jobs field wins over the embedded one.
-type snapshotJSON struct {
-	*Snapshot
-	Jobs json.RawMessage `json:"jobs"`
-}
-
 // encode is json.Marshal(s) with each job's JSON kept from the last
 // save while its status stays the same (Equal: a time that moved to
 // another location keeps its old spelling of the same instant).
@@ -396,21 +390,33 @@ func (p *Poller) encode(s *Snapshot) ([]byte, error) {
 	if s.Jobs == nil {
 		return json.Marshal(s)
 	}
+	rest := *s
+	rest.Jobs = nil
+	head, err := json.Marshal(&rest)
+	if err != nil {
+		return nil, err
+	}
+	// the jobs go where "jobs":null is: the first such bytes are the field
+	// itself (a string holding them would have its quotes escaped)
+	at := bytes.Index(head, []byte(`"jobs":null`))
+	if at < 0 {
+		return nil, fmt.Errorf("poll cache: no jobs field in %.80s", head)
+	}
 	ids := make([]backends.JobID, 0, len(s.Jobs))
 	for id := range s.Jobs {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids) // as json.Marshal orders a map
 	if p.enc == nil {
-		p.enc = make(map[backends.JobID]encodedJob, len(ids))
+		p.enc = make(map[backends.JobID][]byte, len(ids))
 	}
-	p.encGen++
-	buf := make([]byte, 0, p.encLen+64)
-	buf = append(buf, '{')
+	out := make([]byte, 0, len(head)+p.encLen+64)
+	out = append(out, head[:at+len(`"jobs":`)]...)
+	out = append(out, '{')
 	for i, id := range ids {
 		st := s.Jobs[id]
-		e, ok := p.enc[id]
-		if !ok || !e.st.Equal(st) {
+		b, ok := p.enc[id]
+		if old, had := p.encJobs[id]; !ok || !had || !old.Equal(st) {
 			k, err := json.Marshal(string(id))
 			if err != nil {
 				return nil, err
@@ -419,21 +425,21 @@ func (p *Poller) encode(s *Snapshot) ([]byte, error) {
 			if err != nil {
 				return nil, err
 			}
-			e = encodedJob{st: st, json: append(append(k, ':'), v...)}
+			b = append(append(k, ':'), v...)
+			p.enc[id] = b
 		}
-		e.gen = p.encGen
-		p.enc[id] = e
 		if i > 0 {
-			buf = append(buf, ',')
+			out = append(out, ',')
 		}
-		buf = append(buf, e.json...)
+		out = append(out, b...)
 	}
-	buf = append(buf, '}')
-	p.encLen = len(buf)
-	for id, e := range p.enc {
-		if e.gen != p.encGen {
+	out = append(out, '}')
+	p.encLen = len(out) - at
+	for id := range p.enc {
+		if _, ok := s.Jobs[id]; !ok {
 			delete(p.enc, id) // a job the scheduler no longer reports
 		}
 	}
-	return json.Marshal(snapshotJSON{Snapshot: s, Jobs: buf})
+	p.encJobs = s.Jobs // read-only from here on, like every snapshot's maps
+	return append(out, head[at+len(`"jobs":null`):]...), nil
 }

@@ -75,11 +75,11 @@ type quiet struct {
 	runChecked   bool // by track, for the step that follows
 
 	// the attempt directory, with the scheduler state seen with it
-	att, attNext dirMark
-	attN         int
-	attValid     bool
-	attState     backends.State
-	attKnown     bool
+	att      dirMark
+	attN     int
+	attValid bool
+	attState backends.State
+	attKnown bool
 }
 
 // UseMarks turns directory marks on for a tracker (the monitor's); now

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -424,19 +425,25 @@ func (s *Store) ActiveDir() string { return filepath.Join(s.Dir, "active") }
 // ActiveNames lists the run ids of the active index without reading the
 // entries (one directory read).
 func (s *Store) ActiveNames() ([]string, error) {
-	ents, err := os.ReadDir(s.ActiveDir())
+	f, err := os.Open(s.ActiveDir())
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	out := make([]string, 0, len(ents))
-	for _, e := range ents {
-		if !strings.HasPrefix(e.Name(), ".") {
-			out = append(out, e.Name())
+	defer f.Close()
+	names, err := f.Readdirnames(-1) // names only: a monitor reads this every cycle
+	if err != nil {
+		return nil, err
+	}
+	out := names[:0]
+	for _, n := range names {
+		if !strings.HasPrefix(n, ".") {
+			out = append(out, n)
 		}
 	}
+	slices.Sort(out)
 	return out, nil
 }
 
