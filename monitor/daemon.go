@@ -212,8 +212,10 @@ func (m *Monitor) track(s *SiteRuntime, names []string) tracked {
 			tr = NewTracker(run)
 			tr.UseMarks(runID, m.FileClock)
 		}
+		tr.mu.Lock()
 		tr.checkRun(run, false)
 		rec, err := tr.record(run)
+		tr.mu.Unlock()
 		if err != nil || (rec.Site != "" && rec.Site != name) {
 			if !fresh {
 				mk = markOf(run.RunJSON())
@@ -264,7 +266,10 @@ func (m *Monitor) stepRuns(ctx context.Context, s *SiteRuntime, active map[strin
 		tr := m.trackers[key(name, runID)]
 		m.mu.Unlock()
 		run := tr.run
+		tr.mu.Lock() // the watch goroutine's refresh reads the status file too
 		st, err := s.Engine.StepWith(ctx, run, snap, perr, tr)
+		needs := err == nil && needsScheduler(st, tr)
+		tr.mu.Unlock()
 		if err != nil {
 			if errors.Is(err, rundir.ErrNoRun) {
 				s.Store.ClearActive(runID) // a run directory someone removed
@@ -282,7 +287,7 @@ func (m *Monitor) stepRuns(ctx context.Context, s *SiteRuntime, active map[strin
 			changed = true
 			continue
 		}
-		if needsScheduler(st, tr) {
+		if needs {
 			urgent = true
 		}
 		v := viewOf(name, now, st, s.Site)
@@ -476,14 +481,17 @@ func (m *Monitor) refresh(site, runID string) {
 	if tr == nil {
 		return
 	}
-	if changed, _ := tr.status.Update(); !changed {
+	tr.mu.Lock()
+	changed, _ := tr.status.Update()
+	sum := tr.status.Summary
+	tr.mu.Unlock()
+	if !changed {
 		return
 	}
 	v, ok := m.lastView(site, runID)
 	if !ok {
 		return
 	}
-	sum := tr.status.Summary
 	v.Fraction = sum.Fraction
 	if t := ts(sum.LastActivity); t > v.LastProgress {
 		v.LastProgress = t
@@ -625,10 +633,14 @@ func (m *Monitor) activeAttempts(site string) map[string]int {
 			continue
 		}
 		n := 0
-		if tr := m.trackers[k]; tr != nil && tr.rec != nil {
-			if cur := tr.rec.Current(); cur != nil {
-				n = cur.N
+		if tr := m.trackers[k]; tr != nil {
+			tr.mu.Lock()
+			if tr.rec != nil {
+				if cur := tr.rec.Current(); cur != nil {
+					n = cur.N
+				}
 			}
+			tr.mu.Unlock()
 		}
 		out[runID] = n
 	}

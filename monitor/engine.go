@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tether-hpc/tether/backends"
@@ -65,6 +66,9 @@ type NodeRecorder interface {
 // Tracker keeps what an engine learned about one run between steps: the
 // status file is read incrementally and run.json only when it changes.
 type Tracker struct {
+	// mu: the monitor's cycle and its watch goroutine (refresh) share a
+	// tracker; other users have one goroutine per tracker
+	mu      sync.Mutex
 	run     rundir.Run
 	status  rundir.StatusReader
 	rec     *schema.RunRecord

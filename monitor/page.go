@@ -149,6 +149,8 @@ func (m *Monitor) messageOf(site, runID string) string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if tr := m.trackers[key(site, runID)]; tr != nil {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
 		return tr.Summary().Message
 	}
 	return ""

@@ -199,3 +199,56 @@ func TestCycleMarksSeeEveryChange(t *testing.T) {
 		}
 	}
 }
+
+// The monitor's watch goroutine re-reads a run's status file on every
+// inotify event (refresh) while its cycles step the same runs: with
+// events arriving throughout the cycles, the race detector (make test
+// runs this package with -race) finds no unguarded access to a tracker.
+func TestRefreshDuringCycles(t *testing.T) {
+	e := newEnv(t)
+	eng := e.engine()
+	task := baseTask()
+	task.HeartbeatTimeout = schema.Duration(time.Hour)
+	task.Workdir = t.TempDir()
+	var runs []rundir.Run
+	for i := range 4 {
+		id, job := fmt.Sprintf("r-%d", i), strconv.Itoa(200+i)
+		rec := &schema.RunRecord{RunID: id, Site: "s", Backend: "sbatch", Task: task, CreatedAt: e.now,
+			Attempts: []schema.Attempt{{N: 1, JobID: job, SubmittedAt: e.now, Generation: 1}}}
+		run, err := e.store.CreateRun(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.store.SetActive(id, job, "s"); err != nil {
+			t.Fatal(err)
+		}
+		e.be.Put(backends.JobStatus{ID: backends.JobID(job), State: backends.Running, Start: e.now})
+		runs = append(runs, run)
+	}
+	m := monitor.NewMonitor([]*monitor.SiteRuntime{{Site: e.site, Store: e.store, Engine: eng}}, "test", e.Now, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	fraction := func(id string) float64 {
+		for _, v := range m.Metrics.Runs() {
+			if v.RunID == id && v.Fraction != nil {
+				return *v.Fraction
+			}
+		}
+		return -1
+	}
+	for i := 1; i <= 100; i++ {
+		f := float64(i) / 100
+		for _, run := range runs {
+			if err := rundir.AppendEvent(run.Status(), schema.Event{Type: schema.EventProgress, Fraction: &f}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for deadline := time.Now().Add(10 * time.Second); fraction(runs[3].ID) != f; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("progress %.2f not shown within 10 s (shown: %.2f)", f, fraction(runs[3].ID))
+			}
+		}
+	}
+}

@@ -30,6 +30,10 @@ if git rev-parse --git-dir >/dev/null 2>&1; then
 fi
 step "unit, integration and end-to-end tests"
 go test -count=1 -parallel 32 -timeout 25m ./...
+step "the monitor and the run directory under the race detector"
+# the monitor's cycles, its inotify goroutine and its web handlers share
+# trackers; these packages' tests are quick enough to run again with -race
+go test -race -count=1 -timeout 10m ./monitor/... ./rundir/...
 step "short fuzz runs"
 ./scripts/fuzz.sh "${FUZZTIME:-5s}"
 step "Airflow"
