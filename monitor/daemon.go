@@ -16,6 +16,7 @@ import (
 	"github.com/tether-hpc/tether/backends"
 	"github.com/tether-hpc/tether/rundir"
 	"github.com/tether-hpc/tether/schema"
+	"golang.org/x/sys/unix"
 )
 
 // SiteRuntime is one site the monitor watches.
@@ -158,13 +159,17 @@ func (m *Monitor) Cycle(ctx context.Context, s *SiteRuntime, maxAge time.Duratio
 	if err != nil {
 		return false, err
 	}
-	c := m.track(s, names)
+	at := OpenRuns(filepath.Join(s.Store.Dir, "runs")) // this cycle's stats are relative to it
+	if at >= 0 {
+		defer unix.Close(at)
+	}
+	c := m.track(s, names, at)
 	snap, perr := s.Engine.Poller.Status(ctx, c.ids, maxAge)
 	if perr != nil && !errors.Is(perr, ErrQuery) {
 		return false, perr
 	}
 	now := m.Now()
-	views, stepped, err := m.stepRuns(ctx, s, c.active, &snap, perr, now)
+	views, stepped, err := m.stepRuns(ctx, s, c.active, &snap, perr, now, at)
 	if err != nil {
 		return c.changed || stepped, err
 	}
@@ -186,7 +191,7 @@ type tracked struct {
 // read again only when it changes. The index is shared by the sites of a
 // state directory: only the site's own runs get a tracker, and another
 // site's (or an unreadable) run.json is read again only when it changes.
-func (m *Monitor) track(s *SiteRuntime, names []string) tracked {
+func (m *Monitor) track(s *SiteRuntime, names []string, at int) tracked {
 	name := s.Site.Name
 	c := tracked{active: make(map[string]bool, len(names)), ids: make([]backends.JobID, 0, len(names))}
 	for _, runID := range names {
@@ -213,8 +218,10 @@ func (m *Monitor) track(s *SiteRuntime, names []string) tracked {
 			tr.UseMarks(runID, m.FileClock)
 		}
 		tr.mu.Lock()
+		tr.at(at)
 		tr.checkRun(run, false)
 		rec, err := tr.record(run)
+		tr.at(-1)
 		tr.mu.Unlock()
 		if err != nil || (rec.Site != "" && rec.Site != name) {
 			if !fresh {
@@ -249,7 +256,7 @@ func (m *Monitor) track(s *SiteRuntime, names []string) tracked {
 // stepRuns takes one acting step of every active run against the shared
 // snapshot, and returns the views of the runs still going and whether one
 // ended or changed state.
-func (m *Monitor) stepRuns(ctx context.Context, s *SiteRuntime, active map[string]bool, snap *Snapshot, perr error, now time.Time) (map[string]RunView, bool, error) {
+func (m *Monitor) stepRuns(ctx context.Context, s *SiteRuntime, active map[string]bool, snap *Snapshot, perr error, now time.Time, at int) (map[string]RunView, bool, error) {
 	name := s.Site.Name
 	changed, urgent := false, false
 	defer func() {
@@ -267,8 +274,10 @@ func (m *Monitor) stepRuns(ctx context.Context, s *SiteRuntime, active map[strin
 		m.mu.Unlock()
 		run := tr.run
 		tr.mu.Lock() // the watch goroutine's refresh reads the status file too
+		tr.at(at)
 		st, err := s.Engine.StepWith(ctx, run, snap, perr, tr)
 		needs := err == nil && needsScheduler(st, tr)
+		tr.at(-1)
 		tr.mu.Unlock()
 		if err != nil {
 			if errors.Is(err, rundir.ErrNoRun) {

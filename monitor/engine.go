@@ -384,7 +384,7 @@ func (e *Engine) observe(ctx context.Context, run rundir.Run, rec *schema.RunRec
 		e.Log.Warn("damaged exit file", "run", run.ID, "err", err)
 	}
 	tr.status.FromAttempt, tr.status.Since = rundir.EvidenceWindow(rec) // only the current generation's evidence
-	if _, err := tr.status.Update(); err != nil {
+	if _, err := tr.updateStatus(); err != nil {
 		e.Log.Warn("cannot read the status file", "run", run.ID, "err", err)
 	}
 	sum := tr.status.Summary

@@ -2,8 +2,10 @@ package monitor
 
 import (
 	"hash/crc32"
-	"syscall"
+	"strconv"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tether-hpc/tether/backends"
 	"github.com/tether-hpc/tether/rundir"
@@ -48,13 +50,52 @@ type dirMark struct {
 	mod, chg int64 // ns
 }
 
+// stat stats a run's file or directory: by its name relative to the
+// store's runs directory while a cycle holds that open (q.at; a shorter
+// path walk than from /), else by its absolute path.
+func (q *quiet) stat(abs, rel string, st *unix.Stat_t) error {
+	if q.at >= 0 {
+		return unix.Fstatat(q.at, rel, st, 0)
+	}
+	return unix.Stat(abs, st)
+}
+
 // markOfDir stats a directory; ok is false when it cannot (absent).
-func markOfDir(path string) (dirMark, bool) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
+func (q *quiet) markOfDir(abs, rel string) (dirMark, bool) {
+	var st unix.Stat_t
+	if err := q.stat(abs, rel, &st); err != nil {
 		return dirMark{}, false
 	}
 	return dirMark{ino: st.Ino, mod: st.Mtim.Nano(), chg: st.Ctim.Nano()}, true
+}
+
+// OpenRuns opens a store's runs directory for the stats of one cycle
+// (-1 when it cannot: stats use absolute paths then).
+func OpenRuns(runsDir string) int {
+	fd, err := unix.Open(runsDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1
+	}
+	return fd
+}
+
+// at sets the runs-directory descriptor of a cycle's look (-1: none).
+func (t *Tracker) at(fd int) {
+	if t.marks != nil {
+		t.marks.at = fd
+	}
+}
+
+// updateStatus reads what was appended to the status file: with marks,
+// one stat (relative to the runs directory) tells that nothing was.
+func (t *Tracker) updateStatus() (bool, error) {
+	if q := t.marks; q != nil {
+		var st unix.Stat_t
+		if err := q.stat(t.status.Path, q.relStatus, &st); err == nil && t.status.UpToDate(st.Size) {
+			return false, nil
+		}
+	}
+	return t.status.Update()
 }
 
 func (d dirMark) settled(now time.Time) bool {
@@ -66,6 +107,11 @@ func (d dirMark) settled(now time.Time) bool {
 type quiet struct {
 	now   func() time.Time // the filesystem's clock
 	looks int              // since the last full read of everything
+	// at: the cycle's descriptor of the runs directory (-1 outside a
+	// cycle's look); the run's names relative to it
+	at                       int
+	relRun, relStatus, relAt string
+	relN                     int
 
 	// the run directory: runOK is this look's verdict, runNext the mark
 	// taken before this look's reads (committed once they succeeded)
@@ -89,7 +135,8 @@ func (t *Tracker) UseMarks(runID string, now func() time.Time) {
 	if now == nil {
 		now = time.Now
 	}
-	t.marks = &quiet{now: now, looks: int(crc32.ChecksumIEEE([]byte(runID)) % fullEvery)}
+	t.marks = &quiet{now: now, looks: int(crc32.ChecksumIEEE([]byte(runID)) % fullEvery), at: -1,
+		relRun: runID, relStatus: runID + "/status.jsonl"}
 }
 
 func (q *quiet) reset() {
@@ -120,7 +167,7 @@ func (t *Tracker) checkRun(run rundir.Run, forStep bool) {
 		q.looks = 0
 		q.runValid, q.attValid = false, false
 	}
-	m, ok := markOfDir(run.Dir)
+	m, ok := q.markOfDir(run.Dir, q.relRun)
 	q.runNext = m
 	q.runOK = ok && q.runValid && m == q.run && m.settled(q.now())
 	if !q.runOK {
@@ -149,7 +196,10 @@ func (t *Tracker) attemptFiles(run rundir.Run, n int, state backends.State, know
 		exit, err := t.exitFile(run, n)
 		return exit, t.startedFile(run, n), err
 	}
-	m, ok := markOfDir(t.paths(run, n).dir)
+	if q.relN != n || q.relAt == "" {
+		q.relAt, q.relN = q.relRun+"/attempts/"+strconv.Itoa(n), n
+	}
+	m, ok := q.markOfDir(t.paths(run, n).dir, q.relAt)
 	if !ok {
 		// no attempt directory (yet): nothing in it
 		q.attValid = false

@@ -150,6 +150,13 @@ func (w window) counts(ev *schema.Event) bool {
 	return w.since.IsZero() || !ev.TS.Before(w.since)
 }
 
+// UpToDate reports whether Update would read nothing: the window is the
+// one the Summary was built with and the file (size bytes, from the
+// caller's own stat) has not grown.
+func (r *StatusReader) UpToDate(size int64) bool {
+	return r.FromAttempt == r.win.from && r.Since.Equal(r.win.since) && size == r.off && r.off > 0
+}
+
 // Update reads new lines; changed reports whether the Summary changed
 // (events were added, or a new window dropped some).
 func (r *StatusReader) Update() (changed bool, err error) {
