@@ -217,12 +217,7 @@ func (m *Monitor) track(s *SiteRuntime, names []string, at int) tracked {
 			tr = NewTracker(run)
 			tr.UseMarks(runID, m.FileClock)
 		}
-		tr.mu.Lock()
-		tr.at(at)
-		tr.checkRun(run, false)
-		rec, err := tr.record(run)
-		tr.at(-1)
-		tr.mu.Unlock()
+		rec, err := tr.trackLook(run, at)
 		if err != nil || (rec.Site != "" && rec.Site != name) {
 			if !fresh {
 				mk = markOf(run.RunJSON())
@@ -273,12 +268,7 @@ func (m *Monitor) stepRuns(ctx context.Context, s *SiteRuntime, active map[strin
 		tr := m.trackers[key(name, runID)]
 		m.mu.Unlock()
 		run := tr.run
-		tr.mu.Lock() // the watch goroutine's refresh reads the status file too
-		tr.at(at)
-		st, err := s.Engine.StepWith(ctx, run, snap, perr, tr)
-		needs := err == nil && needsScheduler(st, tr)
-		tr.at(-1)
-		tr.mu.Unlock()
+		st, needs, err := tr.stepLook(ctx, s.Engine, snap, perr, at)
 		if err != nil {
 			if errors.Is(err, rundir.ErrNoRun) {
 				s.Store.ClearActive(runID) // a run directory someone removed
@@ -306,6 +296,27 @@ func (m *Monitor) stepRuns(ctx context.Context, s *SiteRuntime, active map[strin
 		views[runID] = v
 	}
 	return views, changed, nil
+}
+
+// trackLook is track's look at a run's record, under the tracker's lock
+// (released by defer: a crashed look must not leave it held).
+func (tr *Tracker) trackLook(run rundir.Run, at int) (*schema.RunRecord, error) {
+	tr.mu.Lock() // the watch goroutine's refresh reads the tracker too
+	defer tr.mu.Unlock()
+	tr.at(at)
+	defer tr.at(-1)
+	tr.checkRun(run, false)
+	return tr.record(run)
+}
+
+// stepLook is stepRuns' step of a run, under the tracker's lock.
+func (tr *Tracker) stepLook(ctx context.Context, e *Engine, snap *Snapshot, perr error, at int) (Status, bool, error) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	tr.at(at)
+	defer tr.at(-1)
+	st, err := e.StepWith(ctx, tr.run, snap, perr, tr)
+	return st, err == nil && needsScheduler(st, tr), err
 }
 
 // needsScheduler: a run that waits although its wrapper has written an
@@ -481,6 +492,14 @@ func viewOf(site string, now time.Time, st Status, s *schema.Site) RunView {
 	return v
 }
 
+// refreshStatus re-reads the status file under the tracker's lock.
+func (tr *Tracker) refreshStatus() (bool, rundir.Summary) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	changed, _ := tr.status.Update()
+	return changed, tr.status.Summary
+}
+
 // refresh re-reads one run's status file after fsnotify saw it change, so
 // its progress metrics move without waiting for the next cycle.
 func (m *Monitor) refresh(site, runID string) {
@@ -490,10 +509,7 @@ func (m *Monitor) refresh(site, runID string) {
 	if tr == nil {
 		return
 	}
-	tr.mu.Lock()
-	changed, _ := tr.status.Update()
-	sum := tr.status.Summary
-	tr.mu.Unlock()
+	changed, sum := tr.refreshStatus()
 	if !changed {
 		return
 	}
@@ -630,6 +646,18 @@ func (m *Monitor) listedAt(site string) int {
 	return m.listed[site]
 }
 
+// attemptN is the current attempt's number as last read (0: none).
+func (tr *Tracker) attemptN() int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if tr.rec != nil {
+		if cur := tr.rec.Current(); cur != nil {
+			return cur.N
+		}
+	}
+	return 0
+}
+
 // activeAttempts maps the site's active runs (as of the last cycle) to
 // their current attempt numbers.
 func (m *Monitor) activeAttempts(site string) map[string]int {
@@ -643,13 +671,7 @@ func (m *Monitor) activeAttempts(site string) map[string]int {
 		}
 		n := 0
 		if tr := m.trackers[k]; tr != nil {
-			tr.mu.Lock()
-			if tr.rec != nil {
-				if cur := tr.rec.Current(); cur != nil {
-					n = cur.N
-				}
-			}
-			tr.mu.Unlock()
+			n = tr.attemptN()
 		}
 		out[runID] = n
 	}
