@@ -379,12 +379,16 @@ func (e *Engine) observe(ctx context.Context, run rundir.Run, rec *schema.RunRec
 	// Scheduler state first, then the exit file, then the status file: a
 	// Task writes its last checkpoint before it exits and the job ends, so
 	// evidence read in this order is never older than the state it explains.
-	exit, started, err := tr.attemptFiles(run, cur.N, js.State, known)
+	exit, started, kept, err := tr.attemptFiles(run, cur.N, js.State, known)
 	if err != nil {
 		e.Log.Warn("damaged exit file", "run", run.ID, "err", err)
 	}
+	if known {
+		in.State = js.State
+	}
+	in.Exit = exit
 	tr.status.FromAttempt, tr.status.Since = rundir.EvidenceWindow(rec) // only the current generation's evidence
-	if _, err := tr.updateStatus(); err != nil {
+	if _, err := tr.updateStatus(quietLook(kept, &in)); err != nil {
 		e.Log.Warn("cannot read the status file", "run", run.ID, "err", err)
 	}
 	sum := tr.status.Summary

@@ -124,7 +124,8 @@ type Poller struct {
 	// (most of a site's jobs, most cycles)
 	enc     map[backends.JobID][]byte
 	encJobs map[backends.JobID]backends.JobStatus
-	encLen  int // the jobs' JSON length at the last save
+	encLen  int              // the jobs' JSON length at the last save
+	encIDs  []backends.JobID // the jobs of the last save, sorted
 }
 
 func (p *Poller) dir() string { return filepath.Join(p.Store.Dir, "poll") }
@@ -402,11 +403,15 @@ func (p *Poller) encode(s *Snapshot) ([]byte, error) {
 	if at < 0 {
 		return nil, fmt.Errorf("poll cache: no jobs field in %.80s", head)
 	}
-	ids := make([]backends.JobID, 0, len(s.Jobs))
-	for id := range s.Jobs {
-		ids = append(ids, id)
+	ids := p.encIDs // the same jobs as at the last save: already in order
+	if !sameKeys(ids, s.Jobs) {
+		ids = make([]backends.JobID, 0, len(s.Jobs))
+		for id := range s.Jobs {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids) // as json.Marshal orders a map
+		p.encIDs = ids
 	}
-	slices.Sort(ids) // as json.Marshal orders a map
 	if p.enc == nil {
 		p.enc = make(map[backends.JobID][]byte, len(ids))
 	}
@@ -442,4 +447,17 @@ func (p *Poller) encode(s *Snapshot) ([]byte, error) {
 	}
 	p.encJobs = s.Jobs // read-only from here on, like every snapshot's maps
 	return append(out, head[at+len(`"jobs":null`):]...), nil
+}
+
+// sameKeys: ids (distinct) are exactly m's keys.
+func sameKeys(ids []backends.JobID, m map[backends.JobID]backends.JobStatus) bool {
+	if len(ids) != len(m) {
+		return false
+	}
+	for _, id := range ids {
+		if _, ok := m[id]; !ok {
+			return false
+		}
+	}
+	return true
 }

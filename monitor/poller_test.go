@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -393,6 +394,9 @@ func TestPollerEncodeKeepsJobsJSON(t *testing.T) {
 		json.Unmarshal(want, &w)
 		if !reflect.DeepEqual(g, w) {
 			t.Fatalf("round %d: encode\n%s\nwant json.Marshal\n%s", round, got, want)
+		}
+		if !bytes.Equal(got, want) { // the same bytes, jobs in json.Marshal's order too
+			t.Fatalf("round %d: encode\n%s\nis not json.Marshal's bytes\n%s", round, got, want)
 		}
 	}
 }

@@ -36,8 +36,17 @@ import (
 //     files in full, so evidence is never older than the state it
 //     explains.
 //
-// The status file (appended, not renamed) is statted at every look as
-// before.
+// The status file is appended, not renamed, so no directory mark shows
+// its changes. A look reads it only when the decision can depend on it:
+// the decision table weighs the Task's evidence only once the job has
+// ended or left the scheduler, and an exit file or a changed state is a
+// changed mark. On a quiet look (both marks unchanged, the scheduler
+// still reporting the job pending or running, no cancel request) the
+// status file is left to the monitor's watcher, which re-reads it on
+// every inotify event, or every StatEvery where inotify cannot see other
+// hosts' writes (daemon.go: refresh, statLoop), and to the full read
+// every fullEvery looks. What the look shows (fraction, last sign of
+// life) is then the watcher's latest read.
 
 const (
 	markSettle = 2 * time.Second
@@ -87,9 +96,13 @@ func (t *Tracker) at(fd int) {
 }
 
 // updateStatus reads what was appended to the status file: with marks,
-// one stat (relative to the runs directory) tells that nothing was.
-func (t *Tracker) updateStatus() (bool, error) {
+// one stat (relative to the runs directory) tells that nothing was, and
+// a quiet look (see above) reads nothing.
+func (t *Tracker) updateStatus(quiet bool) (bool, error) {
 	if q := t.marks; q != nil {
+		if quiet && q.runOK {
+			return false, nil
+		}
 		var st unix.Stat_t
 		if err := q.stat(t.status.Path, q.relStatus, &st); err == nil && t.status.UpToDate(st.Size) {
 			return false, nil
@@ -188,13 +201,13 @@ func (t *Tracker) commitRun() {
 
 // attemptFiles reads attempt n's exit and started files, or keeps what
 // the last read found when the attempt directory's mark and the
-// scheduler's state are unchanged. Without the attempt directory there
-// is neither file.
-func (t *Tracker) attemptFiles(run rundir.Run, n int, state backends.State, known bool) (*schema.ExitFile, *schema.Started, error) {
+// scheduler's state are unchanged (kept is true then). Without the
+// attempt directory there is neither file.
+func (t *Tracker) attemptFiles(run rundir.Run, n int, state backends.State, known bool) (exit *schema.ExitFile, started *schema.Started, kept bool, err error) {
 	q := t.marks
 	if q == nil {
 		exit, err := t.exitFile(run, n)
-		return exit, t.startedFile(run, n), err
+		return exit, t.startedFile(run, n), false, err
 	}
 	if q.relN != n || q.relAt == "" {
 		q.relAt, q.relN = q.relRun+"/attempts/"+strconv.Itoa(n), n
@@ -204,20 +217,28 @@ func (t *Tracker) attemptFiles(run rundir.Run, n int, state backends.State, know
 		// no attempt directory (yet): nothing in it
 		q.attValid = false
 		t.exit, t.exitFi = nil, nil
-		return nil, nil, nil
+		return nil, nil, false, nil
 	}
 	if q.attValid && q.attN == n && m == q.att && q.attState == state && q.attKnown == known && m.settled(q.now()) {
-		var started *schema.Started
 		if t.started != nil && t.started.Attempt == n {
 			started = t.started
 		}
-		return t.exit, started, nil
+		return t.exit, started, true, nil
 	}
 	q.attValid = false
-	exit, err := t.exitFile(run, n)
-	started := t.startedFile(run, n)
+	exit, err = t.exitFile(run, n)
+	started = t.startedFile(run, n)
 	if err == nil && (started == nil || started.Attempt == n) {
 		q.att, q.attN, q.attState, q.attKnown, q.attValid = m, n, state, known, true
 	}
-	return exit, started, err
+	return exit, started, false, err
+}
+
+// quietLook: nothing this look can decide depends on the status file —
+// the attempt's files and the run directory are as last read, and the
+// scheduler reports the job pending or running with no cancel requested
+// and no exit file (see the top of this file).
+func quietLook(kept bool, in *Input) bool {
+	return kept && (in.State == backends.Pending || in.State == backends.Running) &&
+		in.Exit == nil && !in.CancelRequested && !in.Missing
 }

@@ -86,6 +86,17 @@ func TestCycleMarksSeeEveryChange(t *testing.T) {
 	for range 3 { // the trackers' full reads, then looks by mark
 		cycle()
 	}
+	// the monitor's watcher of status files (its stat loop here): the
+	// cycles leave quiet runs' status files to it
+	tick := m.StatTicker(m.Sites[0])
+	tick()
+	// progress written in a cycle without a tick: the cycle itself shows
+	// it at the run's next full read (fraction and the cycle it is due by)
+	type due struct {
+		f  float64
+		by int
+	}
+	unticked := map[int]due{}
 	views := func() map[string]monitor.RunView {
 		out := map[string]monitor.RunView{}
 		for _, v := range m.Metrics.Runs() {
@@ -122,6 +133,7 @@ func TestCycleMarksSeeEveryChange(t *testing.T) {
 	for c := 0; c < 60 && len(live) > 0; c++ {
 		var changes []change
 		touched := map[int]bool{}
+		ticks := rng.IntN(2) == 0
 		for range rng.IntN(3) {
 			var ids []int // in order: the schedule replays from its seed
 			for j := range n {
@@ -170,18 +182,38 @@ func TestCycleMarksSeeEveryChange(t *testing.T) {
 					}
 					return nil
 				}})
-			case 3: // the scheduler ends the job, the wrapper wrote exit 3
+			case 3: // the scheduler ends the job, the wrapper wrote exit 3,
+				// the Task's last checkpoint just before (no watcher has
+				// seen it): the decision weighs it
 				delete(live, i)
+				f := float64(1+rng.IntN(99)) / 100
+				if err := rundir.AppendEvent(run.Status(), schema.Event{Type: schema.EventCheckpoint, Fraction: &f}); err != nil {
+					t.Fatal(err)
+				}
 				if err := rundir.WriteJSON(run.ExitCode(1), schema.ExitFile{V: 1, Time: t0.Add(time.Second), ExitCode: 3}); err != nil {
 					t.Fatal(err)
 				}
 				e.be.Set(backends.JobID(job), backends.Failed, 3)
-				changes = append(changes, change{i, "job failed", ended(i, "failed")})
+				changes = append(changes, change{i, fmt.Sprintf("job failed after a checkpoint at %.2f", f), func() error {
+					if err := ended(i, "failed")(); err != nil {
+						return err
+					}
+					o, _, _ := run.Outcome()
+					if o.Fraction == nil || *o.Fraction != f {
+						return fmt.Errorf("outcome's fraction %v, want the checkpoint's %.2f", o.Fraction, f)
+					}
+					return nil
+				}})
 			case 4: // progress
 				f := float64(rng.IntN(100)) / 100
 				if err := rundir.AppendEvent(run.Status(), schema.Event{Type: schema.EventProgress, Fraction: &f}); err != nil {
 					t.Fatal(err)
 				}
+				if !ticks {
+					unticked[i] = due{f, c + monitor.FullEvery - 1}
+					continue
+				}
+				delete(unticked, i)
 				changes = append(changes, change{i, fmt.Sprintf("progress %.2f", f), func() error {
 					v, ok := views()[run.ID]
 					if !ok || v.Fraction == nil || *v.Fraction != f {
@@ -190,11 +222,26 @@ func TestCycleMarksSeeEveryChange(t *testing.T) {
 					return nil
 				}})
 			}
+			if !live[i] {
+				delete(unticked, i)
+			}
+		}
+		if ticks {
+			tick()
 		}
 		cycle()
 		for _, ch := range changes {
 			if err := ch.want(); err != nil {
 				t.Fatalf("cycle %d: run %s, %s not seen at the next cycle: %v (replay: TETHER_SEED=%d)", c, runs[ch.run].ID, ch.kind, err, seed)
+			}
+		}
+		for i, d := range unticked {
+			v, ok := views()[runs[i].ID]
+			switch {
+			case ok && v.Fraction != nil && *v.Fraction == d.f:
+				delete(unticked, i)
+			case c >= d.by:
+				t.Fatalf("cycle %d: run %s, progress %.2f without a watcher not seen within %d cycles: view %+v (replay: TETHER_SEED=%d)", c, runs[i].ID, d.f, monitor.FullEvery, v, seed)
 			}
 		}
 	}
