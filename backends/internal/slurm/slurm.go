@@ -90,6 +90,11 @@ func KnownStates() []string {
 	return out
 }
 
+// maxHosts bounds one hostlist's expansion: the largest machines have
+// some 10,000 nodes, and a damaged list ("n[0-99999][0-99999]") must not
+// cost gigabytes. An item past the bound is kept as written.
+const maxHosts = 1 << 17
+
 // ExpandHostlist turns "node[1-3,5],gpu01" into its host names.
 func ExpandHostlist(s string) []string {
 	s = strings.TrimSpace(s)
@@ -98,7 +103,11 @@ func ExpandHostlist(s string) []string {
 	}
 	var out []string
 	for _, item := range splitTop(s) {
-		out = append(out, expandOne(item)...)
+		hosts, ok := expandOne(item, maxHosts-len(out))
+		if !ok {
+			hosts = []string{item}
+		}
+		out = append(out, hosts...)
 	}
 	return out
 }
@@ -123,21 +132,26 @@ func splitTop(s string) []string {
 	return append(parts, s[start:])
 }
 
-func expandOne(item string) []string {
+// expandOne expands one item of a hostlist into at most budget names (ok
+// false: it would be more).
+func expandOne(item string, budget int) ([]string, bool) {
 	open := strings.IndexByte(item, '[')
 	if open < 0 {
 		if item == "" {
-			return nil
+			return nil, true
 		}
-		return []string{item}
+		return []string{item}, budget >= 1
 	}
 	close := strings.IndexByte(item[open:], ']')
 	if close < 0 {
-		return []string{item}
+		return []string{item}, budget >= 1
 	}
 	close += open
 	prefix, ranges, rest := item[:open], item[open+1:close], item[close+1:]
-	suffixes := expandOne(rest)
+	suffixes, ok := expandOne(rest, budget)
+	if !ok {
+		return nil, false
+	}
 	if len(suffixes) == 0 {
 		suffixes = []string{""}
 	}
@@ -149,9 +163,15 @@ func expandOne(item string) []string {
 		}
 		a, err1 := strconv.Atoi(lo)
 		b, err2 := strconv.Atoi(hi)
-		if err1 != nil || err2 != nil || b < a || b-a > 100000 {
+		if err1 != nil || err2 != nil || b < a {
+			if len(out)+1 > budget {
+				return nil, false
+			}
 			out = append(out, prefix+r)
 			continue
+		}
+		if n := (b - a + 1) * len(suffixes); b-a >= budget || n > budget-len(out) {
+			return nil, false
 		}
 		width := len(lo)
 		for n := a; n <= b; n++ {
@@ -160,7 +180,7 @@ func expandOne(item string) []string {
 			}
 		}
 	}
-	return out
+	return out, true
 }
 
 // ParseTime reads Slurm's local timestamps ("2026-11-26T21:01:14");

@@ -1,6 +1,7 @@
 package slurm
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -65,6 +66,20 @@ func TestExpandHostlist(t *testing.T) {
 		if got := strings.Join(ExpandHostlist(in), " "); got != want {
 			t.Errorf("ExpandHostlist(%q) = %q, want %q", in, got, want)
 		}
+	}
+	// a damaged list too large to expand is kept as written (bounded
+	// memory), the rest of the list still expands
+	for in, want := range map[string][]string{
+		"n[0-99999][0-99999]":          {"n[0-99999][0-99999]"},
+		"a,n[0-99999999999999999]":     {"a", "n[0-99999999999999999]"},
+		"x[1-2],n[0-99999,0-99999],y1": {"x1", "x2", "n[0-99999,0-99999]", "y1"},
+	} {
+		if got := ExpandHostlist(in); !slices.Equal(got, want) {
+			t.Errorf("ExpandHostlist(%q) = %d names %.80q, want %q", in, len(got), got, want)
+		}
+	}
+	if got := ExpandHostlist("n[0-99999]"); len(got) != 100000 || got[99999] != "n99999" {
+		t.Errorf("a 100,000-node list: %d names", len(got))
 	}
 }
 
