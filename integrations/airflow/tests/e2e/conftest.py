@@ -75,6 +75,12 @@ COSTS = {
 }
 
 
+# The tests of a real deployment (test_triggerer.py) share one, started
+# once per module (~15 s): they go to one shard together.
+DEPLOYMENT_MODULE = "test_triggerer.py"
+DEPLOYMENT_COST = 35.0
+
+
 def _cost(item) -> float:
     return COSTS.get(getattr(item, "originalname", item.name), 0.2)
 
@@ -84,14 +90,28 @@ def pytest_collection_modifyitems(config, items):
     if not shard:
         return
     i, n = (int(x) for x in shard.split("/"))
+    # units of work: each test alone, the deployment module's tests as one
+    units: list[list[int]] = []
+    deployment: list[int] = []
+    for k, it in enumerate(items):
+        if it.path.name == DEPLOYMENT_MODULE:
+            deployment.append(k)
+        else:
+            units.append([k])
+    if deployment:
+        units.append(deployment)
+
+    def cost(u: list[int]) -> float:
+        return DEPLOYMENT_COST if u is deployment else sum(_cost(items[k]) for k in u)
+
     loads = [0.0] * n
     mine = set()
     # longest first, each to the least-loaded shard (deterministic: same order everywhere)
-    for idx in sorted(range(len(items)), key=lambda k: (-_cost(items[k]), k)):
+    for u in sorted(units, key=lambda u: (-cost(u), u[0])):
         s = loads.index(min(loads))
-        loads[s] += _cost(items[idx])
+        loads[s] += cost(u)
         if s == i:
-            mine.add(idx)
+            mine.update(u)
     keep = [it for k, it in enumerate(items) if k in mine]
     drop = [it for k, it in enumerate(items) if k not in mine]
     items[:] = keep

@@ -156,3 +156,31 @@ def test_a_cancelled_trigger_forgets_its_run(tether):
     # the job itself keeps running: the next try reattaches by its key
     st = subprocess.run([str(TETHER), "status", run["run_id"]], capture_output=True, text=True)
     assert st.returncode == 75
+
+
+def test_on_kill_in_watch_mode_cancels_and_decides(tether):
+    """cancel_on_kill on a deferred task: Airflow cancels the trigger (a
+    user's mark failed), then calls on_kill, which has the shared tether
+    watch cancel the job and decide the run: its outcome is "cancelled"
+    when on_kill returns, with no other tether process started."""
+    run = tether.submit("sleep 60", name="killed")
+
+    async def go():
+        trig = trigger(tether, run, cancel_on_kill=True)
+        task = asyncio.ensure_future(first_event(trig))
+        for _ in range(300):
+            ws = [w for w in _watch.watches() if w.loop is asyncio.get_running_loop() and w.proc]
+            if ws and run["run_dir"] in ws[0].waiters:
+                break
+            await asyncio.sleep(0.02)
+        task.cancel()  # what the triggerer does first
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(trig.on_kill(), 30)
+        await close_watches()
+
+    asyncio.run(go())
+    st = subprocess.run([str(TETHER), "status", run["run_id"]], capture_output=True, text=True)
+    assert st.returncode == 1, st.stdout + st.stderr
+    assert json.loads(st.stdout.strip().splitlines()[-1])["outcome"] == "cancelled"
+    assert tether.starts("watch") == 1 and tether.starts("cancel") == 0

@@ -36,6 +36,10 @@ MODES = ("watch", "poll")
 # that differs from the worker's, which retrying with a fixed set-up cures.
 FINAL_CODES = frozenset({0, 1, 99})
 
+# seconds on_kill waits for the cancelled run's outcome (Airflow's
+# [triggerer] on_kill_timeout is 30 s by default)
+ON_KILL_WAIT = 20.0
+
 
 class TetherTrigger(BaseTrigger):
     """Poll `tether step RUN` until the run has an outcome.
@@ -226,9 +230,32 @@ class TetherTrigger(BaseTrigger):
             await asyncio.sleep(self.poll_interval)
 
     async def on_kill(self) -> None:
-        """A user marked the deferred task failed/success or cleared it."""
+        """A user marked the deferred task failed/success or cleared it.
+
+        With cancel_on_kill the run is cancelled and, in watch mode, decided
+        too: the triggerer's tether watch sends the cancel, waits for the
+        job's end and writes the outcome "cancelled" (within ON_KILL_WAIT
+        seconds, inside Airflow's [triggerer] on_kill_timeout of 30 s).
+        Without a watch (poll mode, or it cannot run) `tether cancel` sends
+        it, and the next acting look (a retry, tether wait, a monitor)
+        decides the run."""
         if not self.cancel_on_kill:
             return
+        if self.mode == "watch":
+            try:
+                w = shared_watch([self.tether_bin, "watch", "--stdin", *site_args(self.site)], subprocess_env(self.env))
+                waiter = asyncio.ensure_future(w.wait(self._target))
+                await asyncio.sleep(0)  # registered before the cancel is sent
+                await w.cancel(self._target)
+                ev = await asyncio.wait_for(waiter, ON_KILL_WAIT)
+                self.log.info(
+                    "cancel_on_kill: tether run %s %s (%s)", self.run_id,
+                    (ev.get("outcome") or {}).get("outcome") or "not decided",
+                    (ev.get("outcome") or {}).get("reason") or ev.get("error") or "",
+                )
+                return
+            except (WatchGone, OSError, TimeoutError, asyncio.TimeoutError) as e:
+                self.log.warning("cancel_on_kill through tether watch: %s; running tether cancel", e or "no outcome in time")
         rc, _, err = await self._tether([self.tether_bin, "cancel", self._target, *site_args(self.site)], 25)
         self.log.info("cancel_on_kill: tether cancel %s exited %s %s", self.run_id, rc, _tail(err))
 

@@ -7,7 +7,9 @@ One DAG per (mode, case), named ``e2e_<mode>_<case>``:
          deferrable  TetherOperator(deferrable=True) (``tether submit`` + TetherTrigger)
   case   success, partial, skip, fail, retry (retries=1), badinput (operator only)
 
-plus e2e_bash_mapped and e2e_sync_mapped: two mapped instances of one Task.
+plus e2e_bash_mapped and e2e_sync_mapped: two mapped instances of one Task,
+the array DAGs, and e2e_deferrable_hold(_cancel) for the tests on a real
+deployment (test_triggerer.py).
 
 Each DAG is ``work >> downstream``; ``downstream`` returns what it received
 from ``work`` through XCom as ``{"received": <outcome dict>}``.
@@ -125,3 +127,12 @@ with DAG(dag_id="e2e_bash_array", schedule=None, catchup=False, tags=["tether-e2
             f'tether run --set array.params="$f" {TASK_FILE % "array.toml"}; rc=$?; rm -f "$f"; exit $rc'
         ),
     )
+
+
+# For the real deployment (test_triggerer.py): a deferred Task that holds
+# on until the test releases it, with and without cancel_on_kill.
+for _suffix, _extra in (("", {}), ("_cancel", {"cancel_on_kill": True})):
+    with DAG(dag_id=f"e2e_deferrable_hold{_suffix}", schedule=None, catchup=False, tags=["tether-e2e"]):
+        TetherOperator(
+            task_id="work", task_file=TASK_FILE % "hold.toml", deferrable=True, poll_interval=0.5, **_extra
+        )
