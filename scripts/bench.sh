@@ -12,3 +12,4 @@ go test -run '^$' -bench . -benchtime "${BENCHTIME:-20x}" ./... 2>&1 | grep -E '
 # in the run above)
 go test -run '^$' -bench 'BenchmarkArray1000$' -benchtime 1x ./cmd/tether/ 2>&1 | grep -E '^(Benchmark|ok|FAIL|---)'
 ./scripts/bench-controller.sh
+./scripts/bench-triggerer.sh

@@ -3,12 +3,13 @@
 #   1. make build                                  -> bin/tether
 #   2. scripts/airflow-env.sh                      -> the pinned Airflow 3 venv
 #   3. unit tests of airflow-provider-tether       (operator + trigger, fake CLI)
-#   4. python -m build (wheel + sdist, --no-isolation: hatchling comes from the lock)
-#      and install the wheel into the venv with --no-deps
+#   4. scripts/install-provider.sh: the wheel (+ sdist) built and installed
+#      into the venv with --no-deps
 #   5. real-Airflow e2e tests (SQLite, dag.test() in-process), split into
-#      parallel pytest processes; includes the README's example DAGs and the
+#      parallel pytest processes; includes the README's example DAGs, the
 #      success case on the Slurm 22.05 test cluster (skipped if it is not
-#      running, a failure with CI=true)
+#      running, a failure with CI=true), and a real deployment (api-server,
+#      scheduler, dag-processor, triggerer processes: test_triggerer.py)
 # Exits non-zero if anything fails.
 #
 # Environment:
@@ -26,7 +27,6 @@ phase=$start
 log() { printf '== airflow: %s\n' "$*" >&2; }
 since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1fs", b - a }'; }
 done_phase() { log "$* ($(since "$phase"))"; phase=$EPOCHREALTIME; }
-locked() { if command -v flock >/dev/null; then flock "$VENV.flock" "$@"; else "$@"; fi; }
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/tether-test-airflow.XXXXXX")
 cleanup() {
@@ -60,28 +60,9 @@ log "unit tests (the provider from src/)"
 (cd "$AF" && PYTHONPATH="$AF/src" "$PY" -m pytest tests/unit -q --basetemp="$TMP/pytest-unit" ${PYTEST_ARGS:-}) >&2
 done_phase "unit tests passed"
 
-log "python -m build (wheel + sdist)"
-"$PY" -m build --no-isolation --outdir "$TMP/dist" "$AF" >"$TMP/build.log" 2>&1 || { cat "$TMP/build.log" >&2; exit 1; }
-wheel=$(ls "$TMP"/dist/airflow_provider_tether-*-py3-none-any.whl)
-ls "$TMP"/dist/airflow_provider_tether-*.tar.gz >/dev/null
-"$PY" - "$wheel" <<'EOF'
-import sys, zipfile
-names = zipfile.ZipFile(sys.argv[1]).namelist()
-need = ["tether_provider/__init__.py", "tether_provider/operators/tether.py", "tether_provider/triggers/tether.py"]
-missing = [n for n in need if n not in names]
-ep = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-eps = zipfile.ZipFile(sys.argv[1]).read(ep).decode()
-assert not missing, f"wheel lacks {missing}"
-assert "[apache_airflow_provider]" in eps and "tether_provider:get_provider_info" in eps, eps
-assert not any(n.startswith("tests/") for n in names), "tests leaked into the wheel"
-EOF
-# Serialise with scripts/airflow-env.sh (which may be rebuilding the venv).
-if [ -x "$VENV/bin/uv" ]; then
-	locked "$VENV/bin/uv" pip install --python "$PY" --no-deps --reinstall --quiet "$wheel" >&2
-else
-	locked "$PY" -m pip install --no-deps --force-reinstall --quiet "$wheel" >&2
-fi
-done_phase "built and installed $(basename "$wheel")"
+log "python -m build (wheel + sdist), install into the venv"
+wheel=$(scripts/install-provider.sh "$VENV" "$TMP")
+done_phase "built and installed $wheel"
 
 wait "$migrate_pid" || { cat "$TMP/migrate.log" >&2; log "airflow db migrate failed"; exit 1; }
 export TETHER_E2E_DB_TEMPLATE="$TMP/db-template/airflow.db"
