@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/tether-hpc/tether/rundir"
 )
 
 // runWatch is what a waiter watches a run directory with: its own
@@ -97,34 +99,58 @@ type sharedSub struct {
 	s    *SharedWatch
 	dirs map[string]bool
 	ch   chan string
+	// covered: every directory asked for is watched, on a local filesystem
+	covered, remote bool
 }
 
 func (u *sharedSub) watch(paths ...string) {
 	u.s.mu.Lock()
 	defer u.s.mu.Unlock()
+	covered := u.s.w != nil
 	for _, p := range paths {
-		if u.dirs[p] || u.s.w == nil {
+		if u.dirs[p] {
+			continue
+		}
+		if u.s.w == nil {
+			covered = false
 			continue
 		}
 		if len(u.s.subs[p]) == 0 {
 			if err := u.s.w.Add(p); err != nil {
+				covered = false
 				continue
 			}
 			u.s.subs[p] = map[*sharedSub]struct{}{}
 		}
 		u.s.subs[p][u] = struct{}{}
 		u.dirs[p] = true
+		if rundir.NetworkFS(p) != "" {
+			u.remote = true
+		}
 	}
+	u.covered = covered && !u.remote
 }
 
 func (u *sharedSub) events() <-chan string { return u.ch }
 
+// statEvery: the stat fallback's period — StatEvery while a directory of
+// the waiter is not watched or is on a network filesystem (where inotify
+// does not see other hosts' writes), else a slow safety net (inotify on a
+// local filesystem sees every write; the waiter's timer looks anyway).
 func (u *sharedSub) statEvery() time.Duration {
-	if u.s.StatEvery > 0 {
-		return u.s.StatEvery
+	every := u.s.StatEvery
+	if every <= 0 {
+		every = time.Second
 	}
-	return time.Second
+	if u.covered && len(u.dirs) > 0 {
+		return max(every, coveredStatEvery)
+	}
+	return every
 }
+
+// coveredStatEvery is the stat fallback's period where inotify sees every
+// write.
+const coveredStatEvery = time.Minute
 
 func (u *sharedSub) close() {
 	u.s.mu.Lock()

@@ -51,7 +51,10 @@ func (e *Engine) Wait(ctx context.Context, run rundir.Run, update func(Status)) 
 		if update != nil {
 			update(st)
 		}
-		rec, _ := run.Load()
+		rec := st.Record // what this step read (run.json again only when it changed)
+		if rec == nil {
+			rec, _ = run.Load()
+		}
 		n := 0
 		if rec != nil && rec.Current() != nil {
 			n = rec.Current().N
@@ -61,14 +64,27 @@ func (e *Engine) Wait(ctx context.Context, run rundir.Run, update func(Status)) 
 			interval = minI // near the walltime: look more often
 		}
 		timer := time.NewTimer(interval)
-		tick := time.NewTicker(min(w.statEvery(), interval))
+		// the stat fallback, where it looks more often than the timer
+		// (inotify on a local filesystem leaves it to the timer)
+		var tick *time.Ticker
+		var tickC <-chan time.Time
+		statting := w.statEvery() < interval
+		if statting {
+			tick = time.NewTicker(w.statEvery())
+			tickC = tick.C
+			if lastSig == "" {
+				lastSig = fileSig(run, n)
+			}
+		}
 		force := false
 	wait:
 		for {
 			select {
 			case <-ctx.Done():
 				timer.Stop()
-				tick.Stop()
+				if tick != nil {
+					tick.Stop()
+				}
 				return nil, ctx.Err()
 			case ev := <-w.events():
 				if base := filepath.Base(ev); base == "status.jsonl" || base == "started" {
@@ -80,7 +96,7 @@ func (e *Engine) Wait(ctx context.Context, run rundir.Run, update func(Status)) 
 				// decided without the scheduler; other ends want its word
 				force = true
 				break wait
-			case <-tick.C:
+			case <-tickC:
 				if sig := fileSig(run, n); sig != lastSig {
 					lastSig = sig
 					force = true
@@ -91,8 +107,12 @@ func (e *Engine) Wait(ctx context.Context, run rundir.Run, update func(Status)) 
 			}
 		}
 		timer.Stop()
-		tick.Stop()
-		lastSig = fileSig(run, n)
+		if statting {
+			tick.Stop()
+			lastSig = fileSig(run, n)
+		} else {
+			lastSig = ""
+		}
 		if force {
 			interval, maxAge = minI, 0
 		} else {

@@ -17,8 +17,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tether-hpc/tether/backends"
 	"github.com/tether-hpc/tether/rundir"
@@ -85,6 +88,66 @@ type Backend struct {
 	// beforeShimStart, when a test sets it, runs in Submit after the job
 	// file is written and before the supervisor starts.
 	beforeShimStart func(ctx context.Context, jobPath string)
+
+	// seen: the job records Query read, kept while their file is the same
+	// (every write renames a new file in), so a long-lived caller (tether
+	// watch, the monitor) re-reads only the records that changed
+	seenMu sync.Mutex
+	seen   map[string]seenJob
+	settle time.Duration // seenSettle; tests set less
+}
+
+type seenJob struct {
+	ino, size int64
+	mod, chg  int64 // ns
+	job       Job
+}
+
+// seenSettle: a record written this recently is not kept (a filesystem
+// with 1 s timestamps could hide a second write within the same tick).
+const seenSettle = 2 * time.Second
+
+func (b *Backend) settleTime() time.Duration {
+	if b.settle != 0 {
+		return b.settle
+	}
+	return seenSettle
+}
+
+// readJobSeen reads a job record for Query, or returns a copy of the one
+// read before when its file is unchanged (the same inode, size, mtime and
+// ctime, and older than seenSettle: writes rename a new file in, so an
+// unchanged file is the same record).
+func (b *Backend) readJobSeen(path string) (*Job, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, os.ErrNotExist
+		}
+		return readJob(path)
+	}
+	b.seenMu.Lock()
+	s, ok := b.seen[path]
+	b.seenMu.Unlock()
+	if ok && s.ino == int64(st.Ino) && s.size == st.Size && s.mod == st.Mtim.Nano() && s.chg == st.Ctim.Nano() {
+		j := s.job
+		return &j, nil
+	}
+	j, err := readJob(path)
+	if err != nil {
+		return nil, err
+	}
+	b.seenMu.Lock()
+	if b.seen == nil {
+		b.seen = map[string]seenJob{}
+	}
+	if j.State.Terminal() || time.Since(time.Unix(0, max(st.Mtim.Nano(), st.Ctim.Nano()))) < b.settleTime() {
+		delete(b.seen, path) // an ended job is read a few times more at most; a fresh one again
+	} else {
+		b.seen[path] = seenJob{ino: int64(st.Ino), size: st.Size, mod: st.Mtim.Nano(), chg: st.Ctim.Nano(), job: *j}
+	}
+	b.seenMu.Unlock()
+	return j, nil
 }
 
 // New returns a backend spooling under dir (created at the first submit).
@@ -205,7 +268,7 @@ func (b *Backend) Query(ctx context.Context, ids []backends.JobID) (map[backends
 		if !validAnyID(string(id)) {
 			continue
 		}
-		j, err := readJob(b.jobPath(string(id)))
+		j, err := b.readJobSeen(b.jobPath(string(id)))
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}

@@ -303,3 +303,51 @@ func TestQuerySupervisorEndsBetweenReadAndLook(t *testing.T) {
 		t.Errorf("%+v %v, want OUT_OF_MEMORY", st, ok)
 	}
 }
+
+// Query keeps the job records it read while their files are unchanged; a
+// record rewritten (a new file renamed in) is read again even when its
+// size and mtime are the same as before (here RUNNING and PENDING, of one
+// length, with the mtime set back to one old time after every write).
+func TestQuerySeesEveryRewrite(t *testing.T) {
+	b := newBackend(t)
+	b.settle = time.Nanosecond // keep every record read (the real 2 s would keep none here)
+	if err := os.MkdirAll(b.jobsDir(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	ids := []backends.JobID{"1", "2", "3", "4"}
+	want := map[backends.JobID]backends.State{}
+	write := func(id backends.JobID, st backends.State) {
+		t.Helper()
+		j := &Job{ID: string(id), State: st, Submit: time.Now()} // no supervisor yet: supervised for 10 s
+		if err := writeJob(b.jobPath(string(id)), j); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(b.jobPath(string(id)), old, old); err != nil {
+			t.Fatal(err)
+		}
+		want[id] = st
+	}
+	for _, id := range ids {
+		write(id, backends.Pending)
+	}
+	states := []backends.State{backends.Pending, backends.Running}
+	for round := range 40 {
+		if round > 0 {
+			id := ids[round%len(ids)]
+			write(id, states[(round/len(ids))%2])
+		}
+		got, err := b.Query(context.Background(), ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids {
+			if got[id].State != want[id] {
+				t.Fatalf("round %d: job %s %s, want %s", round, id, got[id].State, want[id])
+			}
+		}
+	}
+	if len(b.seen) != len(ids) {
+		t.Errorf("%d records kept, want %d (the settled, live ones)", len(b.seen), len(ids))
+	}
+}

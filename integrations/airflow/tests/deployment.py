@@ -113,9 +113,6 @@ class Deployment:
         self.env.update(env or {})
         self.procs: dict[str, subprocess.Popen] = {}
         self.starts: dict[str, int] = {}
-        # components started in a PID namespace of their own (root only):
-        # its last PID counts the processes they started (pid_count)
-        self.pidns: set[str] = set()
         if db_template and Path(db_template).is_file():
             shutil.copyfile(db_template, self.db)
         else:
@@ -128,11 +125,8 @@ class Deployment:
             n = self.starts.get(c, 0) + 1
             self.starts[c] = n
             log = open(self.logs / f"{c}.{n}.log", "wb")
-            argv = [self.airflow, c]
-            if c in self.pidns:
-                argv = ["unshare", "--pid", "--fork", "--kill-child", *argv]
             self.procs[c] = subprocess.Popen(
-                argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [self.airflow, c], env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own process group: kill() ends its children too
             )
             log.close()
@@ -188,19 +182,6 @@ class Deployment:
                 except ProcessLookupError:
                     pass
         return out
-
-    def pid_count(self, component: str) -> int | None:
-        """The last PID of a component's own PID namespace: how many
-        processes it has started (None: not in one)."""
-        if component not in self.pidns:
-            return None
-        # the namespace's first process is unshare's child
-        kids = Path(f"/proc/{self.pid(component)}/task/{self.pid(component)}/children").read_text().split()
-        if not kids:
-            return None
-        p = subprocess.run(["nsenter", "-t", kids[0], "-p", "cat", "/proc/sys/kernel/ns_last_pid"],
-                           capture_output=True, text=True)
-        return int(p.stdout) if p.returncode == 0 and p.stdout.strip().isdigit() else None
 
     def tail(self, component: str, n: int = 40) -> str:
         k = self.starts.get(component, 1)

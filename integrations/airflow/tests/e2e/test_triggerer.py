@@ -2,8 +2,9 @@
 api-server, scheduler, dag-processor and triggerer as their own processes.
 
 dag.test() (test_e2e.py) runs a deferred task's trigger inline; here a real
-`airflow triggerer` runs it, so it can be killed mid-deferral and started
-again, and a user's "mark failed" reaches the trigger's on_kill.
+`airflow triggerer` runs it: the deferrable cases again, a triggerer killed
+mid-deferral and started again, and a user's "mark failed" reaching the
+trigger's on_kill.
 """
 
 from __future__ import annotations
@@ -33,10 +34,52 @@ def deployment(tmp_path_factory):
     )
     try:
         d.start()
-        d.wait_parsed("e2e_deferrable_hold", "e2e_deferrable_hold_cancel")
+        d.wait_parsed("e2e_deferrable_hold", "e2e_deferrable_hold_cancel", *(f"e2e_deferrable_{c}" for c in CASES))
         yield d
     finally:
         d.stop()
+
+
+# the deferrable cases of test_e2e.py, here on the real triggerer: the
+# task's state, downstream's, and the run's tether outcome (None: none)
+CASES = {
+    "success": ("success", "success", "succeeded"),
+    "partial": ("success", "success", "partial"),
+    "skip": ("skipped", "skipped", "skipped"),
+    "fail": ("failed", "upstream_failed", "failed"),
+    "badinput": ("failed", "upstream_failed", None),
+}
+
+
+def test_deferrable_cases_on_a_real_triggerer(deployment: Deployment, tmp_path: Path):
+    """success, partial, skip, failure and bad input as deferred tasks whose
+    triggers a real triggerer runs (all at once): the same task states,
+    XComs and tether outcomes as with dag.test()'s inline trigger."""
+    d = deployment
+    runs = {}
+    for case in CASES:
+        task_dir = _tasks(tmp_path / case)
+        runs[case] = d.trigger(f"e2e_deferrable_{case}", {"task_dir": str(task_dir)})
+
+    def ended():
+        return all(d.run_state(f"e2e_deferrable_{c}", r) in ("success", "failed") for c, r in runs.items())
+
+    wait_for(ended, 240, "the five DAG runs end", every=0.5,
+             why=lambda: "\n".join(f"{c}: {d.tis(f'e2e_deferrable_{c}', r)}" for c, r in runs.items()))
+    listed = {r["key"]: r for r in _runs(d)}
+    for case, (work, downstream, outcome) in CASES.items():
+        dag, run_id = f"e2e_deferrable_{case}", runs[case]
+        tis = d.tis(dag, run_id)
+        assert (tis["work"]["state"], tis["downstream"]["state"]) == (work, downstream), (case, tis)
+        assert tis["work"]["try_number"] == 1, (case, tis)
+        got = listed.get(f"airflow/{dag}/{run_id}/work")
+        if outcome is None:
+            assert got is None, (case, got)  # refused before anything was submitted
+            continue
+        assert got and got["state"] == outcome and got["attempts"] == 1, (case, got)
+        if work == "success":
+            out = d.xcom(dag, run_id, "work")
+            assert out["outcome"] == outcome and d.xcom(dag, run_id, "downstream") == {"received": out}, (case, out)
 
 
 def _cmdline(pid: int) -> list[str]:
