@@ -78,7 +78,7 @@ COSTS = {
 # The tests of a real deployment (test_triggerer.py) share one, started
 # once per module (~15 s): they go to one shard together.
 DEPLOYMENT_MODULE = "test_triggerer.py"
-DEPLOYMENT_COST = 50.0
+DEPLOYMENT_COST = 60.0
 
 
 def _cost(item) -> float:
