@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -119,13 +120,15 @@ type Poller struct {
 	mu     sync.Mutex
 	last   Snapshot
 	lastFi os.FileInfo
-	// each job's JSON ("id":{...}) as last saved, and the jobs it was
-	// encoded from: a job whose status did not change is not encoded again
-	// (most of a site's jobs, most cycles)
-	enc     map[backends.JobID][]byte
-	encJobs map[backends.JobID]backends.JobStatus
-	encLen  int              // the jobs' JSON length at the last save
-	encIDs  []backends.JobID // the jobs of the last save, sorted
+	// the last save's bytes, where each job's JSON ("id":{...}) is in
+	// them (encAt; encNext is the map the next save fills), and the jobs
+	// they were encoded from: a job whose status did not change is copied,
+	// not encoded again (most of a site's jobs, most cycles), and the
+	// cache holds no second copy of the file
+	enc            []byte
+	encAt, encNext map[backends.JobID][2]int32
+	encJobs        map[backends.JobID]backends.JobStatus
+	encIDs         []backends.JobID // the jobs of the last save, sorted
 }
 
 func (p *Poller) dir() string { return filepath.Join(p.Store.Dir, "poll") }
@@ -412,41 +415,48 @@ func (p *Poller) encode(s *Snapshot) ([]byte, error) {
 		slices.Sort(ids) // as json.Marshal orders a map
 		p.encIDs = ids
 	}
-	if p.enc == nil {
-		p.enc = make(map[backends.JobID][]byte, len(ids))
+	if p.encNext == nil {
+		p.encNext = make(map[backends.JobID][2]int32, len(ids))
 	}
-	out := make([]byte, 0, len(head)+p.encLen+64)
+	next := p.encNext
+	clear(next)
+	out := make([]byte, 0, len(head)+len(p.enc)+64)
 	out = append(out, head[:at+len(`"jobs":`)]...)
 	out = append(out, '{')
 	for i, id := range ids {
-		st := s.Jobs[id]
-		b, ok := p.enc[id]
-		if old, had := p.encJobs[id]; !ok || !had || !old.Equal(st) {
-			k, err := json.Marshal(string(id))
-			if err != nil {
-				return nil, err
-			}
-			v, err := json.Marshal(st)
-			if err != nil {
-				return nil, err
-			}
-			b = append(append(k, ':'), v...)
-			p.enc[id] = b
-		}
 		if i > 0 {
 			out = append(out, ',')
 		}
-		out = append(out, b...)
+		st := s.Jobs[id]
+		start := len(out)
+		if o, ok := p.encAt[id]; ok {
+			if old, had := p.encJobs[id]; had && old.Equal(st) {
+				out = append(out, p.enc[o[0]:o[1]]...)
+				next[id] = [2]int32{int32(start), int32(len(out))}
+				continue
+			}
+		}
+		k, err := json.Marshal(string(id))
+		if err != nil {
+			return nil, err
+		}
+		v, err := json.Marshal(st)
+		if err != nil {
+			return nil, err
+		}
+		out = append(append(append(out, k...), ':'), v...)
+		next[id] = [2]int32{int32(start), int32(len(out))}
 	}
 	out = append(out, '}')
-	p.encLen = len(out) - at
-	for id := range p.enc {
-		if _, ok := s.Jobs[id]; !ok {
-			delete(p.enc, id) // a job the scheduler no longer reports
-		}
+	out = append(out, head[at+len(`"jobs":null`):]...)
+	if len(out) > math.MaxInt32 {
+		p.enc, p.encAt, p.encNext, p.encJobs = nil, nil, nil, nil
+		return out, nil
 	}
+	// out is written and kept, never changed: the next save copies from it
+	p.enc, p.encAt, p.encNext = out, next, p.encAt
 	p.encJobs = s.Jobs // read-only from here on, like every snapshot's maps
-	return append(out, head[at+len(`"jobs":null`):]...), nil
+	return out, nil
 }
 
 // sameKeys: ids (distinct) are exactly m's keys.
