@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -80,26 +79,9 @@ type Tracker struct {
 	exit   *schema.ExitFile
 	exitN  int
 	exitFi os.FileInfo
-	// the current attempt's file paths, joined once per attempt
-	att attemptPaths
 	// marks: directory marks stand in for the reads of unchanged files
 	// (the monitor's trackers; see quiet.go)
 	marks *quiet
-	job   backends.JobStatus // the monitor's: what its Status.Job points to
-}
-
-type attemptPaths struct {
-	n                       int
-	dir, exit, started, out string
-}
-
-// paths returns attempt n's file paths.
-func (t *Tracker) paths(run rundir.Run, n int) *attemptPaths {
-	if t.att.n != n || t.att.dir == "" {
-		d := run.AttemptDir(n)
-		t.att = attemptPaths{n: n, dir: d, exit: filepath.Join(d, "exitcode"), started: filepath.Join(d, "started"), out: filepath.Join(d, "stdout")}
-	}
-	return &t.att
 }
 
 // NewTracker starts tracking a run.
@@ -137,7 +119,7 @@ func (t *Tracker) forget() {
 // exitFile reads an attempt's exit file (nil when absent), again only when
 // it changed: a look at a live run costs one stat.
 func (t *Tracker) exitFile(run rundir.Run, n int) (*schema.ExitFile, error) {
-	fi, err := os.Stat(t.paths(run, n).exit)
+	fi, err := os.Stat(run.ExitCode(n))
 	if err != nil {
 		t.exit, t.exitFi = nil, nil
 		return nil, nil
@@ -159,7 +141,7 @@ func (t *Tracker) startedFile(run rundir.Run, n int) *schema.Started {
 		return t.started
 	}
 	var s schema.Started
-	if err := rundir.ReadJSON(t.paths(run, n).started, &s); err != nil {
+	if err := rundir.ReadJSON(run.Started(n), &s); err != nil {
 		return nil
 	}
 	if s.Attempt == n {
@@ -397,15 +379,8 @@ func (e *Engine) observe(ctx context.Context, run rundir.Run, rec *schema.RunRec
 	in.Evidence = Weigh(sum, &rec.Task, rundir.GenerationStart(rec))
 	st.Started, st.Summary = started, sum
 	if known {
-		if tr.marks != nil {
-			// the monitor's tracker: a look's Status lives only until the
-			// next look of the run, so one JobStatus per run serves
-			tr.job = js
-			st.Job = &tr.job
-		} else {
-			j := js
-			st.Job = &j
-		}
+		j := js
+		st.Job = &j
 		in.State, in.Native, in.SchedExit, in.SchedSig, in.SchedNote, in.Nodes = js.State, js.Native, js.ExitCode, js.Signal, js.Reason, js.Nodes
 		in.SchedLimit = js.LimitKill
 		st.Deadline = js.Deadline

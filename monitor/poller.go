@@ -120,15 +120,16 @@ type Poller struct {
 	mu     sync.Mutex
 	last   Snapshot
 	lastFi os.FileInfo
-	// the last save's bytes, where each job's JSON ("id":{...}) is in
-	// them (encAt; encNext is the map the next save fills), and the jobs
-	// they were encoded from: a job whose status did not change is copied,
-	// not encoded again (most of a site's jobs, most cycles), and the
-	// cache holds no second copy of the file
-	enc            []byte
-	encAt, encNext map[backends.JobID][2]int32
-	encJobs        map[backends.JobID]backends.JobStatus
-	encIDs         []backends.JobID // the jobs of the last save, sorted
+	// the last save's bytes, the jobs they were encoded from (encIDs
+	// sorted, as they are in the bytes) and where each job's JSON
+	// ("id":{...}) is in them (encSpan[i] for encIDs[i]; encNext is the
+	// slice the next save fills): a job whose status did not change is
+	// copied, not encoded again (most of a site's jobs, most cycles), and
+	// the cache holds no second copy of the file
+	enc              []byte
+	encJobs          map[backends.JobID]backends.JobStatus
+	encIDs           []backends.JobID
+	encSpan, encNext [][2]int32
 }
 
 func (p *Poller) dir() string { return filepath.Join(p.Store.Dir, "poll") }
@@ -406,20 +407,16 @@ func (p *Poller) encode(s *Snapshot) ([]byte, error) {
 	if at < 0 {
 		return nil, fmt.Errorf("poll cache: no jobs field in %.80s", head)
 	}
-	ids := p.encIDs // the same jobs as at the last save: already in order
-	if !sameKeys(ids, s.Jobs) {
+	prev, ids := p.encIDs, p.encIDs // the same jobs as at the last save: already in order
+	same := sameKeys(ids, s.Jobs)
+	if !same {
 		ids = make([]backends.JobID, 0, len(s.Jobs))
 		for id := range s.Jobs {
 			ids = append(ids, id)
 		}
 		slices.Sort(ids) // as json.Marshal orders a map
-		p.encIDs = ids
 	}
-	if p.encNext == nil {
-		p.encNext = make(map[backends.JobID][2]int32, len(ids))
-	}
-	next := p.encNext
-	clear(next)
+	next := slices.Grow(p.encNext[:0], len(ids))[:len(ids)]
 	out := make([]byte, 0, len(head)+len(p.enc)+64)
 	out = append(out, head[:at+len(`"jobs":`)]...)
 	out = append(out, '{')
@@ -429,10 +426,15 @@ func (p *Poller) encode(s *Snapshot) ([]byte, error) {
 		}
 		st := s.Jobs[id]
 		start := len(out)
-		if o, ok := p.encAt[id]; ok {
+		j, ok := i, same
+		if !same {
+			j, ok = slices.BinarySearch(prev, id)
+		}
+		if ok && j < len(p.encSpan) {
 			if old, had := p.encJobs[id]; had && old.Equal(st) {
+				o := p.encSpan[j]
 				out = append(out, p.enc[o[0]:o[1]]...)
-				next[id] = [2]int32{int32(start), int32(len(out))}
+				next[i] = [2]int32{int32(start), int32(len(out))}
 				continue
 			}
 		}
@@ -445,16 +447,16 @@ func (p *Poller) encode(s *Snapshot) ([]byte, error) {
 			return nil, err
 		}
 		out = append(append(append(out, k...), ':'), v...)
-		next[id] = [2]int32{int32(start), int32(len(out))}
+		next[i] = [2]int32{int32(start), int32(len(out))}
 	}
 	out = append(out, '}')
 	out = append(out, head[at+len(`"jobs":null`):]...)
 	if len(out) > math.MaxInt32 {
-		p.enc, p.encAt, p.encNext, p.encJobs = nil, nil, nil, nil
+		p.enc, p.encIDs, p.encSpan, p.encNext, p.encJobs = nil, nil, nil, nil, nil
 		return out, nil
 	}
 	// out is written and kept, never changed: the next save copies from it
-	p.enc, p.encAt, p.encNext = out, next, p.encAt
+	p.enc, p.encIDs, p.encSpan, p.encNext = out, ids, next, p.encSpan
 	p.encJobs = s.Jobs // read-only from here on, like every snapshot's maps
 	return out, nil
 }

@@ -3,6 +3,7 @@ package monitor
 import (
 	"hash/crc32"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -21,7 +22,9 @@ import (
 // remove) changes the directory's mtime and ctime. So one stat of each
 // directory stands in for the opens and stats of the files in it: a
 // directory whose mark is the one seen before the last full read holds
-// the same files.
+// the same files. The mark is the inode and the ctime: every change of
+// the mtime (utimes included) sets the ctime too, and no caller can set
+// a ctime.
 //
 // Three guards keep a mark from hiding a change:
 //   - settled: a mark younger than markSettle (by the real clock, since
@@ -53,18 +56,19 @@ const (
 	fullEvery  = 8
 )
 
-// dirMark is a directory's identity and change times.
+// dirMark is a directory's identity and status-change time.
 type dirMark struct {
-	ino      uint64
-	mod, chg int64 // ns
+	ino uint64
+	chg int64 // ns
 }
 
 // stat stats a run's file or directory: by its name relative to the
 // store's runs directory while a cycle holds that open (q.at; a shorter
-// path walk than from /), else by its absolute path.
+// path walk than from /) and the name is known, else by its absolute
+// path.
 func (q *quiet) stat(abs, rel string, st *unix.Stat_t) error {
-	if q.at >= 0 {
-		return unix.Fstatat(q.at, rel, st, 0)
+	if q.at >= 0 && rel != "" {
+		return unix.Fstatat(int(q.at), rel, st, 0)
 	}
 	return unix.Stat(abs, st)
 }
@@ -75,7 +79,7 @@ func (q *quiet) markOfDir(abs, rel string) (dirMark, bool) {
 	if err := q.stat(abs, rel, &st); err != nil {
 		return dirMark{}, false
 	}
-	return dirMark{ino: st.Ino, mod: st.Mtim.Nano(), chg: st.Ctim.Nano()}, true
+	return dirMark{ino: st.Ino, chg: st.Ctim.Nano()}, true
 }
 
 // OpenRuns opens a store's runs directory for the stats of one cycle
@@ -91,7 +95,7 @@ func OpenRuns(runsDir string) int {
 // at sets the runs-directory descriptor of a cycle's look (-1: none).
 func (t *Tracker) at(fd int) {
 	if t.marks != nil {
-		t.marks.at = fd
+		t.marks.at = int32(fd)
 	}
 }
 
@@ -104,7 +108,13 @@ func (t *Tracker) updateStatus(quiet bool) (bool, error) {
 			return false, nil
 		}
 		var st unix.Stat_t
-		if err := q.stat(t.status.Path, q.relStatus, &st); err == nil && t.status.UpToDate(st.Size) {
+		rel, p := relOf(t.run), t.status.Path
+		if rel != "" && strings.HasPrefix(p, t.run.Dir) && p[len(t.run.Dir):] == "/status.jsonl" {
+			rel = p[len(p)-len(rel)-len("/status.jsonl"):]
+		} else {
+			rel = ""
+		}
+		if err := q.stat(p, rel, &st); err == nil && t.status.UpToDate(st.Size) {
 			return false, nil
 		}
 	}
@@ -112,33 +122,33 @@ func (t *Tracker) updateStatus(quiet bool) (bool, error) {
 }
 
 func (d dirMark) settled(now time.Time) bool {
-	return now.UnixNano()-max(d.mod, d.chg) >= int64(markSettle)
+	return now.UnixNano()-d.chg >= int64(markSettle)
 }
 
 // quiet is a tracker's directory marks (nil: marks are off, every look
 // reads the files).
 type quiet struct {
-	now   func() time.Time // the filesystem's clock
-	looks int              // since the last full read of everything
+	now func() time.Time // the filesystem's clock
 	// at: the cycle's descriptor of the runs directory (-1 outside a
 	// cycle's look); the run's names relative to it
-	at                       int
-	relRun, relStatus, relAt string
-	relN                     int
+	at    int32
+	looks int32 // since the last full read of everything
+	relN  int32
+	attN  int32
+	relAt string // the attempt directory's
 
 	// the run directory: runOK is this look's verdict, runNext the mark
 	// taken before this look's reads (committed once they succeeded)
 	run, runNext dirMark
-	runValid     bool
-	runOK        bool
-	runChecked   bool // by track, for the step that follows
-
 	// the attempt directory, with the scheduler state seen with it
 	att      dirMark
-	attN     int
-	attValid bool
 	attState backends.State
-	attKnown bool
+	runValid bool
+	runOK    bool
+	// runChecked: by track, for the step that follows
+	runChecked bool
+	attValid   bool
+	attKnown   bool
 }
 
 // UseMarks turns directory marks on for a tracker (the monitor's); now
@@ -148,8 +158,17 @@ func (t *Tracker) UseMarks(runID string, now func() time.Time) {
 	if now == nil {
 		now = time.Now
 	}
-	t.marks = &quiet{now: now, looks: int(crc32.ChecksumIEEE([]byte(runID)) % fullEvery), at: -1,
-		relRun: runID, relStatus: runID + "/status.jsonl"}
+	t.marks = &quiet{now: now, looks: int32(crc32.ChecksumIEEE([]byte(runID)) % fullEvery), at: -1}
+}
+
+// relOf is a run's directory name relative to the store's runs directory
+// (a part of run.Dir, no copy): "" when run.Dir does not end in its id.
+func relOf(run rundir.Run) string {
+	n := len(run.Dir) - len(run.ID)
+	if run.ID == "" || n < 1 || run.Dir[n-1] != '/' || run.Dir[n:] != run.ID {
+		return ""
+	}
+	return run.Dir[n:]
 }
 
 func (q *quiet) reset() {
@@ -180,7 +199,7 @@ func (t *Tracker) checkRun(run rundir.Run, forStep bool) {
 		q.looks = 0
 		q.runValid, q.attValid = false, false
 	}
-	m, ok := q.markOfDir(run.Dir, q.relRun)
+	m, ok := q.markOfDir(run.Dir, relOf(run))
 	q.runNext = m
 	q.runOK = ok && q.runValid && m == q.run && m.settled(q.now())
 	if !q.runOK {
@@ -209,17 +228,24 @@ func (t *Tracker) attemptFiles(run rundir.Run, n int, state backends.State, know
 		exit, err := t.exitFile(run, n)
 		return exit, t.startedFile(run, n), false, err
 	}
-	if q.relN != n || q.relAt == "" {
-		q.relAt, q.relN = q.relRun+"/attempts/"+strconv.Itoa(n), n
+	if int(q.relN) != n || q.relAt == "" {
+		q.relAt, q.relN = "", int32(n)
+		if rel := relOf(run); rel != "" {
+			q.relAt = rel + "/attempts/" + strconv.Itoa(n)
+		}
 	}
-	m, ok := q.markOfDir(t.paths(run, n).dir, q.relAt)
+	abs := ""
+	if q.at < 0 || q.relAt == "" {
+		abs = run.AttemptDir(n)
+	}
+	m, ok := q.markOfDir(abs, q.relAt)
 	if !ok {
 		// no attempt directory (yet): nothing in it
 		q.attValid = false
 		t.exit, t.exitFi = nil, nil
 		return nil, nil, false, nil
 	}
-	if q.attValid && q.attN == n && m == q.att && q.attState == state && q.attKnown == known && m.settled(q.now()) {
+	if q.attValid && int(q.attN) == n && m == q.att && q.attState == state && q.attKnown == known && m.settled(q.now()) {
 		if t.started != nil && t.started.Attempt == n {
 			started = t.started
 		}
@@ -229,7 +255,7 @@ func (t *Tracker) attemptFiles(run rundir.Run, n int, state backends.State, know
 	exit, err = t.exitFile(run, n)
 	started = t.startedFile(run, n)
 	if err == nil && (started == nil || started.Attempt == n) {
-		q.att, q.attN, q.attState, q.attKnown, q.attValid = m, n, state, known, true
+		q.att, q.attN, q.attState, q.attKnown, q.attValid = m, int32(n), state, known, true
 	}
 	return exit, started, false, err
 }
