@@ -460,14 +460,35 @@ func (s *Store) Active() (map[string]string, error) { return s.ActiveOf("") }
 // ActiveOf returns run id -> job id for the active runs of one site. Two
 // sites sharing a state directory (not recommended) stay apart.
 func (s *Store) ActiveOf(site string) (map[string]string, error) {
+	out := map[string]string{}
+	err := s.eachActive(func(run, job, owner string) {
+		if site == "" || owner == "" || owner == site {
+			out[run] = job
+		}
+	})
+	return out, err
+}
+
+// ActiveEntry is one active run's mark: its job id and the site that
+// marked it ("" from a tether that did not record one).
+type ActiveEntry struct{ Job, Site string }
+
+// ActiveEntries returns every active run's mark, of every site, from one
+// read of the active index.
+func (s *Store) ActiveEntries() (map[string]ActiveEntry, error) {
+	out := map[string]ActiveEntry{}
+	err := s.eachActive(func(run, job, owner string) { out[run] = ActiveEntry{Job: job, Site: owner} })
+	return out, err
+}
+
+func (s *Store) eachActive(f func(run, job, owner string)) error {
 	ents, err := os.ReadDir(s.ActiveDir())
 	if errors.Is(err, os.ErrNotExist) {
-		return map[string]string{}, nil
+		return nil
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
-	out := make(map[string]string, len(ents))
 	for _, e := range ents {
 		if strings.HasPrefix(e.Name(), ".") {
 			continue
@@ -477,10 +498,7 @@ func (s *Store) ActiveOf(site string) (map[string]string, error) {
 			continue // removed meanwhile
 		}
 		job, rest, _ := strings.Cut(string(b), "\n")
-		if owner := strings.TrimSpace(rest); site != "" && owner != "" && owner != site {
-			continue
-		}
-		out[e.Name()] = strings.TrimSpace(job)
+		f(e.Name(), strings.TrimSpace(job), strings.TrimSpace(rest))
 	}
-	return out, nil
+	return nil
 }

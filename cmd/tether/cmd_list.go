@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/tether-hpc/tether/backends"
 	"github.com/tether-hpc/tether/monitor"
+	"github.com/tether-hpc/tether/rundir"
 )
 
 // listEntry is one row of `tether list`.
@@ -62,8 +63,15 @@ directory, so a list of 100,000 runs reads a few files.`,
 			if err != nil {
 				return err
 			}
-			act, _ := s.store.ActiveOf(site.Name)
-			all, _ := s.store.Active()
+			// one read of the active index: this site's runs (with the
+			// marks of a tether that recorded no site) and other sites'
+			all, _ := s.store.ActiveEntries()
+			act := make(map[string]string, len(all))
+			for id, a := range all {
+				if a.Site == "" || a.Site == site.Name {
+					act[id] = a.Job
+				}
+			}
 			entries := make([]listEntry, 0, len(rows))
 			runsDir := s.store.Run("x").Dir
 			runsDir = runsDir[:len(runsDir)-1] // ".../runs/"
@@ -81,7 +89,7 @@ directory, so a list of 100,000 runs reads a few files.`,
 				case mine:
 					e.State = "active"
 					settle = append(settle, len(entries))
-				case all[r.RunID] != "":
+				case all[r.RunID] != (rundir.ActiveEntry{}):
 					e.State = "active" // another site's, sharing this state directory
 				default:
 					e.State = "undecided"
@@ -121,6 +129,9 @@ func (a *app) settle(ctx context.Context, s *session, entries []listEntry, which
 			ids = append(ids, backends.JobID(j))
 		}
 	}
+	// ids are every active job of the site (the caller read the index):
+	// the poller need not read it again
+	s.engine.Poller.Complete = true
 	snap, perr := s.engine.Poller.Status(ctx, ids, s.site.Poll.MinInterval.D())
 	if perr != nil {
 		a.logf("scheduler query failed (%v); active runs show the last known state", perr)
