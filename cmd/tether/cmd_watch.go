@@ -64,7 +64,7 @@ once every RUN given is decided.`,
 				return usageError{fmt.Errorf("give runs, or --stdin")}
 			}
 			w := &watcher{a: a, out: json.NewEncoder(a.stdout), shared: monitor.NewSharedWatch(),
-				sessions: map[string]*session{}, runs: map[string]context.CancelFunc{}}
+				sessions: map[string]*session{}, runs: map[string]*watchedRun{}}
 			defer w.shared.Close()
 			for _, r := range args {
 				w.add(ctx, r)
@@ -90,7 +90,7 @@ type watcher struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session // site name and state directory -> session
-	runs     map[string]context.CancelFunc
+	runs     map[string]*watchedRun
 	wg       sync.WaitGroup
 }
 
@@ -133,12 +133,13 @@ func (w *watcher) add(parent context.Context, arg string) {
 		return
 	}
 	ctx, cancel := context.WithCancel(parent)
-	w.runs[arg] = cancel
+	me := &watchedRun{cancel: cancel}
+	w.runs[arg] = me
 	w.wg.Add(1)
 	w.mu.Unlock()
 	go func() {
 		defer w.wg.Done()
-		defer w.forget(arg)
+		defer w.drop(arg, me)
 		s, run, err := w.open(arg)
 		if err != nil {
 			w.fail(arg, err)
@@ -165,11 +166,27 @@ func (w *watcher) add(parent context.Context, arg string) {
 	}()
 }
 
+// watchedRun is one add of a run: a "forget" then the same run again
+// make a second one while the first one's waiter is still returning.
+type watchedRun struct{ cancel context.CancelFunc }
+
 func (w *watcher) forget(arg string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if cancel, ok := w.runs[arg]; ok {
-		cancel()
+	if r, ok := w.runs[arg]; ok {
+		r.cancel()
+		delete(w.runs, arg)
+	}
+}
+
+// drop ends one add's waiter: it removes the run only while the entry is
+// still that add's (a forgotten waiter that returns after the run was
+// added again leaves the new waiter be).
+func (w *watcher) drop(arg string, me *watchedRun) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	me.cancel()
+	if w.runs[arg] == me {
 		delete(w.runs, arg)
 	}
 }
@@ -177,8 +194,8 @@ func (w *watcher) forget(arg string) {
 func (w *watcher) stopAll() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for _, cancel := range w.runs {
-		cancel()
+	for _, r := range w.runs {
+		r.cancel()
 	}
 }
 
