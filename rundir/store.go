@@ -462,7 +462,7 @@ func (s *Store) Active() (map[string]string, error) { return s.ActiveOf("") }
 func (s *Store) ActiveOf(site string) (map[string]string, error) {
 	out := map[string]string{}
 	err := s.eachActive(func(run, job, owner string) {
-		if site == "" || owner == "" || owner == site {
+		if site == "" || (ActiveEntry{Job: job, Site: owner}).Of(site) {
 			out[run] = job
 		}
 	})
@@ -472,6 +472,10 @@ func (s *Store) ActiveOf(site string) (map[string]string, error) {
 // ActiveEntry is one active run's mark: its job id and the site that
 // marked it ("" from a tether that did not record one).
 type ActiveEntry struct{ Job, Site string }
+
+// Of reports whether the mark belongs to site (a mark without a site
+// belongs to every site).
+func (a ActiveEntry) Of(site string) bool { return a.Site == "" || a.Site == site }
 
 // ActiveEntries returns every active run's mark, of every site, from one
 // read of the active index.

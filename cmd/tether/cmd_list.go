@@ -68,7 +68,7 @@ directory, so a list of 100,000 runs reads a few files.`,
 			all, _ := s.store.ActiveEntries()
 			act := make(map[string]string, len(all))
 			for id, a := range all {
-				if a.Site == "" || a.Site == site.Name {
+				if a.Of(site.Name) {
 					act[id] = a.Job
 				}
 			}

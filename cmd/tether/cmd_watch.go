@@ -172,10 +172,10 @@ type watchedRun struct{ cancel context.CancelFunc }
 
 func (w *watcher) forget(arg string) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	if r, ok := w.runs[arg]; ok {
-		r.cancel()
-		delete(w.runs, arg)
+	r := w.runs[arg]
+	w.mu.Unlock()
+	if r != nil {
+		w.drop(arg, r)
 	}
 }
 
