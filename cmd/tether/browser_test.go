@@ -82,7 +82,7 @@ script = 'sleep 300'
 	okID := run("run", "ok.toml")
 	badID := run("run", "bad.toml")
 	slowID := run("submit", "slow.toml")
-	run("cancel", slowID)
+	cancelAndWait(t, env, dir, slowID) // decided before the page loads
 	evilID := run("submit", "evil.toml")
 	if !waitFor(30*time.Second, func() bool {
 		b, _ := os.ReadFile(filepath.Join(dir, "state", "tether", "runs", evilID, "status.jsonl"))

@@ -354,3 +354,22 @@ func cmdJSONLast(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("%s = %s, want %s%s", args[1], got, map[bool]string{true: "not ", false: ""}[neg], args[2])
 	}
 }
+
+// cancelAndWait cancels a local run a test leaves behind and waits until
+// it is decided: a cancel only asks, and the job's wrapper still writes
+// its exit file after that, which would race the removal of the test's
+// temporary directory. Call it from the test goroutine (a defer or a
+// Cleanup).
+func cancelAndWait(t *testing.T, env []string, dir, runID string) {
+	t.Helper()
+	for _, args := range [][]string{{"cancel", runID}, {"wait", "--timeout", "60s", runID}} {
+		c := exec.Command(tetherBin, args...)
+		c.Env, c.Dir = env, dir
+		if out, err := c.CombinedOutput(); err != nil && args[0] == "wait" {
+			// cancelled is exit 1; only a wait that gave up is worth a word
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+				t.Logf("tether wait %s after cancel: %v\n%s", runID, err, out)
+			}
+		}
+	}
+}

@@ -235,7 +235,7 @@ func TestStatusFloodBoundedRSS(t *testing.T) {
 	if err := json.Unmarshal([]byte(lastLine(out)), &sub); err != nil || sub.RunID == "" {
 		t.Fatalf("no run id in %q", out)
 	}
-	t.Cleanup(func() { tether("cancel", sub.RunID).Run() }) // a Task left blocked on a failure
+	t.Cleanup(func() { cancelAndWait(t, env, dir, sub.RunID) }) // a Task left blocked on a failure
 
 	// The Task has written everything when it opens the written FIFO.
 	written := make(chan error, 1)

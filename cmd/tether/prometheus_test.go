@@ -217,11 +217,7 @@ walltime = "5m"
 	var o map[string]any
 	json.Unmarshal([]byte(lastLine(out)), &o)
 	runID := o["run_id"].(string)
-	defer func() {
-		c := exec.Command(tetherBin, "cancel", runID)
-		c.Env = env
-		c.Run()
-	}()
+	defer cancelAndWait(t, env, dir, runID)
 	a := waitAlert(t, prom, "TetherRunHung", runID, 60*time.Second)
 	t.Logf("firing: %v", a["annotations"])
 	// tether status shows the same reason

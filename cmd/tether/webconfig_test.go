@@ -438,11 +438,7 @@ walltime = "5m"
 	if runID == "" {
 		t.Fatalf("no run_id in %s", out)
 	}
-	defer func() {
-		c := exec.Command(tetherBin, "cancel", runID)
-		c.Env = env
-		c.Run()
-	}()
+	defer cancelAndWait(t, env, dir, runID)
 	addr := startMonitor(t, env)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
