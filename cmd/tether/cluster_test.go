@@ -222,6 +222,42 @@ func cmdCluster(ts *testscript.TestScript, neg bool, args []string) {
 	release, err := c.hold(args[0] == "exclusive")
 	ts.Check(err)
 	ts.Defer(release)
+	ts.Setenv(holdVar, args[0])
+}
+
+// holdVar is where a script's `cluster` command records its hold.
+const holdVar = "TETHER_TEST_CLUSTER_HOLD"
+
+// needExclusive stops a script that would break the cluster (a node
+// down, a daemon stopped, a link cut) without holding it exclusively:
+// every other script's jobs would fail with it.
+func needExclusive(ts *testscript.TestScript, what string) {
+	if ts.Getenv(holdVar) != "exclusive" {
+		ts.Fatalf("%s breaks the cluster for every script: say `cluster exclusive` first", what)
+	}
+}
+
+// Every script of a shared cluster holds it (shared or exclusive), or an
+// exclusive script could break it under that script's jobs: bind.txtar
+// had no hold and ran while cut.txtar cut its node.
+func TestClusterScriptsHoldTheCluster(t *testing.T) {
+	t.Parallel()
+	hold := regexp.MustCompile(`(?m)^cluster (shared|exclusive)$`)
+	for _, glob := range []string{"slurm", "slurm-*", "multinode", "multinode-*"} {
+		files, err := filepath.Glob(filepath.Join("testdata", glob, "*.txtar"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !hold.Match(b) {
+				t.Errorf("%s: no `cluster shared` or `cluster exclusive` line", f)
+			}
+		}
+	}
 }
 
 // node down|resume: set the cluster's node DOWN (resumed when the script
@@ -244,6 +280,7 @@ func cmdNode(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	switch {
 	case len(args) == 1 && args[0] == "down":
+		needExclusive(ts, "node down")
 		ts.Defer(func() { resume() })
 		ts.Check(exec.Command(scontrol, "update", "nodename="+node, "state=down", "reason=tether-test").Run())
 	case len(args) == 1 && args[0] == "resume":
@@ -269,6 +306,7 @@ func cmdDaemon(ts *testscript.TestScript, neg bool, args []string) {
 		return nil
 	}
 	if args[0] == "stop" {
+		needExclusive(ts, "daemon stop")
 		ts.Defer(func() { ctl("start") })
 	}
 	ts.Check(ctl(args[0]))
@@ -281,6 +319,7 @@ func cmdSdiag(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 2 {
 		ts.Fatalf("usage: sdiag RPC var")
 	}
+	needExclusive(ts, "sdiag (counts are the whole controller's)")
 	c := ts.Value(clusterKey{}).(*testCluster)
 	out, err := exec.Command(filepath.Join(c.get("TESTCLUSTER_BIN_DIR"), "sdiag")).Output()
 	ts.Check(err)

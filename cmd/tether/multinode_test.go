@@ -116,6 +116,7 @@ func multinodeCmd(breakVerb, fixVerb string) func(ts *testscript.TestScript, neg
 		}
 		switch args[0] {
 		case "cut", "kill":
+			needExclusive(ts, strings.Join(args, " "))
 			ts.Defer(func() { run(fixVerb) })
 			ts.Check(run(breakVerb))
 		case "restore", "start":
