@@ -3,7 +3,6 @@ package monitor
 import (
 	"hash/crc32"
 	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -108,13 +107,8 @@ func (t *Tracker) updateStatus(quiet bool) (bool, error) {
 			return false, nil
 		}
 		var st unix.Stat_t
-		rel, p := relOf(t.run), t.status.Path
-		if rel != "" && strings.HasPrefix(p, t.run.Dir) && p[len(t.run.Dir):] == "/status.jsonl" {
-			rel = p[len(p)-len(rel)-len("/status.jsonl"):]
-		} else {
-			rel = ""
-		}
-		if err := q.stat(p, rel, &st); err == nil && t.status.UpToDate(st.Size) {
+		p := t.status.Path
+		if err := q.stat(p, relName(t.run, p), &st); err == nil && t.status.UpToDate(st.Size) {
 			return false, nil
 		}
 	}
@@ -169,6 +163,16 @@ func relOf(run rundir.Run) string {
 		return ""
 	}
 	return run.Dir[n:]
+}
+
+// relName is a path inside a run's directory relative to the store's
+// runs directory (a part of abs, no copy): "" when it is not inside.
+func relName(run rundir.Run, abs string) string {
+	rel := relOf(run)
+	if rel == "" || len(abs) <= len(run.Dir) || abs[len(run.Dir)] != '/' || abs[:len(run.Dir)] != run.Dir {
+		return ""
+	}
+	return abs[len(run.Dir)-len(rel):]
 }
 
 func (q *quiet) reset() {

@@ -362,14 +362,15 @@ func cmdJSONLast(ts *testscript.TestScript, neg bool, args []string) {
 // Cleanup).
 func cancelAndWait(t *testing.T, env []string, dir, runID string) {
 	t.Helper()
-	for _, args := range [][]string{{"cancel", runID}, {"wait", "--timeout", "60s", runID}} {
+	tether := func(args ...string) *exec.Cmd {
 		c := exec.Command(tetherBin, args...)
 		c.Env, c.Dir = env, dir
-		if out, err := c.CombinedOutput(); err != nil && args[0] == "wait" {
-			// cancelled is exit 1; only a wait that gave up is worth a word
-			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
-				t.Logf("tether wait %s after cancel: %v\n%s", runID, err, out)
-			}
-		}
+		return c
+	}
+	tether("cancel", runID).Run()
+	out, err := tether("wait", "--timeout", "60s", runID).CombinedOutput()
+	// cancelled is exit 1; only a wait that gave up is worth a word
+	if ee, ok := err.(*exec.ExitError); err != nil && (!ok || ee.ExitCode() != 1) {
+		t.Logf("tether wait %s after cancel: %v\n%s", runID, err, out)
 	}
 }
